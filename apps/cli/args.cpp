@@ -1,0 +1,232 @@
+#include "args.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <sstream>
+#include <string_view>
+#include <thread>
+
+#include "core/error.h"
+
+namespace burst::cli {
+namespace {
+
+// Parses all of `text` as an integer; from_chars rejects "", "+1", "1.5", "12abc" and overflow.
+std::int64_t parse_int(std::string_view flag, std::string_view text) {
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  BURST_CHECK(ec == std::errc() && end == text.data() + text.size(), flag,
+              ": expected an integer, got '", text, "'");
+  return value;
+}
+
+std::int64_t parse_positive(std::string_view flag, std::string_view text) {
+  const std::int64_t value = parse_int(flag, text);
+  BURST_CHECK(value >= 1, flag, ": expected a positive integer, got ", value);
+  return value;
+}
+
+// Positive and small enough for an int (thread and repeat counts).
+int parse_count(std::string_view flag, std::string_view text) {
+  const std::int64_t value = parse_positive(flag, text);
+  BURST_CHECK(value <= 1 << 20, flag, ": expected at most ", 1 << 20, ", got ", value);
+  return static_cast<int>(value);
+}
+
+// Head counts and head_dim past 2^20 cannot be real problems, and bounding them keeps the
+// size products in main far from int64 overflow.
+std::int64_t parse_size(std::string_view flag, std::string_view text, std::int64_t max) {
+  const std::int64_t value = parse_positive(flag, text);
+  BURST_CHECK(value <= max, flag, ": expected at most ", max, ", got ", value);
+  return value;
+}
+
+float parse_scale(std::string_view flag, std::string_view text) {
+  float value = 0.0f;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  BURST_CHECK(ec == std::errc() && end == text.data() + text.size() && std::isfinite(value), flag,
+              ": expected a finite number, got '", text, "'");
+  return value;
+}
+
+// "LEFT,RIGHT"; a negative side means unbounded and is stored as -1 (MaskSpec's convention).
+void parse_window(RunArgs& a, std::string_view flag, std::string_view text) {
+  const auto comma = text.find(',');
+  BURST_CHECK(comma != std::string_view::npos, flag,
+              ": expected two integers LEFT,RIGHT separated by a comma, got '", text, "'");
+  const auto side = [&](std::string_view part) {
+    std::int64_t value = 0;
+    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    BURST_CHECK(ec == std::errc() && end == part.data() + part.size(), flag,
+                ": expected two integers LEFT,RIGHT separated by a comma, got '", text, "'");
+    return value < 0 ? std::int64_t{-1} : value;
+  };
+  a.window_left = side(text.substr(0, comma));
+  a.window_right = side(text.substr(comma + 1));
+}
+
+constexpr std::int64_t kMaxSeqlen = std::int64_t{1} << 32;
+constexpr std::int64_t kMaxCount = std::int64_t{1} << 20;
+
+// One row per flag. `value` is the placeholder shown in the help ("" for a switch, which
+// takes no value); `apply` stores the parsed value.
+struct Flag {
+  std::string_view name;
+  std::string_view value;
+  std::string_view help;
+  void (*apply)(RunArgs& a, std::string_view flag, std::string_view value);
+};
+
+void note_size(RunArgs& a, std::string_view flag) { a.size_flags.emplace_back(flag); }
+
+constexpr Flag kFlags[] = {
+    {"--batch", "B", "batch size b (default 1)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.batch = parse_size(f, v, kMaxCount);
+       note_size(a, f);
+     }},
+    {"--seqlen", "S", "query length seqlen_q (default 4096)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.seqlen = parse_size(f, v, kMaxSeqlen);
+       note_size(a, f);
+     }},
+    {"--seqlen-k", "SK", "key/value length seqlen_k (default: seqlen)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.seqlen_k = parse_size(f, v, kMaxSeqlen);
+       note_size(a, f);
+     }},
+    {"--heads", "H", "query heads n_heads_q (default 8)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.heads = parse_size(f, v, kMaxCount);
+       note_size(a, f);
+     }},
+    {"--kv-heads", "G", "key/value heads n_heads_kv, dividing H (default: H)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.kv_heads = parse_size(f, v, kMaxCount);
+       note_size(a, f);
+     }},
+    {"--head-dim", "D", "head dimension d, at most 256 (default 128)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.head_dim = parse_size(f, v, kMaxCount);
+       note_size(a, f);
+     }},
+    {"--q", "Q.npy", "read q from a float32 [b, s, h, d] .npy file (needs --k, --v)",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.q_path = v; }},
+    {"--k", "K.npy", "read k, [b, seqlen_k, n_heads_kv, d]",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.k_path = v; }},
+    {"--v", "V.npy", "read v, shaped like k",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.v_path = v; }},
+    {"--do", "DO.npy", "read dO, shaped like q; computes the backward pass",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.do_path = v; }},
+    {"--causal", "", "mask keys after the query position",
+     [](RunArgs& a, std::string_view, std::string_view) { a.causal = true; }},
+    {"--window", "LEFT,RIGHT", "see only keys in [query-LEFT, query+RIGHT]; negative = unbounded",
+     parse_window},
+    {"--scale", "X", "softmax scale (default 1/sqrt(d))",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.scale = parse_scale(f, v); }},
+    {"--dtype", "fp32|bf16", "storage of q, k, v, dO and O (default fp32)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.dtype = parse_dtype(v, f); }},
+    {"--threads", "T", "threads (default: all hardware threads)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.threads = parse_count(f, v); }},
+    {"--isa", "auto|avx512|avx2|generic", "tile implementation (default auto)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.isa = kernels::parse_isa(std::string(v), std::string(f));
+     }},
+    {"--seed", "N", "seed of the random inputs (default 0)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       const std::int64_t seed = parse_int(f, v);
+       BURST_CHECK(seed >= 0, f, ": expected a non-negative integer, got ", seed);
+       a.seed = static_cast<std::uint64_t>(seed);
+     }},
+    {"--backward", "", "also time and check the backward pass (random dO)",
+     [](RunArgs& a, std::string_view, std::string_view) { a.backward = true; }},
+    {"--repeat", "N", "timed runs; the median is reported (default 3)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.repeat = parse_count(f, v); }},
+    {"--save", "DIR", "write o, lse (and dq, dk, dv) as float32 .npy files to DIR",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.save_dir = v; }},
+    {"--json", "FILE", "write the figures as one JSON object to FILE",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.json_path = v; }},
+    {"--help", "", "print this help",
+     [](RunArgs& a, std::string_view, std::string_view) { a.help = true; }},
+};
+
+const Flag* find_flag(std::string_view name) {
+  for (const Flag& f : kFlags) {
+    if (f.name == name) return &f;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+RunArgs parse_run_args(std::span<char* const> args) {
+  RunArgs a;
+  a.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view arg = args[i];
+    // Both "--flag value" and "--flag=value" are accepted.
+    const auto eq = arg.find('=');
+    const std::string_view name = arg.substr(0, eq);
+    const Flag* flag = arg.starts_with("--") ? find_flag(name) : nullptr;
+    BURST_CHECK(flag != nullptr, "arguments: expected a flag listed by 'burst run --help', got '",
+                arg, "'");
+    std::string_view value;
+    if (flag->value.empty()) {
+      BURST_CHECK(eq == std::string_view::npos, name, ": expected no value, got '",
+                  arg.substr(eq + 1), "'");
+    } else if (eq != std::string_view::npos) {
+      value = arg.substr(eq + 1);
+    } else {
+      BURST_CHECK(i + 1 < args.size(), name, ": expected a value ", flag->value,
+                  ", got the end of the arguments");
+      value = args[++i];
+      // "--save --json x" is a forgotten value, not a directory named "--json".
+      BURST_CHECK(!value.starts_with("--"), name, ": expected a value ", flag->value,
+                  ", got the flag '", value, "'");
+    }
+    if (!flag->value.empty()) {
+      BURST_CHECK(!value.empty(), name, ": expected a value ", flag->value, ", got ''");
+    }
+    flag->apply(a, name, value);
+  }
+  return a;
+}
+
+std::string top_usage() {
+  return "usage: burst run [flags]     time and verify exact attention (see burst run --help)\n"
+         "       burst --help\n";
+}
+
+std::string run_usage() {
+  std::ostringstream os;
+  os << "usage: burst run [flags]\n"
+        "Times exact attention on this machine and checks it against a double-precision\n"
+        "reference. Inputs are random (seeded normal values) unless --q/--k/--v are given.\n\n"
+        "flags:\n";
+  std::size_t width = 0;
+  for (const Flag& f : kFlags) width = std::max(width, f.name.size() + 1 + f.value.size());
+  for (const Flag& f : kFlags) {
+    std::string left = std::string(f.name) + (f.value.empty() ? "" : " ") + std::string(f.value);
+    left.resize(width, ' ');
+    os << "  " << left << "  " << f.help << "\n";
+  }
+  os << "\n"
+        "positions: keys sit at 0..seqlen_k-1 and query i at seqlen_k-seqlen_q+i (bottom-right\n"
+        "  alignment), so --causal lets query i see keys up to its own position.\n"
+        "timing: median wall time of --repeat runs, inputs and the check excluded.\n"
+        "  forward FLOPs = 4 b h seqlen_q seqlen_k d x (visible fraction of the mask);\n"
+        "  backward FLOPs = 2.5 x forward.\n"
+        "verification: against a double reference computed from the same (possibly\n"
+        "  bf16-rounded) inputs. Relative error of a tensor x (o, dq, dk, dv):\n"
+        "    max |x - ref| / max(max |ref|, tiny)   (tiny: the smallest normal double)\n"
+        "  and of lse: max |lse - ref| / (1 + |ref|); max_error is the largest over o and\n"
+        "  the gradients. Every query row is checked when b h seqlen_q seqlen_k d <= 2^29,\n"
+        "  else 64 rows spread over the sequence (first and last included); gradients are\n"
+        "  checked when b h seqlen_q seqlen_k d <= 2^31. Tolerance: 1e-4 (fp32), 1e-2 (bf16).\n"
+        "exit status: 0 checked and within tolerance, 1 error over tolerance,\n"
+        "  2 bad arguments or input files, 3 any other failure.\n";
+  return os.str();
+}
+
+}  // namespace burst::cli

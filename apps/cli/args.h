@@ -1,0 +1,54 @@
+// Command-line arguments of `burst run`: one table of flags, each with its value syntax, help
+// text and the field it sets, so usage text and parsing cannot drift apart.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "kernels/attention.h"
+
+namespace burst::cli {
+
+// Everything `burst run` was asked to do. Sizes left unset take their defaults in main
+// (kv_heads = heads, seqlen_k = seqlen) or come from the .npy files.
+struct RunArgs {
+  std::int64_t batch = 1;
+  std::int64_t seqlen = 4096;
+  std::optional<std::int64_t> seqlen_k;
+  std::int64_t heads = 8;
+  std::optional<std::int64_t> kv_heads;
+  std::int64_t head_dim = 128;
+  bool causal = false;
+  std::int64_t window_left = -1;  // -1: unbounded (any negative input is stored as -1)
+  std::int64_t window_right = -1;
+  std::optional<float> scale;
+  DType dtype = DType::kF32;
+  int threads = 1;  // set to the hardware concurrency before parsing
+  std::uint64_t seed = 0;
+  bool backward = false;
+  int repeat = 3;
+  kernels::Isa isa = kernels::Isa::kAuto;
+  std::string q_path, k_path, v_path, do_path;
+  std::string save_dir;
+  std::string json_path;
+  bool help = false;
+  // Size flags given explicitly, so that combining them with --q can be refused by name.
+  std::vector<std::string> size_flags;
+
+  bool has_window() const { return window_left >= 0 || window_right >= 0; }
+  bool from_files() const { return !q_path.empty(); }
+};
+
+// Parses the arguments after `run`. Throws burst::Error "FLAG: expected X, got Y" on any
+// malformed or unknown argument; cross-flag checks that need file shapes happen in main.
+RunArgs parse_run_args(std::span<char* const> args);
+
+// Usage text of `burst` and of `burst run` (the latter generated from the flag table).
+std::string top_usage();
+std::string run_usage();
+
+}  // namespace burst::cli

@@ -1,0 +1,153 @@
+// burst: the command-line program. `burst run` times exact local attention on one problem
+// (random or read from .npy files) and checks it against the double-precision reference.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <iostream>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "api/attention.h"
+#include "args.h"
+#include "core/error.h"
+#include "kernels/blas.h"
+#include "problem.h"
+#include "report.h"
+#include "verify.h"
+
+namespace burst::cli {
+namespace {
+
+// Exit statuses, also listed in `burst run --help`.
+constexpr int kExitOk = 0;
+constexpr int kExitOverTolerance = 1;
+constexpr int kExitBadInput = 2;
+constexpr int kExitInternal = 3;
+
+// fp32 results carry fp32 rounding only; bf16 outputs add one rounding of 2^-8 relative, which
+// also reaches the gradients through delta = rowsum(dO * O) of the bf16 O.
+constexpr double kToleranceF32 = 1e-4;
+constexpr double kToleranceBF16 = 1e-2;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// Runs fn `repeat` times and returns the median wall time in seconds.
+template <class Fn>
+double time_median(int repeat, Fn&& fn) {
+  std::vector<double> seconds;
+  for (int i = 0; i < repeat; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    fn();
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    seconds.push_back(took.count());
+  }
+  return median(seconds);
+}
+
+Report describe(const RunArgs& args, const Problem& p) {
+  Report r;
+  r.batch = p.batch();
+  r.seqlen_q = p.seqlen_q();
+  r.seqlen_k = p.seqlen_k();
+  r.heads = p.heads();
+  r.kv_heads = p.kv_heads();
+  r.head_dim = p.head_dim();
+  r.dtype = std::string(dtype_name(p.dtype()));
+  r.causal = args.causal;
+  if (args.has_window()) r.window = {{args.window_left, args.window_right}};
+  r.scale = p.options.scale ? static_cast<double>(*p.options.scale)
+                            : 1.0 / std::sqrt(static_cast<double>(p.head_dim()));
+  r.input = p.from_files ? "npy" : "random";
+  r.seed = args.seed;
+  r.threads = args.threads;
+  r.isa = kernels::isa_name(kernels::resolve_isa(args.isa));
+  r.blas_core = kernels::blas_info().core;
+  r.repeat = args.repeat;
+  r.visible_fraction = kernels::visible_fraction(p.seqlen_q(), p.seqlen_k(), p.options);
+  r.forward_flops = 4.0 * static_cast<double>(p.batch()) * static_cast<double>(p.heads()) *
+                    static_cast<double>(p.seqlen_q()) * static_cast<double>(p.seqlen_k()) *
+                    static_cast<double>(p.head_dim()) * r.visible_fraction;
+  r.tolerance = p.dtype() == DType::kBF16 ? kToleranceBF16 : kToleranceF32;
+  return r;
+}
+
+int run(const RunArgs& args) {
+  const Problem p = make_problem(args);
+  Report report = describe(args, p);  // resolves isa and loads BLAS before any timing
+
+  ForwardOutputs fwd;
+  report.forward_seconds = time_median(args.repeat, [&] {
+    fwd = attention_forward(p.q.view(), p.k.view(), p.v.view(), p.options, p.dtype());
+  });
+  Gradients grads;
+  if (p.backward) {
+    report.backward_seconds = time_median(args.repeat, [&] {
+      grads = attention_backward(p.q.view(), p.k.view(), p.v.view(), fwd.out.view(),
+                                 fwd.lse.view(), p.dout.view(), p.options);
+    });
+  }
+  if (!args.save_dir.empty()) save_outputs(args.save_dir, fwd, p.backward ? &grads : nullptr);
+
+  const ForwardCheck fc = check_forward(p, fwd, args.threads);
+  report.verified_rows = fc.rows;
+  report.errors.push_back({"o", fc.o_error});
+  report.lse_error = fc.lse_error;
+  if (p.backward && backward_checkable(p)) {
+    for (const TensorError& e : check_backward(p, grads, args.threads)) report.errors.push_back(e);
+    report.backward_verified = true;
+  }
+
+  print_table(std::cout, report);
+  if (!args.json_path.empty()) write_json(args.json_path, report);
+  const std::vector<TensorError> failures = report.failures();
+  if (failures.empty()) return kExitOk;
+  std::cerr << "burst: FAILED:";
+  for (const TensorError& e : failures) {
+    std::cerr << " " << e.name << " relative error " << e.error << ";";
+  }
+  std::cerr << " tolerance " << report.tolerance << "\n";
+  return kExitOverTolerance;
+}
+
+int run_main(std::span<char* const> args) {
+  if (args.empty()) {
+    std::cerr << top_usage();
+    return kExitBadInput;
+  }
+  const std::string_view command = args[0];
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::cout << top_usage() << "\n" << run_usage();
+    return kExitOk;
+  }
+  BURST_CHECK(command == "run", "command: expected run (see burst --help), got '", command, "'");
+  const RunArgs run_args = parse_run_args(args.subspan(1));
+  if (run_args.help) {
+    std::cout << run_usage();
+    return kExitOk;
+  }
+  return run(run_args);
+}
+
+}  // namespace
+}  // namespace burst::cli
+
+int main(int argc, char** argv) {
+  // burst::Error is the library's "bad argument or input" signal (it names the argument);
+  // anything else is unexpected.
+  const auto n_args = static_cast<std::size_t>(argc > 0 ? argc - 1 : 0);
+  try {
+    return burst::cli::run_main(std::span<char* const>(argv + 1, n_args));
+  } catch (const burst::Error& e) {
+    std::cerr << "burst: error: " << e.what() << "\n";
+    return burst::cli::kExitBadInput;
+  } catch (const std::exception& e) {
+    std::cerr << "burst: error: " << e.what() << "\n";
+    return burst::cli::kExitInternal;
+  }
+}

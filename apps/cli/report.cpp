@@ -1,0 +1,181 @@
+#include "report.h"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace burst::cli {
+namespace {
+
+std::string format(const char* fmt, double x) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, x);
+  return buf;
+}
+
+std::string mask_text(const Report& r) {
+  std::ostringstream os;
+  if (r.causal) os << "causal";
+  if (r.causal && r.window) os << "+";
+  if (r.window) os << "window " << r.window->first << "," << r.window->second;
+  return r.causal || r.window ? os.str() : "none";
+}
+
+std::string gflops(double flops, double seconds) {
+  return seconds > 0.0 ? format("%.2f", flops / seconds * 1e-9) : "-";
+}
+
+// Minimal JSON writer: keys in insertion order, comma handling, non-finite numbers as null.
+class JsonObject {
+ public:
+  void number(const char* key, double x) {
+    if (std::isfinite(x)) {
+      std::ostringstream os;
+      os.precision(9);
+      os << x;
+      raw(key, os.str());
+    } else {
+      raw(key, "null");
+    }
+  }
+  void integer(const char* key, std::int64_t x) { raw(key, std::to_string(x)); }
+  void boolean(const char* key, bool x) { raw(key, x ? "true" : "false"); }
+  void string(const char* key, const std::string& s) { raw(key, quote(s)); }
+  void optional(const char* key, const std::optional<double>& x) {
+    if (x) {
+      number(key, *x);
+    } else {
+      raw(key, "null");
+    }
+  }
+  void raw(const char* key, const std::string& value) {
+    body_ += (body_.empty() ? "\n  " : ",\n  ") + quote(key) + ": " + value;
+  }
+  std::string text() const { return "{" + body_ + "\n}\n"; }
+
+  static std::string quote(const std::string& s) {
+    std::string out = "\"";
+    for (const char c : s) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+        out += c;
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", static_cast<unsigned>(c));
+        out += buf;
+      } else {
+        out += c;
+      }
+    }
+    return out + "\"";
+  }
+
+ private:
+  std::string body_;
+};
+
+}  // namespace
+
+double Report::max_error() const {
+  double m = 0.0;
+  for (const TensorError& e : errors) m = std::isnan(e.error) || e.error > m ? e.error : m;
+  return m;
+}
+
+std::vector<TensorError> Report::failures() const {
+  std::vector<TensorError> out;
+  for (const TensorError& e : errors) {
+    if (!(e.error <= tolerance)) out.push_back(e);  // a NaN error fails too
+  }
+  if (!(lse_error <= tolerance)) out.push_back({"lse", lse_error});
+  return out;
+}
+
+void print_table(std::ostream& os, const Report& r) {
+  os << "problem   b " << r.batch << ", seqlen_q " << r.seqlen_q << ", seqlen_k " << r.seqlen_k
+     << ", heads " << r.heads << "/" << r.kv_heads << ", head_dim " << r.head_dim << ", "
+     << r.dtype << ", mask " << mask_text(r) << ", scale " << format("%.4g", r.scale) << ", "
+     << r.input;
+  if (r.input == "random") os << " (seed " << r.seed << ")";
+  os << "\nmachine   threads " << r.threads << ", isa " << r.isa << ", blas " << r.blas_core
+     << ", median of " << r.repeat << "\n\n";
+
+  std::string errors_fwd, errors_bwd;
+  for (const TensorError& e : r.errors) {
+    std::string& into = e.name == "o" ? errors_fwd : errors_bwd;
+    into += (into.empty() ? "" : "  ") + e.name + " " + format("%.2e", e.error);
+  }
+  errors_fwd += "  lse " + format("%.2e", r.lse_error);
+  char line[256];
+  std::snprintf(line, sizeof line, "%-10s %12s %12s   %s\n", "pass", "seconds", "GFLOP/s",
+                "relative error");
+  os << line;
+  std::snprintf(line, sizeof line, "%-10s %12.6f %12s   %s\n", "forward", r.forward_seconds,
+                gflops(r.forward_flops, r.forward_seconds).c_str(), errors_fwd.c_str());
+  os << line;
+  if (r.backward_seconds) {
+    if (!r.backward_verified) errors_bwd = "gradients: not verified (too large)";
+    std::snprintf(line, sizeof line, "%-10s %12.6f %12s   %s\n", "backward", *r.backward_seconds,
+                  gflops(r.backward_flops(), *r.backward_seconds).c_str(), errors_bwd.c_str());
+    os << line;
+  }
+  os << "\nverified  " << r.verified_rows << " of " << r.seqlen_q
+     << " query rows in every batch and head" << (r.backward_verified ? "; all gradients" : "")
+     << "\n";
+  std::string failed;
+  for (const TensorError& e : r.failures()) failed += (failed.empty() ? "" : ", ") + e.name;
+  os << "result    " << (failed.empty() ? "ok" : "FAILED (" + failed + ")") << ": max_error "
+     << format("%.2e", r.max_error()) << (failed.empty() ? " <= " : ", tolerance ")
+     << format("%.0e", r.tolerance) << "\n";
+}
+
+void write_json(const std::string& path, const Report& r) {
+  JsonObject j;
+  j.integer("batch", r.batch);
+  j.integer("seqlen_q", r.seqlen_q);
+  j.integer("seqlen_k", r.seqlen_k);
+  j.integer("heads", r.heads);
+  j.integer("kv_heads", r.kv_heads);
+  j.integer("head_dim", r.head_dim);
+  j.string("dtype", r.dtype);
+  j.boolean("causal", r.causal);
+  j.raw("window", r.window ? "[" + std::to_string(r.window->first) + ", " +
+                                 std::to_string(r.window->second) + "]"
+                           : "null");
+  j.number("scale", r.scale);
+  j.string("input", r.input);
+  j.integer("seed", static_cast<std::int64_t>(r.seed));
+  j.integer("threads", r.threads);
+  j.string("isa", r.isa);
+  j.string("blas_core", r.blas_core);
+  j.integer("repeat", r.repeat);
+  j.number("visible_fraction", r.visible_fraction);
+  j.number("forward_seconds", r.forward_seconds);
+  j.optional("backward_seconds", r.backward_seconds);
+  j.number("forward_gflops", r.forward_flops / r.forward_seconds * 1e-9);
+  std::optional<double> backward_gflops;
+  if (r.backward_seconds) backward_gflops = r.backward_flops() / *r.backward_seconds * 1e-9;
+  j.optional("backward_gflops", backward_gflops);
+  j.integer("verified_rows", r.verified_rows);
+  j.boolean("backward_verified", r.backward_verified);
+  std::string errors;
+  for (const TensorError& e : r.errors) {
+    errors += (errors.empty() ? "" : ", ") + JsonObject::quote(e.name) + ": " +
+              (std::isfinite(e.error) ? format("%.6g", e.error) : "null");
+  }
+  j.raw("errors", "{" + errors + "}");
+  j.number("lse_error", r.lse_error);
+  j.number("max_error", r.max_error());
+  j.number("tolerance", r.tolerance);
+  j.boolean("passed", r.failures().empty());
+
+  std::ofstream out(path);
+  BURST_CHECK(out.good(), "--json: expected a writable file, got '", path, "'");
+  out << j.text();
+  BURST_CHECK(out.good(), "--json: writing '", path, "' failed");
+}
+
+}  // namespace burst::cli

@@ -1,0 +1,52 @@
+// The figures of one `burst run`, printed as a short table and written as one JSON object.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "verify.h"
+
+namespace burst::cli {
+
+struct Report {
+  // Problem.
+  std::int64_t batch = 0, seqlen_q = 0, seqlen_k = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  std::string dtype;
+  bool causal = false;
+  std::optional<std::pair<std::int64_t, std::int64_t>> window;  // -1 side: unbounded
+  double scale = 0.0;
+  std::string input;  // "random" or "npy"
+  std::uint64_t seed = 0;
+  // Machine.
+  int threads = 0;
+  std::string isa;        // resolved implementation, never "auto"
+  std::string blas_core;  // OpenBLAS kernel family
+  int repeat = 0;
+  // Timing; FLOPs already scaled by the visible fraction of the mask.
+  double visible_fraction = 1.0;
+  double forward_flops = 0.0;
+  double forward_seconds = 0.0;
+  std::optional<double> backward_seconds;  // set when the backward pass ran
+  // Verification.
+  std::int64_t verified_rows = 0;
+  bool backward_verified = false;
+  std::vector<TensorError> errors;  // o, then dq, dk, dv when verified
+  double lse_error = 0.0;
+  double tolerance = 0.0;
+
+  double backward_flops() const { return 2.5 * forward_flops; }
+  // Largest error over o and the checked gradients (lse has its own measure).
+  double max_error() const;
+  // The tensors over tolerance (lse included, by its own measure); empty when all pass.
+  std::vector<TensorError> failures() const;
+};
+
+void print_table(std::ostream& os, const Report& r);
+
+// Writes r as one JSON object to `path`; throws burst::Error naming --json if it cannot.
+void write_json(const std::string& path, const Report& r);
+
+}  // namespace burst::cli

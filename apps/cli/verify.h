@@ -1,0 +1,40 @@
+// Checks `burst run`'s results against the double-precision reference (reference/reference.h),
+// computed from the same stored (possibly bf16-rounded) inputs.
+//
+// Error measures, one number per tensor:
+//   o, dq, dk, dv  max |x - ref| / max(max |ref|, tiny)   (normwise relative)
+//   lse            max |lse - ref| / (1 + |ref|); -inf must match -inf exactly
+// A NaN or infinity in a result counts as an infinite error.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "api/attention.h"
+#include "problem.h"
+
+namespace burst::cli {
+
+struct TensorError {
+  std::string name;  // "o", "lse", "dq", "dk", "dv"
+  double error = 0.0;
+};
+
+struct ForwardCheck {
+  std::int64_t rows = 0;  // query rows checked (of seqlen_q), in every batch and head
+  double o_error = 0.0;
+  double lse_error = 0.0;
+};
+
+// Checks O and lse on every query row of a small problem, else on up to 64 rows spread over
+// the sequence (first and last included). Runs on `threads` threads.
+ForwardCheck check_forward(const Problem& p, const ForwardOutputs& fwd, int threads);
+
+// Whether the full-size reference backward is affordable (b h seqlen_q seqlen_k d <= 2^31).
+bool backward_checkable(const Problem& p);
+
+// Checks dq, dk, dv against the reference backward; returns {dq, dk, dv} errors.
+std::vector<TensorError> check_backward(const Problem& p, const Gradients& grads, int threads);
+
+}  // namespace burst::cli

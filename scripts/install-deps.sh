@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every Debian package Burst needs to build, test and benchmark. Idempotent: when all
+# packages are present it only runs dpkg-query and exits in well under a second.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libopenblas0-pthread libopenblas-pthread-dev   # GEMM tiles (loaded at run time, see docs/blas.md)
+  googletest libgtest-dev libbenchmark-dev        # tests and benchmarks
+  python3 python3-numpy                           # .npy round-trip checks in the CLI tests
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${missing[*]}"
+sudo_cmd=()
+[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,64 @@
+// Public entry points for local (one-rank) attention: owning tensors and validated calls that
+// allocate their outputs. The kernels in kernels/attention.h are the lower, allocation-free
+// layer these build on.
+#pragma once
+
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "kernels/attention.h"
+
+namespace burst {
+
+// A dense, owning [b, s, h, d] tensor.
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(DType dtype, std::int64_t b, std::int64_t s, std::int64_t h, std::int64_t d);
+  const TensorView& view() const { return view_; }
+  template <class T>
+  T* data() const {
+    return static_cast<T*>(view_.data);
+  }
+  // Fills with quiet NaN, so a kernel that skips an element is caught.
+  void fill_nan();
+  void fill_zero();
+
+ private:
+  AlignedBuffer buffer_;
+  TensorView view_;
+};
+
+// A dense, owning [b, h, s] array of fp32 row statistics (lse, delta).
+class RowStats {
+ public:
+  RowStats() = default;
+  RowStats(std::int64_t b, std::int64_t h, std::int64_t s);
+  const RowStatsView& view() const { return view_; }
+  float* data() const { return view_.data; }
+  void fill_nan();
+
+ private:
+  AlignedBuffer buffer_;
+  RowStatsView view_;
+};
+
+struct ForwardOutputs {
+  Tensor out;    // [b, seqlen_q, n_heads_q, d], dtype as requested
+  RowStats lse;  // [b, n_heads_q, seqlen_q]
+};
+
+struct Gradients {
+  Tensor dq, dk, dv;  // fp32, shaped like q, k, v
+};
+
+// Runs attention of q against k, v on this rank and returns O (in out_dtype) and lse.
+ForwardOutputs attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                                 const kernels::AttentionOptions& options, DType out_dtype);
+
+// Returns dq, dk, dv of sum(out * dout) given the forward's out and lse.
+Gradients attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                             const TensorView& out, const RowStatsView& lse,
+                             const TensorView& dout, const kernels::AttentionOptions& options);
+
+}  // namespace burst

@@ -1,0 +1,67 @@
+// Non-owning views of the tensors attention works on, and an owning aligned buffer.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/dtype.h"
+
+namespace burst {
+
+// A [b, s, h, d] tensor: batch, sequence, heads, head_dim. The d axis is contiguous; the
+// other three have element strides, so a view can address one head group, one shard of a
+// larger sequence, or a tensor laid out [b, h, s, d] without a copy.
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  std::int64_t b = 0, s = 0, h = 0, d = 0;
+  std::int64_t stride_b = 0, stride_s = 0, stride_h = 0;
+
+  // Address of element (ib, is, ih, 0), typed.
+  template <class T>
+  T* row(std::int64_t ib, std::int64_t is, std::int64_t ih) const {
+    return static_cast<T*>(data) + ib * stride_b + is * stride_s + ih * stride_h;
+  }
+  std::int64_t numel() const { return b * s * h * d; }
+  std::string shape_string() const;
+};
+
+// Builds a view of a densely packed [b, s, h, d] tensor.
+TensorView dense_view(void* data, DType dtype, std::int64_t b, std::int64_t s, std::int64_t h,
+                      std::int64_t d);
+
+// Per-row fp32 statistics (lse, D = rowsum(dO * O)) of shape [b, h, s], s contiguous.
+struct RowStatsView {
+  float* data = nullptr;
+  std::int64_t b = 0, h = 0, s = 0;
+  std::int64_t stride_b = 0, stride_h = 0;
+
+  float* row(std::int64_t ib, std::int64_t ih) const { return data + ib * stride_b + ih * stride_h; }
+};
+
+// Builds a view of a densely packed [b, h, s] statistics array.
+RowStatsView dense_stats(float* data, std::int64_t b, std::int64_t h, std::int64_t s);
+
+// 64-byte aligned heap memory, sized in bytes; contents start uninitialised.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(std::size_t bytes);
+  void* data() const { return ptr_.get(); }
+  std::size_t bytes() const { return bytes_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(ptr_.get());
+  }
+
+ private:
+  struct Free {
+    void operator()(void* p) const;
+  };
+  std::unique_ptr<void, Free> ptr_;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace burst

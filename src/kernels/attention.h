@@ -1,0 +1,109 @@
+// Local attention kernels (LAO): exact, tiled attention of one query shard against one key/value
+// shard. The score matrix is never materialised beyond one block_m x block_n tile per thread.
+//
+// Conventions used throughout:
+//   tensors   [b, s, h, d] views (core/tensor.h), fp32 or bf16 storage, fp32 arithmetic;
+//   lse       natural-log log-sum-exp of each scaled, masked score row, [b, h, s] fp32;
+//             a row that sees no key has lse = -inf and output 0;
+//   positions GLOBAL token positions of queries and keys, so a call can serve any pair of
+//             shards of a ring (contiguous, zigzag or striped);
+//   GQA       n_heads_q = group * n_heads_kv; query head h reads kv head h / group.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace burst::kernels {
+
+// Global positions of the tokens on one side of a call: token i sits at ids[i] when ids is
+// set (any order, e.g. a striped shard), else at offset + i.
+struct Positions {
+  const std::int64_t* ids = nullptr;
+  std::int64_t offset = 0;
+
+  std::int64_t at(std::int64_t i) const { return ids != nullptr ? ids[i] : offset + i; }
+};
+
+// Which (query, key) pairs may attend, in global positions. A negative window side is
+// unbounded.
+struct MaskSpec {
+  bool causal = false;             // key <= query
+  std::int64_t window_left = -1;   // key >= query - window_left
+  std::int64_t window_right = -1;  // key <= query + window_right
+
+  bool visible(std::int64_t q, std::int64_t k) const {
+    return (!causal || k <= q) && (window_left < 0 || k >= q - window_left) &&
+           (window_right < 0 || k <= q + window_right);
+  }
+  bool masks_anything() const { return causal || window_left >= 0 || window_right >= 0; }
+};
+
+// Instruction-set implementations of the element-wise tile work, best first. kAuto takes the
+// best one the processor supports; the BURST_ISA environment variable (avx512, avx2, generic)
+// overrides kAuto.
+enum class Isa { kAuto, kAvx512, kAvx2, kGeneric };
+
+std::string isa_name(Isa isa);
+// Parses "auto", "avx512", "avx2", "generic"; throws naming `what` otherwise.
+Isa parse_isa(const std::string& text, const std::string& what);
+// The implementations this processor can run, best first (never kAuto).
+std::vector<Isa> supported_isas();
+// What kAuto resolves to now (after BURST_ISA).
+Isa resolve_isa(Isa requested);
+
+struct AttentionOptions {
+  MaskSpec mask;
+  Positions q_pos;  // default: queries at 0..seqlen_q-1
+  Positions k_pos;  // default: keys at 0..seqlen_k-1
+  std::optional<float> scale;  // softmax scale; default 1/sqrt(head_dim)
+  int threads = 1;             // threads of the calling rank, caller included
+  int block_m = 64;            // query rows per tile
+  int block_n = 128;           // key rows per tile
+  Isa isa = Isa::kAuto;
+};
+
+constexpr std::int64_t kMaxHeadDim = 256;
+
+// Computes out = softmax(scale * q k^T, masked) v and its lse.
+// q [b, seqlen_q, n_heads_q, d]; k, v [b, seqlen_k, n_heads_kv, d] (same dtype as q);
+// out [b, seqlen_q, n_heads_q, d] fp32 or bf16; lse [b, n_heads_q, seqlen_q].
+void attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                       const TensorView& out, const RowStatsView& lse,
+                       const AttentionOptions& options = {});
+
+// Continues a running result with one more key/value block. The fp32 `out` and `lse` hold a
+// normalised partial result over the keys seen so far (start from init_forward_state) and
+// are updated in place to cover k, v as well, so a ring needs no separate merge pass.
+void attention_forward_continue(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const RowStatsView& lse,
+                                const AttentionOptions& options = {});
+
+// Sets a running state to "no key seen yet": out = 0 (fp32), lse = -inf.
+void init_forward_state(const TensorView& out, const RowStatsView& lse);
+
+// Merges the partial (other_out, other_lse) into (out, lse), both normalised over disjoint
+// key sets: lse' = logaddexp(lse, other), out' = out + sigmoid(other - lse) (other_out - out).
+// An empty partial (lse = -inf) is the identity. out is fp32; other_out fp32 or bf16.
+void merge_partials(const TensorView& out, const RowStatsView& lse, const TensorView& other_out,
+                    const RowStatsView& other_lse, int threads = 1);
+
+// Computes delta = rowsum(dout * out) per query row and head, [b, n_heads_q, seqlen_q].
+void compute_delta(const TensorView& dout, const TensorView& out, const RowStatsView& delta,
+                   int threads = 1);
+
+// Adds the gradients of this (q shard, k/v shard) pair to dq, dk, dv (fp32; accumulated, not
+// overwritten). lse and delta are the GLOBAL ones of the query rows (over every key shard).
+void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& dout, const RowStatsView& lse,
+                        const RowStatsView& delta, const TensorView& dq, const TensorView& dk,
+                        const TensorView& dv, const AttentionOptions& options = {});
+
+// Fraction of (query, key) pairs the mask lets through: the FLOP scale of a masked call.
+double visible_fraction(std::int64_t seqlen_q, std::int64_t seqlen_k,
+                        const AttentionOptions& options);
+
+}  // namespace burst::kernels

@@ -1,0 +1,84 @@
+// Internals shared by the forward and backward drivers: checked problem geometry, per-block
+// position bounds for skipping masked tiles, and tile loading.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "kernels/attention.h"
+#include "kernels/tile_ops.h"
+
+namespace burst::kernels::detail {
+
+// Sizes of one kernel call, validated once.
+struct Geometry {
+  std::int64_t b = 0, seqlen_q = 0, seqlen_k = 0, n_heads_q = 0, n_heads_kv = 0, d = 0;
+  std::int64_t group = 1;  // query heads per kv head
+  int block_m = 0, block_n = 0;
+  std::int64_t n_qblocks = 0, n_kblocks = 0;
+  float scale = 0.0f;
+};
+
+// Checks q, k, v (and options) against each other and returns the geometry; throws
+// burst::Error naming the first argument that does not fit.
+Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v,
+                   const AttentionOptions& options);
+// Checks that `t` is [b, s, h, d] like `like` (dtype given separately), naming both.
+void check_same_shape(const TensorView& t, const char* name, const TensorView& like,
+                      const char* like_name);
+void check_dtype(const TensorView& t, const char* name, DType expected);
+void check_stats(const RowStatsView& stats, const char* name, std::int64_t b, std::int64_t h,
+                 std::int64_t s);
+
+// Smallest and largest position of each block of `block` consecutive tokens.
+struct BlockBounds {
+  std::vector<std::int64_t> lo, hi;
+};
+BlockBounds block_bounds(const Positions& pos, std::int64_t n, int block);
+
+enum class TileVisibility { kNone, kPartial, kFull };
+// Classifies a tile from its position bounds. kNone and kFull are exact claims; anything
+// uncertain (possible with unordered positions) is kPartial and masked element-wise.
+TileVisibility classify(const MaskSpec& mask, std::int64_t q_lo, std::int64_t q_hi,
+                        std::int64_t k_lo, std::int64_t k_hi);
+
+// Positions of tokens [first, first + n) into out.
+void fill_positions(const Positions& pos, std::int64_t first, int n, std::int64_t* out);
+
+// Rows [s0, s0 + rows) of head h of batch ib as an fp32 matrix: the tensor itself when it is
+// fp32 (leading dimension stride_s), else converted into `scratch` (leading dimension d).
+struct Rows {
+  const float* data;
+  std::int64_t ld;
+};
+Rows load_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
+               float* scratch, const TileOps& ops);
+
+// Per-worker scratch: a fixed list of fp32 and int64 arrays per worker, each 64-byte aligned,
+// carved from one allocation made per kernel call (O(tile) per worker).
+class Workspace {
+ public:
+  Workspace(std::vector<std::int64_t> float_sizes, std::vector<std::int64_t> int_sizes,
+            int workers);
+  float* floats(int worker, std::size_t index) const {
+    return reinterpret_cast<float*>(base(worker) + float_offsets_[index]);
+  }
+  std::int64_t* ints(int worker, std::size_t index) const {
+    return reinterpret_cast<std::int64_t*>(base(worker) + int_offsets_[index]);
+  }
+
+ private:
+  char* base(int worker) const {
+    return buffer_.as<char>() + static_cast<std::size_t>(worker) * per_worker_;
+  }
+  std::vector<std::size_t> float_offsets_, int_offsets_;
+  std::size_t per_worker_ = 0;
+  AlignedBuffer buffer_;
+};
+
+// Adds `rows` x d of src (leading dimension d) into the fp32 rows of t.
+void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
+              const float* src);
+
+}  // namespace burst::kernels::detail

@@ -1,0 +1,157 @@
+// Forward driver: one task per (batch, query head, query block); each task streams the key
+// blocks through an online softmax held in fp32 registers of the task (row max, row sum and
+// an accumulator of block_m x d).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "kernels/attention.h"
+#include "kernels/blas.h"
+#include "kernels/detail.h"
+
+namespace burst::kernels {
+namespace {
+
+using detail::Geometry;
+using detail::TileVisibility;
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Per-worker scratch of one forward call.
+struct ForwardScratch {
+  float *q, *k, *v, *s, *acc, *row_max, *row_sum, *factor;
+  std::int64_t *qpos, *kpos;
+};
+
+enum ForwardArray { kQ, kK, kV, kS, kAcc, kRowMax, kRowSum, kFactor };
+
+detail::Workspace forward_workspace(const Geometry& g, int workers) {
+  const std::int64_t m = g.block_m, n = g.block_n, d = g.d;
+  return detail::Workspace({m * d, n * d, n * d, m * n, m * d, m, m, m}, {m, n}, workers);
+}
+
+ForwardScratch scratch_of(const detail::Workspace& ws, int worker) {
+  return {ws.floats(worker, kQ),      ws.floats(worker, kK),      ws.floats(worker, kV),
+          ws.floats(worker, kS),      ws.floats(worker, kAcc),    ws.floats(worker, kRowMax),
+          ws.floats(worker, kRowSum), ws.floats(worker, kFactor), ws.ints(worker, 0),
+          ws.ints(worker, 1)};
+}
+
+struct ForwardCall {
+  const TensorView &q, &k, &v, &out;
+  const RowStatsView& lse;
+  const AttentionOptions& opt;
+  const Geometry& g;
+  const TileOps& ops;
+  const detail::BlockBounds &qb, &kb;
+  bool continue_state;
+};
+
+void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
+                   const ForwardScratch& w) {
+  const Geometry& g = c.g;
+  const std::int64_t q0 = iqb * g.block_m;
+  const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
+  const std::int64_t kvh = ih / g.group;
+  const std::int64_t d = g.d;
+  float* lse_row = c.lse.row(ib, ih) + q0;
+
+  // Running state: fresh, or the normalised partial (O, lse) read back as max = lse, sum = 1.
+  for (int i = 0; i < rows; ++i) {
+    float* acc = w.acc + i * d;
+    if (c.continue_state && lse_row[i] != kNegInf) {
+      w.row_max[i] = lse_row[i];
+      w.row_sum[i] = 1.0f;
+      std::copy_n(c.out.row<const float>(ib, q0 + i, ih), d, acc);
+    } else {
+      w.row_max[i] = kNegInf;
+      w.row_sum[i] = 0.0f;
+      std::fill_n(acc, d, 0.0f);
+    }
+  }
+
+  const detail::Rows qrows = detail::load_rows(c.q, ib, q0, rows, ih, w.q, c.ops);
+  bool have_qpos = false;
+  for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
+    const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
+    if (vis == TileVisibility::kNone) continue;
+    const std::int64_t k0 = jb * g.block_n;
+    const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
+    const detail::Rows krows = detail::load_rows(c.k, ib, k0, cols, kvh, w.k, c.ops);
+    const detail::Rows vrows = detail::load_rows(c.v, ib, k0, cols, kvh, w.v, c.ops);
+
+    // S = scale * Q K^T  (rows x cols)
+    sgemm(false, true, rows, cols, d, g.scale, qrows.data, qrows.ld, krows.data, krows.ld, 0.0f,
+          w.s, g.block_n);
+    if (vis == TileVisibility::kPartial) {
+      if (!have_qpos) {
+        detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
+        have_qpos = true;
+      }
+      detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
+      c.ops.apply_mask(w.s, g.block_n, rows, cols, w.qpos, w.kpos, c.opt.mask);
+    }
+    c.ops.online_softmax(w.s, g.block_n, rows, cols, w.row_max, w.row_sum, w.factor);
+    c.ops.scale_rows(w.acc, d, rows, static_cast<int>(d), w.factor);
+    // acc += P V  (rows x d)
+    sgemm(false, false, rows, d, cols, 1.0f, w.s, g.block_n, vrows.data, vrows.ld, 1.0f, w.acc, d);
+  }
+
+  // Normalise: O = acc / sum, lse = max + log(sum); rows that saw nothing give 0 and -inf.
+  for (int i = 0; i < rows; ++i) {
+    float* acc = w.acc + i * d;
+    const bool empty = w.row_sum[i] == 0.0f;
+    const float inv = empty ? 0.0f : 1.0f / w.row_sum[i];
+    for (std::int64_t x = 0; x < d; ++x) acc[x] *= inv;
+    lse_row[i] = empty ? kNegInf : w.row_max[i] + std::log(w.row_sum[i]);
+    if (c.out.dtype == DType::kF32) {
+      std::copy_n(acc, d, c.out.row<float>(ib, q0 + i, ih));
+    } else {
+      c.ops.f32_to_bf16(acc, c.out.row<bf16_bits>(ib, q0 + i, ih), d);
+    }
+  }
+}
+
+void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                 const TensorView& out, const RowStatsView& lse, const AttentionOptions& opt,
+                 bool continue_state) {
+  const Geometry g = detail::check_qkv(q, k, v, opt);
+  detail::check_same_shape(out, "out", q, "q");
+  if (continue_state) {
+    detail::check_dtype(out, "out (running state)", DType::kF32);
+  }
+  detail::check_stats(lse, "lse", g.b, g.n_heads_q, g.seqlen_q);
+
+  const TileOps& ops = tile_ops(opt.isa);
+  const detail::BlockBounds qb = detail::block_bounds(opt.q_pos, g.seqlen_q, g.block_m);
+  const detail::BlockBounds kb = detail::block_bounds(opt.k_pos, g.seqlen_k, g.block_n);
+  ThreadPool& pool = ThreadPool::for_this_thread(opt.threads);
+  const detail::Workspace workspace = forward_workspace(g, pool.size());
+  const ForwardCall call{q, k, v, out, lse, opt, g, ops, qb, kb, continue_state};
+
+  const std::int64_t tasks = g.b * g.n_heads_q * g.n_qblocks;
+  pool.parallel_for(tasks, [&](std::int64_t task, int worker) {
+    const std::int64_t iqb = task % g.n_qblocks;
+    const std::int64_t ih = (task / g.n_qblocks) % g.n_heads_q;
+    const std::int64_t ib = task / (g.n_qblocks * g.n_heads_q);
+    forward_block(call, ib, ih, iqb, scratch_of(workspace, worker));
+  });
+}
+
+}  // namespace
+
+void attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                       const TensorView& out, const RowStatsView& lse,
+                       const AttentionOptions& options) {
+  run_forward(q, k, v, out, lse, options, false);
+}
+
+void attention_forward_continue(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const RowStatsView& lse,
+                                const AttentionOptions& options) {
+  run_forward(q, k, v, out, lse, options, true);
+}
+
+}  // namespace burst::kernels

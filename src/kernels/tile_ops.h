@@ -1,0 +1,45 @@
+// Element-wise work on score tiles, compiled once per instruction set (tile_ops_impl.inc)
+// and chosen at run time. All tiles are row-major fp32 with a leading dimension `ld`.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "kernels/attention.h"
+
+namespace burst::kernels {
+
+struct TileOps {
+  Isa isa;
+
+  // Online-softmax step on a score tile s (rows x cols): for each row updates row_max and
+  // row_sum, turns s into exp(s - new_max) in place and writes the factor the previous
+  // accumulator must be scaled by. A row with no finite score so far keeps max -inf, sum 0,
+  // a zero probability row and factor 1.
+  void (*online_softmax)(float* s, std::int64_t ld, int rows, int cols, float* row_max,
+                         float* row_sum, float* rescale);
+  // x[i, :cols] *= factor[i] for rows whose factor is not 1.
+  void (*scale_rows)(float* x, std::int64_t ld, int rows, int cols, const float* factor);
+  // s = exp(s - lse[i]) in place; rows with lse = -inf become 0.
+  void (*probs_from_lse)(float* s, std::int64_t ld, int rows, int cols, const float* lse);
+  // dp = p * (dp - delta[i]) in place: the score gradient dS from dP.
+  void (*ds_from_dp)(float* dp, std::int64_t ld_dp, const float* p, std::int64_t ld_p, int rows,
+                     int cols, const float* delta);
+  // Sets s[i, j] = -inf where the pair (qpos[i], kpos[j]) is not visible under mask.
+  void (*apply_mask)(float* s, std::int64_t ld, int rows, int cols, const std::int64_t* qpos,
+                     const std::int64_t* kpos, const MaskSpec& mask);
+  void (*bf16_to_f32)(const bf16_bits* src, float* dst, std::int64_t n);
+  void (*f32_to_bf16)(const float* src, bf16_bits* dst, std::int64_t n);
+  // y = exp(x) for x <= 88, flushing results below FLT_MIN to 0 (docs/numerics.md).
+  void (*exp)(const float* x, float* y, std::int64_t n);
+};
+
+// The table for `isa` (kAuto resolved as resolve_isa does); throws if the processor lacks it.
+const TileOps& tile_ops(Isa isa);
+
+// One table per implementation, defined in tile_ops_<isa>.cpp.
+namespace avx512 { const TileOps& table(); }
+namespace avx2 { const TileOps& table(); }
+namespace generic { const TileOps& table(); }
+
+}  // namespace burst::kernels

@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# End-to-end tests of the `burst` command-line program: exit codes, error messages, the JSON
+# report, and saved .npy results checked against a float64 NumPy attention.
+# Usage: tests/cli/test_cli.sh path/to/burst        (needs python3 with numpy)
+set -u
+
+BURST=${1:?usage: test_cli.sh path/to/burst}
+# The first Python that has NumPy ($PYTHON if set); the npy checks fail without one.
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3 /usr/bin/python3; do
+    if "$candidate" -c "import numpy" 2>/dev/null; then PYTHON=$candidate; break; fi
+  done
+fi
+PYTHON=${PYTHON:-python3}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+passed=0
+failed=0
+
+ok() { passed=$((passed + 1)); echo "ok    $1"; }
+bad() {
+  failed=$((failed + 1))
+  echo "FAIL  $1"
+  if [ -n "${2:-}" ]; then while IFS= read -r line; do echo "      $line"; done <<<"$2"; fi
+}
+
+# expect_rc NAME RC ARGS...: runs burst ARGS and checks its exit status.
+expect_rc() {
+  local name=$1 want=$2
+  shift 2
+  local out rc
+  out=$("$BURST" "$@" 2>&1)
+  rc=$?
+  if [ "$rc" -eq "$want" ]; then ok "$name"; else bad "$name (exit $rc, expected $want)" "$out"; fi
+}
+
+# expect_error NAME SUBSTRING ARGS...: exit 2 and a one-line "burst: error: ...SUBSTRING..."
+# on stderr.
+expect_error() {
+  local name=$1 want=$2
+  shift 2
+  local err rc
+  err=$("$BURST" "$@" 2>&1 >/dev/null)
+  rc=$?
+  local lines
+  lines=$(wc -l <<<"$err")
+  if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && [[ $err == "burst: error: "*"$want"* ]]; then
+    ok "$name"
+  else
+    bad "$name (exit $rc, expected 2 and 'burst: error: ...$want...')" "$err"
+  fi
+}
+
+# expect_python NAME SCRIPT ARGS...: runs a Python check that exits non-zero on failure.
+expect_python() {
+  local name=$1 script=$2
+  shift 2
+  local out
+  if out=$("$PYTHON" -c "$script" "$@" 2>&1); then ok "$name"; else bad "$name" "$out"; fi
+}
+
+# --- usage ---------------------------------------------------------------------------------
+expect_rc "burst --help exits 0" 0 --help
+expect_rc "burst run --help exits 0" 0 run --help
+expect_rc "burst without a command exits 2" 2
+if "$BURST" run --help | grep -q -- "--seqlen-k SK"; then
+  ok "run --help lists the flags"
+else
+  bad "run --help lists the flags"
+fi
+
+# --- argument errors -----------------------------------------------------------------------
+expect_error "unknown command" "command: expected run" frobnicate
+expect_error "unknown flag" "got '--bogus'" run --bogus
+expect_error "missing value" "--seqlen: expected a value" run --seqlen
+expect_error "non-integer size" "--seqlen: expected an integer, got 'abc'" run --seqlen abc
+expect_error "zero size" "--batch: expected a positive integer, got 0" run --batch 0
+expect_error "negative size" "--heads: expected a positive integer, got -2" run --heads -2
+expect_error "heads not a multiple of kv-heads" "--kv-heads: expected a divisor of --heads 8, got 3" \
+  run --heads 8 --kv-heads 3
+expect_error "head_dim over 256" "--head-dim: expected at most 256, got 300" run --head-dim 300
+expect_error "window without comma" "--window: expected two integers LEFT,RIGHT" run --window 12
+expect_error "window not integers" "--window: expected two integers LEFT,RIGHT" run --window a,1
+expect_error "bad dtype" "--dtype: expected fp32 or bf16, got 'fp16'" run --dtype fp16
+expect_error "bad isa" "--isa: expected auto, avx512, avx2 or generic" run --isa sse9
+expect_error "switch given a value" "--causal: expected no value" run --causal=yes
+
+# --- small random problems -----------------------------------------------------------------
+expect_rc "forward, GQA, causal + window" 0 run --seqlen 200 --seqlen-k 333 --heads 4 \
+  --kv-heads 2 --head-dim 48 --causal --window 64,0 --repeat 1 --threads 2
+expect_rc "bf16 forward and backward" 0 run --seqlen 128 --heads 4 --kv-heads 1 --head-dim 64 \
+  --dtype bf16 --backward --repeat 1 --threads 2
+expect_rc "isa generic" 0 run --seqlen 100 --heads 2 --head-dim 16 --isa generic --repeat 1
+
+expect_rc "backward run with --json exits 0" 0 run --seqlen 256 --seqlen-k 384 --heads 4 \
+  --kv-heads 2 --head-dim 64 --causal --backward --repeat 2 --threads 2 --json "$TMP/run.json"
+expect_python "JSON report has the documented fields" '
+import json, sys
+r = json.load(open(sys.argv[1]))
+need = ["forward_seconds", "backward_seconds", "forward_gflops", "backward_gflops", "max_error",
+        "batch", "seqlen_q", "seqlen_k", "heads", "kv_heads", "head_dim", "dtype", "causal",
+        "window", "threads", "isa", "blas_core", "repeat", "verified_rows", "backward_verified"]
+missing = [k for k in need if k not in r]
+assert not missing, f"missing keys {missing}"
+assert r["seqlen_q"] == 256 and r["seqlen_k"] == 384 and r["kv_heads"] == 2, r
+assert r["backward_seconds"] > 0 and r["backward_gflops"] > 0, r
+assert r["backward_verified"] is True and r["verified_rows"] == 256, r
+assert r["isa"] in ("avx512", "avx2", "generic"), r["isa"]
+assert 0 <= r["max_error"] <= 1e-4, r["max_error"]
+' "$TMP/run.json"
+
+"$BURST" run --seqlen 64 --heads 2 --head-dim 16 --repeat 1 --json "$TMP/fwd.json" >/dev/null 2>&1
+expect_python "JSON without backward has null backward fields" '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["backward_seconds"] is None and r["backward_gflops"] is None, r
+assert r["window"] is None and r["causal"] is False, r
+' "$TMP/fwd.json"
+
+# Scores scaled by 1e4 turn fp32 rounding of q.k into O(1) changes of dS: no fp32 kernel can
+# meet 1e-4 there, so this exercises the over-tolerance path (exit 1, failing tensor named).
+err=$("$BURST" run --seqlen 256 --heads 2 --head-dim 64 --scale 10000 --backward --repeat 1 \
+  2>&1 >/dev/null)
+rc=$?
+if [ "$rc" -eq 1 ] && [[ $err == "burst: FAILED: dq relative error"* ]]; then
+  ok "over-tolerance result exits 1 and names the tensor"
+else
+  bad "over-tolerance result exits 1 and names the tensor (exit $rc)" "$err"
+fi
+
+# --- .npy inputs ---------------------------------------------------------------------------
+# make_inputs DIR B SQ SK H G D [DTYPE]: random q, k, v, do files (normal values).
+make_inputs() {
+  "$PYTHON" - "$@" <<'PY'
+import sys, numpy as np
+out, b, sq, sk, h, g, d = sys.argv[1], *map(int, sys.argv[2:8])
+rng = np.random.default_rng(1234)
+shapes = {"q": (b, sq, h, d), "k": (b, sk, g, d), "v": (b, sk, g, d), "do": (b, sq, h, d)}
+for name, shape in shapes.items():
+    np.save(f"{out}/{name}.npy", rng.standard_normal(shape).astype(np.float32))
+PY
+}
+
+# Float64 attention with burst's conventions: GQA, bottom-right aligned positions, mask,
+# lse = -inf on rows that see no key; backward of sum(o * do).
+CHECK_SAVED='
+import sys, numpy as np
+inp, saved = sys.argv[1], sys.argv[2]
+causal, wl, wr = sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
+q, k, v, do = (np.load(f"{inp}/{n}.npy").astype(np.float64) for n in ("q", "k", "v", "do"))
+b, sq, h, d = q.shape
+sk, g = k.shape[1], k.shape[2]
+grp = h // g
+scale = 1 / np.sqrt(d)
+Q = q.transpose(0, 2, 1, 3)
+K = np.repeat(k.transpose(0, 2, 1, 3), grp, axis=1)
+V = np.repeat(v.transpose(0, 2, 1, 3), grp, axis=1)
+dO = do.transpose(0, 2, 1, 3)
+qp = np.arange(sq)[:, None] + (sk - sq)
+kp = np.arange(sk)[None, :]
+vis = np.ones((sq, sk), bool)
+if causal: vis &= kp <= qp
+if wl >= 0: vis &= kp >= qp - wl
+if wr >= 0: vis &= kp <= qp + wr
+s = np.where(vis, scale * Q @ K.transpose(0, 1, 3, 2), -np.inf)
+m = s.max(-1, keepdims=True)
+m = np.where(np.isfinite(m), m, 0.0)
+p = np.exp(s - m)
+l = p.sum(-1, keepdims=True)
+with np.errstate(divide="ignore"):
+    lse = np.where(l[..., 0] > 0, np.log(l[..., 0]) + m[..., 0], -np.inf)
+p = p / np.where(l > 0, l, 1.0)
+o = p @ V
+dp = dO @ V.transpose(0, 1, 3, 2)
+ds = p * (dp - (dO * o).sum(-1, keepdims=True))
+dq = scale * ds @ K
+dk = (scale * ds.transpose(0, 1, 3, 2) @ Q).reshape(b, g, grp, sk, d).sum(2)
+dv = (p.transpose(0, 1, 3, 2) @ dO).reshape(b, g, grp, sk, d).sum(2)
+want = {"o": o.transpose(0, 2, 1, 3), "lse": lse, "dq": dq.transpose(0, 2, 1, 3),
+        "dk": dk.transpose(0, 2, 1, 3), "dv": dv.transpose(0, 2, 1, 3)}
+bad = []
+for name, ref in want.items():
+    got = np.load(f"{saved}/{name}.npy")
+    assert got.dtype == np.float32, (name, got.dtype)
+    assert got.shape == ref.shape, (name, got.shape, ref.shape)
+    if name == "lse":
+        empty = np.isneginf(ref)
+        assert np.array_equal(np.isneginf(got), empty), "lse: -inf rows differ"
+        err = np.max(np.abs(got[~empty] - ref[~empty]) / (1 + np.abs(ref[~empty])), initial=0.0)
+    else:
+        err = np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-300)
+    print(f"{name} {err:.2e}")
+    if not err <= 1e-4: bad.append(name)
+assert not bad, f"over 1e-4: {bad}"
+'
+
+mkdir -p "$TMP/in1" "$TMP/in2"
+make_inputs "$TMP/in1" 2 48 80 4 2 32
+expect_rc "npy GQA causal sq<sk run exits 0" 0 run --q "$TMP/in1/q.npy" --k "$TMP/in1/k.npy" \
+  --v "$TMP/in1/v.npy" --do "$TMP/in1/do.npy" --causal --repeat 1 --save "$TMP/out1/new"
+expect_python "saved o/lse/dq/dk/dv match NumPy (GQA, causal, sq 48 < sk 80)" "$CHECK_SAVED" \
+  "$TMP/in1" "$TMP/out1/new" 1 -1 -1
+
+# sq > sk with causal + window: the first queries precede every key (lse = -inf, o = 0).
+make_inputs "$TMP/in2" 1 70 40 3 1 24
+expect_rc "npy sq>sk causal window run exits 0" 0 run --q "$TMP/in2/q.npy" --k "$TMP/in2/k.npy" \
+  --v "$TMP/in2/v.npy" --do "$TMP/in2/do.npy" --causal --window 9,-1 --repeat 1 --save "$TMP/out2"
+expect_python "saved results match NumPy (sq 70 > sk 40, empty rows, window 9)" "$CHECK_SAVED" \
+  "$TMP/in2" "$TMP/out2" 1 9 -1
+
+# --- .npy errors ---------------------------------------------------------------------------
+"$PYTHON" - "$TMP" <<'PY'
+import sys, numpy as np
+t = sys.argv[1]
+np.save(f"{t}/f64.npy", np.ones((1, 8, 2, 16)))
+np.save(f"{t}/k_b2.npy", np.ones((2, 8, 2, 16), np.float32))
+np.save(f"{t}/k_d8.npy", np.ones((1, 8, 2, 8), np.float32))
+np.save(f"{t}/v_s9.npy", np.ones((1, 9, 2, 16), np.float32))
+np.save(f"{t}/do_bad.npy", np.ones((1, 8, 4, 16), np.float32))
+np.save(f"{t}/three_d.npy", np.ones((8, 2, 16), np.float32))
+np.save(f"{t}/k_h3.npy", np.ones((1, 8, 3, 16), np.float32))
+open(f"{t}/junk.npy", "w").write("not an npy file")
+np.save(f"{t}/q.npy", np.ones((1, 8, 2, 16), np.float32))
+np.save(f"{t}/k.npy", np.ones((1, 8, 2, 16), np.float32))
+PY
+q=$TMP/q.npy  # [1, 8, 2, 16], like k
+k=$TMP/k.npy
+expect_error "npy missing file" "--q: cannot open" run --q "$TMP/none.npy" --k "$k" --v "$k"
+expect_error "npy not float32" "--q: expected float32" run --q "$TMP/f64.npy" --k "$k" --v "$k"
+expect_error "npy not a .npy file" "--k:" run --q "$q" --k "$TMP/junk.npy" --v "$k"
+expect_error "npy not 4-D" "--q: expected a 4-D array" run --q "$TMP/three_d.npy" --k "$k" --v "$k"
+expect_error "npy batch mismatch" "--k: expected batch 1 like --q, got 2" \
+  run --q "$q" --k "$TMP/k_b2.npy" --v "$TMP/k_b2.npy"
+expect_error "npy head_dim mismatch" "--k: expected head_dim 16 like --q, got 8" \
+  run --q "$q" --k "$TMP/k_d8.npy" --v "$TMP/k_d8.npy"
+expect_error "npy v shape differs from k" "--v: expected the shape of --k" \
+  run --q "$q" --k "$k" --v "$TMP/v_s9.npy"
+expect_error "npy dO shape differs from q" "--do: expected the shape of --q" \
+  run --q "$q" --k "$k" --v "$k" --do "$TMP/do_bad.npy"
+expect_error "npy heads not a multiple" "--k: expected a head count dividing" \
+  run --q "$q" --k "$TMP/k_h3.npy" --v "$TMP/k_h3.npy"
+expect_error "npy with --k missing" "--k: expected a K.npy file" run --q "$q"
+expect_error "size flag with --q" "--seqlen: expected no size flags with --q" \
+  run --q "$q" --k "$k" --v "$k" --seqlen 8
+
+echo "cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
