@@ -27,6 +27,7 @@ struct Case {
   std::vector<std::int64_t> q_ids, k_ids;  // explicit positions (zigzag, striped)
   DType dtype = DType::kF32;
   bool bhsd = false;  // store tensors as [b, h, s, d] and pass strided views
+  int block_m = 0, block_n = 0;  // 0: the kernels' default tile
 };
 
 // Names the case in test output instead of dumping its bytes.
@@ -41,8 +42,21 @@ std::string clean(std::string s) {
 std::vector<Case> catalog() {
   std::vector<Case> cases;
   auto add = [&](Case c) { cases.push_back(std::move(c)); };
-  // Sequence lengths around the tile edges (block_m 64, block_n 128), GQA 2:1.
+  // Sequence lengths around the edges of 64 x 128 tiles and of the default tile (256 x 256
+  // for these head dims), GQA 2:1.
   for (std::int64_t s : {1, 2, 63, 64, 65, 97, 127, 128, 129, 1025}) {
+    for (bool causal : {false, true}) {
+      Case c;
+      c.name = "seqlen" + std::to_string(s) + (causal ? "_causal" : "") + "_tile64x128";
+      c.sq = c.sk = s;
+      c.hkv = 1;
+      c.mask.causal = causal;
+      c.block_m = 64;
+      c.block_n = 128;
+      add(c);
+    }
+  }
+  for (std::int64_t s : {255, 256, 257, 513}) {
     for (bool causal : {false, true}) {
       Case c;
       c.name = "seqlen" + std::to_string(s) + (causal ? "_causal" : "");
@@ -197,6 +211,8 @@ TEST_P(Sweep, MatchesDoubleReference) {
   opt.q_pos = {c.q_ids.empty() ? nullptr : c.q_ids.data(), c.q_offset};
   opt.k_pos = {c.k_ids.empty() ? nullptr : c.k_ids.data(), c.k_offset};
   opt.threads = 2;
+  opt.block_m = c.block_m;
+  opt.block_n = c.block_n;
 
   const reference::ForwardResult ref = reference::forward(qv, kv, vv, opt);
   const reference::BackwardResult ref_grad = reference::backward(qv, kv, vv, dov, opt);

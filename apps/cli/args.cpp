@@ -133,6 +133,10 @@ constexpr Flag kFlags[] = {
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.isa = kernels::parse_isa(std::string(v), std::string(f));
      }},
+    {"--block-m", "M", "query rows per tile (default: the kernel's)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.block_m = parse_count(f, v); }},
+    {"--block-n", "N", "key rows per tile (default: the kernel's)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.block_n = parse_count(f, v); }},
     {"--seed", "N", "seed of the random inputs (default 0)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        const std::int64_t seed = parse_int(f, v);

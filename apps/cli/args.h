@@ -32,6 +32,8 @@ struct RunArgs {
   bool backward = false;
   int repeat = 3;
   kernels::Isa isa = kernels::Isa::kAuto;
+  int block_m = 0;  // 0: the kernel's default tile
+  int block_n = 0;
   std::string q_path, k_path, v_path, do_path;
   std::string save_dir;
   std::string json_path;

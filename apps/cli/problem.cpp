@@ -149,6 +149,8 @@ Problem make_problem(const RunArgs& args) {
   o.scale = args.scale;
   o.threads = args.threads;
   o.isa = args.isa;
+  if (args.block_m > 0) o.block_m = args.block_m;
+  if (args.block_n > 0) o.block_n = args.block_n;
   return p;
 }
 

@@ -61,12 +61,20 @@ struct AttentionOptions {
   Positions k_pos;  // default: keys at 0..seqlen_k-1
   std::optional<float> scale;  // softmax scale; default 1/sqrt(head_dim)
   int threads = 1;             // threads of the calling rank, caller included
-  int block_m = 64;            // query rows per tile
-  int block_n = 128;           // key rows per tile
+  int block_m = 0;             // query rows per tile; 0: chosen by head_dim (default_tile)
+  int block_n = 0;             // key rows per tile; 0: chosen by head_dim
   Isa isa = Isa::kAuto;
 };
 
 constexpr std::int64_t kMaxHeadDim = 256;
+
+// Default tile (block_m, block_n) for a head dim: as large as keeps a forward tile's working
+// set (Q, accumulator, K, V, scores) within a 1 MiB L2, because each K/V tile loaded is then
+// reused by more query rows (docs/performance.md has the measurements).
+struct Tile {
+  int block_m, block_n;
+};
+Tile default_tile(std::int64_t head_dim);
 
 // Computes out = softmax(scale * q k^T, masked) v and its lse.
 // q [b, seqlen_q, n_heads_q, d]; k, v [b, seqlen_k, n_heads_kv, d] (same dtype as q);

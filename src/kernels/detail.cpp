@@ -51,10 +51,10 @@ Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v
   BURST_CHECK(q.h % k.h == 0, "k: n_heads_q (", q.h, ") must be a multiple of n_heads_kv, got ",
               k.h);
   BURST_CHECK(options.threads >= 1, "threads: expected >= 1, got ", options.threads);
-  BURST_CHECK(options.block_m >= 1 && options.block_m <= 4096,
-              "block_m: expected 1..4096, got ", options.block_m);
-  BURST_CHECK(options.block_n >= 1 && options.block_n <= 4096,
-              "block_n: expected 1..4096, got ", options.block_n);
+  BURST_CHECK(options.block_m >= 0 && options.block_m <= 4096,
+              "block_m: expected 1..4096 (or 0 for the default), got ", options.block_m);
+  BURST_CHECK(options.block_n >= 0 && options.block_n <= 4096,
+              "block_n: expected 1..4096 (or 0 for the default), got ", options.block_n);
   if (options.scale) {
     BURST_CHECK(std::isfinite(*options.scale), "scale: expected a finite value, got ",
                 *options.scale);
@@ -67,8 +67,9 @@ Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v
   g.n_heads_kv = k.h;
   g.d = q.d;
   g.group = q.h / k.h;
-  g.block_m = options.block_m;
-  g.block_n = options.block_n;
+  const Tile tile = default_tile(g.d);
+  g.block_m = options.block_m > 0 ? options.block_m : tile.block_m;
+  g.block_n = options.block_n > 0 ? options.block_n : tile.block_n;
   g.n_qblocks = (g.seqlen_q + g.block_m - 1) / g.block_m;
   g.n_kblocks = (g.seqlen_k + g.block_n - 1) / g.block_n;
   g.scale = options.scale ? *options.scale : 1.0f / std::sqrt(static_cast<float>(g.d));
@@ -145,3 +146,11 @@ void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, s
 }
 
 }  // namespace burst::kernels::detail
+
+namespace burst::kernels {
+
+Tile default_tile(std::int64_t head_dim) {
+  return head_dim <= 128 ? Tile{256, 256} : Tile{128, 128};
+}
+
+}  // namespace burst::kernels
