@@ -3,6 +3,8 @@
 //
 //   build/bin/bench_attention [--benchmark_filter=REGEX] [--benchmark_format=json] ...
 //
+// Forward cases also report io_MB (q, k, v, o, lse) and extra_MB: the most memory the call
+// allocated beyond them (its per-thread tile workspaces), from core's allocation counter.
 // Each case reports GFLOP/s (FLOPs: forward 4 b h sq sk d times the mask's visible fraction,
 // backward 2.5x that) and ratio_sgemm = GFLOP/s over the same-run single-thread sgemm GFLOP/s
 // of a comparable shape (threads x that for multi-threaded cases).
@@ -97,13 +99,18 @@ void bench_forward(benchmark::State& state, Case c) {
   opt.threads = c.threads;
   const double flops = 4.0 * static_cast<double>(c.s * c.s * c.d * kHeads) *
                        kernels::visible_fraction(c.s, c.s, opt);
+  reset_memory_peak();
+  const std::size_t before = memory_stats().current;
   const auto t0 = Clock::now();
   for (auto _ : state) {
     kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
     benchmark::DoNotOptimize(out.data<char>());
   }
   set_counters(state, flops, seconds_since(t0), c.threads);
-  state.counters["input_MB"] = 3.0 * static_cast<double>(c.s * c.d * kHeads * dtype_size(c.dtype)) / 1e6;
+  const double io_bytes = static_cast<double>(c.s * kHeads) *
+                          (4.0 * static_cast<double>(c.d * dtype_size(c.dtype)) + 4.0);  // q k v o, lse
+  state.counters["io_MB"] = io_bytes / 1e6;
+  state.counters["extra_MB"] = static_cast<double>(memory_stats().peak - before) / 1e6;
 }
 
 void bench_backward(benchmark::State& state, Case c) {
@@ -152,7 +159,7 @@ void bench_naive(benchmark::State& state, Case c) {
                    out.data<float>(), c.d);
   }
   set_counters(state, flops, seconds_since(t0), 1);
-  state.counters["scores_MB"] = static_cast<double>(c.s * c.s * 4) / 1e6;
+  state.counters["extra_MB"] = static_cast<double>(c.s * c.s * 4) / 1e6;  // the score matrix
 }
 
 void bench_sgemm(benchmark::State& state, std::int64_t m, std::int64_t n, std::int64_t k) {

@@ -127,6 +127,43 @@ TEST(ThreadPool, RunsEveryTaskOnceAndPropagatesErrors) {
   }
 }
 
+// A kernel call allocates per-thread tile workspaces only: the same extra memory at any
+// sequence length, never anything that grows with seqlen_q x seqlen_k.
+TEST(Memory, KernelWorkspaceDoesNotGrowWithSequence) {
+  auto extra_bytes = [](std::int64_t s, bool backward) {
+    Tensor q = testing::random_tensor(DType::kF32, 1, s, 2, 64, 1);
+    Tensor k = testing::random_tensor(DType::kF32, 1, s, 2, 64, 2);
+    Tensor v = testing::random_tensor(DType::kF32, 1, s, 2, 64, 3);
+    Tensor out(DType::kF32, 1, s, 2, 64), dq(DType::kF32, 1, s, 2, 64), dk(DType::kF32, 1, s, 2, 64),
+        dv(DType::kF32, 1, s, 2, 64);
+    RowStats lse(1, 2, s), delta(1, 2, s);
+    kernels::AttentionOptions opt;
+    opt.threads = 2;
+    opt.mask.causal = true;
+    kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
+    kernels::compute_delta(out.view(), out.view(), delta.view(), 2);
+    dq.fill_zero();
+    dk.fill_zero();
+    dv.fill_zero();
+    reset_memory_peak();
+    const std::size_t before = memory_stats().current;
+    if (backward) {
+      kernels::attention_backward(q.view(), k.view(), v.view(), out.view(), lse.view(), delta.view(),
+                                  dq.view(), dk.view(), dv.view(), opt);
+    } else {
+      kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
+    }
+    EXPECT_EQ(memory_stats().current, before) << "the call leaked";
+    return memory_stats().peak - before;
+  };
+  for (bool backward : {false, true}) {
+    const std::size_t small = extra_bytes(300, backward), large = extra_bytes(2000, backward);
+    EXPECT_GT(small, 0u);
+    EXPECT_EQ(small, large) << "backward " << backward;
+    EXPECT_LT(large, std::size_t{4} << 20) << "backward " << backward;  // 2 threads of 256 x 256 tiles
+  }
+}
+
 class Npy : public ::testing::Test {
  protected:
   std::filesystem::path dir = std::filesystem::temp_directory_path() /

@@ -1,5 +1,6 @@
 #include "core/tensor.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <new>
 #include <sstream>
@@ -21,14 +22,39 @@ RowStatsView dense_stats(float* data, std::int64_t b, std::int64_t h, std::int64
   return RowStatsView{data, b, h, s, h * s, s};
 }
 
+namespace {
+
+std::atomic<std::size_t> g_current{0};
+std::atomic<std::size_t> g_peak{0};
+
+void note_allocated(std::size_t bytes) {
+  const std::size_t now = g_current.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  std::size_t peak = g_peak.load(std::memory_order_relaxed);
+  while (now > peak && !g_peak.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace
+
+MemoryStats memory_stats() {
+  return {g_current.load(std::memory_order_relaxed), g_peak.load(std::memory_order_relaxed)};
+}
+
+void reset_memory_peak() { g_peak.store(g_current.load(std::memory_order_relaxed)); }
+
 AlignedBuffer::AlignedBuffer(std::size_t bytes) : bytes_(bytes) {
   constexpr std::size_t kAlign = 64;
   const std::size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
-  void* p = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
+  const std::size_t size = rounded == 0 ? kAlign : rounded;
+  void* p = std::aligned_alloc(kAlign, size);
   if (p == nullptr) throw std::bad_alloc();
-  ptr_.reset(p);
+  ptr_ = std::unique_ptr<void, Free>(p, Free{size});
+  note_allocated(size);
 }
 
-void AlignedBuffer::Free::operator()(void* p) const { std::free(p); }
+void AlignedBuffer::Free::operator()(void* p) const {
+  std::free(p);
+  g_current.fetch_sub(bytes, std::memory_order_relaxed);
+}
 
 }  // namespace burst

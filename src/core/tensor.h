@@ -44,6 +44,17 @@ struct RowStatsView {
 // Builds a view of a densely packed [b, h, s] statistics array.
 RowStatsView dense_stats(float* data, std::int64_t b, std::int64_t h, std::int64_t s);
 
+// Bytes held by all AlignedBuffers of the process: now, and the most since the last reset.
+// Every tensor and kernel workspace of Burst lives in an AlignedBuffer, so the peak is the
+// library's own memory high-water mark (benchmarks report it per call).
+struct MemoryStats {
+  std::size_t current = 0;
+  std::size_t peak = 0;
+};
+MemoryStats memory_stats();
+// Sets the peak to the current value.
+void reset_memory_peak();
+
 // 64-byte aligned heap memory, sized in bytes; contents start uninitialised.
 class AlignedBuffer {
  public:
@@ -58,6 +69,7 @@ class AlignedBuffer {
 
  private:
   struct Free {
+    std::size_t bytes;
     void operator()(void* p) const;
   };
   std::unique_ptr<void, Free> ptr_;
