@@ -152,6 +152,19 @@ std::vector<Case> catalog() {
     c.dtype = DType::kBF16;
     add(c);
   }
+  // bf16 with odd and ragged head dims (the dot-product route pairs elements along d) and
+  // key counts that are not multiples of its 32-column panels.
+  for (std::int64_t d : {1, 7, 63, 80, 256}) {
+    Case c;
+    c.name = "bf16_headdim" + std::to_string(d);
+    c.sq = 97;
+    c.sk = 130;
+    c.d = d;
+    c.q_offset = c.sk - c.sq;
+    c.mask.causal = true;
+    c.dtype = DType::kBF16;
+    add(c);
+  }
   // Batch > 1 and strided [b, h, s, d] storage.
   {
     Case c;

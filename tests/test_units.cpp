@@ -74,6 +74,48 @@ TEST(TileOps, Bf16ConversionsMatchScalar) {
   EXPECT_EQ(bf16_to_float(float_to_bf16(1.0f + 3.0f / 256)), 1.0f + 4.0f / 256);
 }
 
+// The bf16 dot-product GEMM against a double computation on the same bf16 values, over ragged
+// rows (micro-kernel remainders), columns (panel remainders), odd d and strided inputs.
+TEST(TileOps, Bf16DotProductGemm) {
+  const kernels::TileOps* ops = nullptr;
+  for (Isa isa : testing::isas_under_test())
+    if (kernels::tile_ops(isa).gemm_bf16_qkt != nullptr) ops = &kernels::tile_ops(isa);
+  if (ops == nullptr) GTEST_SKIP() << "no bf16 dot-product implementation on this processor";
+  std::mt19937 gen(9);
+  std::normal_distribution<float> dist;
+  for (int rows : {1, 7, 8, 9, 17}) {
+    for (int cols : {1, 16, 31, 32, 33, 70}) {
+      for (int d : {1, 2, 3, 8, 63, 128}) {
+        const std::int64_t ld_q = d + 3, ld_k = d + 5, ld_s = cols + 2;
+        std::vector<bf16_bits> q(static_cast<std::size_t>(rows * ld_q)), k(static_cast<std::size_t>(cols * ld_k));
+        for (auto& x : q) x = float_to_bf16(dist(gen));
+        for (auto& x : k) x = float_to_bf16(dist(gen));
+        std::vector<std::uint32_t> packed(static_cast<std::size_t>(kernels::bf16_packed_words(cols, d)));
+        std::vector<float> s(static_cast<std::size_t>(rows * ld_s), std::numeric_limits<float>::quiet_NaN());
+        ops->pack_bf16_keys(k.data(), ld_k, cols, d, packed.data());
+        ops->gemm_bf16_qkt(q.data(), ld_q, rows, packed.data(), cols, d, 0.5f, s.data(), ld_s);
+        for (int i = 0; i < rows; ++i) {
+          for (int j = 0; j < ld_s; ++j) {
+            const float got = s[static_cast<std::size_t>(i * ld_s + j)];
+            if (j >= cols) {  // padding columns are never written
+              ASSERT_TRUE(std::isnan(got)) << rows << "x" << cols << "x" << d;
+              continue;
+            }
+            double ref = 0.0, mag = 0.0;
+            for (int x = 0; x < d; ++x) {
+              const double p = static_cast<double>(bf16_to_float(q[static_cast<std::size_t>(i * ld_q + x)])) *
+                               bf16_to_float(k[static_cast<std::size_t>(j * ld_k + x)]);
+              ref += p;
+              mag += std::fabs(p);
+            }
+            ASSERT_NEAR(got, 0.5 * ref, 0.5 * mag * d * 6e-8 + 1e-30) << rows << "x" << cols << "x" << d;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(TileOps, MaskMatchesDefinition) {
   std::vector<std::int64_t> qpos = {5, 0, 9, 3}, kpos = {0, 2, 4, 6, 8, 10, 3};
   for (kernels::MaskSpec mask : {kernels::MaskSpec{true, -1, -1}, {false, 2, 1}, {true, 3, -1}, {false, 0, 0}}) {

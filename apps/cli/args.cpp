@@ -129,7 +129,7 @@ constexpr Flag kFlags[] = {
      [](RunArgs& a, std::string_view f, std::string_view v) { a.dtype = parse_dtype(v, f); }},
     {"--threads", "T", "threads (default: all hardware threads)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.threads = parse_count(f, v); }},
-    {"--isa", "auto|avx512|avx2|generic", "tile implementation (default auto)",
+    {"--isa", "auto|avx512bf16|avx512|avx2|generic", "tile implementation (default auto)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.isa = kernels::parse_isa(std::string(v), std::string(f));
      }},

@@ -42,10 +42,11 @@ struct MaskSpec {
   bool masks_anything() const { return causal || window_left >= 0 || window_right >= 0; }
 };
 
-// Instruction-set implementations of the element-wise tile work, best first. kAuto takes the
-// best one the processor supports; the BURST_ISA environment variable (avx512, avx2, generic)
-// overrides kAuto.
-enum class Isa { kAuto, kAvx512, kAvx2, kGeneric };
+// Instruction-set implementations of the tile work, best first. kAuto takes the best one the
+// processor supports; the BURST_ISA environment variable (avx512bf16, avx512, avx2, generic)
+// overrides kAuto. avx512bf16 is avx512 plus bf16 dot products for Q K^T on bf16 inputs;
+// the others widen bf16 tiles to fp32.
+enum class Isa { kAuto, kAvx512Bf16, kAvx512, kAvx2, kGeneric };
 
 std::string isa_name(Isa isa);
 // Parses "auto", "avx512", "avx2", "generic"; throws naming `what` otherwise.

@@ -19,7 +19,7 @@ namespace {
 using detail::Geometry;
 using detail::TileVisibility;
 
-enum BackwardArray { kQ, kDO, kK, kV, kP, kDS, kAccA, kAccB };
+enum BackwardArray { kQ, kDO, kK, kV, kP, kDS, kAccA, kAccB, kKPacked, kVPacked };
 
 struct BackwardCall {
   const TensorView &q, &k, &v, &dout;
@@ -30,15 +30,36 @@ struct BackwardCall {
   const TileOps& ops;
   const detail::BlockBounds &qb, &kb;
   const detail::Workspace& ws;
+  bool bf16_dot;  // S = Q K^T and dP = dO V^T by bf16 dot products
 };
 
-// Computes P and dS of tile (query block iqb of head ih, key block jb) into the worker's
-// kP and kDS arrays; returns false when the tile is fully masked.
+// Rows of one tile as fp32 matrices. On the bf16 dot-product route only the operands of the
+// fp32 GEMMs are widened, by the pass that needs them; S and dP read bf16 directly.
 struct TileRows {
   detail::Rows q, dout, k, v;
   int rows, cols;
 };
 
+std::uint32_t* packed_keys(const BackwardCall& c, int worker) {
+  return reinterpret_cast<std::uint32_t*>(c.ws.floats(worker, kKPacked));
+}
+std::uint32_t* packed_values(const BackwardCall& c, int worker) {
+  return reinterpret_cast<std::uint32_t*>(c.ws.floats(worker, kVPacked));
+}
+
+// Packs key block jb of kv head kvh (K and V) for the dot-product route.
+void pack_key_block(const BackwardCall& c, std::int64_t ib, std::int64_t kvh, std::int64_t jb,
+                    int worker) {
+  const std::int64_t k0 = jb * c.g.block_n;
+  const int cols = static_cast<int>(std::min<std::int64_t>(c.g.block_n, c.g.seqlen_k - k0));
+  const int d = static_cast<int>(c.g.d);
+  c.ops.pack_bf16_keys(c.k.row<const bf16_bits>(ib, k0, kvh), c.k.stride_s, cols, d, packed_keys(c, worker));
+  c.ops.pack_bf16_keys(c.v.row<const bf16_bits>(ib, k0, kvh), c.v.stride_s, cols, d, packed_values(c, worker));
+}
+
+// Computes P and dS of tile (query block iqb of head ih, key block jb) into the worker's
+// kP and kDS arrays; returns false when the tile is fully masked. On the dot-product route
+// the caller has packed the key block (pack_key_block).
 bool tile_probs_and_ds(const BackwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
                        std::int64_t jb, int worker, TileRows& t) {
   const Geometry& g = c.g;
@@ -48,16 +69,26 @@ bool tile_probs_and_ds(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
   const std::int64_t kvh = ih / g.group;
   t.rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
   t.cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
-  t.q = detail::load_rows(c.q, ib, q0, t.rows, ih, c.ws.floats(worker, kQ), c.ops);
-  t.dout = detail::load_rows(c.dout, ib, q0, t.rows, ih, c.ws.floats(worker, kDO), c.ops);
-  t.k = detail::load_rows(c.k, ib, k0, t.cols, kvh, c.ws.floats(worker, kK), c.ops);
-  t.v = detail::load_rows(c.v, ib, k0, t.cols, kvh, c.ws.floats(worker, kV), c.ops);
   float* p = c.ws.floats(worker, kP);
   float* ds = c.ws.floats(worker, kDS);
   const std::int64_t ld = g.block_n;
 
-  // P = exp(scale Q K^T - lse), masked entries 0.
-  sgemm(false, true, t.rows, t.cols, g.d, g.scale, t.q.data, t.q.ld, t.k.data, t.k.ld, 0.0f, p, ld);
+  if (c.bf16_dot) {
+    const int d = static_cast<int>(g.d);
+    c.ops.gemm_bf16_qkt(c.q.row<const bf16_bits>(ib, q0, ih), c.q.stride_s, t.rows,
+                        packed_keys(c, worker), t.cols, d, g.scale, p, ld);
+    c.ops.gemm_bf16_qkt(c.dout.row<const bf16_bits>(ib, q0, ih), c.dout.stride_s, t.rows,
+                        packed_values(c, worker), t.cols, d, 1.0f, ds, ld);
+  } else {
+    t.q = detail::load_rows(c.q, ib, q0, t.rows, ih, c.ws.floats(worker, kQ), c.ops);
+    t.dout = detail::load_rows(c.dout, ib, q0, t.rows, ih, c.ws.floats(worker, kDO), c.ops);
+    t.k = detail::load_rows(c.k, ib, k0, t.cols, kvh, c.ws.floats(worker, kK), c.ops);
+    t.v = detail::load_rows(c.v, ib, k0, t.cols, kvh, c.ws.floats(worker, kV), c.ops);
+    // S = scale Q K^T and dP = dO V^T.
+    sgemm(false, true, t.rows, t.cols, g.d, g.scale, t.q.data, t.q.ld, t.k.data, t.k.ld, 0.0f, p, ld);
+    sgemm(false, true, t.rows, t.cols, g.d, 1.0f, t.dout.data, t.dout.ld, t.v.data, t.v.ld, 0.0f, ds, ld);
+  }
+  // P = exp(S - lse), masked entries 0; then dS = P (dP - delta).
   if (vis == TileVisibility::kPartial) {
     std::int64_t* qpos = c.ws.ints(worker, 0);
     std::int64_t* kpos = c.ws.ints(worker, 1);
@@ -66,8 +97,6 @@ bool tile_probs_and_ds(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
     c.ops.apply_mask(p, ld, t.rows, t.cols, qpos, kpos, c.opt.mask);
   }
   c.ops.probs_from_lse(p, ld, t.rows, t.cols, c.lse.row(ib, ih) + q0);
-  // dP = dO V^T, then dS = P (dP - delta).
-  sgemm(false, true, t.rows, t.cols, g.d, 1.0f, t.dout.data, t.dout.ld, t.v.data, t.v.ld, 0.0f, ds, ld);
   c.ops.ds_from_dp(ds, ld, p, ld, t.rows, t.cols, c.delta.row(ib, ih) + q0);
   return true;
 }
@@ -84,9 +113,15 @@ void key_block_grads(const BackwardCall& c, std::int64_t ib, std::int64_t kvh, s
   const float* p = c.ws.floats(worker, kP);
   const float* ds = c.ws.floats(worker, kDS);
   TileRows t{};
+  if (c.bf16_dot) pack_key_block(c, ib, kvh, jb, worker);
   for (std::int64_t ih = kvh * g.group; ih < (kvh + 1) * g.group; ++ih) {
     for (std::int64_t iqb = 0; iqb < g.n_qblocks; ++iqb) {
       if (!tile_probs_and_ds(c, ib, ih, iqb, jb, worker, t)) continue;
+      if (c.bf16_dot) {
+        const std::int64_t q0 = iqb * g.block_m;
+        t.q = detail::load_rows(c.q, ib, q0, t.rows, ih, c.ws.floats(worker, kQ), c.ops);
+        t.dout = detail::load_rows(c.dout, ib, q0, t.rows, ih, c.ws.floats(worker, kDO), c.ops);
+      }
       // dV += P^T dO;  dK += scale dS^T Q   (cols x d)
       sgemm(true, false, cols, g.d, t.rows, 1.0f, p, g.block_n, t.dout.data, t.dout.ld, 1.0f, dv_acc, g.d);
       sgemm(true, false, cols, g.d, t.rows, g.scale, ds, g.block_n, t.q.data, t.q.ld, 1.0f, dk_acc, g.d);
@@ -105,8 +140,17 @@ void query_block_grads(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
   std::fill_n(dq_acc, rows * g.d, 0.0f);
   const float* ds = c.ws.floats(worker, kDS);
   TileRows t{};
+  const std::int64_t kvh = ih / g.group;
   for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
+    if (c.bf16_dot) {
+      const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
+      if (vis == TileVisibility::kNone) continue;
+      pack_key_block(c, ib, kvh, jb, worker);
+    }
     if (!tile_probs_and_ds(c, ib, ih, iqb, jb, worker, t)) continue;
+    if (c.bf16_dot) {
+      t.k = detail::load_rows(c.k, ib, jb * g.block_n, t.cols, kvh, c.ws.floats(worker, kK), c.ops);
+    }
     // dQ += scale dS K   (rows x d)
     sgemm(false, false, rows, g.d, t.cols, g.scale, ds, g.block_n, t.k.data, t.k.ld, 1.0f, dq_acc, g.d);
   }
@@ -137,9 +181,11 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   ThreadPool& pool = ThreadPool::for_this_thread(opt.threads);
   const std::int64_t m = g.block_m, n = g.block_n, d = g.d;
   const std::int64_t acc = std::max(m, n) * d;
-  const detail::Workspace ws({m * d, m * d, n * d, n * d, m * n, m * n, acc, acc}, {m, n},
-                             pool.size());
-  const BackwardCall call{q, k, v, dout, lse, delta, dq, dk, dv, opt, g, ops, qb, kb, ws};
+  const bool bf16_dot = q.dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr;
+  const std::int64_t packed = bf16_dot ? bf16_packed_words(n, d) : 0;
+  const detail::Workspace ws({m * d, m * d, n * d, n * d, m * n, m * n, acc, acc, packed, packed},
+                             {m, n}, pool.size());
+  const BackwardCall call{q, k, v, dout, lse, delta, dq, dk, dv, opt, g, ops, qb, kb, ws, bf16_dot};
 
   pool.parallel_for(g.b * g.n_heads_kv * g.n_kblocks, [&](std::int64_t task, int worker) {
     const std::int64_t jb = task % g.n_kblocks;

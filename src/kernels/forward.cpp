@@ -22,21 +22,24 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Per-worker scratch of one forward call.
 struct ForwardScratch {
   float *q, *k, *v, *s, *acc, *row_max, *row_sum, *factor;
+  std::uint32_t* k_packed;  // keys packed for the bf16 dot-product route
   std::int64_t *qpos, *kpos;
 };
 
-enum ForwardArray { kQ, kK, kV, kS, kAcc, kRowMax, kRowSum, kFactor };
+enum ForwardArray { kQ, kK, kV, kS, kAcc, kRowMax, kRowSum, kFactor, kKPacked };
 
-detail::Workspace forward_workspace(const Geometry& g, int workers) {
+detail::Workspace forward_workspace(const Geometry& g, int workers, bool bf16_dot) {
   const std::int64_t m = g.block_m, n = g.block_n, d = g.d;
-  return detail::Workspace({m * d, n * d, n * d, m * n, m * d, m, m, m}, {m, n}, workers);
+  const std::int64_t packed = bf16_dot ? bf16_packed_words(n, d) : 0;
+  return detail::Workspace({m * d, n * d, n * d, m * n, m * d, m, m, m, packed}, {m, n}, workers);
 }
 
 ForwardScratch scratch_of(const detail::Workspace& ws, int worker) {
   return {ws.floats(worker, kQ),      ws.floats(worker, kK),      ws.floats(worker, kV),
           ws.floats(worker, kS),      ws.floats(worker, kAcc),    ws.floats(worker, kRowMax),
-          ws.floats(worker, kRowSum), ws.floats(worker, kFactor), ws.ints(worker, 0),
-          ws.ints(worker, 1)};
+          ws.floats(worker, kRowSum), ws.floats(worker, kFactor),
+          reinterpret_cast<std::uint32_t*>(ws.floats(worker, kKPacked)),
+          ws.ints(worker, 0),         ws.ints(worker, 1)};
 }
 
 struct ForwardCall {
@@ -47,6 +50,7 @@ struct ForwardCall {
   const TileOps& ops;
   const detail::BlockBounds &qb, &kb;
   bool continue_state;
+  bool bf16_dot;  // S = Q K^T by bf16 dot products (q, k bf16 and the ISA has them)
 };
 
 void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
@@ -72,19 +76,28 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
     }
   }
 
-  const detail::Rows qrows = detail::load_rows(c.q, ib, q0, rows, ih, w.q, c.ops);
+  // The dot-product route reads q in place as bf16; the other widens it once per block.
+  const detail::Rows qrows = c.bf16_dot ? detail::Rows{nullptr, 0}
+                                        : detail::load_rows(c.q, ib, q0, rows, ih, w.q, c.ops);
   bool have_qpos = false;
   for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
     const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
     if (vis == TileVisibility::kNone) continue;
     const std::int64_t k0 = jb * g.block_n;
     const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
-    const detail::Rows krows = detail::load_rows(c.k, ib, k0, cols, kvh, w.k, c.ops);
     const detail::Rows vrows = detail::load_rows(c.v, ib, k0, cols, kvh, w.v, c.ops);
 
     // S = scale * Q K^T  (rows x cols)
-    sgemm(false, true, rows, cols, d, g.scale, qrows.data, qrows.ld, krows.data, krows.ld, 0.0f,
-          w.s, g.block_n);
+    if (c.bf16_dot) {
+      c.ops.pack_bf16_keys(c.k.row<const bf16_bits>(ib, k0, kvh), c.k.stride_s, cols,
+                           static_cast<int>(d), w.k_packed);
+      c.ops.gemm_bf16_qkt(c.q.row<const bf16_bits>(ib, q0, ih), c.q.stride_s, rows, w.k_packed,
+                          cols, static_cast<int>(d), g.scale, w.s, g.block_n);
+    } else {
+      const detail::Rows krows = detail::load_rows(c.k, ib, k0, cols, kvh, w.k, c.ops);
+      sgemm(false, true, rows, cols, d, g.scale, qrows.data, qrows.ld, krows.data, krows.ld,
+            0.0f, w.s, g.block_n);
+    }
     if (vis == TileVisibility::kPartial) {
       if (!have_qpos) {
         detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
@@ -128,8 +141,9 @@ void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
   const detail::BlockBounds qb = detail::block_bounds(opt.q_pos, g.seqlen_q, g.block_m);
   const detail::BlockBounds kb = detail::block_bounds(opt.k_pos, g.seqlen_k, g.block_n);
   ThreadPool& pool = ThreadPool::for_this_thread(opt.threads);
-  const detail::Workspace workspace = forward_workspace(g, pool.size());
-  const ForwardCall call{q, k, v, out, lse, opt, g, ops, qb, kb, continue_state};
+  const bool bf16_dot = q.dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr;
+  const detail::Workspace workspace = forward_workspace(g, pool.size(), bf16_dot);
+  const ForwardCall call{q, k, v, out, lse, opt, g, ops, qb, kb, continue_state, bf16_dot};
 
   const std::int64_t tasks = g.b * g.n_heads_q * g.n_qblocks;
   pool.parallel_for(tasks, [&](std::int64_t task, int worker) {

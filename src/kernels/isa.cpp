@@ -10,6 +10,7 @@ namespace {
 bool supported(Isa isa) {
   const CpuFeatures& cpu = cpu_features();
   switch (isa) {
+    case Isa::kAvx512Bf16: return cpu.has_avx512_kernels() && cpu.avx512bf16;
     case Isa::kAvx512: return cpu.has_avx512_kernels();
     case Isa::kAvx2: return cpu.has_avx2_kernels();
     case Isa::kGeneric: return true;
@@ -23,6 +24,7 @@ bool supported(Isa isa) {
 std::string isa_name(Isa isa) {
   switch (isa) {
     case Isa::kAuto: return "auto";
+    case Isa::kAvx512Bf16: return "avx512bf16";
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
     case Isa::kGeneric: return "generic";
@@ -31,15 +33,15 @@ std::string isa_name(Isa isa) {
 }
 
 Isa parse_isa(const std::string& text, const std::string& what) {
-  for (Isa isa : {Isa::kAuto, Isa::kAvx512, Isa::kAvx2, Isa::kGeneric}) {
+  for (Isa isa : {Isa::kAuto, Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2, Isa::kGeneric}) {
     if (text == isa_name(isa)) return isa;
   }
-  fail(what, ": expected auto, avx512, avx2 or generic, got '", text, "'");
+  fail(what, ": expected auto, avx512bf16, avx512, avx2 or generic, got '", text, "'");
 }
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kAvx512, Isa::kAvx2, Isa::kGeneric}) {
+  for (Isa isa : {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2, Isa::kGeneric}) {
     if (supported(isa)) out.push_back(isa);
   }
   return out;
@@ -59,6 +61,7 @@ Isa resolve_isa(Isa requested) {
 
 const TileOps& tile_ops(Isa isa) {
   switch (resolve_isa(isa)) {
+    case Isa::kAvx512Bf16: return avx512bf16::table();
     case Isa::kAvx512: return avx512::table();
     case Isa::kAvx2: return avx2::table();
     default: return generic::table();

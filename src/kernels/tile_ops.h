@@ -32,12 +32,32 @@ struct TileOps {
   void (*f32_to_bf16)(const float* src, bf16_bits* dst, std::int64_t n);
   // y = exp(x) for x <= 88, flushing results below FLT_MIN to 0 (docs/numerics.md).
   void (*exp)(const float* x, float* y, std::int64_t n);
+
+  // bf16 dot-product GEMM for S = alpha Q K^T on bf16 inputs (the avx512bf16 set only; null
+  // elsewhere, where bf16 tiles are widened to fp32 for sgemm instead). Products of two bf16
+  // values are exact in fp32 and sums are fp32, so only the summation order differs.
+  // pack_bf16_keys lays out `cols` key rows of `d` bf16 values (leading dimension ld) as
+  // pairs along d in panels of kBf16Panel columns, zero-padded; it writes
+  // bf16_packed_words(cols, d) 32-bit words.
+  void (*pack_bf16_keys)(const bf16_bits* k, std::int64_t ld, int cols, int d,
+                         std::uint32_t* packed);
+  // s[i, j] = alpha * sum_x q[i, x] k[j, x] for i < rows, j < cols; q rows have leading
+  // dimension ld_q, s has ld_s.
+  void (*gemm_bf16_qkt)(const bf16_bits* q, std::int64_t ld_q, int rows,
+                        const std::uint32_t* packed, int cols, int d, float alpha, float* s,
+                        std::int64_t ld_s);
 };
+
+constexpr int kBf16Panel = 32;
+constexpr std::int64_t bf16_packed_words(std::int64_t cols, std::int64_t d) {
+  return (cols + kBf16Panel - 1) / kBf16Panel * kBf16Panel * ((d + 1) / 2);
+}
 
 // The table for `isa` (kAuto resolved as resolve_isa does); throws if the processor lacks it.
 const TileOps& tile_ops(Isa isa);
 
 // One table per implementation, defined in tile_ops_<isa>.cpp.
+namespace avx512bf16 { const TileOps& table(); }
 namespace avx512 { const TileOps& table(); }
 namespace avx2 { const TileOps& table(); }
 namespace generic { const TileOps& table(); }

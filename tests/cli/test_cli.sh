@@ -83,7 +83,7 @@ expect_error "head_dim over 256" "--head-dim: expected at most 256, got 300" run
 expect_error "window without comma" "--window: expected two integers LEFT,RIGHT" run --window 12
 expect_error "window not integers" "--window: expected two integers LEFT,RIGHT" run --window a,1
 expect_error "bad dtype" "--dtype: expected fp32 or bf16, got 'fp16'" run --dtype fp16
-expect_error "bad isa" "--isa: expected auto, avx512, avx2 or generic" run --isa sse9
+expect_error "bad isa" "--isa: expected auto, avx512bf16, avx512, avx2 or generic" run --isa sse9
 expect_error "switch given a value" "--causal: expected no value" run --causal=yes
 
 # --- small random problems -----------------------------------------------------------------
@@ -106,7 +106,7 @@ assert not missing, f"missing keys {missing}"
 assert r["seqlen_q"] == 256 and r["seqlen_k"] == 384 and r["kv_heads"] == 2, r
 assert r["backward_seconds"] > 0 and r["backward_gflops"] > 0, r
 assert r["backward_verified"] is True and r["verified_rows"] == 256, r
-assert r["isa"] in ("avx512", "avx2", "generic"), r["isa"]
+assert r["isa"] in ("avx512bf16", "avx512", "avx2", "generic"), r["isa"]
 assert 0 <= r["max_error"] <= 1e-4, r["max_error"]
 ' "$TMP/run.json"
 
