@@ -8,6 +8,7 @@ packages=(
   libopenblas0-pthread libopenblas-pthread-dev   # GEMM tiles (loaded at run time, see docs/blas.md)
   googletest libgtest-dev libbenchmark-dev        # tests and benchmarks
   python3 python3-numpy                           # .npy round-trip checks in the CLI tests
+  libopenmpi-dev openmpi-bin                      # the MPI communicator backend and mpirun
 )
 
 missing=()

@@ -1,0 +1,17 @@
+// In-process backend: ranks are threads of one process. The embedded default when no MPI
+// launcher is used, and the fastest way to test the algorithms.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "comm/communicator.h"
+
+namespace burst::comm {
+
+// Runs fn(communicator) on `world_size` threads, one per rank, and returns when all are
+// done. If any rank throws, the others are left to fail on their own deadlines; then the
+// first error is rethrown as burst::Error prefixed with its rank ("rank 2: ...").
+void run_local_ranks(int world_size, const std::function<void(Communicator&)>& fn);
+
+}  // namespace burst::comm

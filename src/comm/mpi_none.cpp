@@ -1,0 +1,16 @@
+// Stand-in for builds configured with BURST_WITH_MPI=OFF: says so loudly.
+#include <cstdlib>
+
+#include "comm/world.h"
+
+namespace burst::comm {
+
+bool mpi_available() { return false; }
+
+std::unique_ptr<Communicator> mpi_world_communicator() {
+  fail("communicator mpi: this build has no MPI backend (configure with -DBURST_WITH_MPI=ON)");
+}
+
+void mpi_abort(int code) { std::_Exit(code); }
+
+}  // namespace burst::comm

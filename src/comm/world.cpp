@@ -1,0 +1,35 @@
+#include "comm/world.h"
+
+#include <cstdlib>
+#include <iostream>
+
+#include "comm/local_world.h"
+
+namespace burst::comm {
+
+bool launched_by_mpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"}) {
+    if (const char* v = std::getenv(var); v != nullptr && *v != '\0') return true;
+  }
+  return false;
+}
+
+void run_world(int local_ranks, const std::function<void(Communicator&)>& fn) {
+  if (!launched_by_mpi()) {
+    run_local_ranks(local_ranks, fn);
+    return;
+  }
+  BURST_CHECK(mpi_available(), "started by an MPI launcher, but this build has no MPI backend "
+              "(configure with -DBURST_WITH_MPI=ON after scripts/install-deps.sh)");
+  std::unique_ptr<Communicator> world = mpi_world_communicator();
+  BURST_CHECK(local_ranks == 0 || local_ranks == world->world_size(), "ranks: mpirun started ",
+              world->world_size(), " ranks but --ranks asks for ", local_ranks);
+  try {
+    fn(*world);
+  } catch (const std::exception& e) {
+    std::cerr << "burst: rank " << world->rank() << ": error: " << e.what() << std::endl;
+    mpi_abort(1);
+  }
+}
+
+}  // namespace burst::comm

@@ -1,0 +1,30 @@
+// Where ranks come from. Under an MPI launcher (mpirun/mpiexec of Open MPI or MPICH) each
+// process is one rank of MPI_COMM_WORLD; otherwise ranks are threads of this process.
+#pragma once
+
+#include <functional>
+
+#include "comm/communicator.h"
+
+namespace burst::comm {
+
+// True when this process was started by an MPI launcher.
+bool launched_by_mpi();
+// True when this build has the MPI backend (CMake option BURST_WITH_MPI).
+bool mpi_available();
+
+// Runs fn on every rank of the default world and returns when this process's ranks are done:
+// under an MPI launcher on this process's MPI rank (`local_ranks` must be 0 or the MPI world
+// size), else on `local_ranks` thread ranks (run_local_ranks). Under MPI an exception that
+// escapes fn is printed as "burst: rank R: error: ..." and the job is aborted (MPI_Abort), so
+// no peer waits for a rank that is gone.
+void run_world(int local_ranks, const std::function<void(Communicator&)>& fn);
+
+// The MPI backend directly (throws when the build has none): a communicator over a duplicate
+// of MPI_COMM_WORLD, initialising MPI with MPI_THREAD_FUNNELED on first use; MPI is
+// finalised at exit.
+std::unique_ptr<Communicator> mpi_world_communicator();
+// Aborts every process of the MPI job with `code`.
+[[noreturn]] void mpi_abort(int code);
+
+}  // namespace burst::comm

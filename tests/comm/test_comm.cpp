@@ -1,0 +1,98 @@
+// The communicator suite on the in-process backend, for world sizes 1..8.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <functional>
+
+#include "comm/local_world.h"
+#include "suite.h"
+
+namespace burst {
+namespace {
+
+using comm::Communicator;
+
+class LocalComm : public ::testing::TestWithParam<int> {
+ protected:
+  void run(const std::function<void(Communicator&)>& check) {
+    comm::run_local_ranks(GetParam(), [&](Communicator& c) {
+      c.set_timeout(std::chrono::seconds(20));
+      check(c);
+    });
+  }
+};
+
+TEST_P(LocalComm, RingExchange) {
+  run([](Communicator& c) {
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1001}}) testing::check_ring_exchange(c, n);
+  });
+}
+TEST_P(LocalComm, OddByteMessages) { run(testing::check_odd_byte_messages); }
+TEST_P(LocalComm, AllToAll) { run(testing::check_all_to_all); }
+TEST_P(LocalComm, AllToAllv) { run(testing::check_all_to_allv); }
+TEST_P(LocalComm, AllGather) { run(testing::check_all_gather); }
+TEST_P(LocalComm, Reductions) { run(testing::check_reductions); }
+TEST_P(LocalComm, Broadcast) { run(testing::check_broadcast); }
+TEST_P(LocalComm, Barrier) { run(testing::check_barrier); }
+TEST_P(LocalComm, Split) { run(testing::check_split); }
+TEST_P(LocalComm, Topology) { run(testing::check_topology); }
+TEST_P(LocalComm, Deadline) { run(testing::check_deadline); }
+TEST_P(LocalComm, SizeMismatch) { run(testing::check_size_mismatch); }
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, LocalComm, ::testing::Range(1, 9));
+
+// 64 MiB messages around the ring (16 M distinct uint32 values per rank).
+TEST(LocalCommLarge, RingExchange64MiB) {
+  comm::run_local_ranks(3, [](Communicator& c) { testing::check_ring_exchange(c, std::size_t{16} << 20); });
+}
+
+TEST(LocalCommTopology, OverrideGroupsRanksIntoNodes) {
+  setenv("BURST_RANKS_PER_NODE", "3", 1);
+  comm::run_local_ranks(8, testing::check_topology);
+  comm::run_local_ranks(8, [](Communicator& c) {
+    // A split keeps the node structure of its members: odd ranks 1,3,5,7 sit on nodes 0,1,1,2.
+    auto odd = c.split(c.rank() % 2, c.rank());
+    if (c.rank() % 2 == 1) {
+      EXPECT_EQ(odd->node_of_rank(), (std::vector<int>{0, 1, 1, 2}));
+    }
+  });
+  unsetenv("BURST_RANKS_PER_NODE");
+}
+
+// A rank that dies mid-ring: its peers fail on their deadlines and the runner reports the
+// first failure, naming the rank; nothing hangs.
+TEST(LocalCommFailure, RankThatExitsMidRing) {
+  const auto t0 = comm::Clock::now();
+  try {
+    comm::run_local_ranks(4, [](Communicator& c) {
+      c.set_timeout(std::chrono::milliseconds(500));
+      std::uint32_t out = 1, in = 0;
+      for (int step = 0; step < 5; ++step) {
+        if (c.rank() == 2 && step == 2) throw Error("rank 2 leaves the ring");
+        c.sendrecv(&out, 4, (c.rank() + 1) % 4, &in, 4, (c.rank() + 3) % 4, step);
+      }
+    });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("rank"), std::string::npos) << msg;
+    EXPECT_TRUE(msg.find("leaves the ring") != std::string::npos || msg.find("deadline") != std::string::npos) << msg;
+  }
+  EXPECT_LT(std::chrono::duration<double>(comm::Clock::now() - t0).count(), 5.0);
+}
+
+TEST(LocalCommErrors, BadArgumentsNameThemselves) {
+  comm::run_local_ranks(2, [](Communicator& c) {
+    std::uint32_t x = 0;
+    EXPECT_THROW(c.isend(&x, 4, 2, 0), Error);
+    EXPECT_THROW(c.irecv(&x, 4, 0, -1), Error);
+    try {
+      c.isend(&x, 4, 5, 0);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("peer must be in [0, 2), got 5"), std::string::npos) << e.what();
+    }
+  });
+}
+
+}  // namespace
+}  // namespace burst
