@@ -8,6 +8,7 @@
 #include <fstream>
 #include <limits>
 #include <random>
+#include <thread>
 
 #include "api/npy.h"
 #include "core/error.h"
@@ -204,6 +205,34 @@ TEST(Memory, KernelWorkspaceDoesNotGrowWithSequence) {
     EXPECT_EQ(small, large) << "backward " << backward;
     EXPECT_LT(large, std::size_t{4} << 20) << "backward " << backward;  // 2 threads of 256 x 256 tiles
   }
+}
+
+// The progress hook runs once per computed tile of the calling thread, and only there.
+TEST(Kernels, ProgressHookRunsOnTheCallingThread) {
+  Tensor q = testing::random_tensor(DType::kF32, 1, 600, 2, 32, 1);
+  Tensor k = testing::random_tensor(DType::kF32, 1, 600, 2, 32, 2);
+  Tensor v = testing::random_tensor(DType::kF32, 1, 600, 2, 32, 3);
+  kernels::AttentionOptions opt;
+  opt.block_m = opt.block_n = 64;  // 10 x 10 tiles per head, 2 heads
+  int calls = 0;
+  bool other_thread = false;
+  const auto caller = std::this_thread::get_id();
+  opt.progress = [&] {
+    ++calls;
+    other_thread |= std::this_thread::get_id() != caller;
+  };
+  opt.threads = 1;
+  ForwardOutputs f = attention_forward(q.view(), k.view(), v.view(), opt, DType::kF32);
+  EXPECT_EQ(calls, 200);
+  calls = 0;
+  attention_backward(q.view(), k.view(), v.view(), f.out.view(), f.lse.view(), q.view(), opt);
+  EXPECT_EQ(calls, 400);  // both passes visit every tile
+  opt.threads = 2;
+  calls = 0;
+  attention_forward(q.view(), k.view(), v.view(), opt, DType::kF32);
+  attention_backward(q.view(), k.view(), v.view(), f.out.view(), f.lse.view(), q.view(), opt);
+  EXPECT_GT(calls, 0);
+  EXPECT_FALSE(other_thread);
 }
 
 class Npy : public ::testing::Test {

@@ -152,6 +152,10 @@ void Communicator::inherit_topology(const Communicator& parent, const std::vecto
   node_of_rank_ = std::move(nodes);
 }
 
+void Communicator::unsupported(std::string_view what) const {
+  fail("communicator ", backend(), " does not support ", what);
+}
+
 int Communicator::node_count() const {
   return node_of_rank_.empty() ? 0 : *std::max_element(node_of_rank_.begin(), node_of_rank_.end()) + 1;
 }

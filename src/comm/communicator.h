@@ -183,6 +183,10 @@ class Communicator {
   // parent_ranks[i] there, and keeps its node (renumbered from 0 in order of appearance).
   void inherit_topology(const Communicator& parent, const std::vector<int>& parent_ranks);
 
+  // Throws "communicator <backend> does not support <what>": an operation or size this
+  // backend cannot do fails loudly, never silently.
+  [[noreturn]] void unsupported(std::string_view what) const;
+
   // Backend transfers. `collective` selects a channel separate from user point-to-point
   // traffic, so collectives never match user messages.
   virtual std::unique_ptr<RequestState> post_send(const void* data, std::size_t bytes, int peer,

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
+#include <string>
 #include <thread>
 
 #include "comm/communicator.h"
@@ -47,12 +48,6 @@ void ensure_initialized() {
               provided);
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   std::atexit(finalize_at_exit);
-}
-
-int to_count(std::size_t bytes, const TransferInfo& info) {
-  BURST_CHECK(bytes <= static_cast<std::size_t>(INT_MAX), info.describe(),
-              ": MPI messages are limited to ", INT_MAX, " bytes");
-  return static_cast<int>(bytes);
 }
 
 class MpiRequest : public RequestState {
@@ -159,6 +154,14 @@ class MpiCommunicator : public Communicator {
   }
 
  protected:
+  // MPI counts are ints: one message carries at most INT_MAX bytes.
+  int to_count(std::size_t bytes, const TransferInfo& info) const {
+    if (bytes > static_cast<std::size_t>(INT_MAX)) {
+      unsupported("messages over " + std::to_string(INT_MAX) + " bytes (" + info.describe() + ")");
+    }
+    return static_cast<int>(bytes);
+  }
+
   std::unique_ptr<RequestState> post_send(const void* data, std::size_t bytes, int peer, int tag,
                                           bool collective, TransferInfo info) override {
     MPI_Request r;

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,6 +66,10 @@ struct AttentionOptions {
   int block_m = 0;             // query rows per tile; 0: chosen by head_dim (default_tile)
   int block_n = 0;             // key rows per tile; 0: chosen by head_dim
   Isa isa = Isa::kAuto;
+  // Called between tiles, on the calling thread only (worker 0 of the pool), so a
+  // distributed caller can keep posted transfers moving while this rank computes
+  // (communicators whose transfers need the caller's thread, such as MPI's). Keep it cheap.
+  std::function<void()> progress;
 };
 
 constexpr std::int64_t kMaxHeadDim = 256;

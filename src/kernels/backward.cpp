@@ -65,6 +65,7 @@ bool tile_probs_and_ds(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
   const Geometry& g = c.g;
   const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
   if (vis == TileVisibility::kNone) return false;
+  if (worker == 0 && c.opt.progress) c.opt.progress();
   const std::int64_t q0 = iqb * g.block_m, k0 = jb * g.block_n;
   const std::int64_t kvh = ih / g.group;
   t.rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));

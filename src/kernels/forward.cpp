@@ -54,7 +54,7 @@ struct ForwardCall {
 };
 
 void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
-                   const ForwardScratch& w) {
+                   const ForwardScratch& w, bool calling_thread) {
   const Geometry& g = c.g;
   const std::int64_t q0 = iqb * g.block_m;
   const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
@@ -83,6 +83,7 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
   for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
     const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
     if (vis == TileVisibility::kNone) continue;
+    if (calling_thread && c.opt.progress) c.opt.progress();
     const std::int64_t k0 = jb * g.block_n;
     const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
     const detail::Rows vrows = detail::load_rows(c.v, ib, k0, cols, kvh, w.v, c.ops);
@@ -150,7 +151,7 @@ void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
     const std::int64_t iqb = task % g.n_qblocks;
     const std::int64_t ih = (task / g.n_qblocks) % g.n_heads_q;
     const std::int64_t ib = task / (g.n_qblocks * g.n_heads_q);
-    forward_block(call, ib, ih, iqb, scratch_of(workspace, worker));
+    forward_block(call, ib, ih, iqb, scratch_of(workspace, worker), worker == 0);
   });
 }
 

@@ -29,6 +29,19 @@ TEST(MpiComm, Deadline) { testing::check_deadline(*g_world); }
 TEST(MpiComm, SizeMismatch) { testing::check_size_mismatch(*g_world); }
 TEST(MpiComm, IsTheMpiBackend) { EXPECT_EQ(g_world->backend(), "mpi"); }
 
+// Sizes MPI cannot carry in one message fail by name, before MPI sees the buffer.
+TEST(MpiComm, OversizeMessageIsUnsupported) {
+  char byte = 0;
+  const std::size_t too_big = std::size_t{1} << 31;
+  try {
+    comm::Request r = g_world->isend(&byte, too_big, 0, 1);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("communicator mpi does not support messages over 2147483647 bytes"),
+              std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace burst
 
