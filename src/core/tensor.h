@@ -76,4 +76,37 @@ class AlignedBuffer {
   std::size_t bytes_ = 0;
 };
 
+// A dense, owning [b, s, h, d] tensor.
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(DType dtype, std::int64_t b, std::int64_t s, std::int64_t h, std::int64_t d);
+  const TensorView& view() const { return view_; }
+  template <class T>
+  T* data() const {
+    return static_cast<T*>(view_.data);
+  }
+  // Fills with quiet NaN, so a kernel that skips an element is caught.
+  void fill_nan();
+  void fill_zero();
+
+ private:
+  AlignedBuffer buffer_;
+  TensorView view_;
+};
+
+// A dense, owning [b, h, s] array of fp32 row statistics (lse, delta).
+class RowStats {
+ public:
+  RowStats() = default;
+  RowStats(std::int64_t b, std::int64_t h, std::int64_t s);
+  const RowStatsView& view() const { return view_; }
+  float* data() const { return view_.data; }
+  void fill_nan();
+
+ private:
+  AlignedBuffer buffer_;
+  RowStatsView view_;
+};
+
 }  // namespace burst

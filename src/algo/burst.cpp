@@ -1,0 +1,473 @@
+#include "algo/burst.h"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <sstream>
+
+#include "core/error.h"
+#include "kernels/detail.h"
+
+namespace burst::algo {
+namespace {
+
+using comm::Communicator;
+using comm::Request;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// Message tags: kind * kTagSpan + step.
+constexpr int kTagSpan = 4096;
+constexpr int kTagBundle = 1;
+constexpr int kTagPartial = 2;
+int tag(int kind, int step) { return kind * kTagSpan + step % kTagSpan; }
+
+// ---- validation ---------------------------------------------------------------------------
+
+// Everything ranks must agree on, gathered once so every rank checks every rank and all of
+// them fail with the same message when something disagrees.
+struct Signature {
+  std::int64_t b, q_rows, k_rows, v_rows, n_heads_q, n_heads_kv, d, dtype, seqlen, layout, causal,
+      window_left, window_right, scale_bits, scheme;
+};
+constexpr const char* kFieldNames[] = {"batch", "query rows", "key rows", "value rows", "n_heads_q",
+                                       "n_heads_kv", "head_dim", "dtype", "seqlen", "layout",
+                                       "causal", "window left", "window right", "scale", "backward scheme"};
+constexpr std::size_t kFields = sizeof(kFieldNames) / sizeof(kFieldNames[0]);
+static_assert(sizeof(Signature) == kFields * sizeof(std::int64_t));
+
+Signature signature_of(const TensorView& q, const TensorView& k, const TensorView& v,
+                       const BurstOptions& o) {
+  const float scale = o.scale ? *o.scale : 0.0f;
+  return {q.b, q.s, k.s, v.s, q.h, k.h, q.d, static_cast<std::int64_t>(q.dtype), o.seqlen,
+          static_cast<std::int64_t>(o.layout), o.mask.causal, o.mask.window_left, o.mask.window_right,
+          std::bit_cast<std::int32_t>(scale), static_cast<std::int64_t>(o.backward_scheme)};
+}
+
+struct Plan {
+  std::vector<std::vector<std::int64_t>> positions;  // every rank's tokens
+  std::vector<std::int64_t> lengths;
+};
+
+Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                    const BurstOptions& o) {
+  const Signature mine = signature_of(q, k, v, o);
+  std::vector<Signature> all(static_cast<std::size_t>(comm.world_size()));
+  comm.all_gather(&mine, all.data(), sizeof(Signature));
+  const auto* first = reinterpret_cast<const std::int64_t*>(&all[0]);
+  for (int r = 1; r < comm.world_size(); ++r) {
+    const auto* other = reinterpret_cast<const std::int64_t*>(&all[static_cast<std::size_t>(r)]);
+    for (std::size_t f = 0; f < kFields; ++f) {
+      if (f == 1 || f == 2 || f == 3) continue;  // shard lengths differ by design; checked below
+      BURST_CHECK(other[f] == first[f], "ranks disagree: rank ", r, " has ", kFieldNames[f], " ",
+                  other[f], " but rank 0 has ", first[f]);
+    }
+  }
+  BURST_CHECK(o.seqlen >= comm.world_size(), "seqlen: expected at least one token per rank (",
+              comm.world_size(), "), got ", o.seqlen);
+  Plan plan;
+  plan.positions = shard_plan(o.seqlen, comm.world_size(), o.layout);
+  for (int r = 0; r < comm.world_size(); ++r) {
+    const Signature& s = all[static_cast<std::size_t>(r)];
+    const auto n = static_cast<std::int64_t>(plan.positions[static_cast<std::size_t>(r)].size());
+    BURST_CHECK(s.q_rows == n && s.k_rows == n && s.v_rows == n, "rank ", r, " holds q/k/v shards of ",
+                s.q_rows, "/", s.k_rows, "/", s.v_rows, " tokens but the ", layout_name(o.layout),
+                " layout of ", o.seqlen, " tokens over ", comm.world_size(), " ranks gives it ", n);
+    plan.lengths.push_back(n);
+  }
+  return plan;
+}
+
+// ---- helpers ------------------------------------------------------------------------------
+
+// Dense copies of a (possibly strided) [b, s, h, d] view to and from raw memory.
+void pack(const TensorView& t, void* dst) {
+  const std::size_t row = static_cast<std::size_t>(t.d) * dtype_size(t.dtype);
+  auto* out = static_cast<char*>(dst);
+  for (std::int64_t ib = 0; ib < t.b; ++ib)
+    for (std::int64_t is = 0; is < t.s; ++is)
+      for (std::int64_t ih = 0; ih < t.h; ++ih, out += row)
+        std::memcpy(out, static_cast<const char*>(t.data) + (ib * t.stride_b + is * t.stride_s + ih * t.stride_h) * static_cast<std::int64_t>(dtype_size(t.dtype)), row);
+}
+
+void unpack(const void* src, const TensorView& t) {
+  const std::size_t row = static_cast<std::size_t>(t.d) * dtype_size(t.dtype);
+  const auto* in = static_cast<const char*>(src);
+  for (std::int64_t ib = 0; ib < t.b; ++ib)
+    for (std::int64_t is = 0; is < t.s; ++is)
+      for (std::int64_t ih = 0; ih < t.h; ++ih, in += row)
+        std::memcpy(static_cast<char*>(t.data) + (ib * t.stride_b + is * t.stride_s + ih * t.stride_h) * static_cast<std::int64_t>(dtype_size(t.dtype)), in, row);
+}
+
+void pack_stats(const RowStatsView& s, float* dst) {
+  for (std::int64_t ib = 0; ib < s.b; ++ib)
+    for (std::int64_t ih = 0; ih < s.h; ++ih, dst += s.s) std::memcpy(dst, s.row(ib, ih), static_cast<std::size_t>(s.s) * 4);
+}
+
+// Whether any query of shard `qr` may see any key of shard `kr`: exact for contiguous runs;
+// shards with many runs (striped) are taken as one run, which can only say "yes" too often.
+bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& q,
+                     const std::vector<std::int64_t>& k) {
+  if (!mask.masks_anything()) return true;
+  auto runs = [](const std::vector<std::int64_t>& p) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> out;
+    for (std::int64_t x : p) {
+      if (!out.empty() && out.back().second + 1 == x) {
+        out.back().second = x;
+      } else {
+        out.emplace_back(x, x);
+      }
+    }
+    if (out.size() > 8) out = {{p.front(), p.back()}};
+    return out;
+  };
+  for (auto [ql, qh] : runs(q))
+    for (auto [kl, kh] : runs(k))
+      if (kernels::detail::classify(mask, ql, qh, kl, kh) != kernels::detail::TileVisibility::kNone) return true;
+  return false;
+}
+
+kernels::AttentionOptions kernel_options(const BurstOptions& o, Communicator& comm) {
+  kernels::AttentionOptions k;
+  k.mask = o.mask;
+  k.scale = o.scale;
+  k.threads = o.threads;
+  k.isa = o.isa;
+  k.block_m = o.block_m;
+  k.block_n = o.block_n;
+  k.progress = [&comm] { comm.progress(); };
+  return k;
+}
+
+// Waits for requests, adding the time to the exposed-communication total.
+void wait_timed(std::span<Request> requests, Communicator& comm, RingStats& stats) {
+  const auto t0 = Clock::now();
+  comm::wait_all(requests, comm.deadline());
+  stats.wait_seconds += seconds_since(t0);
+}
+
+void finish_stats(Communicator& comm, RingStats& stats, std::uint64_t sent0, std::uint64_t recv0) {
+  stats.bytes_sent = comm.traffic().total_sent(comm::Op::kPointToPoint) - sent0;
+  stats.bytes_received = comm.traffic().total_received(comm::Op::kPointToPoint) - recv0;
+}
+
+// ---- the travelling pipeline of both backward schemes -------------------------------------
+
+// At step t rank r holds the bundle of origin j = r - t: it computes j's contribution into
+// `contrib` (zeroed), adds the partial sum of j's accumulator received from r - 1 (which
+// handled j one step earlier) and sends the sum to r + 1. Bundles are sent before the
+// compute (they run one step ahead), accumulators after it; after P steps each accumulator
+// has gone full circle and `home` receives this rank's, complete. Accumulators are summed in
+// the fixed order j, j + 1, ..., j - 1: results are bitwise reproducible.
+struct Travel {
+  std::function<std::size_t(int)> bundle_bytes;  // travelling inputs of origin j
+  std::function<std::size_t(int)> acc_floats;    // accumulator of origin j (fp32)
+  std::function<bool(int)> interacts;            // whether this rank's compute for j is needed
+  std::function<void(int, const char*, float*)> compute;  // adds j's contribution into contrib
+};
+
+void travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home,
+            RingStats& stats) {
+  const int p = comm.world_size(), r = comm.rank();
+  const int right = (r + 1) % p, left = (r - 1 + p) % p;
+  std::size_t max_bundle = 0, max_acc = 0;
+  for (int j = 0; j < p; ++j) {
+    max_bundle = std::max(max_bundle, spec.bundle_bytes(j));
+    max_acc = std::max(max_acc, spec.acc_floats(j));
+  }
+  AlignedBuffer bundles[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
+  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * 4), outgoing(max_acc * 4);
+  std::memcpy(bundles[0].data(), own_bundle, spec.bundle_bytes(r));
+  Request pending_partial;  // the accumulator sent last step; outgoing is reused after it
+  int cur = 0;
+  for (int t = 0; t < p; ++t) {
+    const int j = (r - t + p) % p;
+    // Step t: compute on the bundle of rank j while receiving the one of rank j - 1.
+    Request moves[2];
+    if (t + 1 < p) {
+      const int next = (r - t - 1 + p) % p;
+      moves[0] = comm.irecv(bundles[1 - cur].data(), spec.bundle_bytes(next), left, tag(kTagBundle, t));
+      moves[1] = comm.isend(bundles[cur].data(), spec.bundle_bytes(j), right, tag(kTagBundle, t));
+    }
+    Request partial_in;
+    const std::size_t acc = spec.acc_floats(j);
+    if (t > 0) partial_in = comm.irecv(incoming.data(), acc * 4, left, tag(kTagPartial, t - 1));
+
+    float* c = contrib.as<float>();
+    std::fill_n(c, acc, 0.0f);
+    const auto t0 = Clock::now();
+    if (spec.interacts(j)) {
+      spec.compute(j, bundles[cur].as<const char>(), c);
+      ++stats.steps_computed;
+    } else {
+      ++stats.steps_skipped;
+    }
+    const double took = seconds_since(t0);
+    stats.compute_seconds += took;
+    stats.step_seconds.push_back(took);
+
+    if (t > 0) {
+      wait_timed({&partial_in, 1}, comm, stats);
+      const float* in = incoming.as<const float>();
+      for (std::size_t i = 0; i < acc; ++i) c[i] = in[i] + c[i];
+    }
+    if (p == 1) {
+      std::memcpy(home, c, acc * 4);
+    } else {
+      wait_timed({&pending_partial, 1}, comm, stats);
+      std::memcpy(outgoing.data(), c, acc * 4);
+      // After the last step this is j's complete accumulator, and j = r + 1: home delivery.
+      pending_partial = comm.isend(outgoing.data(), acc * 4, right, tag(kTagPartial, t));
+    }
+    wait_timed(moves, comm, stats);
+    cur = 1 - cur;
+  }
+  if (p > 1) {
+    Request mine = comm.irecv(home, spec.acc_floats(r) * 4, left, tag(kTagPartial, p - 1));
+    Request both[2] = {std::move(mine), std::move(pending_partial)};
+    wait_timed(both, comm, stats);
+  }
+}
+
+}  // namespace
+
+std::string scheme_name(BackwardScheme scheme) {
+  switch (scheme) {
+    case BackwardScheme::kAuto: return "auto";
+    case BackwardScheme::kQuery: return "q";
+    case BackwardScheme::kKeyValue: return "kv";
+  }
+  return "?";
+}
+
+BackwardScheme parse_scheme(const std::string& text, const std::string& what) {
+  for (BackwardScheme s : {BackwardScheme::kAuto, BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
+    if (text == scheme_name(s)) return s;
+  }
+  fail(what, ": expected auto, q or kv, got '", text, "'");
+}
+
+std::uint64_t backward_bytes(BackwardScheme scheme, const std::vector<std::int64_t>& lengths, std::int64_t b,
+                             std::int64_t hq, std::int64_t hkv, std::int64_t d, std::size_t e) {
+  const auto p = static_cast<std::uint64_t>(lengths.size());
+  std::uint64_t tokens = 0;
+  for (std::int64_t n : lengths) tokens += static_cast<std::uint64_t>(n);
+  const auto ub = static_cast<std::uint64_t>(b), ud = static_cast<std::uint64_t>(d);
+  // Summed over ranks, each bundle makes P - 1 hops and each accumulator P hops.
+  std::uint64_t bundle_per_token = 0, acc_per_token = 0;
+  if (scheme == BackwardScheme::kKeyValue) {
+    bundle_per_token = 2 * static_cast<std::uint64_t>(hkv) * ud * e;
+    acc_per_token = 2 * static_cast<std::uint64_t>(hkv) * ud * 4;
+  } else {
+    bundle_per_token = static_cast<std::uint64_t>(hq) * (2 * ud * e + 8);
+    acc_per_token = static_cast<std::uint64_t>(hq) * ud * 4;
+  }
+  if (p == 1) return 0;
+  return ub * tokens * (bundle_per_token * (p - 1) + acc_per_token * p) / p;
+}
+
+BackwardScheme choose_scheme(const std::vector<std::int64_t>& lengths, std::int64_t b, std::int64_t hq,
+                             std::int64_t hkv, std::int64_t d, std::size_t e) {
+  return backward_bytes(BackwardScheme::kKeyValue, lengths, b, hq, hkv, d, e) <
+                 backward_bytes(BackwardScheme::kQuery, lengths, b, hq, hkv, d, e)
+             ? BackwardScheme::kKeyValue
+             : BackwardScheme::kQuery;
+}
+
+RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
+  const Plan plan = check_and_plan(comm, q, k, v, o);
+  const int p = comm.world_size(), r = comm.rank();
+  const int right = (r + 1) % p, left = (r - 1 + p) % p;
+  RingStats stats;
+  const std::uint64_t sent0 = comm.traffic().total_sent(comm::Op::kPointToPoint);
+  const std::uint64_t recv0 = comm.traffic().total_received(comm::Op::kPointToPoint);
+
+  // K and V of origin o travel as one message: K [b, n_o, hkv, d] then V, dense.
+  const std::size_t e = dtype_size(k.dtype);
+  auto half_bytes = [&](int origin) {
+    return static_cast<std::size_t>(k.b * plan.lengths[static_cast<std::size_t>(origin)] * k.h * k.d) * e;
+  };
+  std::size_t max_bytes = 0;
+  for (int j = 0; j < p; ++j) max_bytes = std::max(max_bytes, 2 * half_bytes(j));
+  AlignedBuffer buffers[2] = {AlignedBuffer(max_bytes), AlignedBuffer(max_bytes)};
+  pack(k, buffers[0].data());
+  pack(v, buffers[0].as<char>() + half_bytes(r));
+
+  // The running state is fp32: `out` itself when it is fp32.
+  Tensor state_storage;
+  TensorView state = out;
+  if (out.dtype != DType::kF32) {
+    state_storage = Tensor(DType::kF32, out.b, out.s, out.h, out.d);
+    state = state_storage.view();
+  }
+  kernels::init_forward_state(state, lse);
+
+  // needs[j][i]: rank i's queries see some key of rank j. A shard is forwarded only while a
+  // later rank on its way needs it (sliding windows).
+  std::vector<std::vector<bool>> needs(static_cast<std::size_t>(p), std::vector<bool>(static_cast<std::size_t>(p)));
+  for (int j = 0; j < p; ++j)
+    for (int i = 0; i < p; ++i)
+      needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(i)] =
+          shards_interact(o.mask, plan.positions[static_cast<std::size_t>(i)], plan.positions[static_cast<std::size_t>(j)]);
+  auto forwarded_after = [&](int origin, int t) {  // does the shard leave rank origin + t?
+    for (int s = t + 1; s < p; ++s)
+      if (needs[static_cast<std::size_t>(origin)][static_cast<std::size_t>((origin + s) % p)]) return true;
+    return false;
+  };
+
+  kernels::AttentionOptions kopt = kernel_options(o, comm);
+  kopt.q_pos.ids = plan.positions[static_cast<std::size_t>(r)].data();
+  int cur = 0;
+  for (int t = 0; t < p; ++t) {
+    const int j = (r - t + p) % p;
+    // Step t: compute on the K/V shard of rank j = r - t while receiving the one of rank
+    // j - 1 from the left and passing this one to the right.
+    Request moves[2];
+    if (t + 1 < p) {
+      const int next = (r - t - 1 + p) % p;
+      if (forwarded_after(next, t)) {
+        moves[0] = comm.irecv(buffers[1 - cur].data(), 2 * half_bytes(next), left, tag(kTagBundle, t));
+      }
+      if (forwarded_after(j, t)) {
+        moves[1] = comm.isend(buffers[cur].data(), 2 * half_bytes(j), right, tag(kTagBundle, t));
+      } else {
+        stats.bytes_saved += 2 * half_bytes(j);
+      }
+    }
+    const auto t0 = Clock::now();
+    if (needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(r)]) {
+      const std::int64_t n = plan.lengths[static_cast<std::size_t>(j)];
+      char* base = buffers[cur].as<char>();
+      const TensorView kj = dense_view(base, k.dtype, k.b, n, k.h, k.d);
+      const TensorView vj = dense_view(base + half_bytes(j), k.dtype, k.b, n, k.h, k.d);
+      kopt.k_pos.ids = plan.positions[static_cast<std::size_t>(j)].data();
+      kernels::attention_forward_continue(q, kj, vj, state, lse, kopt);
+      ++stats.steps_computed;
+    } else {
+      ++stats.steps_skipped;
+    }
+    const double took = seconds_since(t0);
+    stats.compute_seconds += took;
+    stats.step_seconds.push_back(took);
+    wait_timed(moves, comm, stats);
+    cur = 1 - cur;
+  }
+  if (out.dtype != DType::kF32) {
+    for (std::int64_t ib = 0; ib < out.b; ++ib)
+      for (std::int64_t is = 0; is < out.s; ++is)
+        for (std::int64_t ih = 0; ih < out.h; ++ih) {
+          const float* src = state.row<const float>(ib, is, ih);
+          bf16_bits* dst = out.row<bf16_bits>(ib, is, ih);
+          for (std::int64_t x = 0; x < out.d; ++x) dst[x] = float_to_bf16(src[x]);
+        }
+  }
+  finish_stats(comm, stats, sent0, recv0);
+  return stats;
+}
+
+RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                         const TensorView& out, const RowStatsView& lse, const TensorView& dout,
+                         const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                         const BurstOptions& o) {
+  const Plan plan = check_and_plan(comm, q, k, v, o);
+  kernels::detail::check_same_shape(dout, "dout", q, "q");
+  kernels::detail::check_dtype(dout, "dout", q.dtype);
+  kernels::detail::check_same_shape(out, "out", q, "q");
+  kernels::detail::check_same_shape(dq, "dq", q, "q");
+  kernels::detail::check_same_shape(dk, "dk", k, "k");
+  kernels::detail::check_same_shape(dv, "dv", k, "k");
+  for (auto [t, name] : {std::pair{&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}}) kernels::detail::check_dtype(*t, name, DType::kF32);
+
+  const int r = comm.rank();
+  RingStats stats;
+  const std::uint64_t sent0 = comm.traffic().total_sent(comm::Op::kPointToPoint);
+  const std::uint64_t recv0 = comm.traffic().total_received(comm::Op::kPointToPoint);
+  const std::size_t e = dtype_size(q.dtype);
+  const std::int64_t b = q.b, hq = q.h, hkv = k.h, d = q.d;
+  stats.scheme = o.backward_scheme == BackwardScheme::kAuto ? choose_scheme(plan.lengths, b, hq, hkv, d, e)
+                                                            : o.backward_scheme;
+
+  RowStats delta(b, hq, q.s);
+  kernels::compute_delta(dout, out, delta.view(), o.threads);
+  kernels::AttentionOptions kopt = kernel_options(o, comm);
+  auto n_of = [&](int j) { return plan.lengths[static_cast<std::size_t>(j)]; };
+  auto pos_of = [&](int j) { return plan.positions[static_cast<std::size_t>(j)].data(); };
+  auto interacts = [&](int qrank, int krank) {
+    return shards_interact(o.mask, plan.positions[static_cast<std::size_t>(qrank)],
+                           plan.positions[static_cast<std::size_t>(krank)]);
+  };
+
+  if (stats.scheme == BackwardScheme::kQuery) {
+    // Bundle of origin j: Q_j, dO_j [b, n_j, hq, d] (input dtype), then delta_j, lse_j
+    // [b, hq, n_j] fp32. K, V stay; dK, dV accumulate here; dQ_j travels behind its bundle.
+    auto rows = [&](int j) { return static_cast<std::size_t>(b * n_of(j) * hq * d) * e; };
+    auto stats_bytes = [&](int j) { return static_cast<std::size_t>(b * hq * n_of(j)) * 4; };
+    Travel spec;
+    spec.bundle_bytes = [&](int j) { return 2 * rows(j) + 2 * stats_bytes(j); };
+    spec.acc_floats = [&](int j) { return static_cast<std::size_t>(b * n_of(j) * hq * d); };
+    spec.interacts = [&](int j) { return interacts(j, r); };
+    Tensor dk_acc(DType::kF32, b, k.s, hkv, d), dv_acc(DType::kF32, b, k.s, hkv, d);
+    dk_acc.fill_zero();
+    dv_acc.fill_zero();
+    spec.compute = [&](int j, const char* bundle, float* contrib) {
+      const std::int64_t n = n_of(j);
+      const TensorView qj = dense_view(const_cast<char*>(bundle), q.dtype, b, n, hq, d);
+      const TensorView doj = dense_view(const_cast<char*>(bundle) + rows(j), q.dtype, b, n, hq, d);
+      auto* stats_base = reinterpret_cast<float*>(const_cast<char*>(bundle) + 2 * rows(j));
+      kopt.q_pos.ids = pos_of(j);
+      kopt.k_pos.ids = pos_of(r);
+      kernels::attention_backward(qj, k, v, doj, dense_stats(stats_base + b * hq * n, b, hq, n),
+                                  dense_stats(stats_base, b, hq, n), dense_view(contrib, DType::kF32, b, n, hq, d),
+                                  dk_acc.view(), dv_acc.view(), kopt);
+    };
+    AlignedBuffer own(spec.bundle_bytes(r));
+    pack(q, own.data());
+    pack(dout, own.as<char>() + rows(r));
+    pack_stats(delta.view(), reinterpret_cast<float*>(own.as<char>() + 2 * rows(r)));
+    pack_stats(lse, reinterpret_cast<float*>(own.as<char>() + 2 * rows(r) + stats_bytes(r)));
+    Tensor dq_home(DType::kF32, b, q.s, hq, d);
+    travel(comm, spec, own.data(), dq_home.data<float>(), stats);
+    unpack(dq_home.data<float>(), dq);
+    unpack(dk_acc.data<float>(), dk);
+    unpack(dv_acc.data<float>(), dv);
+  } else {
+    // Bundle of origin j: K_j, V_j [b, n_j, hkv, d]. Q, dO stay; dQ accumulates here; dK_j,
+    // dV_j travel behind their bundle.
+    auto half = [&](int j) { return static_cast<std::size_t>(b * n_of(j) * hkv * d) * e; };
+    Travel spec;
+    spec.bundle_bytes = [&](int j) { return 2 * half(j); };
+    spec.acc_floats = [&](int j) { return static_cast<std::size_t>(2 * b * n_of(j) * hkv * d); };
+    spec.interacts = [&](int j) { return interacts(r, j); };
+    Tensor dq_acc(DType::kF32, b, q.s, hq, d);
+    dq_acc.fill_zero();
+    spec.compute = [&](int j, const char* bundle, float* contrib) {
+      const std::int64_t n = n_of(j);
+      const TensorView kj = dense_view(const_cast<char*>(bundle), k.dtype, b, n, hkv, d);
+      const TensorView vj = dense_view(const_cast<char*>(bundle) + half(j), k.dtype, b, n, hkv, d);
+      kopt.q_pos.ids = pos_of(r);
+      kopt.k_pos.ids = pos_of(j);
+      kernels::attention_backward(q, kj, vj, dout, lse, delta.view(), dq_acc.view(),
+                                  dense_view(contrib, DType::kF32, b, n, hkv, d),
+                                  dense_view(contrib + b * n * hkv * d, DType::kF32, b, n, hkv, d), kopt);
+    };
+    AlignedBuffer own(spec.bundle_bytes(r));
+    pack(k, own.data());
+    pack(v, own.as<char>() + half(r));
+    AlignedBuffer home(spec.acc_floats(r) * 4);
+    travel(comm, spec, own.data(), home.as<float>(), stats);
+    unpack(home.data(), dk);
+    unpack(home.as<float>() + b * k.s * hkv * d, dv);
+    unpack(dq_acc.data<float>(), dq);
+  }
+  finish_stats(comm, stats, sent0, recv0);
+  return stats;
+}
+
+}  // namespace burst::algo

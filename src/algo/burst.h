@@ -1,0 +1,78 @@
+// BurstAttention across the ranks of a communicator (GAO): exact attention over a sequence
+// whose tokens are sharded over the ranks in a Layout. Every rank passes its own shards, in
+// the layout's local order, and gets its own shards of the results.
+//
+// Forward: the query shard stays; K and V travel together around the ring, double buffered
+// (the next shard is received while this one is computed), and each step continues an fp32
+// running state with the local kernel. Backward has two schemes, chosen by byte cost:
+//   kQuery (BurstAttention's): K, V, dK, dV stay; the bundle (Q, dO, delta, lse) travels and
+//          dQ trails it one step behind, arriving home after a full circle;
+//   kKeyValue (RingAttention's): Q, dO, dQ stay; K, V travel and dK, dV trail them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "algo/layout.h"
+#include "comm/communicator.h"
+#include "core/tensor.h"
+#include "kernels/attention.h"
+
+namespace burst::algo {
+
+enum class BackwardScheme { kAuto, kQuery, kKeyValue };
+std::string scheme_name(BackwardScheme scheme);  // "auto", "q", "kv"
+BackwardScheme parse_scheme(const std::string& text, const std::string& what);
+
+struct BurstOptions {
+  std::int64_t seqlen = 0;  // global number of tokens N
+  Layout layout = Layout::kContiguous;
+  kernels::MaskSpec mask;     // in global token positions
+  std::optional<float> scale;  // default 1/sqrt(head_dim)
+  int threads = 1;             // kernel threads of this rank
+  kernels::Isa isa = kernels::Isa::kAuto;
+  int block_m = 0, block_n = 0;  // 0: the kernel's default tile
+  BackwardScheme backward_scheme = BackwardScheme::kAuto;
+};
+
+// What one call did on this rank.
+struct RingStats {
+  std::uint64_t bytes_sent = 0, bytes_received = 0;
+  std::uint64_t bytes_saved = 0;   // K/V not sent because no later rank needs them (window)
+  int steps_computed = 0, steps_skipped = 0;
+  double compute_seconds = 0.0;    // in the local kernels
+  double wait_seconds = 0.0;       // waiting for transfers: the exposed communication
+  std::vector<double> step_seconds;  // kernel time of each ring step (0 when skipped)
+  BackwardScheme scheme = BackwardScheme::kAuto;  // the scheme a backward call used
+};
+
+// Computes out and lse of this rank's queries against every rank's keys.
+// q [b, n_r, n_heads_q, d], k and v [b, n_r, n_heads_kv, d] (same dtype, fp32 or bf16);
+// out [b, n_r, n_heads_q, d] fp32 or bf16; lse [b, n_heads_q, n_r]; n_r is this rank's
+// shard length under options.layout.
+RingStats burst_forward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                        const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                        const BurstOptions& options);
+
+// Computes this rank's shards of dq, dk, dv (fp32, overwritten) from the forward's out and
+// lse and the output gradient dout (dtype of q).
+RingStats burst_backward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                         const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                         const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                         const TensorView& dv, const BurstOptions& options);
+
+// Bytes a backward scheme makes every rank send, for shards of `shard_lengths` tokens:
+// kQuery: (Q, dO in the input dtype, delta and lse in fp32) over P - 1 hops plus dQ (fp32)
+// over P hops; kKeyValue: K, V over P - 1 hops plus dK, dV (fp32) over P hops. Summed over
+// all ranks (every rank's bundle makes the same trip).
+std::uint64_t backward_bytes(BackwardScheme scheme, const std::vector<std::int64_t>& shard_lengths,
+                             std::int64_t b, std::int64_t n_heads_q, std::int64_t n_heads_kv,
+                             std::int64_t d, std::size_t element_bytes);
+// The cheaper scheme by backward_bytes (kQuery on a tie).
+BackwardScheme choose_scheme(const std::vector<std::int64_t>& shard_lengths, std::int64_t b,
+                             std::int64_t n_heads_q, std::int64_t n_heads_kv, std::int64_t d,
+                             std::size_t element_bytes);
+
+}  // namespace burst::algo

@@ -1,0 +1,258 @@
+#include "burst_suite.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <mutex>
+
+#include "../support.h"
+
+namespace burst::testing {
+namespace {
+
+using algo::BackwardScheme;
+using algo::Layout;
+
+constexpr std::int64_t kBatch = 2, kHeadsKv = 2, kHeadDim = 16;
+
+kernels::MaskSpec mask_of(MaskKind m) {
+  switch (m) {
+    case MaskKind::kNone: return {};
+    case MaskKind::kCausal: return {true, -1, -1};
+    case MaskKind::kWindow: return {false, 9, 12};
+    case MaskKind::kCausalWindow: return {true, 20, -1};
+  }
+  return {};
+}
+
+// The global problem and its double reference, built once per process per problem.
+struct Global {
+  Tensor q, k, v, dout;
+  reference::ForwardResult fwd;
+  reference::BackwardResult bwd;
+  double single_out_error = 0, single_grad_error = 0;  // the one-rank kernels' errors
+  GradientFloors floors{};
+};
+
+const Global& global_problem(const BurstCase& bc) {
+  static std::mutex mutex;
+  static std::map<std::string, std::unique_ptr<Global>> cache;
+  const std::string key = std::to_string(static_cast<int>(bc.mask)) + "/" + std::to_string(bc.group) + "/" +
+                          std::to_string(bc.seqlen) + "/" + std::string(dtype_name(bc.dtype));
+  std::lock_guard lock(mutex);
+  auto& slot = cache[key];
+  if (slot) return *slot;
+  auto g = std::make_unique<Global>();
+  const std::int64_t hq = kHeadsKv * bc.group;
+  g->q = random_tensor(bc.dtype, kBatch, bc.seqlen, hq, kHeadDim, 101);
+  g->k = random_tensor(bc.dtype, kBatch, bc.seqlen, kHeadsKv, kHeadDim, 102);
+  g->v = random_tensor(bc.dtype, kBatch, bc.seqlen, kHeadsKv, kHeadDim, 103);
+  g->dout = random_tensor(bc.dtype, kBatch, bc.seqlen, hq, kHeadDim, 104);
+  kernels::AttentionOptions opt;
+  opt.mask = mask_of(bc.mask);
+  g->fwd = reference::forward(g->q.view(), g->k.view(), g->v.view(), opt);
+  g->bwd = reference::backward(g->q.view(), g->k.view(), g->v.view(), g->dout.view(), opt);
+  g->floors = gradient_floors(g->q.view(), g->k.view(), g->v.view(), g->dout.view(), 1.0 / std::sqrt(double{kHeadDim}));
+  // The single-rank kernels on the whole problem: the error the ring must stay within 2x of.
+  ForwardOutputs f = attention_forward(g->q.view(), g->k.view(), g->v.view(), opt, DType::kF32);
+  Gradients gr = attention_backward(g->q.view(), g->k.view(), g->v.view(), f.out.view(), f.lse.view(), g->dout.view(), opt);
+  g->single_out_error = relative_error(f.out.view(), g->fwd.out);
+  g->single_grad_error = std::max({relative_error(gr.dq.view(), g->bwd.dq, g->floors.dq),
+                                   relative_error(gr.dk.view(), g->bwd.dk, g->floors.dk),
+                                   relative_error(gr.dv.view(), g->bwd.dv, g->floors.dv)});
+  slot = std::move(g);
+  return *slot;
+}
+
+// max |shard row - reference row| over this shard, over max |reference| of the whole tensor.
+double shard_error(const TensorView& shard, const std::vector<double>& ref, const std::vector<std::int64_t>& pos,
+                   std::int64_t n_global, double floor) {
+  double scale = floor, diff = 0;
+  for (double x : ref) scale = std::max(scale, std::fabs(x));
+  for (std::int64_t ib = 0; ib < shard.b; ++ib)
+    for (std::size_t i = 0; i < pos.size(); ++i)
+      for (std::int64_t ih = 0; ih < shard.h; ++ih)
+        for (std::int64_t x = 0; x < shard.d; ++x) {
+          const double got = reference::element(shard, ib, static_cast<std::int64_t>(i), ih, x);
+          const double want = ref[static_cast<std::size_t>(((ib * n_global + pos[i]) * shard.h + ih) * shard.d + x)];
+          if (!std::isfinite(got)) return std::numeric_limits<double>::infinity();
+          diff = std::max(diff, std::fabs(got - want));
+        }
+  return diff / scale;
+}
+
+double shard_lse_error(const RowStatsView& lse, const std::vector<double>& ref, const std::vector<std::int64_t>& pos,
+                       std::int64_t n_global) {
+  double err = 0;
+  for (std::int64_t ib = 0; ib < lse.b; ++ib)
+    for (std::int64_t ih = 0; ih < lse.h; ++ih)
+      for (std::size_t i = 0; i < pos.size(); ++i) {
+        const double got = lse.row(ib, ih)[i];
+        const double want = ref[static_cast<std::size_t>((ib * lse.h + ih) * n_global + pos[i])];
+        if (std::isinf(want) || !std::isfinite(got)) {
+          if (!(got == want)) return std::numeric_limits<double>::infinity();
+          continue;
+        }
+        err = std::max(err, std::fabs(got - want) / (1 + std::fabs(want)));
+      }
+  return err;
+}
+
+}  // namespace
+
+std::string BurstCase::describe() const {
+  static const char* masks[] = {"none", "causal", "window", "causal+window"};
+  return algo::layout_name(layout) + "/" + masks[static_cast<int>(mask)] + "/gqa" + std::to_string(group) +
+         "/N" + std::to_string(seqlen) + "/" + algo::scheme_name(scheme) + "/" + std::string(dtype_name(dtype));
+}
+
+void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
+  SCOPED_TRACE("rank " + std::to_string(c.rank()) + " of " + std::to_string(c.world_size()) + ": " + bc.describe());
+  const Global& g = global_problem(bc);
+  const std::int64_t hq = kHeadsKv * bc.group, n_global = bc.seqlen;
+  const std::vector<std::int64_t> pos = algo::shard_positions(n_global, c.world_size(), c.rank(), bc.layout);
+  const auto n = static_cast<std::int64_t>(pos.size());
+  auto shard_of = [&](const Tensor& global, std::int64_t h) {
+    Tensor s(bc.dtype, kBatch, n, h, kHeadDim);
+    algo::copy_to_shard(global.view(), pos, s.view());
+    return s;
+  };
+  Tensor q = shard_of(g.q, hq), k = shard_of(g.k, kHeadsKv), v = shard_of(g.v, kHeadsKv), dout = shard_of(g.dout, hq);
+
+  algo::BurstOptions opt;
+  opt.seqlen = n_global;
+  opt.layout = bc.layout;
+  opt.mask = mask_of(bc.mask);
+  opt.backward_scheme = bc.scheme;
+  opt.block_m = 16;  // several tiles per shard
+  opt.block_n = 16;
+
+  Tensor out(DType::kF32, kBatch, n, hq, kHeadDim);
+  RowStats lse(kBatch, hq, n);
+  out.fill_nan();
+  lse.fill_nan();
+  const algo::RingStats fs = algo::burst_forward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
+  const double fwd_tol = forward_tolerance(kHeadDim, n_global, g.fwd.max_abs_score);
+  const double out_err = shard_error(out.view(), g.fwd.out, pos, n_global, 0.0);
+  EXPECT_LE(out_err, fwd_tol) << "out";
+  EXPECT_LE(out_err, 2 * std::max(g.single_out_error, 1e-6)) << "out error grew past 2x the one-rank kernel's";
+  EXPECT_LE(shard_lse_error(lse.view(), g.fwd.lse, pos, n_global), fwd_tol) << "lse";
+
+  Tensor dq(DType::kF32, kBatch, n, hq, kHeadDim), dk(DType::kF32, kBatch, n, kHeadsKv, kHeadDim),
+      dv(DType::kF32, kBatch, n, kHeadsKv, kHeadDim);
+  dq.fill_nan();
+  dk.fill_nan();
+  dv.fill_nan();
+  const algo::RingStats bs = algo::burst_backward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
+                                                  dq.view(), dk.view(), dv.view(), opt);
+  const double bwd_tol = backward_tolerance(kHeadDim, n_global, g.fwd.max_abs_score);
+  const double grad_errs[] = {shard_error(dq.view(), g.bwd.dq, pos, n_global, g.floors.dq),
+                              shard_error(dk.view(), g.bwd.dk, pos, n_global, g.floors.dk),
+                              shard_error(dv.view(), g.bwd.dv, pos, n_global, g.floors.dv)};
+  const char* names[] = {"dq", "dk", "dv"};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_LE(grad_errs[i], bwd_tol) << names[i];
+    EXPECT_LE(grad_errs[i], 2 * std::max(g.single_grad_error, 1e-6)) << names[i] << " grew past 2x the one-rank kernel's";
+  }
+
+  // Exact bytes: K/V of every other shard once around the ring (less what windows spare),
+  // and the backward scheme's bundles and accumulators.
+  const int p = c.world_size(), r = c.rank();
+  const std::size_t e = dtype_size(bc.dtype);
+  const auto plan = algo::shard_plan(n_global, p, bc.layout);
+  auto len = [&](int j) { return static_cast<std::uint64_t>(plan[static_cast<std::size_t>((j + p) % p)].size()); };
+  std::uint64_t fwd_expect = 0;
+  for (int t = 0; t + 1 < p; ++t) fwd_expect += 2 * kBatch * len(r - t) * kHeadsKv * kHeadDim * e;
+  EXPECT_EQ(fs.bytes_sent + fs.bytes_saved, fwd_expect);
+  // Without a mask, or causal in a balanced layout, every shard is needed everywhere; a
+  // causal contiguous ring need not pass the last shards to earlier ranks.
+  if (!opt.mask.masks_anything() || (bc.mask == MaskKind::kCausal && bc.layout != Layout::kContiguous)) {
+    EXPECT_EQ(fs.bytes_saved, 0u);
+  }
+  if (n_global % p == 0 && fs.bytes_saved == 0 && p > 1) {
+    EXPECT_EQ(fs.bytes_sent, 2ull * kBatch * static_cast<std::uint64_t>(n_global) * kHeadsKv * kHeadDim * e * (p - 1) / p);
+  }
+  EXPECT_EQ(bs.scheme, bc.scheme);
+  std::uint64_t bundle = 0, acc = 0;
+  for (int t = 0; t < p; ++t) {
+    const std::uint64_t tokens = kBatch * len(r - t);
+    if (bc.scheme == algo::BackwardScheme::kQuery) {
+      if (t + 1 < p) bundle += tokens * hq * (2 * kHeadDim * e + 8);
+      if (p > 1) acc += tokens * hq * kHeadDim * 4;
+    } else {
+      if (t + 1 < p) bundle += tokens * 2 * kHeadsKv * kHeadDim * e;
+      if (p > 1) acc += tokens * 2 * kHeadsKv * kHeadDim * 4;
+    }
+  }
+  EXPECT_EQ(bs.bytes_sent, bundle + acc);
+}
+
+void check_burst_bitwise(comm::Communicator& c) {
+  BurstCase bc;
+  bc.mask = MaskKind::kCausal;
+  bc.layout = Layout::kZigzag;
+  const Global& g = global_problem(bc);
+  const std::int64_t hq = kHeadsKv * bc.group, n_global = bc.seqlen;
+  const std::vector<std::int64_t> pos = algo::shard_positions(n_global, c.world_size(), c.rank(), bc.layout);
+  const auto n = static_cast<std::int64_t>(pos.size());
+  Tensor q(bc.dtype, kBatch, n, hq, kHeadDim), k(bc.dtype, kBatch, n, kHeadsKv, kHeadDim),
+      v(bc.dtype, kBatch, n, kHeadsKv, kHeadDim), dout(bc.dtype, kBatch, n, hq, kHeadDim);
+  algo::copy_to_shard(g.q.view(), pos, q.view());
+  algo::copy_to_shard(g.k.view(), pos, k.view());
+  algo::copy_to_shard(g.v.view(), pos, v.view());
+  algo::copy_to_shard(g.dout.view(), pos, dout.view());
+  algo::BurstOptions opt;
+  opt.seqlen = n_global;
+  opt.layout = bc.layout;
+  opt.mask = mask_of(bc.mask);
+  auto run = [&] {
+    ForwardOutputs f{Tensor(DType::kF32, kBatch, n, hq, kHeadDim), RowStats(kBatch, hq, n)};
+    algo::burst_forward(c, q.view(), k.view(), v.view(), f.out.view(), f.lse.view(), opt);
+    Gradients gr{Tensor(DType::kF32, kBatch, n, hq, kHeadDim), Tensor(DType::kF32, kBatch, n, kHeadsKv, kHeadDim),
+                 Tensor(DType::kF32, kBatch, n, kHeadsKv, kHeadDim)};
+    algo::burst_backward(c, q.view(), k.view(), v.view(), f.out.view(), f.lse.view(), dout.view(), gr.dq.view(),
+                         gr.dk.view(), gr.dv.view(), opt);
+    return std::pair{std::move(f), std::move(gr)};
+  };
+  const auto [f1, g1] = run();
+  const auto [f2, g2] = run();
+  EXPECT_TRUE(bitwise_equal(f1.out.view(), f2.out.view()));
+  EXPECT_TRUE(bitwise_equal(f1.lse.view(), f2.lse.view()));
+  EXPECT_TRUE(bitwise_equal(g1.dq.view(), g2.dq.view()));
+  EXPECT_TRUE(bitwise_equal(g1.dk.view(), g2.dk.view()));
+  EXPECT_TRUE(bitwise_equal(g1.dv.view(), g2.dv.view()));
+  if (c.world_size() == 1) {  // the ring of one rank is the local kernel, bit for bit
+    kernels::AttentionOptions kopt;
+    kopt.mask = opt.mask;
+    const ForwardOutputs local = attention_forward(q.view(), k.view(), v.view(), kopt, DType::kF32);
+    const Gradients lg = attention_backward(q.view(), k.view(), v.view(), local.out.view(), local.lse.view(), dout.view(), kopt);
+    EXPECT_TRUE(bitwise_equal(f1.out.view(), local.out.view()));
+    EXPECT_TRUE(bitwise_equal(f1.lse.view(), local.lse.view()));
+    EXPECT_TRUE(bitwise_equal(g1.dq.view(), lg.dq.view()));
+    EXPECT_TRUE(bitwise_equal(g1.dk.view(), lg.dk.view()));
+    EXPECT_TRUE(bitwise_equal(g1.dv.view(), lg.dv.view()));
+  }
+}
+
+void check_burst_disagreement(comm::Communicator& c) {
+  if (c.world_size() < 2) return;
+  const std::int64_t d = c.rank() == 1 ? 8 : 16;  // rank 1 disagrees on head_dim
+  const std::vector<std::int64_t> pos = algo::shard_positions(64, c.world_size(), c.rank(), Layout::kContiguous);
+  const auto n = static_cast<std::int64_t>(pos.size());
+  Tensor q = random_tensor(DType::kF32, 1, n, 2, d, 1), k = random_tensor(DType::kF32, 1, n, 2, d, 2);
+  Tensor out(DType::kF32, 1, n, 2, d);
+  RowStats lse(1, 2, n);
+  algo::BurstOptions opt;
+  opt.seqlen = 64;
+  try {
+    algo::burst_forward(c, q.view(), k.view(), k.view(), out.view(), lse.view(), opt);
+    ADD_FAILURE() << "no error on rank " << c.rank();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ranks disagree: rank 1 has head_dim 8 but rank 0 has 16"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace burst::testing

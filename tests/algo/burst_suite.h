@@ -1,0 +1,36 @@
+// BurstAttention checks that run on every rank of a communicator, shared by the in-process
+// test (test_burst.cpp) and the MPI one (test_burst_mpi.cpp). Every rank builds the same
+// global problem from a seed, runs its shard and compares its rows with the double reference.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "algo/burst.h"
+#include "comm/communicator.h"
+
+namespace burst::testing {
+
+enum class MaskKind { kNone, kCausal, kWindow, kCausalWindow };
+
+struct BurstCase {
+  algo::Layout layout = algo::Layout::kContiguous;
+  MaskKind mask = MaskKind::kNone;
+  std::int64_t group = 1;  // n_heads_q / n_heads_kv
+  std::int64_t seqlen = 96;
+  algo::BackwardScheme scheme = algo::BackwardScheme::kQuery;
+  DType dtype = DType::kF32;
+  std::string describe() const;
+};
+
+// Forward and backward of one case on this rank: results against the reference (within the
+// tolerance policy and within 2x the single-rank kernel's error), and the exact bytes sent.
+void check_burst_case(comm::Communicator& c, const BurstCase& bc);
+
+// P = 1 gives bitwise the local kernels' results; a second run gives bitwise the first.
+void check_burst_bitwise(comm::Communicator& c);
+
+// Ranks that disagree on a shape fail on every rank with the same message.
+void check_burst_disagreement(comm::Communicator& c);
+
+}  // namespace burst::testing
