@@ -7,6 +7,7 @@
 #include <string_view>
 #include <thread>
 
+#include "algo/burst.h"
 #include "core/error.h"
 
 namespace burst::cli {
@@ -127,8 +128,28 @@ constexpr Flag kFlags[] = {
      [](RunArgs& a, std::string_view f, std::string_view v) { a.scale = parse_scale(f, v); }},
     {"--dtype", "fp32|bf16", "storage of q, k, v, dO and O (default fp32)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.dtype = parse_dtype(v, f); }},
-    {"--threads", "T", "threads (default: all hardware threads)",
-     [](RunArgs& a, std::string_view f, std::string_view v) { a.threads = parse_count(f, v); }},
+    {"--threads", "T", "threads per rank (default: the hardware threads, shared among in-process ranks)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.threads = parse_count(f, v);
+       a.threads_given = true;
+     }},
+    {"--strategy", "local|burst", "local: one rank; burst: BurstAttention over ranks (default local)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       BURST_CHECK(v == "local" || v == "burst", f, ": expected local or burst, got '", v, "'");
+       a.strategy = std::string(v);
+     }},
+    {"--ranks", "N", "ranks for --strategy burst: threads of this process, or under mpirun its ranks (must agree)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.ranks = parse_count(f, v); }},
+    {"--layout", "contiguous|zigzag|striped", "token layout over ranks (default contiguous)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       algo::parse_layout(std::string(v), std::string(f));
+       a.layout = std::string(v);
+     }},
+    {"--bwd-scheme", "auto|q|kv", "backward: q = BurstAttention's query bundle, kv = K/V passing (default auto: fewer bytes)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       algo::parse_scheme(std::string(v), std::string(f));
+       a.bwd_scheme = std::string(v);
+     }},
     {"--isa", "auto|avx512bf16|avx512|avx2|generic", "tile implementation (default auto)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.isa = kernels::parse_isa(std::string(v), std::string(f));

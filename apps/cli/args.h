@@ -32,6 +32,11 @@ struct RunArgs {
   bool backward = false;
   int repeat = 3;
   kernels::Isa isa = kernels::Isa::kAuto;
+  std::string strategy = "local";  // local (one rank) or burst (BurstAttention over ranks)
+  int ranks = 0;                   // 0: under mpirun its ranks, else the hardware threads
+  std::string layout = "contiguous";
+  std::string bwd_scheme = "auto";
+  bool threads_given = false;      // --threads given: threads per rank
   int block_m = 0;  // 0: the kernel's default tile
   int block_n = 0;
   std::string q_path, k_path, v_path, do_path;

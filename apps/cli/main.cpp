@@ -11,6 +11,7 @@
 
 #include "api/attention.h"
 #include "args.h"
+#include "distributed.h"
 #include "core/error.h"
 #include "kernels/blas.h"
 #include "problem.h"
@@ -82,15 +83,28 @@ int run(const RunArgs& args) {
   Report report = describe(args, p);  // resolves isa and loads BLAS before any timing
 
   ForwardOutputs fwd;
-  report.forward_seconds = time_median(args.repeat, [&] {
-    fwd = attention_forward(p.q.view(), p.k.view(), p.v.view(), p.options, p.dtype());
-  });
   Gradients grads;
-  if (p.backward) {
-    report.backward_seconds = time_median(args.repeat, [&] {
-      grads = attention_backward(p.q.view(), p.k.view(), p.v.view(), fwd.out.view(),
-                                 fwd.lse.view(), p.dout.view(), p.options);
+  if (args.strategy == "burst") {
+    DistributedResult dr = run_burst(args, p);
+    if (!dr.root) return kExitOk;  // an MPI rank other than 0: rank 0 reports
+    fwd = std::move(dr.fwd);
+    grads = std::move(dr.grads);
+    report.forward_seconds = dr.forward_seconds;
+    report.backward_seconds = dr.backward_seconds;
+    report.distributed = dr.figures;
+    report.threads = dr.figures.threads_per_rank;
+  } else {
+    BURST_CHECK(args.ranks == 0 || args.ranks == 1, "--ranks: strategy local runs on one rank, got ", args.ranks,
+                " (use --strategy burst)");
+    report.forward_seconds = time_median(args.repeat, [&] {
+      fwd = attention_forward(p.q.view(), p.k.view(), p.v.view(), p.options, p.dtype());
     });
+    if (p.backward) {
+      report.backward_seconds = time_median(args.repeat, [&] {
+        grads = attention_backward(p.q.view(), p.k.view(), p.v.view(), fwd.out.view(),
+                                   fwd.lse.view(), p.dout.view(), p.options);
+      });
+    }
   }
   if (!args.save_dir.empty()) save_outputs(args.save_dir, fwd, p.backward ? &grads : nullptr);
 

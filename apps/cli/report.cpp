@@ -122,6 +122,30 @@ void print_table(std::ostream& os, const Report& r) {
                   gflops(r.backward_flops(), *r.backward_seconds).c_str(), errors_bwd.c_str());
     os << line;
   }
+  if (r.distributed) {
+    const DistributedFigures& d = *r.distributed;
+    auto mb = [](double bytes) { return format("%.2f MB", bytes / 1e6); };
+    auto share = [](double part, double whole) { return whole > 0 ? format("%.1f%%", 100.0 * part / whole) : std::string("-"); };
+    os << "\nranks     " << d.ranks << " (" << d.backend << "), layout " << d.layout << ", threads per rank "
+       << d.threads_per_rank;
+    if (r.backward_seconds) os << ", backward scheme " << d.backward_scheme;
+    os << "\nsent      forward " << mb(d.forward_bytes) << " per rank (formula " << mb(d.forward_bytes_formula)
+       << ", not sent thanks to the mask " << mb(d.forward_bytes_saved) << ")";
+    if (r.backward_seconds) {
+      os << "; backward " << mb(d.backward_bytes) << " (formula " << mb(d.backward_bytes_formula) << ")";
+    }
+    os << "\nexposed   communication: forward " << format("%.4f", d.forward_exposed) << " s ("
+       << share(d.forward_exposed, r.forward_seconds) << ")";
+    if (r.backward_seconds) {
+      os << ", backward " << format("%.4f", d.backward_exposed) << " s (" << share(d.backward_exposed, *r.backward_seconds) << ")";
+    }
+    os << "\ncompute   per rank, forward " << format("%.4f", d.forward_compute_min) << " .. "
+       << format("%.4f", d.forward_compute_max) << " s";
+    if (r.backward_seconds) {
+      os << ", backward " << format("%.4f", d.backward_compute_min) << " .. " << format("%.4f", d.backward_compute_max) << " s";
+    }
+    os << "\n";
+  }
   os << "\nverified  " << r.verified_rows << " of " << r.seqlen_q
      << " query rows in every batch and head" << (r.backward_verified ? "; all gradients" : "")
      << "\n";
@@ -171,6 +195,30 @@ void write_json(const std::string& path, const Report& r) {
   j.number("max_error", r.max_error());
   j.number("tolerance", r.tolerance);
   j.boolean("passed", r.failures().empty());
+  j.string("strategy", r.distributed ? "burst" : "local");
+  if (r.distributed) {
+    const DistributedFigures& d = *r.distributed;
+    JsonObject o;
+    o.string("backend", d.backend);
+    o.integer("ranks", d.ranks);
+    o.integer("threads_per_rank", d.threads_per_rank);
+    o.string("layout", d.layout);
+    o.string("backward_scheme", d.backward_scheme);
+    o.number("forward_bytes_sent_per_rank", d.forward_bytes);
+    o.number("forward_bytes_formula", d.forward_bytes_formula);
+    o.number("forward_bytes_saved_per_rank", d.forward_bytes_saved);
+    o.number("backward_bytes_sent_per_rank", d.backward_bytes);
+    o.number("backward_bytes_formula", d.backward_bytes_formula);
+    o.number("forward_exposed_seconds", d.forward_exposed);
+    o.number("backward_exposed_seconds", d.backward_exposed);
+    o.number("forward_compute_min_seconds", d.forward_compute_min);
+    o.number("forward_compute_max_seconds", d.forward_compute_max);
+    o.number("backward_compute_min_seconds", d.backward_compute_min);
+    o.number("backward_compute_max_seconds", d.backward_compute_max);
+    j.raw("distributed", o.text());
+  } else {
+    j.raw("distributed", "null");
+  }
 
   std::ofstream out(path);
   BURST_CHECK(out.good(), "--json: expected a writable file, got '", path, "'");

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "distributed.h"
 #include "verify.h"
 
 namespace burst::cli {
@@ -36,6 +37,8 @@ struct Report {
   std::vector<TensorError> errors;  // o, then dq, dk, dv when verified
   double lse_error = 0.0;
   double tolerance = 0.0;
+  // Set for --strategy burst.
+  std::optional<DistributedFigures> distributed;
 
   double backward_flops() const { return 2.5 * forward_flops; }
   // Largest error over o and the checked gradients (lse has its own measure).

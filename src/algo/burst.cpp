@@ -86,30 +86,6 @@ Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k
 
 // ---- helpers ------------------------------------------------------------------------------
 
-// Dense copies of a (possibly strided) [b, s, h, d] view to and from raw memory.
-void pack(const TensorView& t, void* dst) {
-  const std::size_t row = static_cast<std::size_t>(t.d) * dtype_size(t.dtype);
-  auto* out = static_cast<char*>(dst);
-  for (std::int64_t ib = 0; ib < t.b; ++ib)
-    for (std::int64_t is = 0; is < t.s; ++is)
-      for (std::int64_t ih = 0; ih < t.h; ++ih, out += row)
-        std::memcpy(out, static_cast<const char*>(t.data) + (ib * t.stride_b + is * t.stride_s + ih * t.stride_h) * static_cast<std::int64_t>(dtype_size(t.dtype)), row);
-}
-
-void unpack(const void* src, const TensorView& t) {
-  const std::size_t row = static_cast<std::size_t>(t.d) * dtype_size(t.dtype);
-  const auto* in = static_cast<const char*>(src);
-  for (std::int64_t ib = 0; ib < t.b; ++ib)
-    for (std::int64_t is = 0; is < t.s; ++is)
-      for (std::int64_t ih = 0; ih < t.h; ++ih, in += row)
-        std::memcpy(static_cast<char*>(t.data) + (ib * t.stride_b + is * t.stride_s + ih * t.stride_h) * static_cast<std::int64_t>(dtype_size(t.dtype)), in, row);
-}
-
-void pack_stats(const RowStatsView& s, float* dst) {
-  for (std::int64_t ib = 0; ib < s.b; ++ib)
-    for (std::int64_t ih = 0; ih < s.h; ++ih, dst += s.s) std::memcpy(dst, s.row(ib, ih), static_cast<std::size_t>(s.s) * 4);
-}
-
 // Whether any query of shard `qr` may see any key of shard `kr`: exact for contiguous runs;
 // shards with many runs (striped) are taken as one run, which can only say "yes" too often.
 bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& q,
@@ -297,8 +273,8 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
   std::size_t max_bytes = 0;
   for (int j = 0; j < p; ++j) max_bytes = std::max(max_bytes, 2 * half_bytes(j));
   AlignedBuffer buffers[2] = {AlignedBuffer(max_bytes), AlignedBuffer(max_bytes)};
-  pack(k, buffers[0].data());
-  pack(v, buffers[0].as<char>() + half_bytes(r));
+  pack_rows(k, buffers[0].data());
+  pack_rows(v, buffers[0].as<char>() + half_bytes(r));
 
   // The running state is fp32: `out` itself when it is fp32.
   Tensor state_storage;
@@ -428,15 +404,15 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
                                   dk_acc.view(), dv_acc.view(), kopt);
     };
     AlignedBuffer own(spec.bundle_bytes(r));
-    pack(q, own.data());
-    pack(dout, own.as<char>() + rows(r));
+    pack_rows(q, own.data());
+    pack_rows(dout, own.as<char>() + rows(r));
     pack_stats(delta.view(), reinterpret_cast<float*>(own.as<char>() + 2 * rows(r)));
     pack_stats(lse, reinterpret_cast<float*>(own.as<char>() + 2 * rows(r) + stats_bytes(r)));
     Tensor dq_home(DType::kF32, b, q.s, hq, d);
     travel(comm, spec, own.data(), dq_home.data<float>(), stats);
-    unpack(dq_home.data<float>(), dq);
-    unpack(dk_acc.data<float>(), dk);
-    unpack(dv_acc.data<float>(), dv);
+    unpack_rows(dq_home.data<float>(), dq);
+    unpack_rows(dk_acc.data<float>(), dk);
+    unpack_rows(dv_acc.data<float>(), dv);
   } else {
     // Bundle of origin j: K_j, V_j [b, n_j, hkv, d]. Q, dO stay; dQ accumulates here; dK_j,
     // dV_j travel behind their bundle.
@@ -458,13 +434,13 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
                                   dense_view(contrib + b * n * hkv * d, DType::kF32, b, n, hkv, d), kopt);
     };
     AlignedBuffer own(spec.bundle_bytes(r));
-    pack(k, own.data());
-    pack(v, own.as<char>() + half(r));
+    pack_rows(k, own.data());
+    pack_rows(v, own.as<char>() + half(r));
     AlignedBuffer home(spec.acc_floats(r) * 4);
     travel(comm, spec, own.data(), home.as<float>(), stats);
-    unpack(home.data(), dk);
-    unpack(home.as<float>() + b * k.s * hkv * d, dv);
-    unpack(dq_acc.data<float>(), dq);
+    unpack_rows(home.data(), dk);
+    unpack_rows(home.as<float>() + b * k.s * hkv * d, dv);
+    unpack_rows(dq_acc.data<float>(), dq);
   }
   finish_stats(comm, stats, sent0, recv0);
   return stats;

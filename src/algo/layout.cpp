@@ -99,4 +99,88 @@ void copy_from_shard(const TensorView& shard, const std::vector<std::int64_t>& p
   copy_rows(shard, global, positions, false);
 }
 
+void pack_rows(const TensorView& t, void* dst) {
+  const auto elem = static_cast<std::int64_t>(dtype_size(t.dtype));
+  const std::size_t row = static_cast<std::size_t>(t.d * elem);
+  auto* out = static_cast<char*>(dst);
+  for (std::int64_t ib = 0; ib < t.b; ++ib)
+    for (std::int64_t is = 0; is < t.s; ++is)
+      for (std::int64_t ih = 0; ih < t.h; ++ih, out += row)
+        std::memcpy(out, static_cast<const char*>(t.data) + (ib * t.stride_b + is * t.stride_s + ih * t.stride_h) * elem, row);
+}
+
+void unpack_rows(const void* src, const TensorView& t) {
+  const auto elem = static_cast<std::int64_t>(dtype_size(t.dtype));
+  const std::size_t row = static_cast<std::size_t>(t.d * elem);
+  const auto* in = static_cast<const char*>(src);
+  for (std::int64_t ib = 0; ib < t.b; ++ib)
+    for (std::int64_t is = 0; is < t.s; ++is)
+      for (std::int64_t ih = 0; ih < t.h; ++ih, in += row)
+        std::memcpy(static_cast<char*>(t.data) + (ib * t.stride_b + is * t.stride_s + ih * t.stride_h) * elem, in, row);
+}
+
+void pack_stats(const RowStatsView& s, float* dst) {
+  for (std::int64_t ib = 0; ib < s.b; ++ib)
+    for (std::int64_t ih = 0; ih < s.h; ++ih, dst += s.s) std::memcpy(dst, s.row(ib, ih), static_cast<std::size_t>(s.s) * 4);
+}
+
+void unpack_stats(const float* src, const RowStatsView& s) {
+  for (std::int64_t ib = 0; ib < s.b; ++ib)
+    for (std::int64_t ih = 0; ih < s.h; ++ih, src += s.s) std::memcpy(s.row(ib, ih), src, static_cast<std::size_t>(s.s) * 4);
+}
+
+namespace {
+constexpr int kGatherTag = 7;
+}  // namespace
+
+void gather_rows(comm::Communicator& comm, const TensorView& shard,
+                 const std::vector<std::vector<std::int64_t>>& plan, const TensorView* global, int root) {
+  const std::size_t row = static_cast<std::size_t>(shard.b * shard.h * shard.d) * dtype_size(shard.dtype);
+  if (comm.rank() != root) {
+    AlignedBuffer packed(row * static_cast<std::size_t>(shard.s));
+    pack_rows(shard, packed.data());
+    comm::Request r = comm.isend(packed.data(), packed.bytes(), root, kGatherTag);
+    r.wait(comm.deadline());
+    return;
+  }
+  BURST_CHECK(global != nullptr, "gather_rows: the root needs a global tensor");
+  copy_from_shard(shard, plan[static_cast<std::size_t>(root)], *global);
+  for (int r = 0; r < comm.world_size(); ++r) {
+    if (r == root) continue;
+    const auto n = static_cast<std::int64_t>(plan[static_cast<std::size_t>(r)].size());
+    Tensor incoming(shard.dtype, shard.b, n, shard.h, shard.d);
+    comm::Request req = comm.irecv(incoming.data<char>(), row * static_cast<std::size_t>(n), r, kGatherTag);
+    req.wait(comm.deadline());
+    copy_from_shard(incoming.view(), plan[static_cast<std::size_t>(r)], *global);
+  }
+}
+
+void gather_stats(comm::Communicator& comm, const RowStatsView& shard,
+                  const std::vector<std::vector<std::int64_t>>& plan, const RowStatsView* global, int root) {
+  const std::size_t bytes = static_cast<std::size_t>(shard.b * shard.h * shard.s) * 4;
+  if (comm.rank() != root) {
+    std::vector<float> packed(static_cast<std::size_t>(shard.b * shard.h * shard.s));
+    pack_stats(shard, packed.data());
+    comm::Request r = comm.isend(packed.data(), bytes, root, kGatherTag + 1);
+    r.wait(comm.deadline());
+    return;
+  }
+  BURST_CHECK(global != nullptr, "gather_stats: the root needs a global array");
+  for (int r = 0; r < comm.world_size(); ++r) {
+    const auto& pos = plan[static_cast<std::size_t>(r)];
+    const auto n = static_cast<std::int64_t>(pos.size());
+    std::vector<float> values(static_cast<std::size_t>(shard.b * shard.h * n));
+    if (r == root) {
+      pack_stats(shard, values.data());
+    } else {
+      comm::Request req = comm.irecv(values.data(), values.size() * 4, r, kGatherTag + 1);
+      req.wait(comm.deadline());
+    }
+    std::size_t at = 0;
+    for (std::int64_t ib = 0; ib < shard.b; ++ib)
+      for (std::int64_t ih = 0; ih < shard.h; ++ih)
+        for (std::int64_t i = 0; i < n; ++i) global->row(ib, ih)[pos[static_cast<std::size_t>(i)]] = values[at++];
+  }
+}
+
 }  // namespace burst::algo

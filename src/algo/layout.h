@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "core/tensor.h"
 
 namespace burst::algo {
@@ -34,5 +35,23 @@ void copy_to_shard(const TensorView& global, const std::vector<std::int64_t>& po
 // global[:, positions[i]] = shard[:, i]: (b, n_r, h, d) -> (b, N, h, d).
 void copy_from_shard(const TensorView& shard, const std::vector<std::int64_t>& positions,
                      const TensorView& global);
+
+// Collects every rank's shard (rows in the layout's local order) into `global` (global token
+// order) on rank `root`; `global` is used on the root only (others pass nullptr).
+// plan = shard_plan(...). Collective over comm.
+void gather_rows(comm::Communicator& comm, const TensorView& shard,
+                 const std::vector<std::vector<std::int64_t>>& plan, const TensorView* global,
+                 int root = 0);
+// The same for [b, h, n_r] row statistics (lse) into [b, h, N].
+void gather_stats(comm::Communicator& comm, const RowStatsView& shard,
+                  const std::vector<std::vector<std::int64_t>>& plan, const RowStatsView* global,
+                  int root = 0);
+
+// Dense copies of a (possibly strided) [b, s, h, d] view to and from raw memory laid out
+// [b, s, h, d]; and of [b, h, s] statistics.
+void pack_rows(const TensorView& t, void* dst);
+void unpack_rows(const void* src, const TensorView& t);
+void pack_stats(const RowStatsView& s, float* dst);
+void unpack_stats(const float* src, const RowStatsView& s);
 
 }  // namespace burst::algo

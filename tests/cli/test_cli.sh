@@ -244,5 +244,39 @@ expect_error "npy with --k missing" "--k: expected a K.npy file" run --q "$q"
 expect_error "size flag with --q" "--seqlen: expected no size flags with --q" \
   run --q "$q" --k "$k" --v "$k" --seqlen 8
 
+# --strategy burst: the same problem over in-process ranks must give the local results (up to
+# rounding), move exactly the formula's bytes, and reject what it cannot shard.
+common=(--seqlen 301 --heads 4 --kv-heads 2 --head-dim 24 --causal --backward --repeat 1 --seed 5)
+expect_rc "local run for the burst comparison" 0 run "${common[@]}" --save "$TMP/local"
+for layout in contiguous zigzag striped; do
+  for scheme in q kv; do
+    expect_rc "burst run, 3 ranks, $layout, scheme $scheme" 0 run "${common[@]}" --strategy burst --ranks 3 \
+      --layout "$layout" --bwd-scheme "$scheme" --save "$TMP/burst_${layout}_$scheme" --json "$TMP/burst_${layout}_$scheme.json"
+    expect_python "burst $layout/$scheme matches local and the byte formula" '
+import json, sys
+import numpy as np
+local, burst, report = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+for name in ("o", "lse", "dq", "dk", "dv"):
+    a, b = np.load(f"{local}/{name}.npy"), np.load(f"{burst}/{name}.npy")
+    assert a.shape == b.shape, (name, a.shape, b.shape)
+    finite = np.isfinite(a)
+    assert (finite == np.isfinite(b)).all() and (a[~finite] == b[~finite]).all(), name
+    err = np.abs(a[finite] - b[finite]).max() / max(np.abs(a[finite]).max(), 1e-30)
+    assert err < 1e-5, (name, err)
+d = report["distributed"]
+assert report["strategy"] == "burst" and d["ranks"] == 3 and d["backward_scheme"] == sys.argv[4], d
+assert abs(d["forward_bytes_sent_per_rank"] + d["forward_bytes_saved_per_rank"] - d["forward_bytes_formula"]) < 1, d
+assert abs(d["backward_bytes_sent_per_rank"] - d["backward_bytes_formula"]) < 1, d
+' "$TMP/local" "$TMP/burst_${layout}_$scheme" "$TMP/burst_${layout}_$scheme.json" "$scheme"
+  done
+done
+expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one sequence" \
+  run --strategy burst --ranks 2 --seqlen 64 --seqlen-k 80
+expect_error "ranks with the local strategy" "--ranks: strategy local runs on one rank, got 4" run --ranks 4 --seqlen 64
+expect_error "bad layout" "--layout: expected contiguous, zigzag or striped, got 'ring'" run --layout ring
+expect_error "bad backward scheme" "--bwd-scheme: expected auto, q or kv, got 'x'" run --bwd-scheme x
+expect_error "fewer tokens than ranks" "--seqlen: strategy burst needs at least one token per rank (8), got 5" \
+  run --strategy burst --ranks 8 --seqlen 5
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

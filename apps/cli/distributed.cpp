@@ -1,0 +1,166 @@
+#include "distributed.h"
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "algo/burst.h"
+#include "comm/world.h"
+#include "core/error.h"
+
+namespace burst::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Every rank's value of x (collective).
+std::vector<double> everyone(comm::Communicator& c, double x) {
+  std::vector<double> all(static_cast<std::size_t>(c.world_size()));
+  c.all_gather(&x, all.data(), sizeof(double));
+  return all;
+}
+double max_of(comm::Communicator& c, double x) {
+  const auto all = everyone(c, x);
+  return *std::max_element(all.begin(), all.end());
+}
+double min_of(comm::Communicator& c, double x) {
+  const auto all = everyone(c, x);
+  return *std::min_element(all.begin(), all.end());
+}
+double mean_of(comm::Communicator& c, double x) {
+  double sum = x;
+  c.all_reduce_sum(&sum, 1);
+  return sum / c.world_size();
+}
+
+}  // namespace
+
+DistributedResult run_burst(const RunArgs& args, const Problem& p) {
+  BURST_CHECK(p.seqlen_q() == p.seqlen_k(), "--seqlen-k: strategy burst shards one sequence, expected seqlen_k = ",
+              p.seqlen_q(), ", got ", p.seqlen_k());
+  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const bool mpi = comm::launched_by_mpi();
+  const int ranks = args.ranks > 0 ? args.ranks : (mpi ? 0 : hardware);
+  BURST_CHECK(ranks == 0 || p.seqlen_q() >= ranks, "--seqlen: strategy burst needs at least one token per rank (",
+              ranks, "), got ", p.seqlen_q());
+  algo::BurstOptions opt;
+  opt.seqlen = p.seqlen_q();
+  opt.layout = algo::parse_layout(args.layout, "--layout");
+  opt.backward_scheme = algo::parse_scheme(args.bwd_scheme, "--bwd-scheme");
+  opt.mask = p.options.mask;
+  opt.scale = p.options.scale;
+  opt.isa = p.options.isa;
+  opt.block_m = p.options.block_m;
+  opt.block_n = p.options.block_n;
+
+  DistributedResult result;
+  std::mutex root_mutex;
+  comm::run_world(ranks, [&](comm::Communicator& c) {
+    const int world = c.world_size(), r = c.rank();
+    algo::BurstOptions mine = opt;
+    // Threads of one rank: as asked, or the hardware shared among this process's ranks.
+    mine.threads = args.threads_given ? args.threads : std::max(1, hardware / (mpi ? 1 : world));
+    const auto plan = algo::shard_plan(opt.seqlen, world, opt.layout);
+    const auto& pos = plan[static_cast<std::size_t>(r)];
+    const auto n = static_cast<std::int64_t>(pos.size());
+    auto shard = [&](const Tensor& global) {
+      const TensorView& g = global.view();
+      Tensor s(g.dtype, g.b, n, g.h, g.d);
+      algo::copy_to_shard(g, pos, s.view());
+      return s;
+    };
+    const Tensor q = shard(p.q), k = shard(p.k), v = shard(p.v);
+    Tensor out(p.dtype(), p.batch(), n, p.heads(), p.head_dim());
+    RowStats lse(p.batch(), p.heads(), n);
+
+    auto timed = [&](auto&& call, algo::RingStats& last) {
+      std::vector<double> slowest;
+      for (int i = 0; i < args.repeat; ++i) {
+        c.barrier();
+        const auto t0 = Clock::now();
+        last = call();
+        slowest.push_back(max_of(c, std::chrono::duration<double>(Clock::now() - t0).count()));
+      }
+      return median(slowest);
+    };
+    DistributedFigures fig;
+    fig.backend = std::string(c.backend());
+    fig.ranks = world;
+    fig.threads_per_rank = mine.threads;
+    fig.layout = algo::layout_name(opt.layout);
+    algo::RingStats fs;
+    const double forward_seconds = timed([&] {
+      return algo::burst_forward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), mine);
+    }, fs);
+    const std::size_t e = dtype_size(p.dtype());
+    fig.forward_bytes = mean_of(c, static_cast<double>(fs.bytes_sent));
+    fig.forward_bytes_saved = mean_of(c, static_cast<double>(fs.bytes_saved));
+    fig.forward_bytes_formula = 2.0 * static_cast<double>(p.batch() * opt.seqlen * p.kv_heads() * p.head_dim()) *
+                                static_cast<double>(e) * (world - 1) / world;
+    fig.forward_exposed = max_of(c, fs.wait_seconds);
+    fig.forward_compute_min = min_of(c, fs.compute_seconds);
+    fig.forward_compute_max = max_of(c, fs.compute_seconds);
+
+    Tensor dq, dk, dv;
+    double backward_seconds = 0;
+    if (p.backward) {
+      const Tensor dout = shard(p.dout);
+      dq = Tensor(DType::kF32, p.batch(), n, p.heads(), p.head_dim());
+      dk = Tensor(DType::kF32, p.batch(), n, p.kv_heads(), p.head_dim());
+      dv = Tensor(DType::kF32, p.batch(), n, p.kv_heads(), p.head_dim());
+      algo::RingStats bs;
+      backward_seconds = timed([&] {
+        return algo::burst_backward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
+                                    dq.view(), dk.view(), dv.view(), mine);
+      }, bs);
+      std::vector<std::int64_t> lengths;
+      for (const auto& s : plan) lengths.push_back(static_cast<std::int64_t>(s.size()));
+      fig.backward_scheme = algo::scheme_name(bs.scheme);
+      fig.backward_bytes = mean_of(c, static_cast<double>(bs.bytes_sent));
+      fig.backward_bytes_formula = static_cast<double>(
+          algo::backward_bytes(bs.scheme, lengths, p.batch(), p.heads(), p.kv_heads(), p.head_dim(), e));
+      fig.backward_exposed = max_of(c, bs.wait_seconds);
+      fig.backward_compute_min = min_of(c, bs.compute_seconds);
+      fig.backward_compute_max = max_of(c, bs.compute_seconds);
+    }
+
+    // Rank 0 collects everything in global token order.
+    ForwardOutputs global_fwd;
+    Gradients global_grads;
+    const bool root = r == 0;
+    if (root) {
+      global_fwd = {Tensor(p.dtype(), p.batch(), opt.seqlen, p.heads(), p.head_dim()), RowStats(p.batch(), p.heads(), opt.seqlen)};
+      if (p.backward) {
+        global_grads = {Tensor(DType::kF32, p.batch(), opt.seqlen, p.heads(), p.head_dim()),
+                        Tensor(DType::kF32, p.batch(), opt.seqlen, p.kv_heads(), p.head_dim()),
+                        Tensor(DType::kF32, p.batch(), opt.seqlen, p.kv_heads(), p.head_dim())};
+      }
+    }
+    algo::gather_rows(c, out.view(), plan, root ? &global_fwd.out.view() : nullptr);
+    algo::gather_stats(c, lse.view(), plan, root ? &global_fwd.lse.view() : nullptr);
+    if (p.backward) {
+      algo::gather_rows(c, dq.view(), plan, root ? &global_grads.dq.view() : nullptr);
+      algo::gather_rows(c, dk.view(), plan, root ? &global_grads.dk.view() : nullptr);
+      algo::gather_rows(c, dv.view(), plan, root ? &global_grads.dv.view() : nullptr);
+    }
+    if (root) {
+      std::lock_guard lock(root_mutex);
+      result.root = true;
+      result.fwd = std::move(global_fwd);
+      result.grads = std::move(global_grads);
+      result.forward_seconds = forward_seconds;
+      if (p.backward) result.backward_seconds = backward_seconds;
+      result.figures = fig;
+    }
+  });
+  return result;
+}
+
+}  // namespace burst::cli

@@ -1,0 +1,40 @@
+// `burst run --strategy burst`: BurstAttention over the ranks of the default world (threads of
+// this process, or MPI ranks under mpirun). Inputs and outputs stay in global token order:
+// every rank takes its shard of the global problem, and rank 0 gathers the results.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "api/attention.h"
+#include "args.h"
+#include "problem.h"
+
+namespace burst::cli {
+
+// Figures across ranks (per-rank means and extremes).
+struct DistributedFigures {
+  std::string backend;  // "local" (threads) or "mpi"
+  int ranks = 0, threads_per_rank = 0;
+  std::string layout, backward_scheme;  // the scheme backward used
+  double forward_bytes = 0, forward_bytes_formula = 0, forward_bytes_saved = 0;  // mean per rank
+  double backward_bytes = 0, backward_bytes_formula = 0;
+  double forward_exposed = 0, backward_exposed = 0;  // slowest rank's wait seconds (median run)
+  double forward_compute_min = 0, forward_compute_max = 0;  // per-rank kernel seconds
+  double backward_compute_min = 0, backward_compute_max = 0;
+};
+
+struct DistributedResult {
+  bool root = false;  // only rank 0's result holds the gathered outputs
+  ForwardOutputs fwd;
+  Gradients grads;
+  double forward_seconds = 0;  // slowest rank, median over repeats
+  std::optional<double> backward_seconds;
+  DistributedFigures figures;
+};
+
+// Runs the problem with BurstAttention; throws burst::Error naming the flag on bad input.
+DistributedResult run_burst(const RunArgs& args, const Problem& p);
+
+}  // namespace burst::cli
