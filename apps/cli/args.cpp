@@ -145,6 +145,10 @@ constexpr Flag kFlags[] = {
        algo::parse_layout(std::string(v), std::string(f));
        a.layout = std::string(v);
      }},
+    {"--double-ring", "", "forward over an intra-node ring plus inter-node hops hidden behind it",
+     [](RunArgs& a, std::string_view, std::string_view) { a.double_ring = true; }},
+    {"--ranks-per-node", "L", "pretend nodes of L consecutive ranks (sets BURST_RANKS_PER_NODE)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.ranks_per_node = parse_count(f, v); }},
     {"--bwd-scheme", "auto|q|kv", "backward: q = BurstAttention's query bundle, kv = K/V passing (default auto: fewer bytes)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        algo::parse_scheme(std::string(v), std::string(f));

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <string>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -59,6 +61,9 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
   opt.isa = p.options.isa;
   opt.block_m = p.options.block_m;
   opt.block_n = p.options.block_n;
+  opt.double_ring = args.double_ring;
+  // Every process parses the same flags, so this reaches every MPI rank as well.
+  if (args.ranks_per_node > 0) setenv("BURST_RANKS_PER_NODE", std::to_string(args.ranks_per_node).c_str(), 1);
 
   DistributedResult result;
   std::mutex root_mutex;
@@ -95,6 +100,8 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
     fig.ranks = world;
     fig.threads_per_rank = mine.threads;
     fig.layout = algo::layout_name(opt.layout);
+    fig.nodes = c.node_count();
+    fig.double_ring = opt.double_ring;
     algo::RingStats fs;
     const double forward_seconds = timed([&] {
       return algo::burst_forward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), mine);

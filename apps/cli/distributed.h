@@ -16,7 +16,8 @@ namespace burst::cli {
 // Figures across ranks (per-rank means and extremes).
 struct DistributedFigures {
   std::string backend;  // "local" (threads) or "mpi"
-  int ranks = 0, threads_per_rank = 0;
+  int ranks = 0, threads_per_rank = 0, nodes = 1;
+  bool double_ring = false;
   std::string layout, backward_scheme;  // the scheme backward used
   double forward_bytes = 0, forward_bytes_formula = 0, forward_bytes_saved = 0;  // mean per rank
   double backward_bytes = 0, backward_bytes_formula = 0;

@@ -126,8 +126,8 @@ void print_table(std::ostream& os, const Report& r) {
     const DistributedFigures& d = *r.distributed;
     auto mb = [](double bytes) { return format("%.2f MB", bytes / 1e6); };
     auto share = [](double part, double whole) { return whole > 0 ? format("%.1f%%", 100.0 * part / whole) : std::string("-"); };
-    os << "\nranks     " << d.ranks << " (" << d.backend << "), layout " << d.layout << ", threads per rank "
-       << d.threads_per_rank;
+    os << "\nranks     " << d.ranks << " (" << d.backend << ") on " << d.nodes << (d.nodes == 1 ? " node" : " nodes")
+       << (d.double_ring ? ", double ring" : "") << ", layout " << d.layout << ", threads per rank " << d.threads_per_rank;
     if (r.backward_seconds) os << ", backward scheme " << d.backward_scheme;
     os << "\nsent      forward " << mb(d.forward_bytes) << " per rank (formula " << mb(d.forward_bytes_formula)
        << ", not sent thanks to the mask " << mb(d.forward_bytes_saved) << ")";
@@ -203,6 +203,8 @@ void write_json(const std::string& path, const Report& r) {
     o.integer("ranks", d.ranks);
     o.integer("threads_per_rank", d.threads_per_rank);
     o.string("layout", d.layout);
+    o.integer("nodes", d.nodes);
+    o.boolean("double_ring", d.double_ring);
     o.string("backward_scheme", d.backward_scheme);
     o.number("forward_bytes_sent_per_rank", d.forward_bytes);
     o.number("forward_bytes_formula", d.forward_bytes_formula);

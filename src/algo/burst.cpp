@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <sstream>
 
 #include "core/error.h"
@@ -128,9 +129,10 @@ void wait_timed(std::span<Request> requests, Communicator& comm, RingStats& stat
   stats.wait_seconds += seconds_since(t0);
 }
 
+// Adds this call's point-to-point traffic on `comm` (sub-communicators add their own).
 void finish_stats(Communicator& comm, RingStats& stats, std::uint64_t sent0, std::uint64_t recv0) {
-  stats.bytes_sent = comm.traffic().total_sent(comm::Op::kPointToPoint) - sent0;
-  stats.bytes_received = comm.traffic().total_received(comm::Op::kPointToPoint) - recv0;
+  stats.bytes_sent += comm.traffic().total_sent(comm::Op::kPointToPoint) - sent0;
+  stats.bytes_received += comm.traffic().total_received(comm::Op::kPointToPoint) - recv0;
 }
 
 // ---- the travelling pipeline of both backward schemes -------------------------------------
@@ -209,6 +211,74 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     Request both[2] = {std::move(mine), std::move(pending_partial)};
     wait_timed(both, comm, stats);
   }
+}
+
+// The topology-aware double ring of the forward. With I nodes of L ranks each, the K/V shards
+// visit every rank in I outer steps of L inner steps. Outer step u: this rank holds the
+// "outer" shard of the rank with its local index on node (n - u); it first posts the
+// inter-node hop (outer shard to the same local index on node n + 1, the next one from node
+// n - 1), then runs an intra-node ring of L steps over the outer shards of its node, so the
+// slow hop hides behind L intra steps. Every rank sends P - 1 shards, as in the single ring.
+void double_ring_forward(Communicator& comm, const std::function<std::size_t(int)>& half_bytes,
+                         AlignedBuffer (&buffers)[2], const std::function<void(int, char*)>& compute_on,
+                         RingStats& stats) {
+  const auto& node_of = comm.node_of_rank();
+  const int nodes = comm.node_count(), me = comm.rank();
+  std::vector<std::vector<int>> ranks_of(static_cast<std::size_t>(nodes));
+  for (int r = 0; r < comm.world_size(); ++r) ranks_of[static_cast<std::size_t>(node_of[static_cast<std::size_t>(r)])].push_back(r);
+  const auto per_node = static_cast<int>(ranks_of[0].size());
+  for (int n = 0; n < nodes; ++n) {
+    BURST_CHECK(static_cast<int>(ranks_of[static_cast<std::size_t>(n)].size()) == per_node,
+                "double ring: every node needs the same number of ranks, node 0 has ", per_node, " and node ", n,
+                " has ", ranks_of[static_cast<std::size_t>(n)].size());
+  }
+  const int node = node_of[static_cast<std::size_t>(me)];
+  const auto local = static_cast<int>(std::find(ranks_of[static_cast<std::size_t>(node)].begin(),
+                                                ranks_of[static_cast<std::size_t>(node)].end(), me) -
+                                      ranks_of[static_cast<std::size_t>(node)].begin());
+  auto rank_at = [&](int n, int l) {
+    return ranks_of[static_cast<std::size_t>((n % nodes + nodes) % nodes)][static_cast<std::size_t>((l % per_node + per_node) % per_node)];
+  };
+  std::unique_ptr<Communicator> intra = comm.split(node, local);
+  std::unique_ptr<Communicator> inter = comm.split(local, node);
+  const int intra_right = (local + 1) % per_node, intra_left = (local - 1 + per_node) % per_node;
+  const int inter_right = (node + 1) % nodes, inter_left = (node - 1 + nodes) % nodes;
+
+  // Outer shards in buffers[0..1]; the intra ring's shards in two more.
+  std::size_t max_bytes = 0;
+  for (int j = 0; j < comm.world_size(); ++j) max_bytes = std::max(max_bytes, 2 * half_bytes(j));
+  AlignedBuffer inner[2] = {AlignedBuffer(max_bytes), AlignedBuffer(max_bytes)};
+  int outer = 0;
+  for (int u = 0; u < nodes; ++u) {
+    // Outer step u: the inter-node hop of the next outer shard goes first.
+    Request hop[2];
+    if (u + 1 < nodes) {
+      const int next_origin = rank_at(node - u - 1, local);
+      hop[0] = inter->irecv(buffers[1 - outer].data(), 2 * half_bytes(next_origin), inter_left, tag(kTagBundle, u));
+      hop[1] = inter->isend(buffers[outer].data(), 2 * half_bytes(rank_at(node - u, local)), inter_right, tag(kTagBundle, u));
+    }
+    // Intra step s: compute on the outer shard of local index (local - s) of this outer step
+    // while passing it to the right and receiving the next from the left.
+    int cur = 0;
+    for (int s = 0; s < per_node; ++s) {
+      const int origin = rank_at(node - u, local - s);
+      char* held = s == 0 ? buffers[outer].as<char>() : inner[cur].as<char>();
+      Request moves[2];
+      if (s + 1 < per_node) {
+        const int next = rank_at(node - u, local - s - 1);
+        moves[0] = intra->irecv(inner[1 - cur].data(), 2 * half_bytes(next), intra_left, tag(kTagBundle, s));
+        moves[1] = intra->isend(held, 2 * half_bytes(origin), intra_right, tag(kTagBundle, s));
+      }
+      compute_on(origin, held);
+      wait_timed(moves, *intra, stats);
+      cur = 1 - cur;
+    }
+    wait_timed(hop, *inter, stats);
+    outer = 1 - outer;
+  }
+  stats.bytes_sent += intra->traffic().total_sent(comm::Op::kPointToPoint) + inter->traffic().total_sent(comm::Op::kPointToPoint);
+  stats.bytes_received += intra->traffic().total_received(comm::Op::kPointToPoint) +
+                          inter->traffic().total_received(comm::Op::kPointToPoint);
 }
 
 }  // namespace
@@ -300,6 +370,27 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
 
   kernels::AttentionOptions kopt = kernel_options(o, comm);
   kopt.q_pos.ids = plan.positions[static_cast<std::size_t>(r)].data();
+  // Continues the running state with the K/V shard of rank j held in `base`.
+  auto compute_on = [&](int j, char* base) {
+    const auto t0 = Clock::now();
+    if (needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(r)]) {
+      const std::int64_t n = plan.lengths[static_cast<std::size_t>(j)];
+      const TensorView kj = dense_view(base, k.dtype, k.b, n, k.h, k.d);
+      const TensorView vj = dense_view(base + half_bytes(j), k.dtype, k.b, n, k.h, k.d);
+      kopt.k_pos.ids = plan.positions[static_cast<std::size_t>(j)].data();
+      kernels::attention_forward_continue(q, kj, vj, state, lse, kopt);
+      ++stats.steps_computed;
+    } else {
+      ++stats.steps_skipped;
+    }
+    const double took = seconds_since(t0);
+    stats.compute_seconds += took;
+    stats.step_seconds.push_back(took);
+  };
+
+  if (o.double_ring && comm.node_count() > 1) {
+    double_ring_forward(comm, half_bytes, buffers, compute_on, stats);
+  } else {
   int cur = 0;
   for (int t = 0; t < p; ++t) {
     const int j = (r - t + p) % p;
@@ -317,23 +408,10 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
         stats.bytes_saved += 2 * half_bytes(j);
       }
     }
-    const auto t0 = Clock::now();
-    if (needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(r)]) {
-      const std::int64_t n = plan.lengths[static_cast<std::size_t>(j)];
-      char* base = buffers[cur].as<char>();
-      const TensorView kj = dense_view(base, k.dtype, k.b, n, k.h, k.d);
-      const TensorView vj = dense_view(base + half_bytes(j), k.dtype, k.b, n, k.h, k.d);
-      kopt.k_pos.ids = plan.positions[static_cast<std::size_t>(j)].data();
-      kernels::attention_forward_continue(q, kj, vj, state, lse, kopt);
-      ++stats.steps_computed;
-    } else {
-      ++stats.steps_skipped;
-    }
-    const double took = seconds_since(t0);
-    stats.compute_seconds += took;
-    stats.step_seconds.push_back(took);
+    compute_on(j, buffers[cur].as<char>());
     wait_timed(moves, comm, stats);
     cur = 1 - cur;
+  }
   }
   if (out.dtype != DType::kF32) {
     for (std::int64_t ib = 0; ib < out.b; ++ib)

@@ -35,6 +35,11 @@ struct BurstOptions {
   kernels::Isa isa = kernels::Isa::kAuto;
   int block_m = 0, block_n = 0;  // 0: the kernel's default tile
   BackwardScheme backward_scheme = BackwardScheme::kAuto;
+  // Forward over a topology-aware double ring: an intra-node ring per node plus one
+  // inter-node hop per intra cycle, posted at its start so it hides behind the intra steps.
+  // Nodes come from the communicator (BURST_RANKS_PER_NODE overrides); every node must hold
+  // the same number of ranks. With one node it is the plain ring.
+  bool double_ring = false;
 };
 
 // What one call did on this rank.

@@ -105,7 +105,8 @@ double shard_lse_error(const RowStatsView& lse, const std::vector<double>& ref, 
 std::string BurstCase::describe() const {
   static const char* masks[] = {"none", "causal", "window", "causal+window"};
   return algo::layout_name(layout) + "/" + masks[static_cast<int>(mask)] + "/gqa" + std::to_string(group) +
-         "/N" + std::to_string(seqlen) + "/" + algo::scheme_name(scheme) + "/" + std::string(dtype_name(dtype));
+         "/N" + std::to_string(seqlen) + "/" + algo::scheme_name(scheme) + "/" + std::string(dtype_name(dtype)) +
+         (double_ring ? "/double-ring" : "");
 }
 
 void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
@@ -126,6 +127,7 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   opt.layout = bc.layout;
   opt.mask = mask_of(bc.mask);
   opt.backward_scheme = bc.scheme;
+  opt.double_ring = bc.double_ring;
   opt.block_m = 16;  // several tiles per shard
   opt.block_n = 16;
 
@@ -165,13 +167,22 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   auto len = [&](int j) { return static_cast<std::uint64_t>(plan[static_cast<std::size_t>((j + p) % p)].size()); };
   std::uint64_t fwd_expect = 0;
   for (int t = 0; t + 1 < p; ++t) fwd_expect += 2 * kBatch * len(r - t) * kHeadsKv * kHeadDim * e;
-  EXPECT_EQ(fs.bytes_sent + fs.bytes_saved, fwd_expect);
+  if (bc.double_ring) {
+    // The double ring sends P - 1 shards per rank too, but not the same ones as the ring:
+    // exact for equal shards (it does not spare masked shards).
+    if (n_global % p == 0) {
+      EXPECT_EQ(fs.bytes_sent, 2ull * kBatch * static_cast<std::uint64_t>(n_global) * kHeadsKv * kHeadDim * e * (p - 1) / p);
+    }
+  } else {
+    EXPECT_EQ(fs.bytes_sent + fs.bytes_saved, fwd_expect);
+  }
   // Without a mask, or causal in a balanced layout, every shard is needed everywhere; a
   // causal contiguous ring need not pass the last shards to earlier ranks.
-  if (!opt.mask.masks_anything() || (bc.mask == MaskKind::kCausal && bc.layout != Layout::kContiguous)) {
+  if (!opt.mask.masks_anything() || (bc.mask == MaskKind::kCausal && bc.layout != Layout::kContiguous) ||
+      bc.double_ring) {
     EXPECT_EQ(fs.bytes_saved, 0u);
   }
-  if (n_global % p == 0 && fs.bytes_saved == 0 && p > 1) {
+  if (n_global % p == 0 && fs.bytes_saved == 0 && p > 1 && !bc.double_ring) {
     EXPECT_EQ(fs.bytes_sent, 2ull * kBatch * static_cast<std::uint64_t>(n_global) * kHeadsKv * kHeadDim * e * (p - 1) / p);
   }
   EXPECT_EQ(bs.scheme, bc.scheme);

@@ -20,6 +20,7 @@ struct BurstCase {
   std::int64_t seqlen = 96;
   algo::BackwardScheme scheme = algo::BackwardScheme::kQuery;
   DType dtype = DType::kF32;
+  bool double_ring = false;  // forward over the topology-aware double ring
   std::string describe() const;
 };
 

@@ -2,6 +2,7 @@
 // masks, GQA ratios, divisible and indivisible lengths, both backward schemes and dtypes.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <sstream>
 #include <tuple>
 
@@ -38,6 +39,33 @@ INSTANTIATE_TEST_SUITE_P(RanksLayouts, BurstRing,
                            name << "P" << std::get<0>(p.param) << "_" << algo::layout_name(std::get<1>(p.param));
                            return name.str();
                          });
+
+// Nodes of 2 ranks (BURST_RANKS_PER_NODE): 2 and 3 nodes, every layout and mask.
+TEST(BurstRing, DoubleRing) {
+  setenv("BURST_RANKS_PER_NODE", "2", 1);
+  for (int ranks : {4, 6})
+    for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+      for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow})
+        for (std::int64_t seqlen : {96, 101}) {
+          BurstCase bc{layout, mask, 2, seqlen, BackwardScheme::kQuery, DType::kF32, true};
+          comm::run_local_ranks(ranks, [&](comm::Communicator& c) {
+            ASSERT_EQ(c.node_count(), ranks / 2);
+            testing::check_burst_case(c, bc);
+          });
+        }
+  // Nodes of unequal size cannot form the double ring: every rank says so.
+  try {
+    comm::run_local_ranks(5, [](comm::Communicator& c) {
+      testing::check_burst_case(c, BurstCase{Layout::kContiguous, MaskKind::kNone, 1, 96, BackwardScheme::kQuery,
+                                             DType::kF32, true});
+    });
+    ADD_FAILURE() << "no error for nodes of 2, 2 and 1 ranks";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("every node needs the same number of ranks, node 0 has 2 and node 2 has 1"),
+              std::string::npos) << e.what();
+  }
+  unsetenv("BURST_RANKS_PER_NODE");
+}
 
 TEST(BurstRing, GqaRatio4) {
   for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {

@@ -270,6 +270,13 @@ assert abs(d["backward_bytes_sent_per_rank"] - d["backward_bytes_formula"]) < 1,
 ' "$TMP/local" "$TMP/burst_${layout}_$scheme" "$TMP/burst_${layout}_$scheme.json" "$scheme"
   done
 done
+expect_rc "burst double ring, 4 ranks on 2 nodes" 0 run "${common[@]}" --strategy burst --ranks 4 --double-ring \
+  --ranks-per-node 2 --layout zigzag --json "$TMP/double.json"
+expect_python "double ring report" '
+import json, sys
+d = json.load(open(sys.argv[1]))["distributed"]
+assert d["double_ring"] and d["nodes"] == 2 and d["ranks"] == 4, d
+' "$TMP/double.json"
 expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one sequence" \
   run --strategy burst --ranks 2 --seqlen 64 --seqlen-k 80
 expect_error "ranks with the local strategy" "--ranks: strategy local runs on one rank, got 4" run --ranks 4 --seqlen 64
