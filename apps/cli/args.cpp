@@ -149,6 +149,8 @@ constexpr Flag kFlags[] = {
      [](RunArgs& a, std::string_view, std::string_view) { a.double_ring = true; }},
     {"--ranks-per-node", "L", "pretend nodes of L consecutive ranks (sets BURST_RANKS_PER_NODE)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.ranks_per_node = parse_count(f, v); }},
+    {"--grad-wire", "fp32|bf16", "precision of the gradient partial sums on the wire (default fp32)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.grad_wire = parse_dtype(v, f); }},
     {"--bwd-scheme", "auto|q|kv", "backward: q = BurstAttention's query bundle, kv = K/V passing (default auto: fewer bytes)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        algo::parse_scheme(std::string(v), std::string(f));

@@ -62,6 +62,7 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
   opt.block_m = p.options.block_m;
   opt.block_n = p.options.block_n;
   opt.double_ring = args.double_ring;
+  opt.gradient_wire = args.grad_wire;
   // Every process parses the same flags, so this reaches every MPI rank as well.
   if (args.ranks_per_node > 0) setenv("BURST_RANKS_PER_NODE", std::to_string(args.ranks_per_node).c_str(), 1);
 
@@ -131,8 +132,8 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       for (const auto& s : plan) lengths.push_back(static_cast<std::int64_t>(s.size()));
       fig.backward_scheme = algo::scheme_name(bs.scheme);
       fig.backward_bytes = mean_of(c, static_cast<double>(bs.bytes_sent));
-      fig.backward_bytes_formula = static_cast<double>(
-          algo::backward_bytes(bs.scheme, lengths, p.batch(), p.heads(), p.kv_heads(), p.head_dim(), e));
+      fig.backward_bytes_formula = static_cast<double>(algo::backward_bytes(
+          bs.scheme, lengths, p.batch(), p.heads(), p.kv_heads(), p.head_dim(), e, dtype_size(opt.gradient_wire)));
       fig.backward_exposed = max_of(c, bs.wait_seconds);
       fig.backward_compute_min = min_of(c, bs.compute_seconds);
       fig.backward_compute_max = max_of(c, bs.compute_seconds);

@@ -35,11 +35,12 @@ int tag(int kind, int step) { return kind * kTagSpan + step % kTagSpan; }
 // them fail with the same message when something disagrees.
 struct Signature {
   std::int64_t b, q_rows, k_rows, v_rows, n_heads_q, n_heads_kv, d, dtype, seqlen, layout, causal,
-      window_left, window_right, scale_bits, scheme;
+      window_left, window_right, scale_bits, scheme, gradient_wire, double_ring;
 };
 constexpr const char* kFieldNames[] = {"batch", "query rows", "key rows", "value rows", "n_heads_q",
                                        "n_heads_kv", "head_dim", "dtype", "seqlen", "layout",
-                                       "causal", "window left", "window right", "scale", "backward scheme"};
+                                       "causal", "window left", "window right", "scale", "backward scheme",
+                                       "gradient wire dtype", "double ring"};
 constexpr std::size_t kFields = sizeof(kFieldNames) / sizeof(kFieldNames[0]);
 static_assert(sizeof(Signature) == kFields * sizeof(std::int64_t));
 
@@ -48,7 +49,8 @@ Signature signature_of(const TensorView& q, const TensorView& k, const TensorVie
   const float scale = o.scale ? *o.scale : 0.0f;
   return {q.b, q.s, k.s, v.s, q.h, k.h, q.d, static_cast<std::int64_t>(q.dtype), o.seqlen,
           static_cast<std::int64_t>(o.layout), o.mask.causal, o.mask.window_left, o.mask.window_right,
-          std::bit_cast<std::int32_t>(scale), static_cast<std::int64_t>(o.backward_scheme)};
+          std::bit_cast<std::int32_t>(scale), static_cast<std::int64_t>(o.backward_scheme),
+          static_cast<std::int64_t>(o.gradient_wire), o.double_ring};
 }
 
 struct Plan {
@@ -150,8 +152,9 @@ struct Travel {
   std::function<void(int, const char*, float*)> compute;  // adds j's contribution into contrib
 };
 
-void travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home,
+void travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
             RingStats& stats) {
+  const std::size_t wire_bytes = dtype_size(wire);
   const int p = comm.world_size(), r = comm.rank();
   const int right = (r + 1) % p, left = (r - 1 + p) % p;
   std::size_t max_bundle = 0, max_acc = 0;
@@ -160,7 +163,25 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     max_acc = std::max(max_acc, spec.acc_floats(j));
   }
   AlignedBuffer bundles[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
-  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * 4), outgoing(max_acc * 4);
+  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes);
+  // Partial sums cross the wire in `wire` precision and are added in fp32.
+  auto add_incoming = [&](float* c, std::size_t n) {
+    if (wire == DType::kF32) {
+      const float* in = incoming.as<const float>();
+      for (std::size_t i = 0; i < n; ++i) c[i] = in[i] + c[i];
+    } else {
+      const bf16_bits* in = incoming.as<const bf16_bits>();
+      for (std::size_t i = 0; i < n; ++i) c[i] = bf16_to_float(in[i]) + c[i];
+    }
+  };
+  auto fill_outgoing = [&](const float* c, std::size_t n) {
+    if (wire == DType::kF32) {
+      std::memcpy(outgoing.data(), c, n * 4);
+    } else {
+      bf16_bits* out = outgoing.as<bf16_bits>();
+      for (std::size_t i = 0; i < n; ++i) out[i] = float_to_bf16(c[i]);
+    }
+  };
   std::memcpy(bundles[0].data(), own_bundle, spec.bundle_bytes(r));
   Request pending_partial;  // the accumulator sent last step; outgoing is reused after it
   int cur = 0;
@@ -175,7 +196,7 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     }
     Request partial_in;
     const std::size_t acc = spec.acc_floats(j);
-    if (t > 0) partial_in = comm.irecv(incoming.data(), acc * 4, left, tag(kTagPartial, t - 1));
+    if (t > 0) partial_in = comm.irecv(incoming.data(), acc * wire_bytes, left, tag(kTagPartial, t - 1));
 
     float* c = contrib.as<float>();
     std::fill_n(c, acc, 0.0f);
@@ -192,24 +213,26 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
 
     if (t > 0) {
       wait_timed({&partial_in, 1}, comm, stats);
-      const float* in = incoming.as<const float>();
-      for (std::size_t i = 0; i < acc; ++i) c[i] = in[i] + c[i];
+      add_incoming(c, acc);
     }
     if (p == 1) {
       std::memcpy(home, c, acc * 4);
     } else {
       wait_timed({&pending_partial, 1}, comm, stats);
-      std::memcpy(outgoing.data(), c, acc * 4);
+      fill_outgoing(c, acc);
       // After the last step this is j's complete accumulator, and j = r + 1: home delivery.
-      pending_partial = comm.isend(outgoing.data(), acc * 4, right, tag(kTagPartial, t));
+      pending_partial = comm.isend(outgoing.data(), acc * wire_bytes, right, tag(kTagPartial, t));
     }
     wait_timed(moves, comm, stats);
     cur = 1 - cur;
   }
   if (p > 1) {
-    Request mine = comm.irecv(home, spec.acc_floats(r) * 4, left, tag(kTagPartial, p - 1));
+    const std::size_t n = spec.acc_floats(r);
+    Request mine = comm.irecv(incoming.data(), n * wire_bytes, left, tag(kTagPartial, p - 1));
     Request both[2] = {std::move(mine), std::move(pending_partial)};
     wait_timed(both, comm, stats);
+    std::fill_n(home, n, 0.0f);
+    add_incoming(home, n);
   }
 }
 
@@ -300,7 +323,7 @@ BackwardScheme parse_scheme(const std::string& text, const std::string& what) {
 }
 
 std::uint64_t backward_bytes(BackwardScheme scheme, const std::vector<std::int64_t>& lengths, std::int64_t b,
-                             std::int64_t hq, std::int64_t hkv, std::int64_t d, std::size_t e) {
+                             std::int64_t hq, std::int64_t hkv, std::int64_t d, std::size_t e, std::size_t wire) {
   const auto p = static_cast<std::uint64_t>(lengths.size());
   std::uint64_t tokens = 0;
   for (std::int64_t n : lengths) tokens += static_cast<std::uint64_t>(n);
@@ -309,10 +332,10 @@ std::uint64_t backward_bytes(BackwardScheme scheme, const std::vector<std::int64
   std::uint64_t bundle_per_token = 0, acc_per_token = 0;
   if (scheme == BackwardScheme::kKeyValue) {
     bundle_per_token = 2 * static_cast<std::uint64_t>(hkv) * ud * e;
-    acc_per_token = 2 * static_cast<std::uint64_t>(hkv) * ud * 4;
+    acc_per_token = 2 * static_cast<std::uint64_t>(hkv) * ud * wire;
   } else {
     bundle_per_token = static_cast<std::uint64_t>(hq) * (2 * ud * e + 8);
-    acc_per_token = static_cast<std::uint64_t>(hq) * ud * 4;
+    acc_per_token = static_cast<std::uint64_t>(hq) * ud * wire;
   }
   if (p == 1) return 0;
   return ub * tokens * (bundle_per_token * (p - 1) + acc_per_token * p) / p;
@@ -447,6 +470,8 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
   const std::int64_t b = q.b, hq = q.h, hkv = k.h, d = q.d;
   stats.scheme = o.backward_scheme == BackwardScheme::kAuto ? choose_scheme(plan.lengths, b, hq, hkv, d, e)
                                                             : o.backward_scheme;
+  BURST_CHECK(o.gradient_wire == DType::kF32 || o.gradient_wire == DType::kBF16,
+              "gradient_wire: expected fp32 or bf16");
 
   RowStats delta(b, hq, q.s);
   kernels::compute_delta(dout, out, delta.view(), o.threads);
@@ -487,7 +512,7 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
     pack_stats(delta.view(), reinterpret_cast<float*>(own.as<char>() + 2 * rows(r)));
     pack_stats(lse, reinterpret_cast<float*>(own.as<char>() + 2 * rows(r) + stats_bytes(r)));
     Tensor dq_home(DType::kF32, b, q.s, hq, d);
-    travel(comm, spec, own.data(), dq_home.data<float>(), stats);
+    travel(comm, spec, own.data(), dq_home.data<float>(), o.gradient_wire, stats);
     unpack_rows(dq_home.data<float>(), dq);
     unpack_rows(dk_acc.data<float>(), dk);
     unpack_rows(dv_acc.data<float>(), dv);
@@ -515,7 +540,7 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
     pack_rows(k, own.data());
     pack_rows(v, own.as<char>() + half(r));
     AlignedBuffer home(spec.acc_floats(r) * 4);
-    travel(comm, spec, own.data(), home.as<float>(), stats);
+    travel(comm, spec, own.data(), home.as<float>(), o.gradient_wire, stats);
     unpack_rows(home.data(), dk);
     unpack_rows(home.as<float>() + b * k.s * hkv * d, dv);
     unpack_rows(dq_acc.data<float>(), dq);

@@ -40,6 +40,9 @@ struct BurstOptions {
   // Nodes come from the communicator (BURST_RANKS_PER_NODE overrides); every node must hold
   // the same number of ranks. With one node it is the plain ring.
   bool double_ring = false;
+  // Precision of the trailing gradient partial sums (dQ, or dK and dV) on the wire. They are
+  // always summed in fp32; bf16 halves their bytes at one rounding (2^-9 relative) per hop.
+  DType gradient_wire = DType::kF32;
 };
 
 // What one call did on this rank.
@@ -69,12 +72,13 @@ RingStats burst_backward(comm::Communicator& comm, const TensorView& q, const Te
                          const TensorView& dv, const BurstOptions& options);
 
 // Bytes a backward scheme makes every rank send, for shards of `shard_lengths` tokens:
-// kQuery: (Q, dO in the input dtype, delta and lse in fp32) over P - 1 hops plus dQ (fp32)
-// over P hops; kKeyValue: K, V over P - 1 hops plus dK, dV (fp32) over P hops. Summed over
+// kQuery: (Q, dO in the input dtype, delta and lse in fp32) over P - 1 hops plus dQ (in the
+// gradient wire precision) over P hops; kKeyValue: K, V over P - 1 hops plus dK, dV over P. Summed over
 // all ranks (every rank's bundle makes the same trip).
 std::uint64_t backward_bytes(BackwardScheme scheme, const std::vector<std::int64_t>& shard_lengths,
                              std::int64_t b, std::int64_t n_heads_q, std::int64_t n_heads_kv,
-                             std::int64_t d, std::size_t element_bytes);
+                             std::int64_t d, std::size_t element_bytes,
+                             std::size_t gradient_wire_bytes = 4);
 // The cheaper scheme by backward_bytes (kQuery on a tie).
 BackwardScheme choose_scheme(const std::vector<std::int64_t>& shard_lengths, std::int64_t b,
                              std::int64_t n_heads_q, std::int64_t n_heads_kv, std::int64_t d,

@@ -106,7 +106,7 @@ std::string BurstCase::describe() const {
   static const char* masks[] = {"none", "causal", "window", "causal+window"};
   return algo::layout_name(layout) + "/" + masks[static_cast<int>(mask)] + "/gqa" + std::to_string(group) +
          "/N" + std::to_string(seqlen) + "/" + algo::scheme_name(scheme) + "/" + std::string(dtype_name(dtype)) +
-         (double_ring ? "/double-ring" : "");
+         (double_ring ? "/double-ring" : "") + (gradient_wire == DType::kBF16 ? "/bf16-wire" : "");
 }
 
 void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
@@ -128,6 +128,7 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   opt.mask = mask_of(bc.mask);
   opt.backward_scheme = bc.scheme;
   opt.double_ring = bc.double_ring;
+  opt.gradient_wire = bc.gradient_wire;
   opt.block_m = 16;  // several tiles per shard
   opt.block_n = 16;
 
@@ -149,14 +150,19 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   dv.fill_nan();
   const algo::RingStats bs = algo::burst_backward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
                                                   dq.view(), dk.view(), dv.view(), opt);
-  const double bwd_tol = backward_tolerance(kHeadDim, n_global, g.fwd.max_abs_score);
+  // A bf16 wire rounds each partial sum once per hop (2^-9 relative), P hops at most.
+  const bool bf16_wire = bc.gradient_wire == DType::kBF16;
+  const double bwd_tol = backward_tolerance(kHeadDim, n_global, g.fwd.max_abs_score) +
+                         (bf16_wire ? c.world_size() * std::ldexp(1.0, -8) : 0.0);
   const double grad_errs[] = {shard_error(dq.view(), g.bwd.dq, pos, n_global, g.floors.dq),
                               shard_error(dk.view(), g.bwd.dk, pos, n_global, g.floors.dk),
                               shard_error(dv.view(), g.bwd.dv, pos, n_global, g.floors.dv)};
   const char* names[] = {"dq", "dk", "dv"};
   for (int i = 0; i < 3; ++i) {
     EXPECT_LE(grad_errs[i], bwd_tol) << names[i];
-    EXPECT_LE(grad_errs[i], 2 * std::max(g.single_grad_error, 1e-6)) << names[i] << " grew past 2x the one-rank kernel's";
+    if (!bf16_wire) {
+      EXPECT_LE(grad_errs[i], 2 * std::max(g.single_grad_error, 1e-6)) << names[i] << " grew past 2x the one-rank kernel's";
+    }
   }
 
   // Exact bytes: K/V of every other shard once around the ring (less what windows spare),
@@ -186,15 +192,16 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
     EXPECT_EQ(fs.bytes_sent, 2ull * kBatch * static_cast<std::uint64_t>(n_global) * kHeadsKv * kHeadDim * e * (p - 1) / p);
   }
   EXPECT_EQ(bs.scheme, bc.scheme);
+  const std::uint64_t wire = dtype_size(bc.gradient_wire);
   std::uint64_t bundle = 0, acc = 0;
   for (int t = 0; t < p; ++t) {
     const std::uint64_t tokens = kBatch * len(r - t);
     if (bc.scheme == algo::BackwardScheme::kQuery) {
       if (t + 1 < p) bundle += tokens * hq * (2 * kHeadDim * e + 8);
-      if (p > 1) acc += tokens * hq * kHeadDim * 4;
+      if (p > 1) acc += tokens * hq * kHeadDim * wire;
     } else {
       if (t + 1 < p) bundle += tokens * 2 * kHeadsKv * kHeadDim * e;
-      if (p > 1) acc += tokens * 2 * kHeadsKv * kHeadDim * 4;
+      if (p > 1) acc += tokens * 2 * kHeadsKv * kHeadDim * wire;
     }
   }
   EXPECT_EQ(bs.bytes_sent, bundle + acc);

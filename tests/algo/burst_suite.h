@@ -21,6 +21,7 @@ struct BurstCase {
   algo::BackwardScheme scheme = algo::BackwardScheme::kQuery;
   DType dtype = DType::kF32;
   bool double_ring = false;  // forward over the topology-aware double ring
+  DType gradient_wire = DType::kF32;
   std::string describe() const;
 };
 

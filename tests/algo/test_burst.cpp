@@ -67,6 +67,14 @@ TEST(BurstRing, DoubleRing) {
   unsetenv("BURST_RANKS_PER_NODE");
 }
 
+TEST(BurstRing, Bf16GradientWire) {
+  for (int ranks : {2, 4})
+    for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
+      BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 2, 101, scheme, DType::kF32, false, DType::kBF16};
+      comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+    }
+}
+
 TEST(BurstRing, GqaRatio4) {
   for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
     BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 4, 101, scheme, DType::kF32};

@@ -277,6 +277,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))["distributed"]
 assert d["double_ring"] and d["nodes"] == 2 and d["ranks"] == 4, d
 ' "$TMP/double.json"
+expect_rc "burst with a bf16 gradient wire (bf16 tolerance)" 0 run "${common[@]}" --strategy burst --ranks 4 --grad-wire bf16
 expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one sequence" \
   run --strategy burst --ranks 2 --seqlen 64 --seqlen-k 80
 expect_error "ranks with the local strategy" "--ranks: strategy local runs on one rank, got 4" run --ranks 4 --seqlen 64
