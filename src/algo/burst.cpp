@@ -27,6 +27,7 @@ double seconds_since(Clock::time_point t0) {
 constexpr int kTagSpan = 4096;
 constexpr int kTagBundle = 1;
 constexpr int kTagPartial = 2;
+constexpr int kTagHome = 3;
 int tag(int kind, int step) { return kind * kTagSpan + step % kTagSpan; }
 
 // ---- validation ---------------------------------------------------------------------------
@@ -236,72 +237,201 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
   }
 }
 
-// The topology-aware double ring of the forward. With I nodes of L ranks each, the K/V shards
-// visit every rank in I outer steps of L inner steps. Outer step u: this rank holds the
-// "outer" shard of the rank with its local index on node (n - u); it first posts the
-// inter-node hop (outer shard to the same local index on node n + 1, the next one from node
-// n - 1), then runs an intra-node ring of L steps over the outer shards of its node, so the
-// slow hop hides behind L intra steps. Every rank sends P - 1 shards, as in the single ring.
+// Ranks grouped by node for the topology-aware double ring: I nodes of L ranks, an
+// intra-node communicator per node and an inter-node one per local index.
+struct DoubleRing {
+  int nodes = 0, per_node = 0, node = 0, local = 0;
+  std::vector<std::vector<int>> ranks_of;  // ranks of each node, ascending
+  std::unique_ptr<Communicator> intra, inter;
+
+  // Rank (of the parent communicator) with local index l on node n, both taken cyclically.
+  int rank_at(int n, int l) const {
+    return ranks_of[static_cast<std::size_t>((n % nodes + nodes) % nodes)]
+                   [static_cast<std::size_t>((l % per_node + per_node) % per_node)];
+  }
+  int intra_right() const { return (local + 1) % per_node; }
+  int intra_left() const { return (local - 1 + per_node) % per_node; }
+  int inter_right() const { return (node + 1) % nodes; }
+  int inter_left() const { return (node - 1 + nodes) % nodes; }
+};
+
+DoubleRing make_double_ring(Communicator& comm) {
+  DoubleRing d;
+  const auto& node_of = comm.node_of_rank();
+  d.nodes = comm.node_count();
+  d.ranks_of.resize(static_cast<std::size_t>(d.nodes));
+  for (int r = 0; r < comm.world_size(); ++r) d.ranks_of[static_cast<std::size_t>(node_of[static_cast<std::size_t>(r)])].push_back(r);
+  d.per_node = static_cast<int>(d.ranks_of[0].size());
+  for (int n = 0; n < d.nodes; ++n) {
+    BURST_CHECK(static_cast<int>(d.ranks_of[static_cast<std::size_t>(n)].size()) == d.per_node,
+                "double ring: every node needs the same number of ranks, node 0 has ", d.per_node, " and node ", n,
+                " has ", d.ranks_of[static_cast<std::size_t>(n)].size());
+  }
+  d.node = node_of[static_cast<std::size_t>(comm.rank())];
+  const auto& mine = d.ranks_of[static_cast<std::size_t>(d.node)];
+  d.local = static_cast<int>(std::find(mine.begin(), mine.end(), comm.rank()) - mine.begin());
+  d.intra = comm.split(d.node, d.local);
+  d.inter = comm.split(d.local, d.node);
+  return d;
+}
+
+void add_traffic(const DoubleRing& d, RingStats& stats) {
+  stats.bytes_sent += d.intra->traffic().total_sent(comm::Op::kPointToPoint) + d.inter->traffic().total_sent(comm::Op::kPointToPoint);
+  stats.bytes_received += d.intra->traffic().total_received(comm::Op::kPointToPoint) +
+                          d.inter->traffic().total_received(comm::Op::kPointToPoint);
+}
+
+// The forward over the double ring. Outer step u: this rank holds the outer shard of the rank
+// with its local index on node (n - u); it first posts the inter-node hop (outer shard to the
+// same local index on node n + 1, the next one from node n - 1), then runs an intra-node
+// ring of L steps over the outer shards of its node, so the slow hop hides behind L intra
+// steps. Every rank sends P - 1 shards, as in the single ring.
 void double_ring_forward(Communicator& comm, const std::function<std::size_t(int)>& half_bytes,
                          AlignedBuffer (&buffers)[2], const std::function<void(int, char*)>& compute_on,
                          RingStats& stats) {
-  const auto& node_of = comm.node_of_rank();
-  const int nodes = comm.node_count(), me = comm.rank();
-  std::vector<std::vector<int>> ranks_of(static_cast<std::size_t>(nodes));
-  for (int r = 0; r < comm.world_size(); ++r) ranks_of[static_cast<std::size_t>(node_of[static_cast<std::size_t>(r)])].push_back(r);
-  const auto per_node = static_cast<int>(ranks_of[0].size());
-  for (int n = 0; n < nodes; ++n) {
-    BURST_CHECK(static_cast<int>(ranks_of[static_cast<std::size_t>(n)].size()) == per_node,
-                "double ring: every node needs the same number of ranks, node 0 has ", per_node, " and node ", n,
-                " has ", ranks_of[static_cast<std::size_t>(n)].size());
-  }
-  const int node = node_of[static_cast<std::size_t>(me)];
-  const auto local = static_cast<int>(std::find(ranks_of[static_cast<std::size_t>(node)].begin(),
-                                                ranks_of[static_cast<std::size_t>(node)].end(), me) -
-                                      ranks_of[static_cast<std::size_t>(node)].begin());
-  auto rank_at = [&](int n, int l) {
-    return ranks_of[static_cast<std::size_t>((n % nodes + nodes) % nodes)][static_cast<std::size_t>((l % per_node + per_node) % per_node)];
-  };
-  std::unique_ptr<Communicator> intra = comm.split(node, local);
-  std::unique_ptr<Communicator> inter = comm.split(local, node);
-  const int intra_right = (local + 1) % per_node, intra_left = (local - 1 + per_node) % per_node;
-  const int inter_right = (node + 1) % nodes, inter_left = (node - 1 + nodes) % nodes;
-
-  // Outer shards in buffers[0..1]; the intra ring's shards in two more.
+  const DoubleRing d = make_double_ring(comm);
   std::size_t max_bytes = 0;
   for (int j = 0; j < comm.world_size(); ++j) max_bytes = std::max(max_bytes, 2 * half_bytes(j));
   AlignedBuffer inner[2] = {AlignedBuffer(max_bytes), AlignedBuffer(max_bytes)};
   int outer = 0;
-  for (int u = 0; u < nodes; ++u) {
-    // Outer step u: the inter-node hop of the next outer shard goes first.
+  for (int u = 0; u < d.nodes; ++u) {
     Request hop[2];
-    if (u + 1 < nodes) {
-      const int next_origin = rank_at(node - u - 1, local);
-      hop[0] = inter->irecv(buffers[1 - outer].data(), 2 * half_bytes(next_origin), inter_left, tag(kTagBundle, u));
-      hop[1] = inter->isend(buffers[outer].data(), 2 * half_bytes(rank_at(node - u, local)), inter_right, tag(kTagBundle, u));
+    if (u + 1 < d.nodes) {
+      hop[0] = d.inter->irecv(buffers[1 - outer].data(), 2 * half_bytes(d.rank_at(d.node - u - 1, d.local)),
+                              d.inter_left(), tag(kTagBundle, u));
+      hop[1] = d.inter->isend(buffers[outer].data(), 2 * half_bytes(d.rank_at(d.node - u, d.local)),
+                              d.inter_right(), tag(kTagBundle, u));
     }
     // Intra step s: compute on the outer shard of local index (local - s) of this outer step
     // while passing it to the right and receiving the next from the left.
     int cur = 0;
-    for (int s = 0; s < per_node; ++s) {
-      const int origin = rank_at(node - u, local - s);
+    for (int s = 0; s < d.per_node; ++s) {
+      const int origin = d.rank_at(d.node - u, d.local - s);
       char* held = s == 0 ? buffers[outer].as<char>() : inner[cur].as<char>();
       Request moves[2];
-      if (s + 1 < per_node) {
-        const int next = rank_at(node - u, local - s - 1);
-        moves[0] = intra->irecv(inner[1 - cur].data(), 2 * half_bytes(next), intra_left, tag(kTagBundle, s));
-        moves[1] = intra->isend(held, 2 * half_bytes(origin), intra_right, tag(kTagBundle, s));
+      if (s + 1 < d.per_node) {
+        moves[0] = d.intra->irecv(inner[1 - cur].data(), 2 * half_bytes(d.rank_at(d.node - u, d.local - s - 1)),
+                                  d.intra_left(), tag(kTagBundle, s));
+        moves[1] = d.intra->isend(held, 2 * half_bytes(origin), d.intra_right(), tag(kTagBundle, s));
       }
       compute_on(origin, held);
-      wait_timed(moves, *intra, stats);
+      wait_timed(moves, *d.intra, stats);
       cur = 1 - cur;
     }
-    wait_timed(hop, *inter, stats);
+    wait_timed(hop, *d.inter, stats);
     outer = 1 - outer;
   }
-  stats.bytes_sent += intra->traffic().total_sent(comm::Op::kPointToPoint) + inter->traffic().total_sent(comm::Op::kPointToPoint);
-  stats.bytes_received += intra->traffic().total_received(comm::Op::kPointToPoint) +
-                          inter->traffic().total_received(comm::Op::kPointToPoint);
+  add_traffic(d, stats);
+}
+
+// The backward pipeline over the double ring. Bundles follow the forward's double-ring path.
+// The accumulator of a bundle trails it along its node's intra ring; the node's last rank
+// sends the node's partial sum straight home, and home adds the I node partials in the fixed
+// order of the outer steps. Per rank: P - 1 bundle sends and P accumulator sends, as in the
+// single ring; memory independent of P.
+void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
+                        RingStats& stats) {
+  const DoubleRing d = make_double_ring(comm);
+  const std::size_t wire_bytes = dtype_size(wire);
+  std::size_t max_bundle = 0, max_acc = 0;
+  for (int j = 0; j < comm.world_size(); ++j) {
+    max_bundle = std::max(max_bundle, spec.bundle_bytes(j));
+    max_acc = std::max(max_acc, spec.acc_floats(j));
+  }
+  AlignedBuffer outer_buf[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
+  AlignedBuffer inner[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
+  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes),
+      to_home(max_acc * wire_bytes), from_away(max_acc * wire_bytes);
+  auto add_wire = [&](const AlignedBuffer& src, float* c, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      c[i] = (wire == DType::kF32 ? src.as<const float>()[i] : bf16_to_float(src.as<const bf16_bits>()[i])) + c[i];
+    }
+  };
+  auto to_wire = [&](const float* c, AlignedBuffer& dst, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (wire == DType::kF32) {
+        dst.as<float>()[i] = c[i];
+      } else {
+        dst.as<bf16_bits>()[i] = float_to_bf16(c[i]);
+      }
+    }
+  };
+  std::memcpy(outer_buf[0].data(), own_bundle, spec.bundle_bytes(comm.rank()));
+  const std::size_t own_acc = spec.acc_floats(comm.rank());
+  std::fill_n(home, own_acc, 0.0f);
+  Request pending_partial, pending_home;
+  int outer = 0;
+  for (int u = 0; u < d.nodes; ++u) {
+    Request hop[2];
+    if (u + 1 < d.nodes) {
+      hop[0] = d.inter->irecv(outer_buf[1 - outer].data(), spec.bundle_bytes(d.rank_at(d.node - u - 1, d.local)),
+                              d.inter_left(), tag(kTagBundle, u));
+      hop[1] = d.inter->isend(outer_buf[outer].data(), spec.bundle_bytes(d.rank_at(d.node - u, d.local)),
+                              d.inter_right(), tag(kTagBundle, u));
+    }
+    // This outer step, node n + u handles this rank's bundle; its rank before this one's
+    // local index is the last to add to it and sends the node's partial sum here.
+    Request home_in = comm.irecv(from_away.data(), own_acc * wire_bytes, d.rank_at(d.node + u, d.local - 1),
+                                 tag(kTagHome, u));
+    int cur = 0;
+    for (int s = 0; s < d.per_node; ++s) {
+      const int origin = d.rank_at(d.node - u, d.local - s);
+      const std::size_t acc = spec.acc_floats(origin);
+      char* held = s == 0 ? outer_buf[outer].as<char>() : inner[cur].as<char>();
+      Request moves[2];
+      if (s + 1 < d.per_node) {
+        moves[0] = d.intra->irecv(inner[1 - cur].data(), spec.bundle_bytes(d.rank_at(d.node - u, d.local - s - 1)),
+                                  d.intra_left(), tag(kTagBundle, s));
+        moves[1] = d.intra->isend(held, spec.bundle_bytes(origin), d.intra_right(), tag(kTagBundle, s));
+      }
+      Request partial_in;
+      if (s > 0) partial_in = d.intra->irecv(incoming.data(), acc * wire_bytes, d.intra_left(), tag(kTagPartial, s - 1));
+      float* c = contrib.as<float>();
+      std::fill_n(c, acc, 0.0f);
+      const auto t0 = Clock::now();
+      if (spec.interacts(origin)) {
+        spec.compute(origin, held, c);
+        ++stats.steps_computed;
+      } else {
+        ++stats.steps_skipped;
+      }
+      const double took = seconds_since(t0);
+      stats.compute_seconds += took;
+      stats.step_seconds.push_back(took);
+      if (s > 0) {
+        wait_timed({&partial_in, 1}, *d.intra, stats);
+        add_wire(incoming, c, acc);
+      }
+      if (s + 1 < d.per_node) {
+        wait_timed({&pending_partial, 1}, *d.intra, stats);
+        to_wire(c, outgoing, acc);
+        pending_partial = d.intra->isend(outgoing.data(), acc * wire_bytes, d.intra_right(), tag(kTagPartial, s));
+      } else {
+        wait_timed({&pending_home, 1}, comm, stats);
+        to_wire(c, to_home, acc);
+        pending_home = comm.isend(to_home.data(), acc * wire_bytes, origin, tag(kTagHome, u));
+      }
+      wait_timed(moves, *d.intra, stats);
+      cur = 1 - cur;
+    }
+    wait_timed({&home_in, 1}, comm, stats);
+    add_wire(from_away, home, own_acc);
+    wait_timed(hop, *d.inter, stats);
+    outer = 1 - outer;
+  }
+  Request last[2] = {std::move(pending_partial), std::move(pending_home)};
+  wait_timed(last, comm, stats);
+  add_traffic(d, stats);
+}
+
+// The backward pipeline over the ring the options ask for.
+void run_travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, const BurstOptions& o,
+                RingStats& stats) {
+  if (o.double_ring && comm.node_count() > 1) {
+    travel_double_ring(comm, spec, own_bundle, home, o.gradient_wire, stats);
+  } else {
+    travel(comm, spec, own_bundle, home, o.gradient_wire, stats);
+  }
 }
 
 }  // namespace
@@ -512,7 +642,7 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
     pack_stats(delta.view(), reinterpret_cast<float*>(own.as<char>() + 2 * rows(r)));
     pack_stats(lse, reinterpret_cast<float*>(own.as<char>() + 2 * rows(r) + stats_bytes(r)));
     Tensor dq_home(DType::kF32, b, q.s, hq, d);
-    travel(comm, spec, own.data(), dq_home.data<float>(), o.gradient_wire, stats);
+    run_travel(comm, spec, own.data(), dq_home.data<float>(), o, stats);
     unpack_rows(dq_home.data<float>(), dq);
     unpack_rows(dk_acc.data<float>(), dk);
     unpack_rows(dv_acc.data<float>(), dv);
@@ -540,7 +670,7 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
     pack_rows(k, own.data());
     pack_rows(v, own.as<char>() + half(r));
     AlignedBuffer home(spec.acc_floats(r) * 4);
-    travel(comm, spec, own.data(), home.as<float>(), o.gradient_wire, stats);
+    run_travel(comm, spec, own.data(), home.as<float>(), o, stats);
     unpack_rows(home.data(), dk);
     unpack_rows(home.as<float>() + b * k.s * hkv * d, dv);
     unpack_rows(dq_acc.data<float>(), dq);

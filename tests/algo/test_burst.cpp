@@ -40,19 +40,26 @@ INSTANTIATE_TEST_SUITE_P(RanksLayouts, BurstRing,
                            return name.str();
                          });
 
-// Nodes of 2 ranks (BURST_RANKS_PER_NODE): 2 and 3 nodes, every layout and mask.
+// Nodes of 2 ranks (BURST_RANKS_PER_NODE): 2 and 3 nodes, every layout and mask, forward
+// and both backward schemes over the double ring.
 TEST(BurstRing, DoubleRing) {
   setenv("BURST_RANKS_PER_NODE", "2", 1);
   for (int ranks : {4, 6})
     for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
       for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow})
-        for (std::int64_t seqlen : {96, 101}) {
-          BurstCase bc{layout, mask, 2, seqlen, BackwardScheme::kQuery, DType::kF32, true};
-          comm::run_local_ranks(ranks, [&](comm::Communicator& c) {
-            ASSERT_EQ(c.node_count(), ranks / 2);
-            testing::check_burst_case(c, bc);
-          });
-        }
+        for (std::int64_t seqlen : {96, 101})
+          for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
+            BurstCase bc{layout, mask, 2, seqlen, scheme, DType::kF32, true};
+            comm::run_local_ranks(ranks, [&](comm::Communicator& c) {
+              ASSERT_EQ(c.node_count(), ranks / 2);
+              testing::check_burst_case(c, bc);
+            });
+          }
+  // A bf16 gradient wire over the double ring.
+  comm::run_local_ranks(6, [](comm::Communicator& c) {
+    testing::check_burst_case(c, BurstCase{Layout::kZigzag, MaskKind::kCausal, 1, 101, BackwardScheme::kQuery,
+                                           DType::kF32, true, DType::kBF16});
+  });
   // Nodes of unequal size cannot form the double ring: every rank says so.
   try {
     comm::run_local_ranks(5, [](comm::Communicator& c) {

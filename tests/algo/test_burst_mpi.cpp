@@ -23,6 +23,15 @@ TEST(BurstMpi, MatchesReferenceAndFormula) {
             testing::check_burst_case(testing::mpi_world(), BurstCase{layout, mask, group, 101, scheme, dtype});
 }
 
+// Run with BURST_RANKS_PER_NODE set (ctest burst_mpi_double_ring): nodes of 2 MPI ranks.
+TEST(BurstMpi, DoubleRing) {
+  if (testing::mpi_world().node_count() < 2) GTEST_SKIP() << "one node: set BURST_RANKS_PER_NODE";
+  for (Layout layout : {Layout::kContiguous, Layout::kZigzag})
+    for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue})
+      testing::check_burst_case(testing::mpi_world(),
+                                BurstCase{layout, MaskKind::kCausal, 2, 96, scheme, DType::kF32, true});
+}
+
 TEST(BurstMpi, BitwiseReproducible) { testing::check_burst_bitwise(testing::mpi_world()); }
 TEST(BurstMpi, DisagreeingRanksFailAlike) { testing::check_burst_disagreement(testing::mpi_world()); }
 
