@@ -133,9 +133,12 @@ constexpr Flag kFlags[] = {
        a.threads = parse_count(f, v);
        a.threads_given = true;
      }},
-    {"--strategy", "local|burst", "local: one rank; burst: BurstAttention over ranks (default local)",
+    {"--strategy", "local|burst|ring|allgather",
+     "local: one rank; burst: BurstAttention; ring: K/V ring with K/V-passing backward; allgather: "
+     "all-gather K/V (default local)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
-       BURST_CHECK(v == "local" || v == "burst", f, ": expected local or burst, got '", v, "'");
+       BURST_CHECK(v == "local" || v == "burst" || v == "ring" || v == "allgather", f,
+                   ": expected local, burst, ring or allgather, got '", v, "'");
        a.strategy = std::string(v);
      }},
     {"--ranks", "N", "ranks for --strategy burst: threads of this process, or under mpirun its ranks (must agree)",

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "algo/burst.h"
+#include "algo/strategy.h"
 #include "comm/world.h"
 #include "core/error.h"
 
@@ -45,12 +46,13 @@ double mean_of(comm::Communicator& c, double x) {
 }  // namespace
 
 DistributedResult run_burst(const RunArgs& args, const Problem& p) {
-  BURST_CHECK(p.seqlen_q() == p.seqlen_k(), "--seqlen-k: strategy burst shards one sequence, expected seqlen_k = ",
+  const algo::Strategy strategy = algo::parse_strategy(args.strategy, "--strategy");
+  BURST_CHECK(p.seqlen_q() == p.seqlen_k(), "--seqlen-k: strategy ", args.strategy, " shards one sequence, expected seqlen_k = ",
               p.seqlen_q(), ", got ", p.seqlen_k());
   const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   const bool mpi = comm::launched_by_mpi();
   const int ranks = args.ranks > 0 ? args.ranks : (mpi ? 0 : hardware);
-  BURST_CHECK(ranks == 0 || p.seqlen_q() >= ranks, "--seqlen: strategy burst needs at least one token per rank (",
+  BURST_CHECK(ranks == 0 || p.seqlen_q() >= ranks, "--seqlen: strategy ", args.strategy, " needs at least one token per rank (",
               ranks, "), got ", p.seqlen_q());
   algo::BurstOptions opt;
   opt.seqlen = p.seqlen_q();
@@ -105,13 +107,19 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
     fig.double_ring = opt.double_ring;
     algo::RingStats fs;
     const double forward_seconds = timed([&] {
-      return algo::burst_forward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), mine);
+      return algo::strategy_forward(strategy, c, q.view(), k.view(), v.view(), out.view(), lse.view(), mine);
     }, fs);
     const std::size_t e = dtype_size(p.dtype());
     fig.forward_bytes = mean_of(c, static_cast<double>(fs.bytes_sent));
     fig.forward_bytes_saved = mean_of(c, static_cast<double>(fs.bytes_saved));
-    fig.forward_bytes_formula = 2.0 * static_cast<double>(p.batch() * opt.seqlen * p.kv_heads() * p.head_dim()) *
-                                static_cast<double>(e) * (world - 1) / world;
+    std::int64_t longest = 0;
+    for (const auto& s : plan) longest = std::max(longest, static_cast<std::int64_t>(s.size()));
+    const double kv_rows = static_cast<double>(p.batch() * p.kv_heads() * p.head_dim());
+    // All-gather moves equal blocks of the longest shard; the rings move every other shard once.
+    fig.forward_bytes_formula = strategy == algo::Strategy::kAllGather
+                                    ? 2.0 * kv_rows * static_cast<double>(longest * (world - 1)) * static_cast<double>(e)
+                                    : 2.0 * kv_rows * static_cast<double>(opt.seqlen) * static_cast<double>(e) * (world - 1) / world;
+    fig.strategy = args.strategy;
     fig.forward_exposed = max_of(c, fs.wait_seconds);
     fig.forward_compute_min = min_of(c, fs.compute_seconds);
     fig.forward_compute_max = max_of(c, fs.compute_seconds);
@@ -125,15 +133,18 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       dv = Tensor(DType::kF32, p.batch(), n, p.kv_heads(), p.head_dim());
       algo::RingStats bs;
       backward_seconds = timed([&] {
-        return algo::burst_backward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
-                                    dq.view(), dk.view(), dv.view(), mine);
+        return algo::strategy_backward(strategy, c, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
+                                       dq.view(), dk.view(), dv.view(), mine);
       }, bs);
       std::vector<std::int64_t> lengths;
       for (const auto& s : plan) lengths.push_back(static_cast<std::int64_t>(s.size()));
-      fig.backward_scheme = algo::scheme_name(bs.scheme);
+      fig.backward_scheme = strategy == algo::Strategy::kAllGather ? "reduce-scatter" : algo::scheme_name(bs.scheme);
       fig.backward_bytes = mean_of(c, static_cast<double>(bs.bytes_sent));
-      fig.backward_bytes_formula = static_cast<double>(algo::backward_bytes(
-          bs.scheme, lengths, p.batch(), p.heads(), p.kv_heads(), p.head_dim(), e, dtype_size(opt.gradient_wire)));
+      fig.backward_bytes_formula =
+          strategy == algo::Strategy::kAllGather
+              ? 2.0 * kv_rows * static_cast<double>(longest * (world - 1)) * static_cast<double>(e + 4)
+              : static_cast<double>(algo::backward_bytes(bs.scheme, lengths, p.batch(), p.heads(), p.kv_heads(),
+                                                         p.head_dim(), e, dtype_size(opt.gradient_wire)));
       fig.backward_exposed = max_of(c, bs.wait_seconds);
       fig.backward_compute_min = min_of(c, bs.compute_seconds);
       fig.backward_compute_max = max_of(c, bs.compute_seconds);

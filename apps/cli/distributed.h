@@ -1,5 +1,5 @@
-// `burst run --strategy burst`: BurstAttention over the ranks of the default world (threads of
-// this process, or MPI ranks under mpirun). Inputs and outputs stay in global token order:
+// `burst run --strategy burst|ring|allgather`: distributed attention over the ranks of the
+// default world (threads of this process, or MPI ranks under mpirun). Inputs and outputs stay in global token order:
 // every rank takes its shard of the global problem, and rank 0 gathers the results.
 #pragma once
 
@@ -15,7 +15,8 @@ namespace burst::cli {
 
 // Figures across ranks (per-rank means and extremes).
 struct DistributedFigures {
-  std::string backend;  // "local" (threads) or "mpi"
+  std::string strategy;  // burst, ring or allgather
+  std::string backend;   // "local" (threads) or "mpi"
   int ranks = 0, threads_per_rank = 0, nodes = 1;
   bool double_ring = false;
   std::string layout, backward_scheme;  // the scheme backward used
@@ -35,7 +36,7 @@ struct DistributedResult {
   DistributedFigures figures;
 };
 
-// Runs the problem with BurstAttention; throws burst::Error naming the flag on bad input.
+// Runs the problem with args.strategy; throws burst::Error naming the flag on bad input.
 DistributedResult run_burst(const RunArgs& args, const Problem& p);
 
 }  // namespace burst::cli

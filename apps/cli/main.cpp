@@ -75,7 +75,7 @@ Report describe(const RunArgs& args, const Problem& p) {
                     static_cast<double>(p.seqlen_q()) * static_cast<double>(p.seqlen_k()) *
                     static_cast<double>(p.head_dim()) * r.visible_fraction;
   // A bf16 gradient wire rounds the partial sums like bf16 storage rounds the inputs.
-  const bool bf16_wire = args.strategy == "burst" && args.grad_wire == DType::kBF16;
+  const bool bf16_wire = args.strategy != "local" && args.grad_wire == DType::kBF16;
   r.tolerance = p.dtype() == DType::kBF16 || bf16_wire ? kToleranceBF16 : kToleranceF32;
   return r;
 }
@@ -86,7 +86,7 @@ int run(const RunArgs& args) {
 
   ForwardOutputs fwd;
   Gradients grads;
-  if (args.strategy == "burst") {
+  if (args.strategy != "local") {
     DistributedResult dr = run_burst(args, p);
     if (!dr.root) return kExitOk;  // an MPI rank other than 0: rank 0 reports
     fwd = std::move(dr.fwd);

@@ -126,7 +126,7 @@ void print_table(std::ostream& os, const Report& r) {
     const DistributedFigures& d = *r.distributed;
     auto mb = [](double bytes) { return format("%.2f MB", bytes / 1e6); };
     auto share = [](double part, double whole) { return whole > 0 ? format("%.1f%%", 100.0 * part / whole) : std::string("-"); };
-    os << "\nranks     " << d.ranks << " (" << d.backend << ") on " << d.nodes << (d.nodes == 1 ? " node" : " nodes")
+    os << "\nstrategy  " << d.strategy << ": " << d.ranks << " ranks (" << d.backend << ") on " << d.nodes << (d.nodes == 1 ? " node" : " nodes")
        << (d.double_ring ? ", double ring" : "") << ", layout " << d.layout << ", threads per rank " << d.threads_per_rank;
     if (r.backward_seconds) os << ", backward scheme " << d.backward_scheme;
     os << "\nsent      forward " << mb(d.forward_bytes) << " per rank (formula " << mb(d.forward_bytes_formula)
@@ -195,7 +195,7 @@ void write_json(const std::string& path, const Report& r) {
   j.number("max_error", r.max_error());
   j.number("tolerance", r.tolerance);
   j.boolean("passed", r.failures().empty());
-  j.string("strategy", r.distributed ? "burst" : "local");
+  j.string("strategy", r.distributed ? r.distributed->strategy : "local");
   if (r.distributed) {
     const DistributedFigures& d = *r.distributed;
     JsonObject o;

@@ -10,12 +10,18 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "algo/common.h"
 #include "kernels/detail.h"
 
 namespace burst::algo {
 namespace {
 
 using comm::Communicator;
+using detail::Plan;
+using detail::check_and_plan;
+using detail::add_traffic_since;
+using detail::mark_traffic;
+using detail::kernel_options;
 using comm::Request;
 using Clock = std::chrono::steady_clock;
 
@@ -29,64 +35,6 @@ constexpr int kTagBundle = 1;
 constexpr int kTagPartial = 2;
 constexpr int kTagHome = 3;
 int tag(int kind, int step) { return kind * kTagSpan + step % kTagSpan; }
-
-// ---- validation ---------------------------------------------------------------------------
-
-// Everything ranks must agree on, gathered once so every rank checks every rank and all of
-// them fail with the same message when something disagrees.
-struct Signature {
-  std::int64_t b, q_rows, k_rows, v_rows, n_heads_q, n_heads_kv, d, dtype, seqlen, layout, causal,
-      window_left, window_right, scale_bits, scheme, gradient_wire, double_ring;
-};
-constexpr const char* kFieldNames[] = {"batch", "query rows", "key rows", "value rows", "n_heads_q",
-                                       "n_heads_kv", "head_dim", "dtype", "seqlen", "layout",
-                                       "causal", "window left", "window right", "scale", "backward scheme",
-                                       "gradient wire dtype", "double ring"};
-constexpr std::size_t kFields = sizeof(kFieldNames) / sizeof(kFieldNames[0]);
-static_assert(sizeof(Signature) == kFields * sizeof(std::int64_t));
-
-Signature signature_of(const TensorView& q, const TensorView& k, const TensorView& v,
-                       const BurstOptions& o) {
-  const float scale = o.scale ? *o.scale : 0.0f;
-  return {q.b, q.s, k.s, v.s, q.h, k.h, q.d, static_cast<std::int64_t>(q.dtype), o.seqlen,
-          static_cast<std::int64_t>(o.layout), o.mask.causal, o.mask.window_left, o.mask.window_right,
-          std::bit_cast<std::int32_t>(scale), static_cast<std::int64_t>(o.backward_scheme),
-          static_cast<std::int64_t>(o.gradient_wire), o.double_ring};
-}
-
-struct Plan {
-  std::vector<std::vector<std::int64_t>> positions;  // every rank's tokens
-  std::vector<std::int64_t> lengths;
-};
-
-Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                    const BurstOptions& o) {
-  const Signature mine = signature_of(q, k, v, o);
-  std::vector<Signature> all(static_cast<std::size_t>(comm.world_size()));
-  comm.all_gather(&mine, all.data(), sizeof(Signature));
-  const auto* first = reinterpret_cast<const std::int64_t*>(&all[0]);
-  for (int r = 1; r < comm.world_size(); ++r) {
-    const auto* other = reinterpret_cast<const std::int64_t*>(&all[static_cast<std::size_t>(r)]);
-    for (std::size_t f = 0; f < kFields; ++f) {
-      if (f == 1 || f == 2 || f == 3) continue;  // shard lengths differ by design; checked below
-      BURST_CHECK(other[f] == first[f], "ranks disagree: rank ", r, " has ", kFieldNames[f], " ",
-                  other[f], " but rank 0 has ", first[f]);
-    }
-  }
-  BURST_CHECK(o.seqlen >= comm.world_size(), "seqlen: expected at least one token per rank (",
-              comm.world_size(), "), got ", o.seqlen);
-  Plan plan;
-  plan.positions = shard_plan(o.seqlen, comm.world_size(), o.layout);
-  for (int r = 0; r < comm.world_size(); ++r) {
-    const Signature& s = all[static_cast<std::size_t>(r)];
-    const auto n = static_cast<std::int64_t>(plan.positions[static_cast<std::size_t>(r)].size());
-    BURST_CHECK(s.q_rows == n && s.k_rows == n && s.v_rows == n, "rank ", r, " holds q/k/v shards of ",
-                s.q_rows, "/", s.k_rows, "/", s.v_rows, " tokens but the ", layout_name(o.layout),
-                " layout of ", o.seqlen, " tokens over ", comm.world_size(), " ranks gives it ", n);
-    plan.lengths.push_back(n);
-  }
-  return plan;
-}
 
 // ---- helpers ------------------------------------------------------------------------------
 
@@ -113,29 +61,11 @@ bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64
   return false;
 }
 
-kernels::AttentionOptions kernel_options(const BurstOptions& o, Communicator& comm) {
-  kernels::AttentionOptions k;
-  k.mask = o.mask;
-  k.scale = o.scale;
-  k.threads = o.threads;
-  k.isa = o.isa;
-  k.block_m = o.block_m;
-  k.block_n = o.block_n;
-  k.progress = [&comm] { comm.progress(); };
-  return k;
-}
-
 // Waits for requests, adding the time to the exposed-communication total.
 void wait_timed(std::span<Request> requests, Communicator& comm, RingStats& stats) {
   const auto t0 = Clock::now();
   comm::wait_all(requests, comm.deadline());
   stats.wait_seconds += seconds_since(t0);
-}
-
-// Adds this call's point-to-point traffic on `comm` (sub-communicators add their own).
-void finish_stats(Communicator& comm, RingStats& stats, std::uint64_t sent0, std::uint64_t recv0) {
-  stats.bytes_sent += comm.traffic().total_sent(comm::Op::kPointToPoint) - sent0;
-  stats.bytes_received += comm.traffic().total_received(comm::Op::kPointToPoint) - recv0;
 }
 
 // ---- the travelling pipeline of both backward schemes -------------------------------------
@@ -485,8 +415,7 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
   const int p = comm.world_size(), r = comm.rank();
   const int right = (r + 1) % p, left = (r - 1 + p) % p;
   RingStats stats;
-  const std::uint64_t sent0 = comm.traffic().total_sent(comm::Op::kPointToPoint);
-  const std::uint64_t recv0 = comm.traffic().total_received(comm::Op::kPointToPoint);
+  const detail::TrafficMark mark = mark_traffic(comm);
 
   // K and V of origin o travel as one message: K [b, n_o, hkv, d] then V, dense.
   const std::size_t e = dtype_size(k.dtype);
@@ -575,7 +504,7 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
           for (std::int64_t x = 0; x < out.d; ++x) dst[x] = float_to_bf16(src[x]);
         }
   }
-  finish_stats(comm, stats, sent0, recv0);
+  add_traffic_since(comm, mark, {comm::Op::kPointToPoint}, stats);
   return stats;
 }
 
@@ -584,18 +513,11 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
                          const TensorView& dq, const TensorView& dk, const TensorView& dv,
                          const BurstOptions& o) {
   const Plan plan = check_and_plan(comm, q, k, v, o);
-  kernels::detail::check_same_shape(dout, "dout", q, "q");
-  kernels::detail::check_dtype(dout, "dout", q.dtype);
-  kernels::detail::check_same_shape(out, "out", q, "q");
-  kernels::detail::check_same_shape(dq, "dq", q, "q");
-  kernels::detail::check_same_shape(dk, "dk", k, "k");
-  kernels::detail::check_same_shape(dv, "dv", k, "k");
-  for (auto [t, name] : {std::pair{&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}}) kernels::detail::check_dtype(*t, name, DType::kF32);
+  detail::check_backward_tensors(q, k, out, dout, dq, dk, dv);
 
   const int r = comm.rank();
   RingStats stats;
-  const std::uint64_t sent0 = comm.traffic().total_sent(comm::Op::kPointToPoint);
-  const std::uint64_t recv0 = comm.traffic().total_received(comm::Op::kPointToPoint);
+  const detail::TrafficMark mark = mark_traffic(comm);
   const std::size_t e = dtype_size(q.dtype);
   const std::int64_t b = q.b, hq = q.h, hkv = k.h, d = q.d;
   stats.scheme = o.backward_scheme == BackwardScheme::kAuto ? choose_scheme(plan.lengths, b, hq, hkv, d, e)
@@ -675,7 +597,7 @@ RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorVi
     unpack_rows(home.as<float>() + b * k.s * hkv * d, dv);
     unpack_rows(dq_acc.data<float>(), dq);
   }
-  finish_stats(comm, stats, sent0, recv0);
+  add_traffic_since(comm, mark, {comm::Op::kPointToPoint}, stats);
   return stats;
 }
 

@@ -24,6 +24,18 @@ struct TensorView {
   T* row(std::int64_t ib, std::int64_t is, std::int64_t ih) const {
     return static_cast<T*>(data) + ib * stride_b + is * stride_s + ih * stride_h;
   }
+  // Untyped address of element (ib, is, ih, 0).
+  void* at(std::int64_t ib, std::int64_t is, std::int64_t ih) const {
+    return static_cast<char*>(data) +
+           (ib * stride_b + is * stride_s + ih * stride_h) * static_cast<std::int64_t>(dtype_size(dtype));
+  }
+  // The view of batch entry ib alone: [1, s, h, d].
+  TensorView batch_slice(std::int64_t ib) const {
+    TensorView t = *this;
+    t.data = at(ib, 0, 0);
+    t.b = 1;
+    return t;
+  }
   std::int64_t numel() const { return b * s * h * d; }
   std::string shape_string() const;
 };

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -104,7 +105,7 @@ double shard_lse_error(const RowStatsView& lse, const std::vector<double>& ref, 
 
 std::string BurstCase::describe() const {
   static const char* masks[] = {"none", "causal", "window", "causal+window"};
-  return algo::layout_name(layout) + "/" + masks[static_cast<int>(mask)] + "/gqa" + std::to_string(group) +
+  return algo::strategy_name(strategy) + "/" + algo::layout_name(layout) + "/" + masks[static_cast<int>(mask)] + "/gqa" + std::to_string(group) +
          "/N" + std::to_string(seqlen) + "/" + algo::scheme_name(scheme) + "/" + std::string(dtype_name(dtype)) +
          (double_ring ? "/double-ring" : "") + (gradient_wire == DType::kBF16 ? "/bf16-wire" : "");
 }
@@ -136,7 +137,8 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   RowStats lse(kBatch, hq, n);
   out.fill_nan();
   lse.fill_nan();
-  const algo::RingStats fs = algo::burst_forward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
+  const algo::RingStats fs =
+      algo::strategy_forward(bc.strategy, c, q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
   const double fwd_tol = forward_tolerance(kHeadDim, n_global, g.fwd.max_abs_score);
   const double out_err = shard_error(out.view(), g.fwd.out, pos, n_global, 0.0);
   EXPECT_LE(out_err, fwd_tol) << "out";
@@ -148,8 +150,8 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   dq.fill_nan();
   dk.fill_nan();
   dv.fill_nan();
-  const algo::RingStats bs = algo::burst_backward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
-                                                  dq.view(), dk.view(), dv.view(), opt);
+  const algo::RingStats bs = algo::strategy_backward(bc.strategy, c, q.view(), k.view(), v.view(), out.view(),
+                                                     lse.view(), dout.view(), dq.view(), dk.view(), dv.view(), opt);
   // A bf16 wire rounds each partial sum once per hop (2^-9 relative), P hops at most.
   const bool bf16_wire = bc.gradient_wire == DType::kBF16;
   const double bwd_tol = backward_tolerance(kHeadDim, n_global, g.fwd.max_abs_score) +
@@ -171,6 +173,17 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   const std::size_t e = dtype_size(bc.dtype);
   const auto plan = algo::shard_plan(n_global, p, bc.layout);
   auto len = [&](int j) { return static_cast<std::uint64_t>(plan[static_cast<std::size_t>((j + p) % p)].size()); };
+  if (bc.strategy == algo::Strategy::kAllGather) {
+    // Ring all-gather of equal blocks (the longest shard's K and V) over P - 1 steps; the
+    // backward gathers again and reduce-scatters fp32 dK, dV blocks of the same rows.
+    std::uint64_t longest = 0;
+    for (int j = 0; j < p; ++j) longest = std::max(longest, len(j));
+    const std::uint64_t rows = static_cast<std::uint64_t>(kBatch) * longest * kHeadsKv * kHeadDim;
+    EXPECT_EQ(fs.bytes_sent, (p - 1) * 2 * rows * e);
+    EXPECT_EQ(bs.bytes_sent, (p - 1) * 2 * rows * (e + 4));
+    return;
+  }
+  const algo::BackwardScheme used = bc.strategy == algo::Strategy::kRing ? algo::BackwardScheme::kKeyValue : bc.scheme;
   std::uint64_t fwd_expect = 0;
   for (int t = 0; t + 1 < p; ++t) fwd_expect += 2 * kBatch * len(r - t) * kHeadsKv * kHeadDim * e;
   if (bc.double_ring) {
@@ -191,12 +204,12 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
   if (n_global % p == 0 && fs.bytes_saved == 0 && p > 1 && !bc.double_ring) {
     EXPECT_EQ(fs.bytes_sent, 2ull * kBatch * static_cast<std::uint64_t>(n_global) * kHeadsKv * kHeadDim * e * (p - 1) / p);
   }
-  EXPECT_EQ(bs.scheme, bc.scheme);
+  EXPECT_EQ(bs.scheme, used);
   const std::uint64_t wire = dtype_size(bc.gradient_wire);
   std::uint64_t bundle = 0, acc = 0;
   for (int t = 0; t < p; ++t) {
     const std::uint64_t tokens = kBatch * len(r - t);
-    if (bc.scheme == algo::BackwardScheme::kQuery) {
+    if (used == algo::BackwardScheme::kQuery) {
       if (t + 1 < p) bundle += tokens * hq * (2 * kHeadDim * e + 8);
       if (p > 1) acc += tokens * hq * kHeadDim * wire;
     } else {

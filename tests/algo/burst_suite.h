@@ -7,6 +7,7 @@
 #include <string>
 
 #include "algo/burst.h"
+#include "algo/strategy.h"
 #include "comm/communicator.h"
 
 namespace burst::testing {
@@ -22,6 +23,7 @@ struct BurstCase {
   DType dtype = DType::kF32;
   bool double_ring = false;  // forward over the topology-aware double ring
   DType gradient_wire = DType::kF32;
+  algo::Strategy strategy = algo::Strategy::kBurst;
   std::string describe() const;
 };
 

@@ -82,6 +82,20 @@ TEST(BurstRing, Bf16GradientWire) {
     }
 }
 
+// The other strategies on the same checks: ring (K/V-passing backward) and all-gather.
+TEST(Strategies, RingAndAllGatherMatchReferenceAndFormula) {
+  for (algo::Strategy strategy : {algo::Strategy::kRing, algo::Strategy::kAllGather})
+    for (int ranks : {1, 2, 3, 4, 5})
+      for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+        for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow})
+          for (std::int64_t seqlen : {96, 101})
+            for (DType dtype : {DType::kF32, DType::kBF16}) {
+              BurstCase bc{layout, mask, 2, seqlen, BackwardScheme::kQuery, dtype};
+              bc.strategy = strategy;
+              comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+            }
+}
+
 TEST(BurstRing, GqaRatio4) {
   for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
     BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 4, 101, scheme, DType::kF32};

@@ -32,6 +32,16 @@ TEST(BurstMpi, DoubleRing) {
                                 BurstCase{layout, MaskKind::kCausal, 2, 96, scheme, DType::kF32, true});
 }
 
+TEST(BurstMpi, RingAndAllGather) {
+  for (algo::Strategy strategy : {algo::Strategy::kRing, algo::Strategy::kAllGather})
+    for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+      for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow}) {
+        BurstCase bc{layout, mask, 2, 101, BackwardScheme::kQuery, DType::kF32};
+        bc.strategy = strategy;
+        testing::check_burst_case(testing::mpi_world(), bc);
+      }
+}
+
 TEST(BurstMpi, BitwiseReproducible) { testing::check_burst_bitwise(testing::mpi_world()); }
 TEST(BurstMpi, DisagreeingRanksFailAlike) { testing::check_burst_disagreement(testing::mpi_world()); }
 

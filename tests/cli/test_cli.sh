@@ -277,6 +277,25 @@ import json, sys
 d = json.load(open(sys.argv[1]))["distributed"]
 assert d["double_ring"] and d["nodes"] == 2 and d["ranks"] == 4, d
 ' "$TMP/double.json"
+for strategy in ring allgather; do
+  expect_rc "$strategy run, 3 ranks" 0 run "${common[@]}" --strategy "$strategy" --ranks 3 --layout zigzag \
+    --save "$TMP/$strategy" --json "$TMP/$strategy.json"
+  expect_python "$strategy matches local and its byte formula" '
+import json, sys
+import numpy as np
+local, other, report = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+for name in ("o", "lse", "dq", "dk", "dv"):
+    a, b = np.load(f"{local}/{name}.npy"), np.load(f"{other}/{name}.npy")
+    finite = np.isfinite(a)
+    assert (finite == np.isfinite(b)).all(), name
+    err = np.abs(a[finite] - b[finite]).max() / max(np.abs(a[finite]).max(), 1e-30)
+    assert err < 1e-5, (name, err)
+d = report["distributed"]
+assert report["strategy"] == sys.argv[4], report["strategy"]
+assert abs(d["forward_bytes_sent_per_rank"] + d["forward_bytes_saved_per_rank"] - d["forward_bytes_formula"]) < 1, d
+assert abs(d["backward_bytes_sent_per_rank"] - d["backward_bytes_formula"]) < 1, d
+' "$TMP/local" "$TMP/$strategy" "$TMP/$strategy.json" "$strategy"
+done
 expect_rc "burst with a bf16 gradient wire (bf16 tolerance)" 0 run "${common[@]}" --strategy burst --ranks 4 --grad-wire bf16
 expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one sequence" \
   run --strategy burst --ranks 2 --seqlen 64 --seqlen-k 80

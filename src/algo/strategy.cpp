@@ -1,0 +1,49 @@
+#include "algo/strategy.h"
+
+#include "algo/allgather.h"
+#include "core/error.h"
+
+namespace burst::algo {
+
+std::string strategy_name(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kBurst: return "burst";
+    case Strategy::kRing: return "ring";
+    case Strategy::kAllGather: return "allgather";
+  }
+  return "?";
+}
+
+Strategy parse_strategy(const std::string& text, const std::string& what) {
+  for (Strategy s : {Strategy::kBurst, Strategy::kRing, Strategy::kAllGather}) {
+    if (text == strategy_name(s)) return s;
+  }
+  fail(what, ": expected burst, ring or allgather, got '", text, "'");
+}
+
+RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                           const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                           const BurstOptions& options) {
+  if (strategy == Strategy::kAllGather) return allgather_forward(comm, q, k, v, out, lse, options);
+  return burst_forward(comm, q, k, v, out, lse, options);
+}
+
+RingStats strategy_backward(Strategy strategy, comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                            const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                            const TensorView& dout, const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                            const BurstOptions& options) {
+  switch (strategy) {
+    case Strategy::kAllGather:
+      return allgather_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
+    case Strategy::kRing: {
+      BurstOptions ring = options;
+      ring.backward_scheme = BackwardScheme::kKeyValue;
+      return burst_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, ring);
+    }
+    case Strategy::kBurst:
+      break;
+  }
+  return burst_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
+}
+
+}  // namespace burst::algo

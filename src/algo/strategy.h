@@ -1,0 +1,29 @@
+// The distributed attention strategies behind one call, so tools and tests can run any of
+// them on the same shards:
+//   burst      BurstAttention (burst.h): K/V ring forward, backward scheme by byte cost;
+//   ring       RingAttention as ring-flash-attention does it: the same K/V ring forward, and
+//              a backward that passes K, V, dK, dV (the kv scheme, always);
+//   allgather  all-gather K/V, one local kernel call, reduce-scatter dK/dV (allgather.h).
+#pragma once
+
+#include <string>
+
+#include "algo/burst.h"
+
+namespace burst::algo {
+
+enum class Strategy { kBurst, kRing, kAllGather };
+
+std::string strategy_name(Strategy strategy);
+// Parses "burst", "ring", "allgather"; throws naming `what` otherwise.
+Strategy parse_strategy(const std::string& text, const std::string& what);
+
+RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q,
+                           const TensorView& k, const TensorView& v, const TensorView& out,
+                           const RowStatsView& lse, const BurstOptions& options);
+RingStats strategy_backward(Strategy strategy, comm::Communicator& comm, const TensorView& q,
+                            const TensorView& k, const TensorView& v, const TensorView& out,
+                            const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
+                            const TensorView& dk, const TensorView& dv, const BurstOptions& options);
+
+}  // namespace burst::algo
