@@ -235,7 +235,7 @@ void Communicator::all_to_all(const void* send, void* recv, std::size_t bytes_pe
 // the block of rank (r - s - 1) from r - 1; P - 1 steps.
 void Communicator::all_gather(const void* send, void* recv, std::size_t bytes_per_rank) {
   auto* out = static_cast<char*>(recv);
-  std::memmove(out + static_cast<std::size_t>(rank_) * bytes_per_rank, send, bytes_per_rank);
+  if (bytes_per_rank > 0) std::memmove(out + static_cast<std::size_t>(rank_) * bytes_per_rank, send, bytes_per_rank);
   const int right = (rank_ + 1) % size_, left = (rank_ - 1 + size_) % size_;
   for (int s = 0; s + 1 < size_; ++s) {
     const auto give = static_cast<std::size_t>((rank_ - s + size_) % size_);
@@ -252,7 +252,7 @@ template <class T>
 void Communicator::ring_reduce_scatter(const T* send, T* recv, std::size_t count, Op op) {
   const std::size_t bytes = count * sizeof(T);
   if (size_ == 1) {
-    std::memmove(recv, send, bytes);
+    if (bytes > 0) std::memmove(recv, send, bytes);
     return;
   }
   const int right = (rank_ + 1) % size_, left = (rank_ - 1 + size_) % size_;
@@ -265,7 +265,7 @@ void Communicator::ring_reduce_scatter(const T* send, T* recv, std::size_t count
     const T* own = send + chunk * count;
     for (std::size_t i = 0; i < count; ++i) outgoing[i] = incoming[i] + own[i];
   }
-  std::memcpy(recv, outgoing.data(), bytes);
+  if (bytes > 0) std::memcpy(recv, outgoing.data(), bytes);
 }
 
 // All-reduce = reduce-scatter of near-equal chunks + all-gather of the sums, so every rank
