@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "algo/burst.h"
+#include "algo/strategy.h"
 #include "core/error.h"
 
 namespace burst::cli {
@@ -133,12 +134,11 @@ constexpr Flag kFlags[] = {
        a.threads = parse_count(f, v);
        a.threads_given = true;
      }},
-    {"--strategy", "local|burst|ring|allgather",
+    {"--strategy", "local|burst|ring|allgather|ulysses",
      "local: one rank; burst: BurstAttention; ring: K/V ring with K/V-passing backward; allgather: "
-     "all-gather K/V (default local)",
+     "all-gather K/V; ulysses: all-to-all to head shards (default local)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
-       BURST_CHECK(v == "local" || v == "burst" || v == "ring" || v == "allgather", f,
-                   ": expected local, burst, ring or allgather, got '", v, "'");
+       if (v != "local") algo::parse_strategy(std::string(v), std::string(f));
        a.strategy = std::string(v);
      }},
     {"--ranks", "N", "ranks for --strategy burst: threads of this process, or under mpirun its ranks (must agree)",

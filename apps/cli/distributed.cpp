@@ -116,7 +116,24 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
     for (const auto& s : plan) longest = std::max(longest, static_cast<std::int64_t>(s.size()));
     const double kv_rows = static_cast<double>(p.batch() * p.kv_heads() * p.head_dim());
     // All-gather moves equal blocks of the longest shard; the rings move every other shard once.
-    fig.forward_bytes_formula = strategy == algo::Strategy::kAllGather
+    // Ulysses: this rank's rows of every other rank's heads go out (q, k, v), and its heads
+    // of everyone's rows come back (O in the output dtype, lse); per-rank mean.
+    double ulysses_rows_out = 0, ulysses_rows_in = 0;
+    for (int j = 0; j < world; ++j)
+      for (int i = 0; i < world; ++i)
+        if (i != j) {
+          ulysses_rows_out += static_cast<double>(p.batch()) * static_cast<double>(plan[static_cast<std::size_t>(j)].size());
+          ulysses_rows_in += static_cast<double>(p.batch()) * static_cast<double>(plan[static_cast<std::size_t>(i)].size());
+        }
+    ulysses_rows_out /= world;
+    ulysses_rows_in /= world;
+    const double hq_p = static_cast<double>(p.heads()) / world, hkv_p = static_cast<double>(p.kv_heads()) / world;
+    const auto d = static_cast<double>(p.head_dim());
+    const auto ed = static_cast<double>(e);
+    fig.forward_bytes_formula =
+        strategy == algo::Strategy::kUlysses
+            ? ulysses_rows_out * (hq_p + 2 * hkv_p) * d * ed + ulysses_rows_in * hq_p * (d * ed + 4)
+        : strategy == algo::Strategy::kAllGather
                                     ? 2.0 * kv_rows * static_cast<double>(longest * (world - 1)) * static_cast<double>(e)
                                     : 2.0 * kv_rows * static_cast<double>(opt.seqlen) * static_cast<double>(e) * (world - 1) / world;
     fig.strategy = args.strategy;
@@ -138,10 +155,14 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       }, bs);
       std::vector<std::int64_t> lengths;
       for (const auto& s : plan) lengths.push_back(static_cast<std::int64_t>(s.size()));
-      fig.backward_scheme = strategy == algo::Strategy::kAllGather ? "reduce-scatter" : algo::scheme_name(bs.scheme);
+      fig.backward_scheme = strategy == algo::Strategy::kAllGather ? "reduce-scatter"
+                            : strategy == algo::Strategy::kUlysses ? "all-to-all"
+                                                                   : algo::scheme_name(bs.scheme);
       fig.backward_bytes = mean_of(c, static_cast<double>(bs.bytes_sent));
       fig.backward_bytes_formula =
-          strategy == algo::Strategy::kAllGather
+          strategy == algo::Strategy::kUlysses
+              ? ulysses_rows_out * ((2 * hq_p + 2 * hkv_p) * d * ed + 2 * hq_p * 4) + ulysses_rows_in * (hq_p + 2 * hkv_p) * d * 4
+          : strategy == algo::Strategy::kAllGather
               ? 2.0 * kv_rows * static_cast<double>(longest * (world - 1)) * static_cast<double>(e + 4)
               : static_cast<double>(algo::backward_bytes(bs.scheme, lengths, p.batch(), p.heads(), p.kv_heads(),
                                                          p.head_dim(), e, dtype_size(opt.gradient_wire)));

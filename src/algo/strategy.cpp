@@ -1,6 +1,7 @@
 #include "algo/strategy.h"
 
 #include "algo/allgather.h"
+#include "algo/ulysses.h"
 #include "core/error.h"
 
 namespace burst::algo {
@@ -10,21 +11,23 @@ std::string strategy_name(Strategy strategy) {
     case Strategy::kBurst: return "burst";
     case Strategy::kRing: return "ring";
     case Strategy::kAllGather: return "allgather";
+    case Strategy::kUlysses: return "ulysses";
   }
   return "?";
 }
 
 Strategy parse_strategy(const std::string& text, const std::string& what) {
-  for (Strategy s : {Strategy::kBurst, Strategy::kRing, Strategy::kAllGather}) {
+  for (Strategy s : {Strategy::kBurst, Strategy::kRing, Strategy::kAllGather, Strategy::kUlysses}) {
     if (text == strategy_name(s)) return s;
   }
-  fail(what, ": expected burst, ring or allgather, got '", text, "'");
+  fail(what, ": expected burst, ring, allgather or ulysses, got '", text, "'");
 }
 
 RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q, const TensorView& k,
                            const TensorView& v, const TensorView& out, const RowStatsView& lse,
                            const BurstOptions& options) {
   if (strategy == Strategy::kAllGather) return allgather_forward(comm, q, k, v, out, lse, options);
+  if (strategy == Strategy::kUlysses) return ulysses_forward(comm, q, k, v, out, lse, options);
   return burst_forward(comm, q, k, v, out, lse, options);
 }
 
@@ -35,6 +38,8 @@ RingStats strategy_backward(Strategy strategy, comm::Communicator& comm, const T
   switch (strategy) {
     case Strategy::kAllGather:
       return allgather_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
+    case Strategy::kUlysses:
+      return ulysses_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
     case Strategy::kRing: {
       BurstOptions ring = options;
       ring.backward_scheme = BackwardScheme::kKeyValue;

@@ -3,7 +3,8 @@
 //   burst      BurstAttention (burst.h): K/V ring forward, backward scheme by byte cost;
 //   ring       RingAttention as ring-flash-attention does it: the same K/V ring forward, and
 //              a backward that passes K, V, dK, dV (the kv scheme, always);
-//   allgather  all-gather K/V, one local kernel call, reduce-scatter dK/dV (allgather.h).
+//   allgather  all-gather K/V, one local kernel call, reduce-scatter dK/dV (allgather.h);
+//   ulysses    all-to-all from sequence to head shards and back (ulysses.h).
 #pragma once
 
 #include <string>
@@ -12,10 +13,10 @@
 
 namespace burst::algo {
 
-enum class Strategy { kBurst, kRing, kAllGather };
+enum class Strategy { kBurst, kRing, kAllGather, kUlysses };
 
 std::string strategy_name(Strategy strategy);
-// Parses "burst", "ring", "allgather"; throws naming `what` otherwise.
+// Parses "burst", "ring", "allgather", "ulysses"; throws naming `what` otherwise.
 Strategy parse_strategy(const std::string& text, const std::string& what);
 
 RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q,

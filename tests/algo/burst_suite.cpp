@@ -183,6 +183,23 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
     EXPECT_EQ(bs.bytes_sent, (p - 1) * 2 * rows * (e + 4));
     return;
   }
+  if (bc.strategy == algo::Strategy::kUlysses) {
+    // All-to-all: every other rank gets this rank's rows of its heads, and back. Forward:
+    // q, k, v there, O and lse back; backward: q, k, v, dO, lse, delta there, dq, dk, dv back.
+    std::uint64_t rows_out = 0, rows_in = 0;  // token rows sent to / received from others
+    for (int j = 0; j < p; ++j) {
+      if (j == r) continue;
+      rows_out += kBatch * len(r);
+      rows_in += kBatch * len(j);
+    }
+    const std::uint64_t hq_p = static_cast<std::uint64_t>(hq / p), hkv_p = kHeadsKv / p;
+    const std::uint64_t fwd = rows_out * (hq_p + 2 * hkv_p) * kHeadDim * e + rows_in * hq_p * (kHeadDim * 4 + 4);
+    const std::uint64_t bwd = rows_out * ((2 * hq_p + 2 * hkv_p) * kHeadDim * e + 2 * hq_p * 4) +
+                              rows_in * (hq_p + 2 * hkv_p) * kHeadDim * 4;
+    EXPECT_EQ(fs.bytes_sent, fwd);
+    EXPECT_EQ(bs.bytes_sent, bwd);
+    return;
+  }
   const algo::BackwardScheme used = bc.strategy == algo::Strategy::kRing ? algo::BackwardScheme::kKeyValue : bc.scheme;
   std::uint64_t fwd_expect = 0;
   for (int t = 0; t + 1 < p; ++t) fwd_expect += 2 * kBatch * len(r - t) * kHeadsKv * kHeadDim * e;

@@ -96,6 +96,31 @@ TEST(Strategies, RingAndAllGatherMatchReferenceAndFormula) {
             }
 }
 
+// Ulysses needs the heads divisible by P: 2 kv heads (GQA 2:1, 4 query heads) at P = 1, 2.
+TEST(Strategies, UlyssesMatchesReferenceAndFormula) {
+  for (int ranks : {1, 2})
+    for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+      for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow})
+        for (std::int64_t seqlen : {96, 101})
+          for (DType dtype : {DType::kF32, DType::kBF16}) {
+            BurstCase bc{layout, mask, 2, seqlen, BackwardScheme::kQuery, dtype};
+            bc.strategy = algo::Strategy::kUlysses;
+            comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+          }
+  // 2 kv heads over 4 ranks: refused by name on every rank, K/V heads are not replicated.
+  try {
+    comm::run_local_ranks(4, [](comm::Communicator& c) {
+      BurstCase bc{Layout::kContiguous, MaskKind::kNone, 2, 96, BackwardScheme::kQuery, DType::kF32};
+      bc.strategy = algo::Strategy::kUlysses;
+      testing::check_burst_case(c, bc);
+    });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ulysses: n_heads_kv must be divisible by the 4 ranks, got 2"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(BurstRing, GqaRatio4) {
   for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
     BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 4, 101, scheme, DType::kF32};

@@ -277,8 +277,10 @@ import json, sys
 d = json.load(open(sys.argv[1]))["distributed"]
 assert d["double_ring"] and d["nodes"] == 2 and d["ranks"] == 4, d
 ' "$TMP/double.json"
-for strategy in ring allgather; do
-  expect_rc "$strategy run, 3 ranks" 0 run "${common[@]}" --strategy "$strategy" --ranks 3 --layout zigzag \
+for strategy in ring allgather ulysses; do
+  ranks=3
+  [ "$strategy" = ulysses ] && ranks=2  # 2 kv heads
+  expect_rc "$strategy run, $ranks ranks" 0 run "${common[@]}" --strategy "$strategy" --ranks "$ranks" --layout zigzag \
     --save "$TMP/$strategy" --json "$TMP/$strategy.json"
   expect_python "$strategy matches local and its byte formula" '
 import json, sys
@@ -300,6 +302,8 @@ expect_rc "burst with a bf16 gradient wire (bf16 tolerance)" 0 run "${common[@]}
 expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one sequence" \
   run --strategy burst --ranks 2 --seqlen 64 --seqlen-k 80
 expect_error "ranks with the local strategy" "--ranks: strategy local runs on one rank, got 4" run --ranks 4 --seqlen 64
+expect_error "ulysses with too few kv heads" "ulysses: n_heads_kv must be divisible by the 4 ranks, got 2" \
+  run --strategy ulysses --ranks 4 --seqlen 64 --heads 4 --kv-heads 2
 expect_error "bad layout" "--layout: expected contiguous, zigzag or striped, got 'ring'" run --layout ring
 expect_error "bad backward scheme" "--bwd-scheme: expected auto, q or kv, got 'x'" run --bwd-scheme x
 expect_error "fewer tokens than ranks" "--seqlen: strategy burst needs at least one token per rank (8), got 5" \
