@@ -134,9 +134,10 @@ constexpr Flag kFlags[] = {
        a.threads = parse_count(f, v);
        a.threads_given = true;
      }},
-    {"--strategy", "local|burst|ring|allgather|ulysses",
+    {"--strategy", "local|burst|ring|allgather|ulysses|ring-rsa",
      "local: one rank; burst: BurstAttention; ring: K/V ring with K/V-passing backward; allgather: "
-     "all-gather K/V; ulysses: all-to-all to head shards (default local)",
+     "all-gather K/V; ulysses: all-to-all to head shards; ring-rsa: materialised scores, two rings "
+     "(default local)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        if (v != "local") algo::parse_strategy(std::string(v), std::string(f));
        a.strategy = std::string(v);

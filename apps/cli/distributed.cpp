@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <mutex>
@@ -157,10 +158,16 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       for (const auto& s : plan) lengths.push_back(static_cast<std::int64_t>(s.size()));
       fig.backward_scheme = strategy == algo::Strategy::kAllGather ? "reduce-scatter"
                             : strategy == algo::Strategy::kUlysses ? "all-to-all"
+                            : strategy == algo::Strategy::kRingRsa ? "K, V, K rings + all-reduce"
                                                                    : algo::scheme_name(bs.scheme);
       fig.backward_bytes = mean_of(c, static_cast<double>(bs.bytes_sent));
+      // ring-rsa: K, V, K passes plus two ring all-reduces of full-length fp32 dK, dV.
+      const double full = static_cast<double>(p.batch() * opt.seqlen * p.kv_heads() * p.head_dim());
+      const double rsa_all_reduce = 2.0 * 2.0 * (world - 1) * std::ceil(full / world) * 4.0;
       fig.backward_bytes_formula =
-          strategy == algo::Strategy::kUlysses
+          strategy == algo::Strategy::kRingRsa
+              ? 3.0 * full * static_cast<double>(e) * (world - 1) / world + rsa_all_reduce
+          : strategy == algo::Strategy::kUlysses
               ? ulysses_rows_out * ((2 * hq_p + 2 * hkv_p) * d * ed + 2 * hq_p * 4) + ulysses_rows_in * (hq_p + 2 * hkv_p) * d * 4
           : strategy == algo::Strategy::kAllGather
               ? 2.0 * kv_rows * static_cast<double>(longest * (world - 1)) * static_cast<double>(e + 4)

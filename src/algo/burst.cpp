@@ -473,27 +473,27 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
   if (o.double_ring && comm.node_count() > 1) {
     double_ring_forward(comm, half_bytes, buffers, compute_on, stats);
   } else {
-  int cur = 0;
-  for (int t = 0; t < p; ++t) {
-    const int j = (r - t + p) % p;
-    // Step t: compute on the K/V shard of rank j = r - t while receiving the one of rank
-    // j - 1 from the left and passing this one to the right.
-    Request moves[2];
-    if (t + 1 < p) {
-      const int next = (r - t - 1 + p) % p;
-      if (forwarded_after(next, t)) {
-        moves[0] = comm.irecv(buffers[1 - cur].data(), 2 * half_bytes(next), left, tag(kTagBundle, t));
+    int cur = 0;
+    for (int t = 0; t < p; ++t) {
+      const int j = (r - t + p) % p;
+      // Step t: compute on the K/V shard of rank j = r - t while receiving the one of rank
+      // j - 1 from the left and passing this one to the right.
+      Request moves[2];
+      if (t + 1 < p) {
+        const int next = (r - t - 1 + p) % p;
+        if (forwarded_after(next, t)) {
+          moves[0] = comm.irecv(buffers[1 - cur].data(), 2 * half_bytes(next), left, tag(kTagBundle, t));
+        }
+        if (forwarded_after(j, t)) {
+          moves[1] = comm.isend(buffers[cur].data(), 2 * half_bytes(j), right, tag(kTagBundle, t));
+        } else {
+          stats.bytes_saved += 2 * half_bytes(j);
+        }
       }
-      if (forwarded_after(j, t)) {
-        moves[1] = comm.isend(buffers[cur].data(), 2 * half_bytes(j), right, tag(kTagBundle, t));
-      } else {
-        stats.bytes_saved += 2 * half_bytes(j);
-      }
+      compute_on(j, buffers[cur].as<char>());
+      wait_timed(moves, comm, stats);
+      cur = 1 - cur;
     }
-    compute_on(j, buffers[cur].as<char>());
-    wait_timed(moves, comm, stats);
-    cur = 1 - cur;
-  }
   }
   if (out.dtype != DType::kF32) {
     for (std::int64_t ib = 0; ib < out.b; ++ib)

@@ -1,6 +1,7 @@
 #include "algo/strategy.h"
 
 #include "algo/allgather.h"
+#include "algo/ring_rsa.h"
 #include "algo/ulysses.h"
 #include "core/error.h"
 
@@ -12,15 +13,16 @@ std::string strategy_name(Strategy strategy) {
     case Strategy::kRing: return "ring";
     case Strategy::kAllGather: return "allgather";
     case Strategy::kUlysses: return "ulysses";
+    case Strategy::kRingRsa: return "ring-rsa";
   }
   return "?";
 }
 
 Strategy parse_strategy(const std::string& text, const std::string& what) {
-  for (Strategy s : {Strategy::kBurst, Strategy::kRing, Strategy::kAllGather, Strategy::kUlysses}) {
+  for (Strategy s : {Strategy::kBurst, Strategy::kRing, Strategy::kAllGather, Strategy::kUlysses, Strategy::kRingRsa}) {
     if (text == strategy_name(s)) return s;
   }
-  fail(what, ": expected burst, ring, allgather or ulysses, got '", text, "'");
+  fail(what, ": expected burst, ring, allgather, ulysses or ring-rsa, got '", text, "'");
 }
 
 RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q, const TensorView& k,
@@ -28,6 +30,7 @@ RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const Te
                            const BurstOptions& options) {
   if (strategy == Strategy::kAllGather) return allgather_forward(comm, q, k, v, out, lse, options);
   if (strategy == Strategy::kUlysses) return ulysses_forward(comm, q, k, v, out, lse, options);
+  if (strategy == Strategy::kRingRsa) return ring_rsa_forward(comm, q, k, v, out, lse, options);
   return burst_forward(comm, q, k, v, out, lse, options);
 }
 
@@ -40,6 +43,8 @@ RingStats strategy_backward(Strategy strategy, comm::Communicator& comm, const T
       return allgather_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
     case Strategy::kUlysses:
       return ulysses_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
+    case Strategy::kRingRsa:
+      return ring_rsa_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
     case Strategy::kRing: {
       BurstOptions ring = options;
       ring.backward_scheme = BackwardScheme::kKeyValue;

@@ -4,7 +4,8 @@
 //   ring       RingAttention as ring-flash-attention does it: the same K/V ring forward, and
 //              a backward that passes K, V, dK, dV (the kv scheme, always);
 //   allgather  all-gather K/V, one local kernel call, reduce-scatter dK/dV (allgather.h);
-//   ulysses    all-to-all from sequence to head shards and back (ulysses.h).
+//   ulysses    all-to-all from sequence to head shards and back (ulysses.h);
+//   ring-rsa   the paper's RingAttention baseline with materialised scores (ring_rsa.h).
 #pragma once
 
 #include <string>
@@ -13,10 +14,10 @@
 
 namespace burst::algo {
 
-enum class Strategy { kBurst, kRing, kAllGather, kUlysses };
+enum class Strategy { kBurst, kRing, kAllGather, kUlysses, kRingRsa };
 
 std::string strategy_name(Strategy strategy);
-// Parses "burst", "ring", "allgather", "ulysses"; throws naming `what` otherwise.
+// Parses "burst", "ring", "allgather", "ulysses", "ring-rsa"; throws naming `what` otherwise.
 Strategy parse_strategy(const std::string& text, const std::string& what);
 
 RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q,

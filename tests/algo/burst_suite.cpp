@@ -183,6 +183,18 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
     EXPECT_EQ(bs.bytes_sent, (p - 1) * 2 * rows * (e + 4));
     return;
   }
+  if (bc.strategy == algo::Strategy::kRingRsa) {
+    // Forward: K and V each once around the ring (as burst's K/V ring). Backward: K, V and K
+    // again, plus two ring all-reduces of full-length fp32 dK, dV buffers (padded chunks).
+    std::uint64_t shard_rows = 0;
+    for (int t = 0; t + 1 < p; ++t) shard_rows += kBatch * len(r - t) * kHeadsKv * kHeadDim;
+    const std::uint64_t count = static_cast<std::uint64_t>(kBatch * n_global) * kHeadsKv * kHeadDim;
+    const std::uint64_t chunk = (count + p - 1) / p;
+    const std::uint64_t all_reduce = p > 1 ? 2 * static_cast<std::uint64_t>(p - 1) * chunk * 4 : 0;
+    EXPECT_EQ(fs.bytes_sent, 2 * shard_rows * e);
+    EXPECT_EQ(bs.bytes_sent, 3 * shard_rows * e + 2 * all_reduce);
+    return;
+  }
   if (bc.strategy == algo::Strategy::kUlysses) {
     // All-to-all: every other rank gets this rank's rows of its heads, and back. Forward:
     // q, k, v there, O and lse back; backward: q, k, v, dO, lse, delta there, dq, dk, dv back.

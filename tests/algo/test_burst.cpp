@@ -82,9 +82,10 @@ TEST(BurstRing, Bf16GradientWire) {
     }
 }
 
-// The other strategies on the same checks: ring (K/V-passing backward) and all-gather.
-TEST(Strategies, RingAndAllGatherMatchReferenceAndFormula) {
-  for (algo::Strategy strategy : {algo::Strategy::kRing, algo::Strategy::kAllGather})
+// The other strategies on the same checks: ring (K/V-passing backward), all-gather and the
+// materialised ring-rsa.
+TEST(Strategies, RingAllGatherRsaMatchReferenceAndFormula) {
+  for (algo::Strategy strategy : {algo::Strategy::kRing, algo::Strategy::kAllGather, algo::Strategy::kRingRsa})
     for (int ranks : {1, 2, 3, 4, 5})
       for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
         for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow})

@@ -32,9 +32,10 @@ TEST(BurstMpi, DoubleRing) {
                                 BurstCase{layout, MaskKind::kCausal, 2, 96, scheme, DType::kF32, true});
 }
 
-TEST(BurstMpi, RingAllGatherUlysses) {
+TEST(BurstMpi, OtherStrategies) {
   const bool ulysses_fits = 2 % testing::mpi_world().world_size() == 0;  // 2 kv heads
-  for (algo::Strategy strategy : {algo::Strategy::kRing, algo::Strategy::kAllGather, algo::Strategy::kUlysses})
+  for (algo::Strategy strategy :
+       {algo::Strategy::kRing, algo::Strategy::kAllGather, algo::Strategy::kUlysses, algo::Strategy::kRingRsa})
     for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
       for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow}) {
         if (strategy == algo::Strategy::kUlysses && !ulysses_fits) continue;

@@ -277,7 +277,7 @@ import json, sys
 d = json.load(open(sys.argv[1]))["distributed"]
 assert d["double_ring"] and d["nodes"] == 2 and d["ranks"] == 4, d
 ' "$TMP/double.json"
-for strategy in ring allgather ulysses; do
+for strategy in ring allgather ulysses ring-rsa; do
   ranks=3
   [ "$strategy" = ulysses ] && ranks=2  # 2 kv heads
   expect_rc "$strategy run, $ranks ranks" 0 run "${common[@]}" --strategy "$strategy" --ranks "$ranks" --layout zigzag \

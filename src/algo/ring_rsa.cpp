@@ -1,0 +1,271 @@
+#include "algo/ring_rsa.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+
+#include "algo/common.h"
+#include "core/error.h"
+#include "kernels/blas.h"
+#include "kernels/detail.h"
+#include "kernels/tile_ops.h"
+
+namespace burst::algo {
+namespace {
+
+using comm::Communicator;
+using comm::Request;
+using Clock = std::chrono::steady_clock;
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int kTagPass = 5;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// One [b, n, h, d] operand as fp32 rows of one (batch, head): the tensor itself when fp32,
+// else widened into `scratch`.
+const float* rows_f32(const TensorView& t, std::int64_t ib, std::int64_t ih, std::vector<float>& scratch,
+                      std::int64_t& ld) {
+  if (t.dtype == DType::kF32) {
+    ld = t.stride_s;
+    return t.row<const float>(ib, 0, ih);
+  }
+  scratch.resize(static_cast<std::size_t>(t.s * t.d));
+  for (std::int64_t i = 0; i < t.s; ++i)
+    for (std::int64_t x = 0; x < t.d; ++x) scratch[static_cast<std::size_t>(i * t.d + x)] = bf16_to_float(t.row<const bf16_bits>(ib, i, ih)[x]);
+  ld = t.d;
+  return scratch.data();
+}
+
+// The materialised rows: [b, h, n_r, N] fp32, columns in rank order of the shards.
+struct Scores {
+  std::int64_t b, h, n, total;
+  std::vector<float> data;
+  float* at(std::int64_t ib, std::int64_t ih) { return data.data() + ((ib * h + ih) * n) * total; }
+};
+
+struct Setup {
+  detail::Plan plan;
+  std::vector<std::int64_t> offsets;  // first column of each rank's keys
+  std::int64_t total = 0;
+  float scale = 0;
+};
+
+Setup setup(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v, const BurstOptions& o) {
+  Setup s;
+  s.plan = detail::check_and_plan(comm, q, k, v, o);
+  for (std::int64_t n : s.plan.lengths) {
+    s.offsets.push_back(s.total);
+    s.total += n;
+  }
+  s.scale = o.scale ? *o.scale : 1.0f / std::sqrt(static_cast<float>(q.d));
+  return s;
+}
+
+// One ring pass of a [b, n, h, d] shard (K or V) around the ring, double buffered; calls
+// visit(origin, shard view) for every rank's shard, this rank's first.
+void ring_pass(Communicator& comm, const Setup& s, const TensorView& own, RingStats& stats,
+               const std::function<void(int, const TensorView&)>& visit) {
+  const int p = comm.world_size(), r = comm.rank();
+  const std::size_t elem = dtype_size(own.dtype);
+  auto bytes = [&](int j) { return static_cast<std::size_t>(own.b * s.plan.lengths[static_cast<std::size_t>(j)] * own.h * own.d) * elem; };
+  std::size_t max_bytes = 0;
+  for (int j = 0; j < p; ++j) max_bytes = std::max(max_bytes, bytes(j));
+  AlignedBuffer buffers[2] = {AlignedBuffer(max_bytes), AlignedBuffer(max_bytes)};
+  pack_rows(own, buffers[0].data());
+  int cur = 0;
+  for (int t = 0; t < p; ++t) {
+    const int j = (r - t + p) % p;
+    Request moves[2];
+    if (t + 1 < p) {
+      moves[0] = comm.irecv(buffers[1 - cur].data(), bytes((r - t - 1 + p) % p), (r - 1 + p) % p, kTagPass);
+      moves[1] = comm.isend(buffers[cur].data(), bytes(j), (r + 1) % p, kTagPass);
+    }
+    const auto t0 = Clock::now();
+    visit(j, dense_view(buffers[cur].data(), own.dtype, own.b, s.plan.lengths[static_cast<std::size_t>(j)], own.h, own.d));
+    const double took = seconds_since(t0);
+    stats.compute_seconds += took;
+    stats.step_seconds.push_back(took);
+    ++stats.steps_computed;
+    const auto w0 = Clock::now();
+    comm::wait_all(moves, comm.deadline());
+    stats.wait_seconds += seconds_since(w0);
+    cur = 1 - cur;
+  }
+}
+
+// Fills the score columns of shard j: scale Q K_j^T, masked to -inf (global positions).
+void fill_scores(Scores& sc, const Setup& s, int r, int j, const TensorView& q, const TensorView& kj,
+                 const BurstOptions& o) {
+  const std::int64_t group = q.h / kj.h, nj = kj.s;
+  const auto& qpos = s.plan.positions[static_cast<std::size_t>(r)];
+  const auto& kpos = s.plan.positions[static_cast<std::size_t>(j)];
+  std::vector<float> qs, ks;
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t ih = 0; ih < q.h; ++ih) {
+      std::int64_t ldq = 0, ldk = 0;
+      const float* qr = rows_f32(q, ib, ih, qs, ldq);
+      const float* kr = rows_f32(kj, ib, ih / group, ks, ldk);
+      float* out = sc.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)];
+      kernels::sgemm(false, true, q.s, nj, q.d, s.scale, qr, ldq, kr, ldk, 0.0f, out, sc.total);
+      if (o.mask.masks_anything()) {
+        for (std::int64_t i = 0; i < q.s; ++i)
+          for (std::int64_t c = 0; c < nj; ++c)
+            if (!o.mask.visible(qpos[static_cast<std::size_t>(i)], kpos[static_cast<std::size_t>(c)])) out[i * sc.total + c] = kNegInf;
+      }
+    }
+}
+
+// Scores of every key, rows complete: one K ring pass.
+Scores all_scores(Communicator& comm, const Setup& s, const TensorView& q, const TensorView& k, const BurstOptions& o,
+                  RingStats& stats) {
+  Scores sc{q.b, q.h, q.s, s.total, std::vector<float>(static_cast<std::size_t>(q.b * q.h * q.s * s.total))};
+  ring_pass(comm, s, k, stats, [&](int j, const TensorView& kj) { fill_scores(sc, s, comm.rank(), j, q, kj, o); });
+  return sc;
+}
+
+}  // namespace
+
+std::uint64_t ring_rsa_score_bytes(std::int64_t b, std::int64_t hq, std::int64_t shard, std::int64_t seqlen) {
+  return static_cast<std::uint64_t>(b * hq * shard * seqlen) * 4;
+}
+
+RingStats ring_rsa_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                           const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
+  const Setup s = setup(comm, q, k, v, o);
+  kernels::detail::check_same_shape(out, "out", q, "q");
+  kernels::detail::check_stats(lse, "lse", q.b, q.h, q.s);
+  RingStats stats;
+  const detail::TrafficMark mark = detail::mark_traffic(comm);
+  Scores sc = all_scores(comm, s, q, k, o, stats);
+  // Row softmax over all N keys: P = exp(S - lse); a row that sees nothing is 0, lse -inf.
+  const kernels::TileOps& ops = kernels::tile_ops(o.isa);
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t ih = 0; ih < q.h; ++ih)
+      for (std::int64_t i = 0; i < q.s; ++i) {
+        float* row = sc.at(ib, ih) + i * s.total;
+        float m = kNegInf;
+        for (std::int64_t c = 0; c < s.total; ++c) m = std::max(m, row[c]);
+        if (m == kNegInf) {
+          std::fill_n(row, s.total, 0.0f);
+          lse.row(ib, ih)[i] = kNegInf;
+          continue;
+        }
+        double sum = 0;
+        for (std::int64_t c = 0; c < s.total; ++c) row[c] -= m;
+        ops.exp(row, row, s.total);
+        for (std::int64_t c = 0; c < s.total; ++c) sum += row[c];
+        const float inv = static_cast<float>(1.0 / sum);
+        for (std::int64_t c = 0; c < s.total; ++c) row[c] *= inv;
+        lse.row(ib, ih)[i] = m + static_cast<float>(std::log(sum));
+      }
+  // O = P V: one V ring pass, accumulated in fp32.
+  Tensor acc(DType::kF32, q.b, q.s, q.h, q.d);
+  acc.fill_zero();
+  std::vector<float> vs;
+  ring_pass(comm, s, v, stats, [&](int j, const TensorView& vj) {
+    const std::int64_t group = q.h / vj.h;
+    for (std::int64_t ib = 0; ib < q.b; ++ib)
+      for (std::int64_t ih = 0; ih < q.h; ++ih) {
+        std::int64_t ldv = 0;
+        const float* vr = rows_f32(vj, ib, ih / group, vs, ldv);
+        kernels::sgemm(false, false, q.s, q.d, vj.s, 1.0f, sc.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total, vr,
+                       ldv, 1.0f, acc.view().row<float>(ib, 0, ih), acc.view().stride_s);
+      }
+  });
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t is = 0; is < q.s; ++is)
+      for (std::int64_t ih = 0; ih < q.h; ++ih) {
+        const float* a = acc.view().row<const float>(ib, is, ih);
+        if (out.dtype == DType::kF32) {
+          std::memcpy(out.row<float>(ib, is, ih), a, static_cast<std::size_t>(q.d) * 4);
+        } else {
+          for (std::int64_t x = 0; x < q.d; ++x) out.row<bf16_bits>(ib, is, ih)[x] = float_to_bf16(a[x]);
+        }
+      }
+  detail::add_traffic_since(comm, mark, {comm::Op::kPointToPoint}, stats);
+  return stats;
+}
+
+RingStats ring_rsa_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                            const TensorView& out, const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
+                            const TensorView& dk, const TensorView& dv, const BurstOptions& o) {
+  const Setup s = setup(comm, q, k, v, o);
+  detail::check_backward_tensors(q, k, out, dout, dq, dk, dv);
+  RingStats stats;
+  const detail::TrafficMark mark = detail::mark_traffic(comm);
+  const kernels::TileOps& ops = kernels::tile_ops(o.isa);
+  RowStats delta(q.b, q.h, q.s);
+  kernels::compute_delta(dout, out, delta.view(), o.threads);
+  // Pass 1 (K): scores again, turned into P = exp(S - lse).
+  Scores prob = all_scores(comm, s, q, k, o, stats);
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t ih = 0; ih < q.h; ++ih)
+      ops.probs_from_lse(prob.at(ib, ih), s.total, static_cast<int>(q.s), static_cast<int>(s.total), lse.row(ib, ih));
+  // Pass 2 (V): dP = dO V^T for every key, then dS = P (dP - delta) in place of dP.
+  Scores grad{q.b, q.h, q.s, s.total, std::vector<float>(prob.data.size())};
+  std::vector<float> os, vs, ks, qs;
+  ring_pass(comm, s, v, stats, [&](int j, const TensorView& vj) {
+    const std::int64_t group = q.h / vj.h;
+    for (std::int64_t ib = 0; ib < q.b; ++ib)
+      for (std::int64_t ih = 0; ih < q.h; ++ih) {
+        std::int64_t ldo = 0, ldv = 0;
+        const float* dor = rows_f32(dout, ib, ih, os, ldo);
+        const float* vr = rows_f32(vj, ib, ih / group, vs, ldv);
+        kernels::sgemm(false, true, q.s, vj.s, q.d, 1.0f, dor, ldo, vr, ldv, 0.0f,
+                       grad.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total);
+      }
+  });
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t ih = 0; ih < q.h; ++ih)
+      ops.ds_from_dp(grad.at(ib, ih), s.total, prob.at(ib, ih), s.total, static_cast<int>(q.s), static_cast<int>(s.total),
+                     delta.view().row(ib, ih));
+  // dK and dV of every key from this rank's queries, in full-length buffers (rank order).
+  const std::int64_t group = q.h / k.h;
+  Tensor dk_all(DType::kF32, k.b, s.total, k.h, k.d), dv_all(DType::kF32, k.b, s.total, k.h, k.d);
+  dk_all.fill_zero();
+  dv_all.fill_zero();
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t ih = 0; ih < q.h; ++ih) {
+      std::int64_t ldq = 0, ldo = 0;
+      const float* qr = rows_f32(q, ib, ih, qs, ldq);
+      const float* dor = rows_f32(dout, ib, ih, os, ldo);
+      kernels::sgemm(true, false, s.total, q.d, q.s, s.scale, grad.at(ib, ih), s.total, qr, ldq, 1.0f,
+                     dk_all.view().row<float>(ib, 0, ih / group), dk_all.view().stride_s);
+      kernels::sgemm(true, false, s.total, q.d, q.s, 1.0f, prob.at(ib, ih), s.total, dor, ldo, 1.0f,
+                     dv_all.view().row<float>(ib, 0, ih / group), dv_all.view().stride_s);
+    }
+  // Pass 3 (K): dQ = scale dS K.
+  Tensor dq_acc(DType::kF32, q.b, q.s, q.h, q.d);
+  dq_acc.fill_zero();
+  ring_pass(comm, s, k, stats, [&](int j, const TensorView& kj) {
+    for (std::int64_t ib = 0; ib < q.b; ++ib)
+      for (std::int64_t ih = 0; ih < q.h; ++ih) {
+        std::int64_t ldk = 0;
+        const float* kr = rows_f32(kj, ib, ih / group, ks, ldk);
+        kernels::sgemm(false, false, q.s, q.d, kj.s, s.scale, grad.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total,
+                       kr, ldk, 1.0f, dq_acc.view().row<float>(ib, 0, ih), dq_acc.view().stride_s);
+      }
+  });
+  // The full-length K/V gradient buffers are summed over all ranks; each keeps its rows.
+  const auto w0 = Clock::now();
+  comm.all_reduce_sum(dk_all.data<float>(), static_cast<std::size_t>(dk_all.view().numel()));
+  comm.all_reduce_sum(dv_all.data<float>(), static_cast<std::size_t>(dv_all.view().numel()));
+  stats.wait_seconds += seconds_since(w0);
+  const std::int64_t mine = s.offsets[static_cast<std::size_t>(comm.rank())];
+  for (std::int64_t ib = 0; ib < k.b; ++ib)
+    for (std::int64_t is = 0; is < k.s; ++is)
+      for (std::int64_t ih = 0; ih < k.h; ++ih) {
+        std::memcpy(dk.row<float>(ib, is, ih), dk_all.view().row<const float>(ib, mine + is, ih), static_cast<std::size_t>(k.d) * 4);
+        std::memcpy(dv.row<float>(ib, is, ih), dv_all.view().row<const float>(ib, mine + is, ih), static_cast<std::size_t>(k.d) * 4);
+      }
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t is = 0; is < q.s; ++is)
+      for (std::int64_t ih = 0; ih < q.h; ++ih)
+        std::memcpy(dq.row<float>(ib, is, ih), dq_acc.view().row<const float>(ib, is, ih), static_cast<std::size_t>(q.d) * 4);
+  detail::add_traffic_since(comm, mark, {comm::Op::kPointToPoint, comm::Op::kAllReduce}, stats);
+  return stats;
+}
+
+}  // namespace burst::algo
