@@ -134,10 +134,10 @@ constexpr Flag kFlags[] = {
        a.threads = parse_count(f, v);
        a.threads_given = true;
      }},
-    {"--strategy", "local|burst|ring|allgather|ulysses|ring-rsa",
+    {"--strategy", "local|burst|ring|allgather|ulysses|ring-rsa|usp",
      "local: one rank; burst: BurstAttention; ring: K/V ring with K/V-passing backward; allgather: "
-     "all-gather K/V; ulysses: all-to-all to head shards; ring-rsa: materialised scores, two rings "
-     "(default local)",
+     "all-gather K/V; ulysses: all-to-all to head shards; ring-rsa: materialised scores, two rings; "
+     "usp: Ulysses groups x ring (default local)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        if (v != "local") algo::parse_strategy(std::string(v), std::string(f));
        a.strategy = std::string(v);
@@ -153,6 +153,8 @@ constexpr Flag kFlags[] = {
      [](RunArgs& a, std::string_view, std::string_view) { a.double_ring = true; }},
     {"--ranks-per-node", "L", "pretend nodes of L consecutive ranks (sets BURST_RANKS_PER_NODE)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.ranks_per_node = parse_count(f, v); }},
+    {"--ulysses-degree", "U", "usp: ranks per Ulysses group, dividing the ranks and both head counts (default 1)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.ulysses_degree = parse_count(f, v); }},
     {"--grad-wire", "fp32|bf16", "precision of the gradient partial sums on the wire (default fp32)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.grad_wire = parse_dtype(v, f); }},
     {"--bwd-scheme", "auto|q|kv", "backward: q = BurstAttention's query bundle, kv = K/V passing (default auto: fewer bytes)",

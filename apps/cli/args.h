@@ -40,6 +40,7 @@ struct RunArgs {
   bool double_ring = false;        // forward over the topology-aware double ring
   int ranks_per_node = 0;          // 0: nodes as the communicator sees them
   DType grad_wire = DType::kF32;   // wire precision of the trailing gradient partial sums
+  int ulysses_degree = 1;          // usp: ranks per Ulysses group
   int block_m = 0;  // 0: the kernel's default tile
   int block_n = 0;
   std::string q_path, k_path, v_path, do_path;

@@ -66,6 +66,7 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
   opt.block_n = p.options.block_n;
   opt.double_ring = args.double_ring;
   opt.gradient_wire = args.grad_wire;
+  opt.ulysses_degree = args.ulysses_degree;
   // Every process parses the same flags, so this reaches every MPI rank as well.
   if (args.ranks_per_node > 0) setenv("BURST_RANKS_PER_NODE", std::to_string(args.ranks_per_node).c_str(), 1);
 
@@ -159,6 +160,7 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       fig.backward_scheme = strategy == algo::Strategy::kAllGather ? "reduce-scatter"
                             : strategy == algo::Strategy::kUlysses ? "all-to-all"
                             : strategy == algo::Strategy::kRingRsa ? "K, V, K rings + all-reduce"
+                            : strategy == algo::Strategy::kUsp     ? "all-to-all + ring " + algo::scheme_name(bs.scheme)
                                                                    : algo::scheme_name(bs.scheme);
       fig.backward_bytes = mean_of(c, static_cast<double>(bs.bytes_sent));
       // ring-rsa: K, V, K passes plus two ring all-reduces of full-length fp32 dK, dV.

@@ -43,6 +43,12 @@ struct BurstOptions {
   // Precision of the trailing gradient partial sums (dQ, or dK and dV) on the wire. They are
   // always summed in fp32; bf16 halves their bytes at one rounding (2^-9 relative) per hop.
   DType gradient_wire = DType::kF32;
+  // Explicit token positions of every rank's shard (one list per rank of the communicator);
+  // empty: from seqlen and layout. Lets a ring run over a sub-communicator whose members
+  // hold arbitrary token sets (the ring of a hybrid strategy).
+  std::vector<std::vector<std::int64_t>> positions;
+  // USP only: ranks per Ulysses group (a divisor of the world size and of both head counts).
+  int ulysses_degree = 1;
 };
 
 // What one call did on this rank.

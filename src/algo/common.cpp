@@ -52,13 +52,24 @@ Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k
   BURST_CHECK(o.seqlen >= comm.world_size(), "seqlen: expected at least one token per rank (",
               comm.world_size(), "), got ", o.seqlen);
   Plan plan;
-  plan.positions = shard_plan(o.seqlen, comm.world_size(), o.layout);
+  if (o.positions.empty()) {
+    plan.positions = shard_plan(o.seqlen, comm.world_size(), o.layout);
+  } else {
+    BURST_CHECK(static_cast<int>(o.positions.size()) == comm.world_size(), "positions: expected one list per rank (",
+                comm.world_size(), "), got ", o.positions.size());
+    plan.positions = o.positions;
+  }
   for (int r = 0; r < comm.world_size(); ++r) {
     const Signature& s = all[static_cast<std::size_t>(r)];
     const auto n = static_cast<std::int64_t>(plan.positions[static_cast<std::size_t>(r)].size());
-    BURST_CHECK(s.q_rows == n && s.k_rows == n && s.v_rows == n, "rank ", r, " holds q/k/v shards of ",
-                s.q_rows, "/", s.k_rows, "/", s.v_rows, " tokens but the ", layout_name(o.layout),
-                " layout of ", o.seqlen, " tokens over ", comm.world_size(), " ranks gives it ", n);
+    if (o.positions.empty()) {
+      BURST_CHECK(s.q_rows == n && s.k_rows == n && s.v_rows == n, "rank ", r, " holds q/k/v shards of ", s.q_rows,
+                  "/", s.k_rows, "/", s.v_rows, " tokens but the ", layout_name(o.layout), " layout of ", o.seqlen,
+                  " tokens over ", comm.world_size(), " ranks gives it ", n);
+    } else {
+      BURST_CHECK(s.q_rows == n && s.k_rows == n && s.v_rows == n, "rank ", r, " holds q/k/v shards of ", s.q_rows,
+                  "/", s.k_rows, "/", s.v_rows, " tokens but its explicit positions list ", n);
+    }
     plan.lengths.push_back(n);
   }
   return plan;

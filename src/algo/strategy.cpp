@@ -3,6 +3,7 @@
 #include "algo/allgather.h"
 #include "algo/ring_rsa.h"
 #include "algo/ulysses.h"
+#include "algo/usp.h"
 #include "core/error.h"
 
 namespace burst::algo {
@@ -14,15 +15,17 @@ std::string strategy_name(Strategy strategy) {
     case Strategy::kAllGather: return "allgather";
     case Strategy::kUlysses: return "ulysses";
     case Strategy::kRingRsa: return "ring-rsa";
+    case Strategy::kUsp: return "usp";
   }
   return "?";
 }
 
 Strategy parse_strategy(const std::string& text, const std::string& what) {
-  for (Strategy s : {Strategy::kBurst, Strategy::kRing, Strategy::kAllGather, Strategy::kUlysses, Strategy::kRingRsa}) {
+  for (Strategy s : {Strategy::kBurst, Strategy::kRing, Strategy::kAllGather, Strategy::kUlysses, Strategy::kRingRsa,
+                     Strategy::kUsp}) {
     if (text == strategy_name(s)) return s;
   }
-  fail(what, ": expected burst, ring, allgather, ulysses or ring-rsa, got '", text, "'");
+  fail(what, ": expected burst, ring, allgather, ulysses, ring-rsa or usp, got '", text, "'");
 }
 
 RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q, const TensorView& k,
@@ -31,6 +34,7 @@ RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const Te
   if (strategy == Strategy::kAllGather) return allgather_forward(comm, q, k, v, out, lse, options);
   if (strategy == Strategy::kUlysses) return ulysses_forward(comm, q, k, v, out, lse, options);
   if (strategy == Strategy::kRingRsa) return ring_rsa_forward(comm, q, k, v, out, lse, options);
+  if (strategy == Strategy::kUsp) return usp_forward(comm, q, k, v, out, lse, options);
   return burst_forward(comm, q, k, v, out, lse, options);
 }
 
@@ -45,6 +49,8 @@ RingStats strategy_backward(Strategy strategy, comm::Communicator& comm, const T
       return ulysses_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
     case Strategy::kRingRsa:
       return ring_rsa_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
+    case Strategy::kUsp:
+      return usp_backward(comm, q, k, v, out, lse, dout, dq, dk, dv, options);
     case Strategy::kRing: {
       BurstOptions ring = options;
       ring.backward_scheme = BackwardScheme::kKeyValue;

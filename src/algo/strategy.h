@@ -5,7 +5,8 @@
 //              a backward that passes K, V, dK, dV (the kv scheme, always);
 //   allgather  all-gather K/V, one local kernel call, reduce-scatter dK/dV (allgather.h);
 //   ulysses    all-to-all from sequence to head shards and back (ulysses.h);
-//   ring-rsa   the paper's RingAttention baseline with materialised scores (ring_rsa.h).
+//   ring-rsa   the paper's RingAttention baseline with materialised scores (ring_rsa.h);
+//   usp        Ulysses inside groups of options.ulysses_degree ranks x the ring across them.
 #pragma once
 
 #include <string>
@@ -14,10 +15,11 @@
 
 namespace burst::algo {
 
-enum class Strategy { kBurst, kRing, kAllGather, kUlysses, kRingRsa };
+enum class Strategy { kBurst, kRing, kAllGather, kUlysses, kRingRsa, kUsp };
 
 std::string strategy_name(Strategy strategy);
-// Parses "burst", "ring", "allgather", "ulysses", "ring-rsa"; throws naming `what` otherwise.
+// Parses "burst", "ring", "allgather", "ulysses", "ring-rsa", "usp"; throws naming `what`
+// otherwise.
 Strategy parse_strategy(const std::string& text, const std::string& what);
 
 RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q,

@@ -24,6 +24,7 @@ struct BurstCase {
   bool double_ring = false;  // forward over the topology-aware double ring
   DType gradient_wire = DType::kF32;
   algo::Strategy strategy = algo::Strategy::kBurst;
+  int ulysses_degree = 1;  // usp only
   std::string describe() const;
 };
 

@@ -122,6 +122,24 @@ TEST(Strategies, UlyssesMatchesReferenceAndFormula) {
   }
 }
 
+// USP: (ranks, Ulysses degree) from pure ring (U = 1) and pure Ulysses (U = P) to hybrids.
+TEST(Strategies, UspMatchesReference) {
+  for (auto [ranks, degree] : {std::pair{2, 1}, {2, 2}, {4, 2}, {4, 1}, {6, 2}})
+    for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+      for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow})
+        for (std::int64_t seqlen : {96, 101})
+          for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
+            BurstCase bc{layout, mask, 2, seqlen, scheme, DType::kF32};
+            bc.strategy = algo::Strategy::kUsp;
+            bc.ulysses_degree = degree;
+            comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+          }
+  BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 2, 101, BackwardScheme::kQuery, DType::kBF16};
+  bc.strategy = algo::Strategy::kUsp;
+  bc.ulysses_degree = 2;
+  comm::run_local_ranks(4, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+}
+
 TEST(BurstRing, GqaRatio4) {
   for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
     BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 4, 101, scheme, DType::kF32};

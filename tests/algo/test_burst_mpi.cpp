@@ -45,6 +45,17 @@ TEST(BurstMpi, OtherStrategies) {
       }
 }
 
+TEST(BurstMpi, Usp) {
+  const int ranks = testing::mpi_world().world_size();
+  for (int degree : {1, 2}) {
+    if (ranks % degree != 0) continue;
+    BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 2, 101, BackwardScheme::kQuery, DType::kF32};
+    bc.strategy = algo::Strategy::kUsp;
+    bc.ulysses_degree = degree;
+    testing::check_burst_case(testing::mpi_world(), bc);
+  }
+}
+
 TEST(BurstMpi, BitwiseReproducible) { testing::check_burst_bitwise(testing::mpi_world()); }
 TEST(BurstMpi, DisagreeingRanksFailAlike) { testing::check_burst_disagreement(testing::mpi_world()); }
 

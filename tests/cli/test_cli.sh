@@ -298,6 +298,20 @@ assert abs(d["forward_bytes_sent_per_rank"] + d["forward_bytes_saved_per_rank"] 
 assert abs(d["backward_bytes_sent_per_rank"] - d["backward_bytes_formula"]) < 1, d
 ' "$TMP/local" "$TMP/$strategy" "$TMP/$strategy.json" "$strategy"
 done
+expect_rc "usp, 4 ranks in Ulysses groups of 2" 0 run "${common[@]}" --strategy usp --ranks 4 --ulysses-degree 2 \
+  --save "$TMP/usp"
+expect_python "usp matches local" '
+import sys
+import numpy as np
+for name in ("o", "lse", "dq", "dk", "dv"):
+    a, b = np.load(f"{sys.argv[1]}/{name}.npy"), np.load(f"{sys.argv[2]}/{name}.npy")
+    finite = np.isfinite(a)
+    assert (finite == np.isfinite(b)).all(), name
+    err = np.abs(a[finite] - b[finite]).max() / max(np.abs(a[finite]).max(), 1e-30)
+    assert err < 1e-5, (name, err)
+' "$TMP/local" "$TMP/usp"
+expect_error "usp degree not dividing the heads" "ulysses_degree: n_heads_q (4) and n_heads_kv (2) must be divisible by 4" \
+  run --strategy usp --ranks 4 --ulysses-degree 4 --seqlen 64 --heads 4 --kv-heads 2
 expect_rc "burst with a bf16 gradient wire (bf16 tolerance)" 0 run "${common[@]}" --strategy burst --ranks 4 --grad-wire bf16
 expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one sequence" \
   run --strategy burst --ranks 2 --seqlen 64 --seqlen-k 80
