@@ -70,6 +70,21 @@ void wait_timed(std::span<Request> requests, Communicator& comm, RingStats& stat
 
 // ---- the travelling pipeline of both backward schemes -------------------------------------
 
+// Partial sums cross the wire in `wire` precision and are added in fp32.
+void add_from_wire(const AlignedBuffer& src, DType wire, float* c, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    c[i] = (wire == DType::kF32 ? src.as<const float>()[i] : bf16_to_float(src.as<const bf16_bits>()[i])) + c[i];
+  }
+}
+
+void to_wire(const float* c, DType wire, AlignedBuffer& dst, std::size_t n) {
+  if (wire == DType::kF32) {
+    std::memcpy(dst.data(), c, n * 4);
+    return;
+  }
+  for (std::size_t i = 0; i < n; ++i) dst.as<bf16_bits>()[i] = float_to_bf16(c[i]);
+}
+
 // At step t rank r holds the bundle of origin j = r - t: it computes j's contribution into
 // `contrib` (zeroed), adds the partial sum of j's accumulator received from r - 1 (which
 // handled j one step earlier) and sends the sum to r + 1. Bundles are sent before the
@@ -83,6 +98,22 @@ struct Travel {
   std::function<void(int, const char*, float*)> compute;  // adds j's contribution into contrib
 };
 
+// Zeroes contrib and adds origin j's contribution of this rank into it (or skips a pair of
+// shards that cannot meet), timing the kernel.
+void compute_step(const Travel& spec, int j, const char* bundle, float* contrib, std::size_t acc, RingStats& stats) {
+  std::fill_n(contrib, acc, 0.0f);
+  const auto t0 = Clock::now();
+  if (spec.interacts(j)) {
+    spec.compute(j, bundle, contrib);
+    ++stats.steps_computed;
+  } else {
+    ++stats.steps_skipped;
+  }
+  const double took = seconds_since(t0);
+  stats.compute_seconds += took;
+  stats.step_seconds.push_back(took);
+}
+
 void travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
             RingStats& stats) {
   const std::size_t wire_bytes = dtype_size(wire);
@@ -95,24 +126,6 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
   }
   AlignedBuffer bundles[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
   AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes);
-  // Partial sums cross the wire in `wire` precision and are added in fp32.
-  auto add_incoming = [&](float* c, std::size_t n) {
-    if (wire == DType::kF32) {
-      const float* in = incoming.as<const float>();
-      for (std::size_t i = 0; i < n; ++i) c[i] = in[i] + c[i];
-    } else {
-      const bf16_bits* in = incoming.as<const bf16_bits>();
-      for (std::size_t i = 0; i < n; ++i) c[i] = bf16_to_float(in[i]) + c[i];
-    }
-  };
-  auto fill_outgoing = [&](const float* c, std::size_t n) {
-    if (wire == DType::kF32) {
-      std::memcpy(outgoing.data(), c, n * 4);
-    } else {
-      bf16_bits* out = outgoing.as<bf16_bits>();
-      for (std::size_t i = 0; i < n; ++i) out[i] = float_to_bf16(c[i]);
-    }
-  };
   std::memcpy(bundles[0].data(), own_bundle, spec.bundle_bytes(r));
   Request pending_partial;  // the accumulator sent last step; outgoing is reused after it
   int cur = 0;
@@ -130,27 +143,16 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     if (t > 0) partial_in = comm.irecv(incoming.data(), acc * wire_bytes, left, tag(kTagPartial, t - 1));
 
     float* c = contrib.as<float>();
-    std::fill_n(c, acc, 0.0f);
-    const auto t0 = Clock::now();
-    if (spec.interacts(j)) {
-      spec.compute(j, bundles[cur].as<const char>(), c);
-      ++stats.steps_computed;
-    } else {
-      ++stats.steps_skipped;
-    }
-    const double took = seconds_since(t0);
-    stats.compute_seconds += took;
-    stats.step_seconds.push_back(took);
-
+    compute_step(spec, j, bundles[cur].as<const char>(), c, acc, stats);
     if (t > 0) {
       wait_timed({&partial_in, 1}, comm, stats);
-      add_incoming(c, acc);
+      add_from_wire(incoming, wire, c, acc);
     }
     if (p == 1) {
       std::memcpy(home, c, acc * 4);
     } else {
       wait_timed({&pending_partial, 1}, comm, stats);
-      fill_outgoing(c, acc);
+      to_wire(c, wire, outgoing, acc);
       // After the last step this is j's complete accumulator, and j = r + 1: home delivery.
       pending_partial = comm.isend(outgoing.data(), acc * wire_bytes, right, tag(kTagPartial, t));
     }
@@ -163,7 +165,7 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     Request both[2] = {std::move(mine), std::move(pending_partial)};
     wait_timed(both, comm, stats);
     std::fill_n(home, n, 0.0f);
-    add_incoming(home, n);
+    add_from_wire(incoming, wire, home, n);
   }
 }
 
@@ -272,20 +274,6 @@ void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_
   AlignedBuffer inner[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
   AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes),
       to_home(max_acc * wire_bytes), from_away(max_acc * wire_bytes);
-  auto add_wire = [&](const AlignedBuffer& src, float* c, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) {
-      c[i] = (wire == DType::kF32 ? src.as<const float>()[i] : bf16_to_float(src.as<const bf16_bits>()[i])) + c[i];
-    }
-  };
-  auto to_wire = [&](const float* c, AlignedBuffer& dst, std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (wire == DType::kF32) {
-        dst.as<float>()[i] = c[i];
-      } else {
-        dst.as<bf16_bits>()[i] = float_to_bf16(c[i]);
-      }
-    }
-  };
   std::memcpy(outer_buf[0].data(), own_bundle, spec.bundle_bytes(comm.rank()));
   const std::size_t own_acc = spec.acc_floats(comm.rank());
   std::fill_n(home, own_acc, 0.0f);
@@ -317,35 +305,25 @@ void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_
       Request partial_in;
       if (s > 0) partial_in = d.intra->irecv(incoming.data(), acc * wire_bytes, d.intra_left(), tag(kTagPartial, s - 1));
       float* c = contrib.as<float>();
-      std::fill_n(c, acc, 0.0f);
-      const auto t0 = Clock::now();
-      if (spec.interacts(origin)) {
-        spec.compute(origin, held, c);
-        ++stats.steps_computed;
-      } else {
-        ++stats.steps_skipped;
-      }
-      const double took = seconds_since(t0);
-      stats.compute_seconds += took;
-      stats.step_seconds.push_back(took);
+      compute_step(spec, origin, held, c, acc, stats);
       if (s > 0) {
         wait_timed({&partial_in, 1}, *d.intra, stats);
-        add_wire(incoming, c, acc);
+        add_from_wire(incoming, wire, c, acc);
       }
       if (s + 1 < d.per_node) {
         wait_timed({&pending_partial, 1}, *d.intra, stats);
-        to_wire(c, outgoing, acc);
+        to_wire(c, wire, outgoing, acc);
         pending_partial = d.intra->isend(outgoing.data(), acc * wire_bytes, d.intra_right(), tag(kTagPartial, s));
       } else {
         wait_timed({&pending_home, 1}, comm, stats);
-        to_wire(c, to_home, acc);
+        to_wire(c, wire, to_home, acc);
         pending_home = comm.isend(to_home.data(), acc * wire_bytes, origin, tag(kTagHome, u));
       }
       wait_timed(moves, *d.intra, stats);
       cur = 1 - cur;
     }
     wait_timed({&home_in, 1}, comm, stats);
-    add_wire(from_away, home, own_acc);
+    add_from_wire(from_away, wire, home, own_acc);
     wait_timed(hop, *d.inter, stats);
     outer = 1 - outer;
   }
