@@ -75,8 +75,11 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
   comm::run_world(ranks, [&](comm::Communicator& c) {
     const int world = c.world_size(), r = c.rank();
     algo::BurstOptions mine = opt;
-    // Threads of one rank: as asked, or the hardware shared among this process's ranks.
-    mine.threads = args.threads_given ? args.threads : std::max(1, hardware / (mpi ? 1 : world));
+    // Threads of one rank: as asked, or the hardware shared among the ranks on this node
+    // (thread ranks of this process, or MPI ranks sharing the machine).
+    const auto& nodes = c.node_of_rank();
+    const auto here = std::count(nodes.begin(), nodes.end(), nodes[static_cast<std::size_t>(c.rank())]);
+    mine.threads = args.threads_given ? args.threads : std::max(1, hardware / static_cast<int>(here));
     const auto plan = algo::shard_plan(opt.seqlen, world, opt.layout);
     const auto& pos = plan[static_cast<std::size_t>(r)];
     const auto n = static_cast<std::int64_t>(pos.size());

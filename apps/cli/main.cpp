@@ -1,5 +1,7 @@
 // burst: the command-line program. `burst run` times exact local attention on one problem
 // (random or read from .npy files) and checks it against the double-precision reference.
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -11,6 +13,7 @@
 
 #include "api/attention.h"
 #include "args.h"
+#include "comm/world.h"
 #include "distributed.h"
 #include "core/error.h"
 #include "kernels/blas.h"
@@ -108,6 +111,12 @@ int run(const RunArgs& args) {
       });
     }
   }
+  // Memory peaks of the computation: taken before saving and verifying, which allocate too.
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // kB on Linux
+  report.peak_alloc_mb = static_cast<double>(memory_stats().peak) / 1e6;
+  report.memory_scope = comm::launched_by_mpi() && args.strategy != "local" ? "rank" : "process";
   if (!args.save_dir.empty()) save_outputs(args.save_dir, fwd, p.backward ? &grads : nullptr);
 
   const ForwardCheck fc = check_forward(p, fwd, args.threads);

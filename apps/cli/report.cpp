@@ -146,6 +146,8 @@ void print_table(std::ostream& os, const Report& r) {
     }
     os << "\n";
   }
+  os << "memory    peak resident " << format("%.1f", r.peak_rss_mb) << " MB, Burst allocations "
+     << format("%.1f", r.peak_alloc_mb) << " MB (per " << r.memory_scope << ")\n";
   os << "\nverified  " << r.verified_rows << " of " << r.seqlen_q
      << " query rows in every batch and head" << (r.backward_verified ? "; all gradients" : "")
      << "\n";
@@ -196,6 +198,9 @@ void write_json(const std::string& path, const Report& r) {
   j.number("tolerance", r.tolerance);
   j.boolean("passed", r.failures().empty());
   j.string("strategy", r.distributed ? r.distributed->strategy : "local");
+  j.number("peak_rss_mb", r.peak_rss_mb);
+  j.number("peak_alloc_mb", r.peak_alloc_mb);
+  j.string("memory_scope", r.memory_scope);
   if (r.distributed) {
     const DistributedFigures& d = *r.distributed;
     JsonObject o;

@@ -37,8 +37,13 @@ struct Report {
   std::vector<TensorError> errors;  // o, then dq, dk, dv when verified
   double lse_error = 0.0;
   double tolerance = 0.0;
-  // Set for --strategy burst.
+  // Set for the distributed strategies.
   std::optional<DistributedFigures> distributed;
+  // Memory of this process (one MPI rank, or every thread rank): the peak resident set and
+  // the peak of Burst's own allocations (tensors and workspaces).
+  double peak_rss_mb = 0.0;
+  double peak_alloc_mb = 0.0;
+  std::string memory_scope = "process";  // "rank" under MPI
 
   double backward_flops() const { return 2.5 * forward_flops; }
   // Largest error over o and the checked gradients (lse has its own measure).

@@ -41,8 +41,11 @@ const float* rows_f32(const TensorView& t, std::int64_t ib, std::int64_t ih, std
 // The materialised rows: [b, h, n_r, N] fp32, columns in rank order of the shards.
 struct Scores {
   std::int64_t b, h, n, total;
-  std::vector<float> data;
-  float* at(std::int64_t ib, std::int64_t ih) { return data.data() + ((ib * h + ih) * n) * total; }
+  AlignedBuffer data;  // counted by core's allocation statistics, like every Burst tensor
+
+  Scores(std::int64_t b_, std::int64_t h_, std::int64_t n_, std::int64_t total_)
+      : b(b_), h(h_), n(n_), total(total_), data(static_cast<std::size_t>(b_ * h_ * n_ * total_) * sizeof(float)) {}
+  float* at(std::int64_t ib, std::int64_t ih) { return data.as<float>() + ((ib * h + ih) * n) * total; }
 };
 
 struct Setup {
@@ -120,7 +123,7 @@ void fill_scores(Scores& sc, const Setup& s, int r, int j, const TensorView& q, 
 // Scores of every key, rows complete: one K ring pass.
 Scores all_scores(Communicator& comm, const Setup& s, const TensorView& q, const TensorView& k, const BurstOptions& o,
                   RingStats& stats) {
-  Scores sc{q.b, q.h, q.s, s.total, std::vector<float>(static_cast<std::size_t>(q.b * q.h * q.s * s.total))};
+  Scores sc(q.b, q.h, q.s, s.total);
   ring_pass(comm, s, k, stats, [&](int j, const TensorView& kj) { fill_scores(sc, s, comm.rank(), j, q, kj, o); });
   return sc;
 }
@@ -204,7 +207,7 @@ RingStats ring_rsa_backward(Communicator& comm, const TensorView& q, const Tenso
     for (std::int64_t ih = 0; ih < q.h; ++ih)
       ops.probs_from_lse(prob.at(ib, ih), s.total, static_cast<int>(q.s), static_cast<int>(s.total), lse.row(ib, ih));
   // Pass 2 (V): dP = dO V^T for every key, then dS = P (dP - delta) in place of dP.
-  Scores grad{q.b, q.h, q.s, s.total, std::vector<float>(prob.data.size())};
+  Scores grad(q.b, q.h, q.s, s.total);
   std::vector<float> os, vs, ks, qs;
   ring_pass(comm, s, v, stats, [&](int j, const TensorView& vj) {
     const std::int64_t group = q.h / vj.h;
