@@ -169,13 +169,52 @@ void check_burst_case(comm::Communicator& c, const BurstCase& bc) {
     }
   }
 
-  if (bc.strategy == algo::Strategy::kUsp) return;  // USP's bytes are its two parts'; not asserted yet
   // Exact bytes: K/V of every other shard once around the ring (less what windows spare),
   // and the backward scheme's bundles and accumulators.
   const int p = c.world_size(), r = c.rank();
   const std::size_t e = dtype_size(bc.dtype);
   const auto plan = algo::shard_plan(n_global, p, bc.layout);
   auto len = [&](int j) { return static_cast<std::uint64_t>(plan[static_cast<std::size_t>((j + p) % p)].size()); };
+  // A ring rank's sends: K/V forward; bundles and trailing accumulators backward, for shards
+  // of `lengths` tokens (this rank is `me` of `ranks`) and `h_q`, `h_kv` heads.
+  auto ring_bytes = [&](int ranks, int me, auto shard_len, std::uint64_t h_q, std::uint64_t h_kv,
+                        algo::BackwardScheme scheme, std::uint64_t& fwd, std::uint64_t& bwd) {
+    fwd = bwd = 0;
+    for (int t = 0; t < ranks; ++t) {
+      const std::uint64_t tokens = kBatch * shard_len((me - t + ranks) % ranks);
+      if (t + 1 < ranks) fwd += tokens * 2 * h_kv * kHeadDim * e;
+      if (scheme == algo::BackwardScheme::kQuery) {
+        if (t + 1 < ranks) bwd += tokens * h_q * (2 * kHeadDim * e + 8);
+        if (ranks > 1) bwd += tokens * h_q * kHeadDim * dtype_size(bc.gradient_wire);
+      } else {
+        if (t + 1 < ranks) bwd += tokens * 2 * h_kv * kHeadDim * e;
+        if (ranks > 1) bwd += tokens * 2 * h_kv * kHeadDim * dtype_size(bc.gradient_wire);
+      }
+    }
+  };
+  if (bc.strategy == algo::Strategy::kUsp) {
+    // Group all-to-alls around a ring over the R groups' token sets. Forward: q, k, v to the
+    // group's other members (their heads of this rank's rows), fp32 O and lse back; backward:
+    // q, k, v, dO, fp32 out and lse there, fp32 dq, dk, dv back.
+    const int u = bc.ulysses_degree, groups = p / u, group = r / u;
+    const std::uint64_t hq_u = static_cast<std::uint64_t>(hq / u), hkv_u = kHeadsKv / static_cast<std::uint64_t>(u);
+    std::uint64_t others = 0;  // rows of the group's other members
+    for (int m = group * u; m < (group + 1) * u; ++m) others += m == r ? 0 : kBatch * len(m);
+    const std::uint64_t mine = kBatch * len(r) * static_cast<std::uint64_t>(u - 1);  // rows this rank sends
+    const std::uint64_t fwd_x = mine * (hq_u + 2 * hkv_u) * kHeadDim * e + others * hq_u * (kHeadDim * 4 + 4);
+    const std::uint64_t bwd_x = mine * ((2 * hq_u + 2 * hkv_u) * kHeadDim * e + hq_u * kHeadDim * 4 + hq_u * 4) +
+                                others * (hq_u + 2 * hkv_u) * kHeadDim * 4;
+    auto group_len = [&](int which) {
+      std::uint64_t tokens = 0;
+      for (int m = which * u; m < (which + 1) * u; ++m) tokens += len(m);
+      return tokens;
+    };
+    std::uint64_t fwd_ring = 0, bwd_ring = 0;
+    ring_bytes(groups, group, group_len, hq_u, hkv_u, bc.scheme, fwd_ring, bwd_ring);
+    EXPECT_EQ(fs.bytes_sent + fs.bytes_saved, fwd_x + fwd_ring);
+    EXPECT_EQ(bs.bytes_sent, bwd_x + bwd_ring);
+    return;
+  }
   if (bc.strategy == algo::Strategy::kAllGather) {
     // Ring all-gather of equal blocks (the longest shard's K and V) over P - 1 steps; the
     // backward gathers again and reduce-scatters fp32 dK, dV blocks of the same rows.
