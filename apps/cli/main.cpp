@@ -1,6 +1,7 @@
 // burst: the command-line program. `burst run` times exact local attention on one problem
 // (random or read from .npy files) and checks it against the double-precision reference.
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -166,13 +167,18 @@ int main(int argc, char** argv) {
   // burst::Error is the library's "bad argument or input" signal (it names the argument);
   // anything else is unexpected.
   const auto n_args = static_cast<std::size_t>(argc > 0 ? argc - 1 : 0);
+  // Each error is one write: under mpirun every rank may print it to the shared stderr.
+  auto report = [](const char* what) {
+    const std::string line = std::string("burst: error: ") + what + "\n";
+    (void)!::write(STDERR_FILENO, line.data(), line.size());
+  };
   try {
     return burst::cli::run_main(std::span<char* const>(argv + 1, n_args));
   } catch (const burst::Error& e) {
-    std::cerr << "burst: error: " << e.what() << "\n";
+    report(e.what());
     return burst::cli::kExitBadInput;
   } catch (const std::exception& e) {
-    std::cerr << "burst: error: " << e.what() << "\n";
+    report(e.what());
     return burst::cli::kExitInternal;
   }
 }

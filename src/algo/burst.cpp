@@ -98,13 +98,13 @@ struct Travel {
   std::function<void(int, const char*, float*)> compute;  // adds j's contribution into contrib
 };
 
-// Zeroes contrib and adds origin j's contribution of this rank into it (or skips a pair of
-// shards that cannot meet), timing the kernel.
-void compute_step(const Travel& spec, int j, const char* bundle, float* contrib, std::size_t acc, RingStats& stats) {
-  std::fill_n(contrib, acc, 0.0f);
+// Runs one ring step's kernel work when the shards can meet (else counts a skipped step),
+// adding its time to the step statistics.
+template <class Work>
+void timed_step(RingStats& stats, bool needed, Work&& work) {
   const auto t0 = Clock::now();
-  if (spec.interacts(j)) {
-    spec.compute(j, bundle, contrib);
+  if (needed) {
+    work();
     ++stats.steps_computed;
   } else {
     ++stats.steps_skipped;
@@ -112,6 +112,12 @@ void compute_step(const Travel& spec, int j, const char* bundle, float* contrib,
   const double took = seconds_since(t0);
   stats.compute_seconds += took;
   stats.step_seconds.push_back(took);
+}
+
+// Zeroes contrib and adds origin j's contribution of this rank into it.
+void compute_step(const Travel& spec, int j, const char* bundle, float* contrib, std::size_t acc, RingStats& stats) {
+  std::fill_n(contrib, acc, 0.0f);
+  timed_step(stats, spec.interacts(j), [&] { spec.compute(j, bundle, contrib); });
 }
 
 void travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
@@ -432,20 +438,13 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
   kopt.q_pos.ids = plan.positions[static_cast<std::size_t>(r)].data();
   // Continues the running state with the K/V shard of rank j held in `base`.
   auto compute_on = [&](int j, char* base) {
-    const auto t0 = Clock::now();
-    if (needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(r)]) {
+    timed_step(stats, needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(r)], [&] {
       const std::int64_t n = plan.lengths[static_cast<std::size_t>(j)];
       const TensorView kj = dense_view(base, k.dtype, k.b, n, k.h, k.d);
       const TensorView vj = dense_view(base + half_bytes(j), k.dtype, k.b, n, k.h, k.d);
       kopt.k_pos.ids = plan.positions[static_cast<std::size_t>(j)].data();
       kernels::attention_forward_continue(q, kj, vj, state, lse, kopt);
-      ++stats.steps_computed;
-    } else {
-      ++stats.steps_skipped;
-    }
-    const double took = seconds_since(t0);
-    stats.compute_seconds += took;
-    stats.step_seconds.push_back(took);
+    });
   };
 
   if (o.double_ring && comm.node_count() > 1) {

@@ -1,7 +1,9 @@
 #include "comm/world.h"
 
+#include <unistd.h>
+
 #include <cstdlib>
-#include <iostream>
+#include <string>
 
 #include "comm/local_world.h"
 
@@ -27,7 +29,9 @@ void run_world(int local_ranks, const std::function<void(Communicator&)>& fn) {
   try {
     fn(*world);
   } catch (const std::exception& e) {
-    std::cerr << "burst: rank " << world->rank() << ": error: " << e.what() << std::endl;
+    // One write per line: the ranks share stderr, and separate writes would interleave.
+    const std::string line = "burst: rank " + std::to_string(world->rank()) + ": error: " + e.what() + "\n";
+    (void)!::write(STDERR_FILENO, line.data(), line.size());
     mpi_abort(1);
   }
 }

@@ -18,7 +18,7 @@ fail=0
 [ "$rc" -ne 0 ] || { echo "FAIL: the job exited 0"; fail=1; }
 [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] || { echo "FAIL: the job hung until the timeout"; fail=1; }
 if [ "$mode" = hang ]; then
-  echo "$output" | grep -q "burst: rank [02]: error: .*from rank 1.*deadline" ||
+  echo "$output" | grep -q "error: rank [02] receiving .* from rank 1 .*deadline" ||
     { echo "FAIL: no deadline error naming the silent peer"; fail=1; }
 else
   echo "$output" | grep -q "rank 1 exits" || { echo "FAIL: no message from the exiting rank"; fail=1; }
