@@ -56,16 +56,34 @@ Gathered gather_keys(Communicator& comm, const detail::Plan& plan, const TensorV
   return g;
 }
 
+// The opening of both passes: the ranks' agreement check, the traffic mark, and every
+// rank's K/V gathered (its time counted as exposed communication).
+struct Start {
+  detail::Plan plan;
+  detail::TrafficMark mark;
+  Gathered keys;
+};
+
+Start start(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v, const BurstOptions& o,
+            RingStats& stats) {
+  Start s{detail::check_and_plan(comm, q, k, v, o), {}, {}};
+  s.mark = detail::mark_traffic(comm);
+  const auto t0 = Clock::now();
+  s.keys = gather_keys(comm, s.plan, k, v);
+  stats.wait_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return s;
+}
+
 }  // namespace
 
 RingStats allgather_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
                             const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
-  const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o);
   RingStats stats;
-  const detail::TrafficMark mark = detail::mark_traffic(comm);
+  const Start st = start(comm, q, k, v, o, stats);
+  const detail::Plan& plan = st.plan;
+  const detail::TrafficMark& mark = st.mark;
+  const Gathered& g = st.keys;
   auto t0 = Clock::now();
-  Gathered g = gather_keys(comm, plan, k, v);
-  stats.wait_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   kernels::AttentionOptions kopt = detail::kernel_options(o, comm);
   kopt.q_pos.ids = plan.positions[static_cast<std::size_t>(comm.rank())].data();
   kopt.k_pos.ids = g.positions.data();
@@ -81,12 +99,12 @@ RingStats allgather_forward(Communicator& comm, const TensorView& q, const Tenso
 RingStats allgather_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
                              const TensorView& out, const RowStatsView& lse, const TensorView& dout,
                              const TensorView& dq, const TensorView& dk, const TensorView& dv, const BurstOptions& o) {
-  const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o);
   RingStats stats;
-  const detail::TrafficMark mark = detail::mark_traffic(comm);
+  const Start st = start(comm, q, k, v, o, stats);
+  const detail::Plan& plan = st.plan;
+  const detail::TrafficMark& mark = st.mark;
+  const Gathered& g = st.keys;
   auto t0 = Clock::now();
-  Gathered g = gather_keys(comm, plan, k, v);
-  stats.wait_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
 
   RowStats delta(q.b, q.h, q.s);
   kernels::compute_delta(dout, out, delta.view(), o.threads);
