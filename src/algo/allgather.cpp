@@ -83,11 +83,10 @@ RingStats allgather_forward(Communicator& comm, const TensorView& q, const Tenso
   const detail::Plan& plan = st.plan;
   const detail::TrafficMark& mark = st.mark;
   const Gathered& g = st.keys;
-  auto t0 = Clock::now();
   kernels::AttentionOptions kopt = detail::kernel_options(o, comm);
   kopt.q_pos.ids = plan.positions[static_cast<std::size_t>(comm.rank())].data();
   kopt.k_pos.ids = g.positions.data();
-  t0 = Clock::now();
+  const auto t0 = Clock::now();
   kernels::attention_forward(q, g.k.view(), g.v.view(), out, lse, kopt);
   stats.compute_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   stats.step_seconds.push_back(stats.compute_seconds);
@@ -104,7 +103,6 @@ RingStats allgather_backward(Communicator& comm, const TensorView& q, const Tens
   const detail::Plan& plan = st.plan;
   const detail::TrafficMark& mark = st.mark;
   const Gathered& g = st.keys;
-  auto t0 = Clock::now();
 
   RowStats delta(q.b, q.h, q.s);
   kernels::compute_delta(dout, out, delta.view(), o.threads);
@@ -124,7 +122,7 @@ RingStats allgather_backward(Communicator& comm, const TensorView& q, const Tens
   kernels::AttentionOptions kopt = detail::kernel_options(o, comm);
   kopt.q_pos.ids = plan.positions[static_cast<std::size_t>(comm.rank())].data();
   kopt.k_pos.ids = g.positions.data();
-  t0 = Clock::now();
+  auto t0 = Clock::now();
   kernels::attention_backward(q, g.k.view(), g.v.view(), dout, lse, delta.view(), dq, dk_all.view(), dv_all.view(), kopt);
   stats.compute_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   stats.step_seconds.push_back(stats.compute_seconds);
