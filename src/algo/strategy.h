@@ -6,7 +6,10 @@
 //   allgather  all-gather K/V, one local kernel call, reduce-scatter dK/dV (allgather.h);
 //   ulysses    all-to-all from sequence to head shards and back (ulysses.h);
 //   ring-rsa   the paper's RingAttention baseline with materialised scores (ring_rsa.h);
-//   usp        Ulysses inside groups of options.ulysses_degree ranks x the ring across them.
+//   usp        Ulysses inside groups of options.ulysses_degree ranks x the ring across them;
+//   tp-v1, tp-v3  Megatron tensor parallelism: heads split over ranks. They shard the layer's
+//              weights, so they exist only at layer level (layer.h); the attention-core calls
+//              below refuse them.
 #pragma once
 
 #include <string>
@@ -15,12 +18,14 @@
 
 namespace burst::algo {
 
-enum class Strategy { kBurst, kRing, kAllGather, kUlysses, kRingRsa, kUsp };
+enum class Strategy { kBurst, kRing, kAllGather, kUlysses, kRingRsa, kUsp, kTpV1, kTpV3 };
 
 std::string strategy_name(Strategy strategy);
-// Parses "burst", "ring", "allgather", "ulysses", "ring-rsa", "usp"; throws naming `what`
-// otherwise.
+// Parses "burst", "ring", "allgather", "ulysses", "ring-rsa", "usp", "tp-v1", "tp-v3"; throws
+// naming `what` otherwise.
 Strategy parse_strategy(const std::string& text, const std::string& what);
+// True for tp-v1 and tp-v3, which run only as a layer.
+bool layer_only(Strategy strategy);
 
 RingStats strategy_forward(Strategy strategy, comm::Communicator& comm, const TensorView& q,
                            const TensorView& k, const TensorView& v, const TensorView& out,

@@ -20,9 +20,12 @@ constexpr int kTrans = 112;
 
 using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*,
                          int, float, float*, int);
+using DgemmFn = void (*)(int, int, int, int, int, int, double, const double*, int, const double*,
+                         int, double, double*, int);
 
 struct Blas {
   SgemmFn sgemm = nullptr;
+  DgemmFn dgemm = nullptr;
   BlasInfo info;
 };
 
@@ -78,6 +81,8 @@ Blas load() {
 
   blas.sgemm = reinterpret_cast<SgemmFn>(dlsym(handle, "cblas_sgemm"));
   BURST_CHECK(blas.sgemm != nullptr, "OpenBLAS: ", blas.info.library, " has no cblas_sgemm");
+  blas.dgemm = reinterpret_cast<DgemmFn>(dlsym(handle, "cblas_dgemm"));
+  BURST_CHECK(blas.dgemm != nullptr, "OpenBLAS: ", blas.info.library, " has no cblas_dgemm");
   if (auto set_threads_fn = reinterpret_cast<void (*)(int)>(dlsym(handle, "openblas_set_num_threads"))) {
     set_threads_fn(1);
   }
@@ -93,7 +98,7 @@ const Blas& blas() {
 }
 
 int to_int(std::int64_t v, const char* what) {
-  BURST_CHECK(v >= 0 && v <= INT_MAX, "sgemm: ", what, " must fit a 32-bit BLAS int, got ", v);
+  BURST_CHECK(v >= 0 && v <= INT_MAX, "gemm: ", what, " must fit a 32-bit BLAS int, got ", v);
   return static_cast<int>(v);
 }
 
@@ -105,6 +110,14 @@ void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int6
            float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
            float beta, float* c, std::int64_t ldc) {
   blas().sgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans,
+               to_int(m, "m"), to_int(n, "n"), to_int(k, "k"), alpha, a, to_int(lda, "lda"), b,
+               to_int(ldb, "ldb"), beta, c, to_int(ldc, "ldc"));
+}
+
+void dgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+           double alpha, const double* a, std::int64_t lda, const double* b, std::int64_t ldb,
+           double beta, double* c, std::int64_t ldc) {
+  blas().dgemm(kRowMajor, trans_a ? kTrans : kNoTrans, trans_b ? kTrans : kNoTrans,
                to_int(m, "m"), to_int(n, "n"), to_int(k, "k"), alpha, a, to_int(lda, "lda"), b,
                to_int(ldb, "ldb"), beta, c, to_int(ldc, "ldc"));
 }

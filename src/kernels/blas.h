@@ -12,6 +12,10 @@ namespace burst::kernels {
 void sgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
            float alpha, const float* a, std::int64_t lda, const float* b, std::int64_t ldb,
            float beta, float* c, std::int64_t ldc);
+// The same in double precision: the double references' projections.
+void dgemm(bool trans_a, bool trans_b, std::int64_t m, std::int64_t n, std::int64_t k,
+           double alpha, const double* a, std::int64_t lda, const double* b, std::int64_t ldb,
+           double beta, double* c, std::int64_t ldc);
 
 struct BlasInfo {
   std::string library;  // path that was loaded

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "burst_suite.h"
+#include "layer_suite.h"
 #include "comm/world.h"
 #include "../comm/mpi_gtest_main.h"
 
@@ -54,6 +55,25 @@ TEST(BurstMpi, Usp) {
     bc.ulysses_degree = degree;
     testing::check_burst_case(testing::mpi_world(), bc);
   }
+}
+
+// The attention layer: every strategy, tensor parallelism included, against the reference.
+TEST(BurstMpi, Layer) {
+  const int ranks = testing::mpi_world().world_size();
+  for (algo::Strategy strategy : {algo::Strategy::kBurst, algo::Strategy::kRing, algo::Strategy::kAllGather,
+                                  algo::Strategy::kUlysses, algo::Strategy::kRingRsa, algo::Strategy::kUsp,
+                                  algo::Strategy::kTpV1, algo::Strategy::kTpV3})
+    for (auto [heads, kv_heads] : {std::pair<std::int64_t, std::int64_t>{4, 4}, {4, 2}}) {
+      if (strategy == algo::Strategy::kUlysses && kv_heads % ranks != 0) continue;
+      if (algo::layer_only(strategy) && kv_heads % ranks != 0 && ranks % kv_heads != 0) continue;
+      testing::LayerCase lc;
+      lc.strategy = strategy;
+      lc.layout = Layout::kZigzag;
+      lc.heads = heads;
+      lc.kv_heads = kv_heads;
+      lc.ulysses_degree = strategy == algo::Strategy::kUsp ? 2 : 1;
+      testing::check_layer_case(testing::mpi_world(), lc);
+    }
 }
 
 TEST(BurstMpi, BitwiseReproducible) { testing::check_burst_bitwise(testing::mpi_world()); }

@@ -1,0 +1,120 @@
+// The attention layer on in-process ranks: every strategy, tensor parallelism included, gives
+// the one-rank layer's output and gradients (against the double reference) for P = 1..4, in
+// every layout, causal or windowed, MHA and GQA, fp32 and bf16.
+#include <gtest/gtest.h>
+
+#include <sstream>
+#include <tuple>
+
+#include "comm/local_world.h"
+#include "layer_suite.h"
+
+namespace burst {
+namespace {
+
+using algo::Layout;
+using algo::Strategy;
+using testing::LayerCase;
+using testing::MaskKind;
+
+// Heads and kv heads a strategy can split over `ranks` (Ulysses needs both divisible; tensor
+// parallelism needs Hq divisible and Hkv a divisor or multiple of P).
+bool fits(Strategy s, int ranks, std::int64_t heads, std::int64_t kv_heads) {
+  if (s == Strategy::kUlysses) return heads % ranks == 0 && kv_heads % ranks == 0;
+  if (algo::layer_only(s)) return heads % ranks == 0 && (kv_heads % ranks == 0 || ranks % kv_heads == 0);
+  return true;
+}
+
+class LayerStrategies : public ::testing::TestWithParam<std::tuple<int, Strategy>> {};
+
+TEST_P(LayerStrategies, MatchOneRankLayer) {
+  const auto [ranks, strategy] = GetParam();
+  int cases = 0;
+  for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+    for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kCausalWindow})
+      for (auto [heads, kv_heads] : {std::pair<std::int64_t, std::int64_t>{4, 4}, {4, 2}, {4, 1}, {6, 3}}) {
+        if (!fits(strategy, ranks, heads, kv_heads)) continue;
+        LayerCase lc;
+        lc.strategy = strategy;
+        lc.layout = layout;
+        lc.mask = mask;
+        lc.heads = heads;
+        lc.kv_heads = kv_heads;
+        comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_layer_case(c, lc); });
+        ++cases;
+      }
+  if (cases == 0) GTEST_SKIP() << "no head count fits " << algo::strategy_name(strategy) << " on " << ranks << " ranks";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    RanksStrategies, LayerStrategies,
+    ::testing::Combine(::testing::Values(1, 2, 3, 4),
+                       ::testing::Values(Strategy::kBurst, Strategy::kRing, Strategy::kAllGather, Strategy::kUlysses,
+                                         Strategy::kRingRsa, Strategy::kTpV1, Strategy::kTpV3)),
+    [](const ::testing::TestParamInfo<std::tuple<int, Strategy>>& p) {
+      std::ostringstream name;
+      std::string s = algo::strategy_name(std::get<1>(p.param));
+      for (char& ch : s)
+        if (ch == '-') ch = '_';
+      name << "P" << std::get<0>(p.param) << "_" << s;
+      return name.str();
+    });
+
+TEST(Layer, Usp) {
+  for (int degree : {1, 2}) {
+    LayerCase lc;
+    lc.strategy = Strategy::kUsp;
+    lc.layout = Layout::kZigzag;
+    lc.ulysses_degree = degree;
+    comm::run_local_ranks(4, [&](comm::Communicator& c) { testing::check_layer_case(c, lc); });
+  }
+}
+
+TEST(Layer, Bf16Core) {
+  for (Strategy s : {Strategy::kBurst, Strategy::kTpV3}) {
+    LayerCase lc;
+    lc.strategy = s;
+    lc.layout = Layout::kZigzag;
+    lc.dtype = DType::kBF16;
+    comm::run_local_ranks(2, [&](comm::Communicator& c) { testing::check_layer_case(c, lc); });
+  }
+}
+
+TEST(Layer, WithoutRope) {
+  LayerCase lc;
+  lc.strategy = Strategy::kTpV1;
+  lc.rope_base = 0.0;
+  comm::run_local_ranks(2, [&](comm::Communicator& c) { testing::check_layer_case(c, lc); });
+}
+
+TEST(Layer, TensorParallelRefusesUnsplittableHeads) {
+  comm::run_local_ranks(3, [](comm::Communicator& c) {
+    algo::LayerOptions o;
+    o.strategy = Strategy::kTpV3;
+    o.attention.seqlen = 30;
+    try {
+      algo::AttentionLayer layer(c, algo::LayerShape{24, 4, 2, 8}, o);
+      ADD_FAILURE() << "4 heads over 3 ranks accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("heads (4) must be a multiple of the 3 ranks"), std::string::npos) << e.what();
+    }
+  });
+}
+
+TEST(Layer, CoreCallsRefuseTensorParallel) {
+  comm::run_local_ranks(1, [](comm::Communicator& c) {
+    Tensor q(DType::kF32, 1, 8, 1, 8);
+    RowStats lse(1, 1, 8);
+    algo::BurstOptions o;
+    o.seqlen = 8;
+    try {
+      algo::strategy_forward(Strategy::kTpV1, c, q.view(), q.view(), q.view(), q.view(), lse.view(), o);
+      ADD_FAILURE() << "tp-v1 ran as an attention core";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("runs only as a layer"), std::string::npos) << e.what();
+    }
+  });
+}
+
+}  // namespace
+}  // namespace burst
