@@ -30,11 +30,20 @@ enum class Op { kPointToPoint, kAllToAll, kAllGather, kReduceScatter, kAllReduce
 constexpr std::size_t kOpCount = 8;
 std::string_view op_name(Op op);
 
-// Thrown when a wait passes its deadline; the message names this rank, the peer, the
-// operation, the tag and the byte count.
-class TimeoutError : public Error {
+// Thrown when communication itself fails (a backend call returns an error, a message has
+// the wrong size), as opposed to an Error from the caller's arguments. Callers that map
+// errors to their own kinds (the Python module: ValueError or RuntimeError) tell them apart
+// by this type.
+class CommError : public Error {
  public:
   using Error::Error;
+};
+
+// Thrown when a wait passes its deadline; the message names this rank, the peer, the
+// operation, the tag and the byte count.
+class TimeoutError : public CommError {
+ public:
+  using CommError::CommError;
 };
 
 // Identity of one posted transfer, for messages.

@@ -112,7 +112,7 @@ class LocalRequest : public RequestState {
 
   bool test() override {
     if (!world_->is_done(*t_)) return false;
-    BURST_CHECK(t_->error.empty(), info().describe(), ": ", t_->error);
+    if (!t_->error.empty()) throw CommError(info().describe() + ": " + t_->error);
     return true;
   }
   bool wait_until(Deadline deadline) override { return world_->wait_until(*t_, deadline); }
@@ -199,6 +199,10 @@ class LocalCommunicator : public Communicator {
 };
 
 }  // namespace
+
+std::unique_ptr<Communicator> single_rank_communicator() {
+  return std::make_unique<LocalCommunicator>(std::make_shared<LocalWorld>(1), std::vector<int>{0}, 0, 0);
+}
 
 void run_local_ranks(int world_size, const std::function<void(Communicator&)>& fn) {
   BURST_CHECK(world_size >= 1, "ranks: expected >= 1, got ", world_size);

@@ -14,4 +14,8 @@ namespace burst::comm {
 // first error is rethrown as burst::Error prefixed with its rank ("rank 2: ...").
 void run_local_ranks(int world_size, const std::function<void(Communicator&)>& fn);
 
+// A world of one rank on the calling thread, for a caller that has no communicator of its
+// own (one process without MPI): every collective is a local copy.
+std::unique_ptr<Communicator> single_rank_communicator();
+
 }  // namespace burst::comm

@@ -28,7 +28,7 @@ void check(int rc, const char* call) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, text, &len);
-  fail(call, " failed: ", std::string(text, static_cast<std::size_t>(len)));
+  throw CommError(std::string(call) + " failed: " + std::string(text, static_cast<std::size_t>(len)));
 }
 
 void finalize_at_exit() {
@@ -64,8 +64,10 @@ class MpiRequest : public RequestState {
     if (!info().is_send) {
       int count = 0;
       check(MPI_Get_count(&status, MPI_BYTE, &count), "MPI_Get_count");
-      BURST_CHECK(static_cast<std::size_t>(count) == info().bytes, info().describe(),
-                  ": message size mismatch: rank ", info().peer, " sent ", count, " bytes");
+      if (static_cast<std::size_t>(count) != info().bytes) {
+        throw CommError(info().describe() + ": message size mismatch: rank " + std::to_string(info().peer) +
+                        " sent " + std::to_string(count) + " bytes");
+      }
     }
     return true;
   }
@@ -221,6 +223,25 @@ std::unique_ptr<Communicator> mpi_world_communicator() {
   ensure_initialized();
   MPI_Comm comm = MPI_COMM_NULL;
   check(MPI_Comm_dup(MPI_COMM_WORLD, &comm), "MPI_Comm_dup");
+  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  return MpiCommunicator::create(comm);
+}
+
+std::unique_ptr<Communicator> mpi_communicator_from(const void* mpi_comm) {
+  BURST_CHECK(mpi_comm != nullptr, "comm: expected a pointer to an MPI_Comm, got a null pointer");
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  BURST_CHECK(initialized && !finalized, "comm: MPI must be initialised and not yet finalised");
+  int provided = 0;
+  check(MPI_Query_thread(&provided), "MPI_Query_thread");
+  BURST_CHECK(provided >= MPI_THREAD_FUNNELED, "comm: need MPI thread level MPI_THREAD_FUNNELED, MPI was initialised with ",
+              provided);
+  const MPI_Comm given = *static_cast<const MPI_Comm*>(mpi_comm);
+  BURST_CHECK(given != MPI_COMM_NULL, "comm: expected a communicator, got MPI_COMM_NULL");
+  // A duplicate, so neither the caller's messages nor its error handler meet ours.
+  MPI_Comm comm = MPI_COMM_NULL;
+  check(MPI_Comm_dup(given, &comm), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   return MpiCommunicator::create(comm);
 }

@@ -24,6 +24,12 @@ void run_world(int local_ranks, const std::function<void(Communicator&)>& fn);
 // of MPI_COMM_WORLD, initialising MPI with MPI_THREAD_FUNNELED on first use; MPI is
 // finalised at exit.
 std::unique_ptr<Communicator> mpi_world_communicator();
+// A communicator over a duplicate of the caller's MPI communicator, for a host that already
+// runs MPI (mpi4py, an application): `mpi_comm` points at an MPI_Comm (a void pointer, so
+// this header needs no mpi.h). MPI must be initialised, at MPI_THREAD_FUNNELED or above, and
+// stay so while the result lives. Collective over that communicator; throws when the build
+// has no MPI backend.
+std::unique_ptr<Communicator> mpi_communicator_from(const void* mpi_comm);
 // Aborts every process of the MPI job with `code`.
 [[noreturn]] void mpi_abort(int code);
 
