@@ -9,6 +9,8 @@ packages=(
   googletest libgtest-dev libbenchmark-dev        # tests and benchmarks
   python3 python3-numpy                           # .npy round-trip checks in the CLI tests
   libopenmpi-dev openmpi-bin                      # the MPI communicator backend and mpirun
+  python3-dev pybind11-dev                        # the Python module (python/)
+  python3-torch python3-mpi4py python3-pytest     # its autograd op, MPI communicators, tests
 )
 
 missing=()

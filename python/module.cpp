@@ -1,0 +1,281 @@
+// The extension module burst._burst: a thin table over the C++ library for burst/_ops.py.
+// Torch tensors are read through their Python attributes (data_ptr, dtype, shape, stride),
+// so the module needs no libtorch headers and builds in seconds; the Python side allocates
+// every output and keeps the tensors alive for the length of a call. Every call into the
+// library runs with the GIL released.
+//
+// Errors: burst::comm::CommError (MPI failures, timeouts) -> burst.CommError, a subclass of
+// RuntimeError (burst.CommTimeoutError for timeouts); any other burst::Error (bad shapes,
+// options, disagreeing ranks) -> ValueError; both keep the library's message.
+#ifndef BURST_HAVE_MPI4PY
+#define BURST_HAVE_MPI4PY 0
+#endif
+#if BURST_HAVE_MPI4PY
+// The C API only: keep the obsolete MPI C++ bindings out of this translation unit.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi4py/mpi4py.h>
+#endif
+
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "algo/layout.h"
+#include "algo/strategy.h"
+#include "comm/local_world.h"
+#include "comm/world.h"
+#include "core/error.h"
+#include "kernels/detail.h"
+
+namespace py = pybind11;
+
+namespace burst::python {
+namespace {
+
+// A communicator for Python: one rank of this process, or a duplicate of an mpi4py
+// communicator. Calls on one communicator are serialised, since its transfers must pair up
+// in the same order on every rank.
+class PyCommunicator {
+ public:
+  explicit PyCommunicator(const py::object& mpi_comm) {
+    if (mpi_comm.is_none()) {
+      comm_ = comm::single_rank_communicator();
+      return;
+    }
+#if BURST_HAVE_MPI4PY
+    if (import_mpi4py() < 0) throw py::error_already_set();
+    MPI_Comm* handle = PyMPIComm_Get(mpi_comm.ptr());  // TypeError when it is no mpi4py Comm
+    if (handle == nullptr) throw py::error_already_set();
+    py::gil_scoped_release release;  // collective: other Python threads may run meanwhile
+    comm_ = comm::mpi_communicator_from(handle);
+#else
+    throw py::value_error("comm: this build of burst has no mpi4py support (install python3-mpi4py and "
+                          "rebuild with BURST_WITH_MPI=ON), so comm must be None");
+#endif
+  }
+
+  comm::Communicator& get() { return *comm_; }
+  std::mutex& mutex() { return mutex_; }
+  int rank() const { return comm_->rank(); }
+  int world_size() const { return comm_->world_size(); }
+  std::string backend() const { return std::string(comm_->backend()); }
+  double timeout() const { return std::chrono::duration<double>(comm_->timeout()).count(); }
+  void set_timeout(double seconds) {
+    if (!(seconds > 0.0)) throw py::value_error("timeout: expected a positive number of seconds, got " + std::to_string(seconds));
+    comm_->set_timeout(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5)));
+  }
+
+  // Sum of every rank's `length`: the global sequence length of shards. Collective.
+  std::int64_t total_length(std::int64_t length) {
+    std::vector<std::int64_t> all(static_cast<std::size_t>(comm_->world_size()));
+    {
+      py::gil_scoped_release release;
+      std::lock_guard lock(mutex_);
+      comm_->all_gather(&length, all.data(), sizeof(length));
+    }
+    std::int64_t sum = 0;
+    for (std::int64_t n : all) sum += n;
+    return sum;
+  }
+
+ private:
+  std::unique_ptr<comm::Communicator> comm_;
+  std::mutex mutex_;
+};
+
+// What one attention() call computes, besides its tensors.
+struct Settings {
+  algo::Strategy strategy = algo::Strategy::kBurst;
+  algo::BurstOptions options;
+};
+
+Settings make_settings(const std::string& strategy, const std::string& layout, std::int64_t seqlen, bool causal,
+                       std::int64_t window_left, std::int64_t window_right, std::optional<float> scale,
+                       const std::string& backward_scheme, int ulysses_degree, int threads) {
+  Settings s;
+  s.strategy = algo::parse_strategy(strategy, "strategy");
+  s.options.layout = algo::parse_layout(layout, "layout");
+  s.options.backward_scheme = algo::parse_scheme(backward_scheme, "backward_scheme");
+  BURST_CHECK(seqlen >= 1, "seqlen: expected >= 1, got ", seqlen);
+  s.options.seqlen = seqlen;
+  s.options.mask.causal = causal;
+  s.options.mask.window_left = window_left;
+  s.options.mask.window_right = window_right;
+  s.options.scale = scale;
+  BURST_CHECK(ulysses_degree >= 1, "ulysses_degree: expected >= 1, got ", ulysses_degree);
+  s.options.ulysses_degree = ulysses_degree;
+  BURST_CHECK(threads >= 1, "threads: expected >= 1, got ", threads);
+  s.options.threads = threads;
+  return s;
+}
+
+std::string attr_string(const py::handle& obj, const char* attr) { return py::str(obj.attr(attr)).cast<std::string>(); }
+
+// A torch tensor's address, shape, element strides and dtype name.
+struct TorchTensor {
+  std::vector<std::int64_t> shape, strides;
+  void* data = nullptr;
+  std::string dtype;
+};
+// Reads a torch tensor, checking it is a CPU tensor of `ndim` dimensions with a contiguous
+// last one.
+TorchTensor read_tensor(const py::handle& t, const char* name, std::size_t ndim) {
+  if (!py::hasattr(t, "data_ptr") || !py::hasattr(t, "stride")) {
+    throw py::type_error(std::string(name) + ": expected a torch.Tensor, got " + attr_string(py::type::of(t), "__name__"));
+  }
+  const std::string device = attr_string(t.attr("device"), "type");
+  if (device != "cpu") throw py::value_error(std::string(name) + ": expected a CPU tensor, got device " + device);
+  TorchTensor l;
+  l.shape = py::cast<std::vector<std::int64_t>>(t.attr("shape"));
+  l.strides = py::cast<std::vector<std::int64_t>>(t.attr("stride")());
+  l.dtype = attr_string(t, "dtype");
+  if (l.shape.size() != ndim) {
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+                          std::to_string(l.shape.size()));
+  }
+  if (l.strides.back() != 1 && l.shape.back() > 1) {
+    throw py::value_error(std::string(name) + ": expected a contiguous last dimension, got stride " +
+                          std::to_string(l.strides.back()));
+  }
+  l.data = reinterpret_cast<void*>(t.attr("data_ptr")().cast<std::uintptr_t>());
+  return l;
+}
+
+// A [b, s, h, d] view of a float32 or bfloat16 torch tensor.
+TensorView tensor_view(const py::handle& t, const char* name) {
+  const TorchTensor l = read_tensor(t, name, 4);
+  TensorView v;
+  if (l.dtype == "torch.float32") {
+    v.dtype = DType::kF32;
+  } else if (l.dtype == "torch.bfloat16") {
+    v.dtype = DType::kBF16;
+  } else {
+    throw py::value_error(std::string(name) + ": expected dtype torch.float32 or torch.bfloat16, got " + l.dtype);
+  }
+  v.data = l.data;
+  v.b = l.shape[0], v.s = l.shape[1], v.h = l.shape[2], v.d = l.shape[3];
+  v.stride_b = l.strides[0], v.stride_s = l.strides[1], v.stride_h = l.strides[2];
+  return v;
+}
+
+// A [b, h, s] view of a float32 torch tensor with a contiguous last dimension.
+RowStatsView stats_view(const py::handle& t, const char* name) {
+  const TorchTensor l = read_tensor(t, name, 3);
+  if (l.dtype != "torch.float32") throw py::value_error(std::string(name) + ": expected dtype torch.float32, got " + l.dtype);
+  RowStatsView v;
+  v.data = static_cast<float*>(l.data);
+  v.b = l.shape[0], v.h = l.shape[1], v.s = l.shape[2];
+  v.stride_b = l.strides[0], v.stride_h = l.strides[1];
+  return v;
+}
+
+py::dict stats_dict(const algo::RingStats& s) {
+  py::dict d;
+  d["bytes_sent"] = s.bytes_sent;
+  d["bytes_received"] = s.bytes_received;
+  d["compute_seconds"] = s.compute_seconds;
+  d["wait_seconds"] = s.wait_seconds;
+  d["steps_computed"] = s.steps_computed;
+  d["steps_skipped"] = s.steps_skipped;
+  d["scheme"] = algo::scheme_name(s.scheme);
+  return d;
+}
+
+// Checks q, k, v against each other before any rank packs them: the strategies size their
+// buffers from k, so a v of another shape must be refused first. The kernels' own check, so
+// the messages are the library's.
+void check_inputs(const TensorView& q, const TensorView& k, const TensorView& v, const Settings& s) {
+  kernels::AttentionOptions o;
+  o.scale = s.options.scale;
+  o.threads = s.options.threads;
+  kernels::detail::check_qkv(q, k, v, o);
+}
+
+py::dict forward(PyCommunicator& c, const Settings& s, const py::handle& q, const py::handle& k, const py::handle& v,
+                 const py::handle& out, const py::handle& lse) {
+  const TensorView qv = tensor_view(q, "q"), kv = tensor_view(k, "k"), vv = tensor_view(v, "v");
+  const TensorView ov = tensor_view(out, "out");
+  const RowStatsView lv = stats_view(lse, "lse");
+  check_inputs(qv, kv, vv, s);
+  algo::RingStats stats;
+  {
+    py::gil_scoped_release release;
+    std::lock_guard lock(c.mutex());
+    stats = algo::strategy_forward(s.strategy, c.get(), qv, kv, vv, ov, lv, s.options);
+  }
+  return stats_dict(stats);
+}
+
+py::dict backward(PyCommunicator& c, const Settings& s, const py::handle& q, const py::handle& k, const py::handle& v,
+                  const py::handle& out, const py::handle& lse, const py::handle& dout, const py::handle& dq,
+                  const py::handle& dk, const py::handle& dv) {
+  const TensorView qv = tensor_view(q, "q"), kv = tensor_view(k, "k"), vv = tensor_view(v, "v");
+  const TensorView ov = tensor_view(out, "out"), dov = tensor_view(dout, "dout");
+  const RowStatsView lv = stats_view(lse, "lse");
+  const TensorView dqv = tensor_view(dq, "dq"), dkv = tensor_view(dk, "dk"), dvv = tensor_view(dv, "dv");
+  check_inputs(qv, kv, vv, s);
+  algo::RingStats stats;
+  {
+    py::gil_scoped_release release;
+    std::lock_guard lock(c.mutex());
+    stats = algo::strategy_backward(s.strategy, c.get(), qv, kv, vv, ov, lv, dov, dqv, dkv, dvv, s.options);
+  }
+  return stats_dict(stats);
+}
+
+}  // namespace
+}  // namespace burst::python
+
+PYBIND11_MODULE(_burst, m) {
+  using namespace burst::python;
+  namespace algo = burst::algo;
+  m.doc() = "Burst's C++ core; use the burst package, not this module";
+
+  static py::exception<burst::comm::CommError> comm_error(m, "CommError", PyExc_RuntimeError);
+  static py::exception<burst::comm::TimeoutError> timeout_error(m, "CommTimeoutError", comm_error.ptr());
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const burst::comm::TimeoutError& e) {
+      timeout_error(e.what());
+    } catch (const burst::comm::CommError& e) {
+      comm_error(e.what());
+    } catch (const burst::Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  py::class_<PyCommunicator>(m, "Communicator")
+      .def(py::init<const py::object&>(), py::arg("mpi_comm") = py::none())
+      .def_property_readonly("rank", &PyCommunicator::rank)
+      .def_property_readonly("world_size", &PyCommunicator::world_size)
+      .def_property_readonly("backend", &PyCommunicator::backend)
+      .def_property("timeout", &PyCommunicator::timeout, &PyCommunicator::set_timeout)
+      .def("total_length", &PyCommunicator::total_length, py::arg("length"));
+
+  py::class_<Settings>(m, "Settings");
+  m.def("make_settings", &make_settings, py::arg("strategy"), py::arg("layout"), py::arg("seqlen"),
+        py::arg("causal"), py::arg("window_left"), py::arg("window_right"), py::arg("scale"),
+        py::arg("backward_scheme"), py::arg("ulysses_degree"), py::arg("threads"));
+  m.def("forward", &forward);
+  m.def("backward", &backward);
+  m.def(
+      "positions",
+      [](std::int64_t seqlen, int world_size, int rank, const std::string& layout) {
+        BURST_CHECK(world_size >= 1, "world_size: expected >= 1, got ", world_size);
+        BURST_CHECK(rank >= 0 && rank < world_size, "rank: expected 0 <= rank < ", world_size, ", got ", rank);
+        BURST_CHECK(seqlen >= world_size, "seqlen: expected at least one token per rank (", world_size, "), got ",
+                    seqlen);
+        return algo::shard_positions(seqlen, world_size, rank, algo::parse_layout(layout, "layout"));
+      },
+      py::arg("seqlen"), py::arg("world_size"), py::arg("rank"), py::arg("layout"));
+  m.attr("mpi4py_support") = static_cast<bool>(BURST_HAVE_MPI4PY);
+}
