@@ -121,6 +121,23 @@ constexpr Flag kFlags[] = {
      [](RunArgs& a, std::string_view, std::string_view v) { a.v_path = v; }},
     {"--do", "DO.npy", "read dO, shaped like q; computes the backward pass",
      [](RunArgs& a, std::string_view, std::string_view v) { a.do_path = v; }},
+    {"--layer", "", "run the attention layer: X [b, s, D] -> Q/K/V projections, RoPE, attention, output projection",
+     [](RunArgs& a, std::string_view, std::string_view) { a.layer = true; }},
+    {"--model-dim", "D", "--layer: width of X and Y (default heads x head_dim)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.model_dim = parse_size(f, v, kMaxCount);
+       note_size(a, f);
+     }},
+    {"--x", "X.npy", "--layer: read X from a float32 [b, s, D] .npy file",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.x_path = v; }},
+    {"--weights", "DIR", "--layer: read DIR/wq.npy [D, H d], wk.npy and wv.npy [D, G d], wo.npy [H d, D]",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.weights_dir = v; }},
+    {"--rope-base", "B", "--layer: rotary embedding base, 0 for none (default 10000)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       const double base = parse_scale(f, v);
+       BURST_CHECK(base == 0.0 || base > 1.0, f, ": expected 0 or a number > 1, got ", v);
+       a.rope_base = base;
+     }},
     {"--causal", "", "mask keys after the query position",
      [](RunArgs& a, std::string_view, std::string_view) { a.causal = true; }},
     {"--window", "LEFT,RIGHT", "see only keys in [query-LEFT, query+RIGHT]; negative = unbounded",
@@ -134,10 +151,10 @@ constexpr Flag kFlags[] = {
        a.threads = parse_count(f, v);
        a.threads_given = true;
      }},
-    {"--strategy", "local|burst|ring|allgather|ulysses|ring-rsa|usp",
+    {"--strategy", "local|burst|ring|allgather|ulysses|ring-rsa|usp|tp-v1|tp-v3",
      "local: one rank; burst: BurstAttention; ring: K/V ring with K/V-passing backward; allgather: "
      "all-gather K/V; ulysses: all-to-all to head shards; ring-rsa: materialised scores, two rings; "
-     "usp: Ulysses groups x ring (default local)",
+     "usp: Ulysses groups x ring; tp-v1/tp-v3: Megatron tensor parallelism, --layer only (default local)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        if (v != "local") algo::parse_strategy(std::string(v), std::string(f));
        a.strategy = std::string(v);

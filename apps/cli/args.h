@@ -43,6 +43,11 @@ struct RunArgs {
   int ulysses_degree = 1;          // usp: ranks per Ulysses group
   int block_m = 0;  // 0: the kernel's default tile
   int block_n = 0;
+  // --layer: the whole attention layer (projections, RoPE, attention, output projection).
+  bool layer = false;
+  std::optional<std::int64_t> model_dim;  // D of X and Y (default heads * head_dim)
+  double rope_base = 10000.0;             // 0: no rotary embedding
+  std::string x_path, weights_dir;
   std::string q_path, k_path, v_path, do_path;
   std::string save_dir;
   std::string json_path;

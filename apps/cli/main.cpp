@@ -16,6 +16,7 @@
 #include "args.h"
 #include "comm/world.h"
 #include "distributed.h"
+#include "layer_run.h"
 #include "core/error.h"
 #include "kernels/blas.h"
 #include "problem.h"
@@ -85,6 +86,11 @@ Report describe(const RunArgs& args, const Problem& p) {
 }
 
 int run(const RunArgs& args) {
+  if (args.layer) return run_layer(args);
+  BURST_CHECK(args.strategy != "tp-v1" && args.strategy != "tp-v3", "--strategy: ", args.strategy,
+              " shards the layer's weights by heads, so it needs --layer");
+  BURST_CHECK(args.x_path.empty() && args.weights_dir.empty() && !args.model_dim && args.rope_base == 10000.0,
+              "--x, --weights, --model-dim and --rope-base describe the layer: add --layer");
   const Problem p = make_problem(args);
   Report report = describe(args, p);  // resolves isa and loads BLAS before any timing
 

@@ -323,5 +323,42 @@ expect_error "bad backward scheme" "--bwd-scheme: expected auto, q or kv, got 'x
 expect_error "fewer tokens than ranks" "--seqlen: strategy burst needs at least one token per rank (8), got 5" \
   run --strategy burst --ranks 8 --seqlen 5
 
+# The attention layer: every strategy against the double layer reference (it verifies itself),
+# the saved outputs of two strategies against each other, and X/weights read from .npy files.
+layer=(--layer --seqlen 96 --heads 4 --kv-heads 2 --head-dim 8 --model-dim 24 --causal --layout zigzag --backward --repeat 1)
+for s in burst ring-rsa tp-v1 tp-v3; do
+  expect_rc "layer with $s verifies" 0 run "${layer[@]}" --strategy $s --ranks 2
+done
+expect_rc "layer saves y, dx and weight gradients (burst)" 0 run "${layer[@]}" --strategy burst --ranks 2 --save "$TMP/lb"
+expect_rc "layer saves y, dx and weight gradients (tp-v3)" 0 run "${layer[@]}" --strategy tp-v3 --ranks 2 --save "$TMP/lt"
+expect_python "layer results of burst and tp-v3 agree" '
+import sys, numpy as np
+for name in ["y", "dx", "dwq", "dwk", "dwv", "dwo"]:
+    a = np.load(sys.argv[1] + "/" + name + ".npy"); b = np.load(sys.argv[2] + "/" + name + ".npy")
+    assert a.shape == b.shape, name
+    err = np.abs(a - b).max() / np.abs(a).max()
+    assert err < 1e-5, (name, err)
+' "$TMP/lb" "$TMP/lt"
+"$PYTHON" - "$TMP/lw" <<'PY'
+import os, sys, numpy as np
+d = sys.argv[1]; os.makedirs(d, exist_ok=True)
+rng = np.random.default_rng(5)
+np.save(d + "/x.npy", rng.standard_normal((1, 40, 16), dtype=np.float32))
+for name, shape in [("wq", (16, 16)), ("wk", (16, 8)), ("wv", (16, 8)), ("wo", (16, 16))]:
+    np.save(d + "/" + name + ".npy", (rng.standard_normal(shape) / 4).astype(np.float32))
+np.save(d + "/bad.npy", np.zeros((3, 3), dtype=np.float32))
+PY
+expect_rc "layer reads X and weights from .npy" 0 run --layer --x "$TMP/lw/x.npy" --weights "$TMP/lw" --heads 2 --kv-heads 1 \
+  --head-dim 8 --strategy tp-v1 --ranks 2 --repeat 1
+expect_error "layer weights of the wrong shape" "--weights: $TMP/lw/wk.npy must be [16, 16] float32" \
+  run --layer --x "$TMP/lw/x.npy" --weights "$TMP/lw" --heads 2 --kv-heads 2 --head-dim 8 --repeat 1
+expect_error "tensor parallelism needs --layer" "--strategy: tp-v3 shards the layer's weights by heads, so it needs --layer" \
+  run --strategy tp-v3 --ranks 2 --seqlen 64
+expect_error "layer flags need --layer" "add --layer" run --rope-base 500 --seqlen 64
+expect_error "tensor parallelism with unsplittable heads" "tensor parallelism: heads (4) must be a multiple of the 3 ranks" \
+  run "${layer[@]}" --strategy tp-v1 --ranks 3
+expect_error "layer with --q" "--layer: reads X (--x) and weights (--weights), not --q/--k/--v/--do" \
+  run --layer --q "$TMP/lw/x.npy"
+
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

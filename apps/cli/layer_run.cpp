@@ -1,0 +1,487 @@
+#include "layer_run.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "algo/layer.h"
+#include "api/npy.h"
+#include "comm/world.h"
+#include "core/error.h"
+#include "json.h"
+#include "kernels/blas.h"
+#include "reference/layer.h"
+
+namespace burst::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Normwise relative errors of fp32 results carry fp32 rounding only (observed ~1e-6); bf16 Q,
+// K, V and dO add a rounding of 2^-9 relative each, amplified by the scores.
+constexpr double kToleranceF32 = 1e-4;
+constexpr double kToleranceBF16 = 3e-2;
+// Affordable reference sizes: every output row when b h N^2 d <= 2^29 (else 32 sampled rows);
+// the full backward when b h N^2 d <= 2^31.
+constexpr double kAllRows = 536870912.0, kBackward = 2147483648.0;
+
+struct LayerProblem {
+  algo::LayerShape shape;
+  std::int64_t batch = 0, seqlen = 0;
+  Tensor x, dy;  // [b, N, 1, D]; dy holds data only with --backward
+  algo::Parameters weights;
+  bool from_files = false;
+};
+
+Tensor normal_tensor(std::mt19937_64& rng, std::int64_t b, std::int64_t s, std::int64_t dim) {
+  Tensor t(DType::kF32, b, s, 1, dim);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (std::int64_t i = 0; i < t.view().numel(); ++i) t.data<float>()[i] = normal(rng);
+  return t;
+}
+
+void read_matrix(const std::string& dir, const char* name, const algo::MatrixView& into) {
+  const std::string path = (std::filesystem::path(dir) / name).string();
+  const NpyArray a = read_npy(path, "--weights");
+  BURST_CHECK(a.shape.size() == 2 && a.shape[0] == into.rows && a.shape[1] == into.cols, "--weights: ", path,
+              " must be [", into.rows, ", ", into.cols, "] float32, got ", a.shape.size(), " dimensions",
+              a.shape.size() == 2 ? " [" + std::to_string(a.shape[0]) + ", " + std::to_string(a.shape[1]) + "]" : "");
+  std::copy(a.data.begin(), a.data.end(), into.data);
+}
+
+LayerProblem make_layer_problem(const RunArgs& args) {
+  BURST_CHECK(args.q_path.empty() && args.k_path.empty() && args.v_path.empty() && args.do_path.empty(),
+              "--layer: reads X (--x) and weights (--weights), not --q/--k/--v/--do");
+  BURST_CHECK(!args.seqlen_k, "--seqlen-k: --layer attends over one sequence, got --seqlen-k ", *args.seqlen_k);
+  BURST_CHECK(!args.scale, "--scale: --layer uses 1/sqrt(head_dim)");
+  LayerProblem p;
+  p.shape.heads = args.heads;
+  p.shape.kv_heads = args.kv_heads.value_or(args.heads);
+  p.shape.head_dim = args.head_dim;
+  BURST_CHECK(p.shape.heads % p.shape.kv_heads == 0, "--kv-heads: expected a divisor of --heads (", p.shape.heads,
+              "), got ", p.shape.kv_heads);
+  p.shape.model_dim = args.model_dim.value_or(p.shape.heads * p.shape.head_dim);
+  p.batch = args.batch;
+  p.seqlen = args.seqlen;
+  std::mt19937_64 rng(args.seed);
+  if (!args.x_path.empty()) {
+    const NpyArray a = read_npy(args.x_path, "--x");
+    BURST_CHECK(a.shape.size() == 3, "--x: expected a [b, s, D] float32 array, got ", a.shape.size(), " dimensions");
+    for (const std::string& f : args.size_flags)
+      BURST_CHECK(f != "--batch" && f != "--seqlen", f, ": the shape comes from --x, do not give ", f);
+    BURST_CHECK(!args.model_dim || *args.model_dim == a.shape[2], "--model-dim: ", *args.model_dim,
+                " disagrees with --x's last dimension ", a.shape[2]);
+    p.batch = a.shape[0];
+    p.seqlen = a.shape[1];
+    p.shape.model_dim = a.shape[2];
+    p.x = Tensor(DType::kF32, p.batch, p.seqlen, 1, p.shape.model_dim);
+    std::copy(a.data.begin(), a.data.end(), p.x.data<float>());
+    p.from_files = true;
+  } else {
+    p.x = normal_tensor(rng, p.batch, p.seqlen, p.shape.model_dim);
+  }
+  if (!args.weights_dir.empty()) {
+    p.weights = algo::Parameters(p.shape.model_dim, p.shape.heads, p.shape.kv_heads, p.shape.head_dim);
+    read_matrix(args.weights_dir, "wq.npy", p.weights.wq());
+    read_matrix(args.weights_dir, "wk.npy", p.weights.wk());
+    read_matrix(args.weights_dir, "wv.npy", p.weights.wv());
+    read_matrix(args.weights_dir, "wo.npy", p.weights.wo());
+    p.from_files = true;
+  } else {
+    p.weights = algo::random_parameters(p.shape, args.seed + 1);
+  }
+  if (args.backward) p.dy = normal_tensor(rng, p.batch, p.seqlen, p.shape.model_dim);
+  return p;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Per-rank figures, as every rank's mean or the slowest rank's.
+struct PassFigures {
+  double seconds = 0, attention = 0, projections = 0, collectives = 0;
+  double core_bytes = 0, layer_bytes = 0, layer_formula = 0, grad_bytes = 0, grad_formula = 0;
+  double exposed = 0;  // attention core's wait (slowest rank)
+};
+
+struct LayerReport {
+  std::string strategy, backend, layout;
+  int ranks = 0, threads = 0;
+  PassFigures forward, backward;
+  bool has_backward = false;
+  double param_mb = 0, saved_mb = 0, peak_alloc_mb = 0;
+  std::string memory_scope;
+  std::int64_t verified_rows = 0;
+  bool backward_verified = false;
+  double y_error = 0, dx_error = 0, dw_error = 0, tolerance = 0;
+  bool passed() const {
+    return y_error <= tolerance && (!backward_verified || (dx_error <= tolerance && dw_error <= tolerance));
+  }
+};
+
+double normwise(const std::vector<double>& ref, const float* got, std::size_t count) {
+  double scale = 0, diff = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    scale = std::max(scale, std::fabs(ref[i]));
+    diff = std::max(diff, std::fabs(got[i] - ref[i]));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+reference::LayerInputs reference_inputs(const LayerProblem& p, const RunArgs& args, const kernels::MaskSpec& mask) {
+  reference::LayerInputs in;
+  in.b = p.batch;
+  in.n = p.seqlen;
+  in.dim = p.shape.model_dim;
+  in.heads = p.shape.heads;
+  in.kv_heads = p.shape.kv_heads;
+  in.head_dim = p.shape.head_dim;
+  in.rope_base = args.rope_base;
+  in.mask = mask;
+  in.x = p.x.data<float>();
+  in.wq = p.weights.wq().data;
+  in.wk = p.weights.wk().data;
+  in.wv = p.weights.wv().data;
+  in.wo = p.weights.wo().data;
+  return in;
+}
+
+std::string mb(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f MB", bytes / 1e6);
+  return buf;
+}
+
+void print_layer(std::ostream& os, const RunArgs& args, const LayerProblem& p, const LayerReport& r) {
+  char line[512];
+  os << "layer     b " << p.batch << ", seqlen " << p.seqlen << ", D " << p.shape.model_dim << ", heads "
+     << p.shape.heads << "/" << p.shape.kv_heads << ", head_dim " << p.shape.head_dim << ", "
+     << dtype_name(args.dtype) << " attention core, mask " << (args.causal ? "causal" : "none")
+     << (args.has_window() ? " + window" : "") << ", rope base " << args.rope_base << ", "
+     << (p.from_files ? "npy" : "random (seed " + std::to_string(args.seed) + ")") << "\n";
+  os << "strategy  " << r.strategy << ": " << r.ranks << " ranks (" << r.backend << "), layout " << r.layout
+     << ", threads per rank " << r.threads << ", blas " << kernels::blas_info().core << ", median of "
+     << args.repeat << "\n\n";
+  std::snprintf(line, sizeof line, "%-9s %10s %10s %12s %12s %10s\n", "pass", "seconds", "attention",
+                "projections", "collectives", "exposed");
+  os << line;
+  auto row = [&](const char* name, const PassFigures& f) {
+    std::snprintf(line, sizeof line, "%-9s %10.4f %10.4f %12.4f %12.4f %10.4f\n", name, f.seconds, f.attention,
+                  f.projections, f.collectives, f.exposed);
+    os << line;
+  };
+  row("forward", r.forward);
+  if (r.has_backward) row("backward", r.backward);
+  os << "\nsent per rank (mean)\n";
+  auto sent = [&](const char* name, const PassFigures& f) {
+    os << "  " << name << ": attention core " << mb(f.core_bytes) << ", layer collectives " << mb(f.layer_bytes)
+       << " (formula " << mb(f.layer_formula) << ")";
+    if (f.grad_formula > 0 || f.grad_bytes > 0)
+      os << ", weight-gradient all-reduce " << mb(f.grad_bytes) << " (formula " << mb(f.grad_formula) << ")";
+    os << "; total " << mb(f.core_bytes + f.layer_bytes + f.grad_bytes) << "\n";
+  };
+  sent("forward ", r.forward);
+  if (r.has_backward) sent("backward", r.backward);
+  os << "memory    per rank: parameters " << mb(r.param_mb * 1e6) << ", saved activations " << mb(r.saved_mb * 1e6)
+     << "; peak Burst allocations " << mb(r.peak_alloc_mb * 1e6) << " (per " << r.memory_scope << ")\n";
+  os << "\nverified  y on " << r.verified_rows << " of " << p.seqlen << " rows: " << std::scientific;
+  os.precision(2);
+  os << r.y_error;
+  if (r.backward_verified) {
+    os << "; dx " << r.dx_error << ", weight gradients " << r.dw_error;
+  } else if (r.has_backward) {
+    os << "; gradients not verified (too large for the reference)";
+  }
+  os << std::defaultfloat << "\nresult    " << (r.passed() ? "ok" : "FAILED") << " (tolerance " << r.tolerance << ")\n";
+}
+
+void write_layer_json(const std::string& path, const RunArgs& args, const LayerProblem& p, const LayerReport& r) {
+  JsonObject j;
+  j.boolean("layer", true);
+  j.integer("batch", p.batch);
+  j.integer("seqlen", p.seqlen);
+  j.integer("model_dim", p.shape.model_dim);
+  j.integer("heads", p.shape.heads);
+  j.integer("kv_heads", p.shape.kv_heads);
+  j.integer("head_dim", p.shape.head_dim);
+  j.string("dtype", std::string(dtype_name(args.dtype)));
+  j.boolean("causal", args.causal);
+  j.number("rope_base", args.rope_base);
+  j.string("strategy", r.strategy);
+  j.string("backend", r.backend);
+  j.integer("ranks", r.ranks);
+  j.integer("threads_per_rank", r.threads);
+  j.string("layout", r.layout);
+  j.integer("repeat", args.repeat);
+  auto pass = [](const PassFigures& f) {
+    JsonObject o;
+    o.number("seconds", f.seconds);
+    o.number("attention_seconds", f.attention);
+    o.number("projection_seconds", f.projections);
+    o.number("collective_seconds", f.collectives);
+    o.number("exposed_seconds", f.exposed);
+    o.number("attention_bytes_sent_per_rank", f.core_bytes);
+    o.number("layer_bytes_sent_per_rank", f.layer_bytes);
+    o.number("layer_bytes_formula", f.layer_formula);
+    o.number("grad_bytes_sent_per_rank", f.grad_bytes);
+    o.number("grad_bytes_formula", f.grad_formula);
+    o.number("bytes_sent_per_rank", f.core_bytes + f.layer_bytes + f.grad_bytes);
+    return o.text();
+  };
+  j.raw("forward", pass(r.forward));
+  j.raw("backward", r.has_backward ? pass(r.backward) : "null");
+  j.number("parameters_mb_per_rank", r.param_mb);
+  j.number("saved_activations_mb_per_rank", r.saved_mb);
+  j.number("peak_alloc_mb", r.peak_alloc_mb);
+  j.string("memory_scope", r.memory_scope);
+  j.integer("verified_rows", r.verified_rows);
+  j.boolean("backward_verified", r.backward_verified);
+  j.number("y_error", r.y_error);
+  j.optional("dx_error", r.backward_verified ? std::optional<double>(r.dx_error) : std::nullopt);
+  j.optional("weight_grad_error", r.backward_verified ? std::optional<double>(r.dw_error) : std::nullopt);
+  j.number("tolerance", r.tolerance);
+  j.boolean("passed", r.passed());
+  std::ofstream out(path);
+  BURST_CHECK(out.good(), "--json: expected a writable file, got '", path, "'");
+  out << j.text();
+  BURST_CHECK(out.good(), "--json: writing '", path, "' failed");
+}
+
+}  // namespace
+
+int run_layer(const RunArgs& args) {
+  const LayerProblem p = make_layer_problem(args);
+  const bool single = args.strategy == "local";
+  const algo::Strategy strategy = single ? algo::Strategy::kBurst : algo::parse_strategy(args.strategy, "--strategy");
+  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const bool mpi = comm::launched_by_mpi();
+  BURST_CHECK(!single || args.ranks <= 1, "--ranks: strategy local runs on one rank, got ", args.ranks);
+  const int ranks = single ? 1 : args.ranks > 0 ? args.ranks : (mpi ? 0 : hardware);
+  BURST_CHECK(ranks == 0 || p.seqlen >= ranks, "--seqlen: needs at least one token per rank (", ranks, "), got ",
+              p.seqlen);
+  algo::LayerOptions opt;
+  opt.strategy = strategy;
+  opt.dtype = args.dtype;
+  opt.rope_base = args.rope_base;
+  opt.attention.seqlen = p.seqlen;
+  opt.attention.layout = algo::parse_layout(args.layout, "--layout");
+  opt.attention.backward_scheme = algo::parse_scheme(args.bwd_scheme, "--bwd-scheme");
+  opt.attention.mask = kernels::MaskSpec{args.causal, args.window_left, args.window_right};
+  opt.attention.isa = args.isa;
+  opt.attention.block_m = args.block_m;
+  opt.attention.block_n = args.block_n;
+  opt.attention.double_ring = args.double_ring;
+  opt.attention.gradient_wire = args.grad_wire;
+  opt.attention.ulysses_degree = args.ulysses_degree;
+  if (args.ranks_per_node > 0) setenv("BURST_RANKS_PER_NODE", std::to_string(args.ranks_per_node).c_str(), 1);
+  (void)kernels::blas_info();  // loads BLAS before any timing
+
+  LayerReport report;
+  report.strategy = algo::strategy_name(strategy);
+  report.layout = args.layout;
+  report.has_backward = args.backward;
+  report.tolerance = args.dtype == DType::kF32 ? kToleranceF32 : kToleranceBF16;
+  Tensor y_global, dx_global;
+  algo::Parameters grads_global;
+  bool root_here = false;
+  std::mutex root_mutex;
+  reset_memory_peak();
+
+  comm::run_world(ranks, [&](comm::Communicator& c) {
+    algo::LayerOptions mine = opt;
+    const auto& nodes = c.node_of_rank();
+    const auto here = std::count(nodes.begin(), nodes.end(), nodes[static_cast<std::size_t>(c.rank())]);
+    mine.attention.threads = args.threads_given ? args.threads : std::max(1, hardware / static_cast<int>(here));
+    algo::AttentionLayer layer(c, p.shape, mine);
+    const bool tp = algo::layer_only(strategy);
+    const algo::Parameters shard = tp ? algo::shard_parameters(p.weights, p.shape, layer.heads()) : algo::Parameters();
+    const algo::Parameters& params = tp ? shard : p.weights;
+    const std::int64_t rows = layer.rows(), dim = p.shape.model_dim;
+    Tensor x(DType::kF32, p.batch, rows, 1, dim), y(DType::kF32, p.batch, rows, 1, dim);
+    algo::copy_to_shard(p.x.view(), layer.positions(), x.view());
+    y.fill_nan();
+
+    auto slowest = [&](double seconds) {
+      std::vector<double> all(static_cast<std::size_t>(c.world_size()));
+      c.all_gather(&seconds, all.data(), sizeof(double));
+      return *std::max_element(all.begin(), all.end());
+    };
+    auto mean = [&](double value) {
+      double sum = value;
+      c.all_reduce_sum(&sum, 1);
+      return sum / c.world_size();
+    };
+    auto timed = [&](auto&& call, algo::LayerStats& last) {
+      std::vector<double> times;
+      for (int i = 0; i < args.repeat; ++i) {
+        c.barrier();
+        const auto t0 = Clock::now();
+        last = call();
+        times.push_back(slowest(std::chrono::duration<double>(Clock::now() - t0).count()));
+      }
+      return median(times);
+    };
+    std::vector<std::int64_t> lengths;
+    for (const auto& s : algo::shard_plan(p.seqlen, c.world_size(), opt.attention.layout))
+      lengths.push_back(static_cast<std::int64_t>(s.size()));
+    const algo::LayerTraffic formula = algo::expected_layer_traffic(strategy, p.shape, p.batch, lengths, c.rank());
+    auto figures = [&](const algo::LayerStats& s, double seconds, double layer_formula, double grad_formula) {
+      PassFigures f;
+      f.seconds = seconds;
+      f.attention = slowest(s.attention_seconds);
+      f.projections = slowest(s.projection_seconds);
+      f.collectives = slowest(s.collective_seconds);
+      f.exposed = slowest(s.attention.wait_seconds);
+      f.core_bytes = mean(static_cast<double>(s.attention.bytes_sent));
+      f.layer_bytes = mean(static_cast<double>(s.layer_bytes_sent));
+      f.layer_formula = mean(layer_formula);
+      f.grad_bytes = mean(static_cast<double>(s.grad_bytes_sent));
+      f.grad_formula = mean(grad_formula);
+      return f;
+    };
+
+    algo::LayerStats fs;
+    const double forward_seconds = timed([&] { return layer.forward(params, x.view(), y.view()); }, fs);
+    const PassFigures forward = figures(fs, forward_seconds, static_cast<double>(formula.forward), 0.0);
+    PassFigures backward;
+    Tensor dx;
+    algo::Parameters grads(dim, layer.heads().q_count, layer.heads().kv_count, p.shape.head_dim);
+    if (args.backward) {
+      Tensor dy(DType::kF32, p.batch, rows, 1, dim);
+      algo::copy_to_shard(p.dy.view(), layer.positions(), dy.view());
+      dx = Tensor(DType::kF32, p.batch, rows, 1, dim);
+      dx.fill_nan();
+      grads.fill_nan();
+      algo::LayerStats bs;
+      const double backward_seconds = timed([&] { return layer.backward(params, dy.view(), dx.view(), grads); }, bs);
+      backward = figures(bs, backward_seconds, static_cast<double>(formula.backward), static_cast<double>(formula.grads));
+    }
+    const double saved_mb = mean(static_cast<double>(layer.saved_bytes()) / 1e6);
+    const double param_mb = mean(static_cast<double>(params.bytes()) / 1e6);
+
+    // Rank 0 collects Y, dX and the full weight gradients in global order.
+    const bool root = c.rank() == 0;
+    const auto plan = algo::shard_plan(p.seqlen, c.world_size(), opt.attention.layout);
+    Tensor y_all, dx_all;
+    if (root) y_all = Tensor(DType::kF32, p.batch, p.seqlen, 1, dim);
+    if (root && args.backward) dx_all = Tensor(DType::kF32, p.batch, p.seqlen, 1, dim);
+    auto collect = [&](const Tensor& local, const Tensor& global) {
+      if (strategy == algo::Strategy::kTpV1) {
+        if (root) algo::copy_from_shard(local.view(), layer.positions(), global.view());
+      } else {
+        algo::gather_rows(c, local.view(), plan, root ? &global.view() : nullptr);
+      }
+    };
+    collect(y, y_all);
+    if (args.backward) collect(dx, dx_all);
+    algo::Parameters full;
+    if (args.backward) {
+      if (tp) {
+        // Every rank's head block, placed back into the full matrices.
+        std::vector<float> all(grads.count() * static_cast<std::size_t>(c.world_size()));
+        c.all_gather(grads.data(), all.data(), grads.bytes());
+        if (root) {
+          full = algo::Parameters(dim, p.shape.heads, p.shape.kv_heads, p.shape.head_dim);
+          const std::int64_t d = p.shape.head_dim;
+          for (int r = 0; r < c.world_size(); ++r) {
+            const algo::HeadShard h = algo::tensor_parallel_heads(p.shape, c.world_size(), r);
+            const float* src = all.data() + static_cast<std::size_t>(r) * grads.count();
+            const algo::MatrixView block[] = {grads.wq(), grads.wk(), grads.wv(), grads.wo()};
+            const algo::MatrixView whole[] = {full.wq(), full.wk(), full.wv(), full.wo()};
+            const std::int64_t first[] = {h.q_first, h.kv_first, h.kv_first, h.q_first};
+            for (int m = 0; m < 4; ++m) {
+              const float* b = src + (block[m].data - grads.data());
+              for (std::int64_t i = 0; i < block[m].rows; ++i) {
+                float* to = m == 3 ? whole[m].data + (first[m] * d + i) * whole[m].ld
+                                   : whole[m].data + i * whole[m].ld + first[m] * d;
+                std::copy_n(b + i * block[m].ld, block[m].cols, to);
+              }
+            }
+          }
+        }
+      } else if (root) {
+        full = std::move(grads);
+      }
+    }
+    if (root) {
+      std::lock_guard lock(root_mutex);
+      root_here = true;
+      report.backend = std::string(c.backend());
+      report.ranks = c.world_size();
+      report.threads = mine.attention.threads;
+      report.forward = forward;
+      report.backward = backward;
+      report.saved_mb = saved_mb;
+      report.param_mb = param_mb;
+      y_global = std::move(y_all);
+      dx_global = std::move(dx_all);
+      grads_global = std::move(full);
+    }
+  });
+  if (!root_here) return 0;  // an MPI rank other than 0: rank 0 reports
+  report.peak_alloc_mb = static_cast<double>(memory_stats().peak) / 1e6;
+  report.memory_scope = mpi ? "rank" : "process";
+
+  if (!args.save_dir.empty()) {
+    std::filesystem::create_directories(args.save_dir);
+    const std::vector<std::int64_t> shape = {p.batch, p.seqlen, p.shape.model_dim};
+    auto save = [&](const char* name, const float* data, const std::vector<std::int64_t>& s) {
+      write_npy((std::filesystem::path(args.save_dir) / name).string(), data, s);
+    };
+    save("y.npy", y_global.data<float>(), shape);
+    if (args.backward) {
+      save("dx.npy", dx_global.data<float>(), shape);
+      const algo::Parameters& g = grads_global;
+      for (auto [name, m] : {std::pair{"dwq.npy", g.wq()}, {"dwk.npy", g.wk()}, {"dwv.npy", g.wv()}, {"dwo.npy", g.wo()}})
+        save(name, m.data, {m.rows, m.cols});
+    }
+  }
+
+  // Verification against the double layer reference.
+  const kernels::MaskSpec mask = opt.attention.mask;
+  const reference::LayerInputs in = reference_inputs(p, args, mask);
+  const double work = static_cast<double>(p.batch * p.shape.heads) * static_cast<double>(p.seqlen) *
+                      static_cast<double>(p.seqlen) * static_cast<double>(p.shape.head_dim);
+  const std::size_t row = static_cast<std::size_t>(p.shape.model_dim);
+  if (args.backward && work <= kBackward) {
+    const reference::LayerResult ref = reference::layer(in, p.dy.data<float>());
+    report.verified_rows = p.seqlen;
+    report.y_error = normwise(ref.y, y_global.data<float>(), ref.y.size());
+    report.dx_error = normwise(ref.dx, dx_global.data<float>(), ref.dx.size());
+    const algo::Parameters& g = grads_global;
+    report.dw_error = std::max({normwise(ref.dwq, g.wq().data, ref.dwq.size()), normwise(ref.dwk, g.wk().data, ref.dwk.size()),
+                                normwise(ref.dwv, g.wv().data, ref.dwv.size()), normwise(ref.dwo, g.wo().data, ref.dwo.size())});
+    report.backward_verified = true;
+  } else {
+    std::vector<std::int64_t> rows;
+    const std::int64_t count = work <= kAllRows ? p.seqlen : std::min<std::int64_t>(p.seqlen, 32);
+    for (std::int64_t i = 0; i < count; ++i) rows.push_back(count == p.seqlen ? i : i * (p.seqlen - 1) / (count - 1));
+    const reference::LayerResult ref = reference::layer_rows(in, rows);
+    std::vector<float> got(ref.y.size());
+    for (std::int64_t ib = 0; ib < p.batch; ++ib)
+      for (std::size_t i = 0; i < rows.size(); ++i)
+        std::copy_n(y_global.view().row<float>(ib, rows[i], 0), row,
+                    got.data() + (static_cast<std::size_t>(ib) * rows.size() + i) * row);
+    report.verified_rows = static_cast<std::int64_t>(rows.size());
+    report.y_error = normwise(ref.y, got.data(), got.size());
+  }
+  print_layer(std::cout, args, p, report);
+  if (!args.json_path.empty()) write_layer_json(args.json_path, args, p, report);
+  if (report.passed()) return 0;
+  std::cerr << "burst: FAILED: layer error over tolerance " << report.tolerance << "\n";
+  return 1;
+}
+
+}  // namespace burst::cli

@@ -1,0 +1,14 @@
+// `burst run --layer`: the attention layer (algo/layer.h) over the ranks of the default world
+// with any strategy, tensor parallelism included. X (random or --x) and the weights (random
+// or --weights) are global; every rank takes its share, rank 0 gathers Y (and dX) in token
+// order, checks them against the double-precision layer reference and prints the table.
+#pragma once
+
+#include "args.h"
+
+namespace burst::cli {
+
+// Returns the exit status (0 ok, 1 over tolerance); throws burst::Error on bad input.
+int run_layer(const RunArgs& args);
+
+}  // namespace burst::cli
