@@ -1,0 +1,264 @@
+#include "plan_calibrate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "algo/linear.h"
+#include "comm/world.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "json.h"
+#include "kernels/attention.h"
+
+namespace burst::cli::plan {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Median wall time of `repeat` calls of fn, after one untimed warm-up call.
+template <class Fn>
+double median_seconds(int repeat, Fn&& fn) {
+  fn();
+  std::vector<double> s;
+  for (int i = 0; i < repeat; ++i) {
+    const auto t0 = Clock::now();
+    fn();
+    s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(s.begin(), s.end());
+  return s[s.size() / 2];
+}
+
+void fill_random(const TensorView& t, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const auto n = static_cast<std::size_t>(t.numel());
+  if (t.dtype == DType::kF32) {
+    float* p = static_cast<float*>(t.data);
+    for (std::size_t i = 0; i < n; ++i) p[i] = dist(rng);
+  } else {
+    auto* p = static_cast<bf16_bits*>(t.data);
+    for (std::size_t i = 0; i < n; ++i) p[i] = float_to_bf16(dist(rng));
+  }
+}
+
+// Forward and backward FLOP/s of the local kernels, one thread, counted as the library counts
+// them (forward 4 b h s^2 d, backward 2.5x).
+std::pair<double, double> kernel_rates(DType dtype) {
+  constexpr std::int64_t kSeq = 4096, kHeads = 2, kDim = 128;
+  Tensor q(dtype, 1, kSeq, kHeads, kDim), k(dtype, 1, kSeq, kHeads, kDim), v(dtype, 1, kSeq, kHeads, kDim),
+      dout(dtype, 1, kSeq, kHeads, kDim);
+  fill_random(q.view(), 1);
+  fill_random(k.view(), 2);
+  fill_random(v.view(), 3);
+  fill_random(dout.view(), 4);
+  Tensor out(dtype, 1, kSeq, kHeads, kDim);
+  Tensor dq(DType::kF32, 1, kSeq, kHeads, kDim), dk(DType::kF32, 1, kSeq, kHeads, kDim),
+      dv(DType::kF32, 1, kSeq, kHeads, kDim);
+  RowStats lse(1, kHeads, kSeq), delta(1, kHeads, kSeq);
+  kernels::AttentionOptions o;
+  o.threads = 1;
+  const double flops = 4.0 * kHeads * static_cast<double>(kSeq) * static_cast<double>(kSeq) * kDim;
+  const double fwd = median_seconds(3, [&] { kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), o); });
+  kernels::compute_delta(dout.view(), out.view(), delta.view(), 1);
+  const double bwd = median_seconds(3, [&] {
+    dq.fill_zero();
+    dk.fill_zero();
+    dv.fill_zero();
+    kernels::attention_backward(q.view(), k.view(), v.view(), dout.view(), lse.view(), delta.view(), dq.view(),
+                                dk.view(), dv.view(), o);
+  });
+  return {flops / fwd, 2.5 * flops / bwd};
+}
+
+// fp32 GEMM of projection shape (4096 tokens x 1024 -> 1024), one thread.
+double gemm_rate() {
+  constexpr std::int64_t kRows = 4096, kIn = 1024, kOut = 1024;
+  Tensor a(DType::kF32, 1, kRows, 1, kIn), w(DType::kF32, 1, kIn, 1, kOut), c(DType::kF32, 1, kRows, 1, kOut);
+  fill_random(a.view(), 5);
+  fill_random(w.view(), 6);
+  const algo::MatrixView ma = algo::batch_matrix(a.view(), 0), mw = algo::batch_matrix(w.view(), 0),
+                         mc = algo::batch_matrix(c.view(), 0);
+  const double s = median_seconds(5, [&] { algo::matmul(ma, false, mw, false, mc, 0.0f, 1); });
+  return 2.0 * kRows * kIn * kOut / s;
+}
+
+double copy_bandwidth() {
+  constexpr std::size_t kBytes = std::size_t{256} << 20;
+  std::vector<char> from(kBytes, 1), to(kBytes, 0);
+  const double s = median_seconds(3, [&] { std::memcpy(to.data(), from.data(), kBytes); });
+  return 2.0 * static_cast<double>(kBytes) / s;
+}
+
+double available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024.0;
+  }
+  return 0;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// The value after "key": in a flat JSON object (numbers and strings only).
+std::string raw_value(const std::string& text, const std::string& key, const std::string& what) {
+  const std::string quoted = "\"" + key + "\"";
+  const auto at = text.find(quoted);
+  BURST_CHECK(at != std::string::npos, what, ": calibration has no \"", key, "\"");
+  auto pos = text.find(':', at + quoted.size());
+  BURST_CHECK(pos != std::string::npos, what, ": calibration \"", key, "\" has no value");
+  ++pos;
+  while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\n')) ++pos;
+  if (pos < text.size() && text[pos] == '"') {
+    const auto end = text.find('"', pos + 1);
+    BURST_CHECK(end != std::string::npos, what, ": calibration \"", key, "\" is an unterminated string");
+    return text.substr(pos + 1, end - pos - 1);
+  }
+  auto end = pos;
+  while (end < text.size() && text[end] != ',' && text[end] != '\n' && text[end] != '}') ++end;
+  return text.substr(pos, end - pos);
+}
+
+double number_value(const std::string& text, const std::string& key, const std::string& what) {
+  const std::string raw = raw_value(text, key, what);
+  char* end = nullptr;
+  const double x = std::strtod(raw.c_str(), &end);
+  BURST_CHECK(end != raw.c_str() && *end == '\0' && x > 0, what, ": calibration \"", key,
+              "\": expected a positive number, got '", raw, "'");
+  return x;
+}
+
+}  // namespace
+
+Calibration calibrate(std::ostream& log, bool& root) {
+  Calibration c;
+  c.cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  c.memory_bytes = available_memory();
+  c.measured_at = utc_now();
+  log << "calibrating: attention kernels fp32 (2 heads x 4096 tokens, d 128, 1 thread)\n" << std::flush;
+  std::tie(c.attention_forward_f32, c.attention_backward_f32) = kernel_rates(DType::kF32);
+  log << "calibrating: attention kernels bf16\n" << std::flush;
+  std::tie(c.attention_forward_bf16, c.attention_backward_bf16) = kernel_rates(DType::kBF16);
+  log << "calibrating: projection GEMM and memory copy\n" << std::flush;
+  c.gemm_f32 = gemm_rate();
+  c.memory_bandwidth = copy_bandwidth();
+
+  // Ring steps between two ranks: each sends to the next and receives from the previous.
+  log << "calibrating: link (ring steps of 8 B and 64 MiB between 2 ranks)\n" << std::flush;
+  std::mutex mutex;
+  root = false;
+  comm::run_world(2, [&](comm::Communicator& comm) {
+    const int p = comm.world_size(), r = comm.rank();
+    BURST_CHECK(p >= 2, "--calibrate: the link needs at least 2 ranks, got ", p);
+    constexpr std::size_t kBig = std::size_t{64} << 20;
+    std::vector<char> send(kBig, 1), recv(kBig, 0);
+    const int right = (r + 1) % p, left = (r - 1 + p) % p;
+    auto step = [&](std::size_t bytes, int tag) { comm.sendrecv(send.data(), bytes, right, recv.data(), bytes, left, tag); };
+    auto timed = [&](std::size_t bytes, int iterations) {
+      comm.barrier();
+      const auto t0 = Clock::now();
+      for (int i = 0; i < iterations; ++i) step(bytes, 7);
+      double s = std::chrono::duration<double>(Clock::now() - t0).count() / iterations;
+      // The slowest rank's time.
+      std::vector<double> all(static_cast<std::size_t>(p));
+      comm.all_gather(&s, all.data(), sizeof(double));
+      return *std::max_element(all.begin(), all.end());
+    };
+    timed(8, 10);
+    const double small = timed(8, 200);
+    timed(kBig, 1);
+    const double big = timed(kBig, 5);
+    if (r == 0) {
+      std::lock_guard lock(mutex);
+      root = true;
+      c.link_backend = std::string(comm.backend());
+      c.link_latency = small;
+      c.link_bandwidth = static_cast<double>(kBig) / std::max(big - small, 1e-9);
+    }
+  });
+  return c;
+}
+
+void save_calibration(const std::string& path, const Calibration& c) {
+  JsonObject j;
+  j.string("measured_at", c.measured_at);
+  j.integer("cores", c.cores);
+  j.number("memory_bytes", c.memory_bytes);
+  j.number("attention_forward_flops_fp32", c.attention_forward_f32);
+  j.number("attention_backward_flops_fp32", c.attention_backward_f32);
+  j.number("attention_forward_flops_bf16", c.attention_forward_bf16);
+  j.number("attention_backward_flops_bf16", c.attention_backward_bf16);
+  j.number("gemm_flops_fp32", c.gemm_f32);
+  j.number("memory_bandwidth", c.memory_bandwidth);
+  j.string("link_backend", c.link_backend);
+  j.number("link_bandwidth", c.link_bandwidth);
+  j.number("link_latency", c.link_latency);
+  std::ofstream out(path);
+  BURST_CHECK(out.good(), "--calibration: expected a writable file, got '", path, "'");
+  out << j.text();
+  BURST_CHECK(out.good(), "--calibration: writing '", path, "' failed");
+}
+
+Calibration load_calibration(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  BURST_CHECK(in.good(), what, ": no calibration file '", path, "' (run burst plan --calibrate first)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  Calibration c;
+  c.measured_at = raw_value(text, "measured_at", what);
+  c.cores = static_cast<int>(number_value(text, "cores", what));
+  c.memory_bytes = number_value(text, "memory_bytes", what);
+  c.attention_forward_f32 = number_value(text, "attention_forward_flops_fp32", what);
+  c.attention_backward_f32 = number_value(text, "attention_backward_flops_fp32", what);
+  c.attention_forward_bf16 = number_value(text, "attention_forward_flops_bf16", what);
+  c.attention_backward_bf16 = number_value(text, "attention_backward_flops_bf16", what);
+  c.gemm_f32 = number_value(text, "gemm_flops_fp32", what);
+  c.memory_bandwidth = number_value(text, "memory_bandwidth", what);
+  c.link_backend = raw_value(text, "link_backend", what);
+  c.link_bandwidth = number_value(text, "link_bandwidth", what);
+  c.link_latency = number_value(text, "link_latency", what);
+  return c;
+}
+
+Cluster cluster_from_calibration(const Calibration& c, int ranks, DType dtype) {
+  Cluster cl;
+  cl.name = "this";
+  cl.description = std::to_string(c.cores) + " cores, " + c.link_backend + " ranks (calibrated " + c.measured_at + ")";
+  cl.nodes = 1;
+  cl.ranks_per_node = ranks;
+  cl.compute_slots = c.cores;
+  const bool bf16 = dtype == DType::kBF16;
+  cl.attention_forward_flops = bf16 ? c.attention_forward_bf16 : c.attention_forward_f32;
+  cl.attention_backward_flops = bf16 ? c.attention_backward_bf16 : c.attention_backward_f32;
+  cl.gemm_flops = c.gemm_f32;
+  cl.memory_bandwidth = c.memory_bandwidth;
+  cl.intra = {c.link_bandwidth, c.link_latency};
+  cl.inter = cl.intra;
+  cl.memory_bytes = c.memory_bytes / ranks;
+  // MPI moves a posted transfer behind the kernels (their progress hook); the in-process
+  // backend copies inside the posting call, on the rank's own time.
+  cl.overlap = c.link_backend == "mpi";
+  return cl;
+}
+
+}  // namespace burst::cli::plan
