@@ -147,6 +147,37 @@ double number_value(const std::string& text, const std::string& key, const std::
   return x;
 }
 
+// Forward and backward rates add and average as pairs.
+std::pair<double, double> operator+(std::pair<double, double> a, std::pair<double, double> b) {
+  return {a.first + b.first, a.second + b.second};
+}
+std::pair<double, double> operator/(std::pair<double, double> a, double x) { return {a.first / x, a.second / x}; }
+
+// Runs fn on `threads` threads at once and returns the mean of its results: the rate of one
+// compute slot while every slot is busy, as when burst run gives each core a rank.
+template <class T, class Fn>
+T on_every_core(int threads, Fn&& fn) {
+  std::vector<T> results(static_cast<std::size_t>(threads));
+  std::vector<std::thread> pool;
+  std::mutex failure_mutex;
+  std::string failure;
+  for (int i = 0; i < threads; ++i) {
+    pool.emplace_back([&, i] {
+      try {
+        results[static_cast<std::size_t>(i)] = fn();
+      } catch (const std::exception& e) {
+        std::lock_guard lock(failure_mutex);
+        failure = e.what();
+      }
+    });
+  }
+  for (std::thread& t : pool) t.join();
+  BURST_CHECK(failure.empty(), "--calibrate: ", failure);
+  T sum{};
+  for (const T& r : results) sum = sum + r;
+  return sum / static_cast<double>(threads);
+}
+
 }  // namespace
 
 Calibration calibrate(std::ostream& log, bool& root) {
@@ -154,13 +185,19 @@ Calibration calibrate(std::ostream& log, bool& root) {
   c.cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   c.memory_bytes = available_memory();
   c.measured_at = utc_now();
-  log << "calibrating: attention kernels fp32 (2 heads x 4096 tokens, d 128, 1 thread)\n" << std::flush;
-  std::tie(c.attention_forward_f32, c.attention_backward_f32) = kernel_rates(DType::kF32);
+  // Under mpirun every process measures its own core; in one process, one thread per core.
+  const int threads = comm::launched_by_mpi() ? 1 : c.cores;
+  log << "calibrating: attention kernels fp32 (2 heads x 4096 tokens, d 128), one thread on each of " << threads
+      << " core(s)\n" << std::flush;
+  using Rates = std::pair<double, double>;
+  std::tie(c.attention_forward_f32, c.attention_backward_f32) =
+      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kF32); });
   log << "calibrating: attention kernels bf16\n" << std::flush;
-  std::tie(c.attention_forward_bf16, c.attention_backward_bf16) = kernel_rates(DType::kBF16);
+  std::tie(c.attention_forward_bf16, c.attention_backward_bf16) =
+      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kBF16); });
   log << "calibrating: projection GEMM and memory copy\n" << std::flush;
-  c.gemm_f32 = gemm_rate();
-  c.memory_bandwidth = copy_bandwidth();
+  c.gemm_f32 = on_every_core<double>(threads, [] { return gemm_rate(); });
+  c.memory_bandwidth = on_every_core<double>(threads, [] { return copy_bandwidth(); });
 
   // Ring steps between two ranks: each sends to the next and receives from the previous.
   log << "calibrating: link (ring steps of 8 B and 64 MiB between 2 ranks)\n" << std::flush;

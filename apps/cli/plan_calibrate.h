@@ -12,12 +12,13 @@
 namespace burst::cli::plan {
 
 struct Calibration {
-  // One thread, counted FLOPs (plan_model.h): attention kernels on 2 heads x 4096 tokens,
+  // One core's rate while every core runs the same measurement (one thread each), counted
+  // FLOPs (plan_model.h): attention kernels on 2 heads x 4096 tokens,
   // d = 128, no mask; fp32 sgemm-based projections.
   double attention_forward_f32 = 0, attention_backward_f32 = 0;
   double attention_forward_bf16 = 0, attention_backward_bf16 = 0;
   double gemm_f32 = 0;
-  double memory_bandwidth = 0;  // bytes/s, one thread copying 256 MiB (read + write)
+  double memory_bandwidth = 0;  // bytes/s of one core copying 256 MiB (read + write), all copying
   // A ring step between two ranks of the communicator burst run would use here: threads of
   // this process, or MPI ranks under mpirun.
   std::string link_backend;

@@ -620,8 +620,11 @@ Prediction predict(Choice choice, const Cluster& c, const ModelShape& m, const W
       lb += static_cast<double>(t.backward);
       grads += static_cast<double>(t.grads);
     }
-    lf /= p;
-    lb /= p;
+    // The library's layer is fp32 (expected_layer_traffic counts 4-byte rows); the model's
+    // activations travel in their own dtype. Weight gradients stay fp32.
+    const double activation_scale = static_cast<double>(w.activation_bytes) / sizeof(float);
+    lf *= activation_scale / p;
+    lb *= activation_scale / p;
     grads /= p;
     const double blocks = mlp ? 2 : 1;
     const Pattern pattern = choice == Choice::kTpV3 ? Pattern::kPairwise : Pattern::kRing;
