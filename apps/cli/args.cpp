@@ -1,8 +1,10 @@
 #include "args.h"
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <sstream>
 #include <string_view>
 #include <thread>
@@ -52,6 +54,26 @@ float parse_scale(std::string_view flag, std::string_view text) {
   return value;
 }
 
+// "8G", "512M", "1.5T", "4096" (bytes): a size in bytes, with an optional K/M/G/T suffix
+// (powers of 1024).
+double parse_bytes(std::string_view flag, std::string_view text) {
+  double scale = 1;
+  std::string_view number = text;
+  if (!text.empty()) {
+    const char unit = static_cast<char>(std::toupper(static_cast<unsigned char>(text.back())));
+    const char* units = "KMGT";
+    if (const char* at = std::strchr(units, unit); at != nullptr && unit != '\0') {
+      scale = std::pow(1024.0, static_cast<double>(at - units + 1));
+      number = text.substr(0, text.size() - 1);
+    }
+  }
+  double value = 0;
+  const auto [end, ec] = std::from_chars(number.data(), number.data() + number.size(), value);
+  BURST_CHECK(ec == std::errc() && end == number.data() + number.size() && value > 0 && std::isfinite(value), flag,
+              ": expected a positive size such as 8G or 512M, got '", text, "'");
+  return value * scale;
+}
+
 // "LEFT,RIGHT"; a negative side means unbounded and is stored as -1 (MaskSpec's convention).
 void parse_window(RunArgs& a, std::string_view flag, std::string_view text) {
   const auto comma = text.find(',');
@@ -88,7 +110,7 @@ constexpr Flag kFlags[] = {
        a.batch = parse_size(f, v, kMaxCount);
        note_size(a, f);
      }},
-    {"--seqlen", "S", "query length seqlen_q (default 4096)",
+    {"--seqlen", "S", "query length seqlen_q (default 32768)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.seqlen = parse_size(f, v, kMaxSeqlen);
        note_size(a, f);
@@ -138,8 +160,10 @@ constexpr Flag kFlags[] = {
        BURST_CHECK(base == 0.0 || base > 1.0, f, ": expected 0 or a number > 1, got ", v);
        a.rope_base = base;
      }},
-    {"--causal", "", "mask keys after the query position",
+    {"--causal", "", "mask keys after the query position (the default)",
      [](RunArgs& a, std::string_view, std::string_view) { a.causal = true; }},
+    {"--no-causal", "", "let every query see every key (bidirectional)",
+     [](RunArgs& a, std::string_view, std::string_view) { a.causal = false; }},
     {"--window", "LEFT,RIGHT", "see only keys in [query-LEFT, query+RIGHT]; negative = unbounded",
      parse_window},
     {"--scale", "X", "softmax scale (default 1/sqrt(d))",
@@ -154,14 +178,14 @@ constexpr Flag kFlags[] = {
     {"--strategy", "local|burst|ring|allgather|ulysses|ring-rsa|usp|tp-v1|tp-v3",
      "local: one rank; burst: BurstAttention; ring: K/V ring with K/V-passing backward; allgather: "
      "all-gather K/V; ulysses: all-to-all to head shards; ring-rsa: materialised scores, two rings; "
-     "usp: Ulysses groups x ring; tp-v1/tp-v3: Megatron tensor parallelism, --layer only (default local)",
+     "usp: Ulysses groups x ring; tp-v1/tp-v3: Megatron tensor parallelism, --layer only (default burst)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        if (v != "local") algo::parse_strategy(std::string(v), std::string(f));
        a.strategy = std::string(v);
      }},
     {"--ranks", "N", "ranks for --strategy burst: threads of this process, or under mpirun its ranks (must agree)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.ranks = parse_count(f, v); }},
-    {"--layout", "contiguous|zigzag|striped", "token layout over ranks (default contiguous)",
+    {"--layout", "contiguous|zigzag|striped", "token layout over ranks (default zigzag)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        algo::parse_layout(std::string(v), std::string(f));
        a.layout = std::string(v);
@@ -193,14 +217,27 @@ constexpr Flag kFlags[] = {
        BURST_CHECK(seed >= 0, f, ": expected a non-negative integer, got ", seed);
        a.seed = static_cast<std::uint64_t>(seed);
      }},
-    {"--backward", "", "also time and check the backward pass (random dO)",
+    {"--backward", "", "also time and check the backward pass, random dO (the default)",
      [](RunArgs& a, std::string_view, std::string_view) { a.backward = true; }},
-    {"--repeat", "N", "timed runs; the median is reported (default 3)",
+    {"--forward-only", "", "time and check the forward pass only",
+     [](RunArgs& a, std::string_view, std::string_view) { a.backward = false; }},
+    {"--repeat", "N", "timed runs; the median is reported (default 1)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.repeat = parse_count(f, v); }},
     {"--save", "DIR", "write o, lse (and dq, dk, dv) as float32 .npy files to DIR",
      [](RunArgs& a, std::string_view, std::string_view v) { a.save_dir = v; }},
     {"--json", "FILE", "write the figures as one JSON object to FILE",
      [](RunArgs& a, std::string_view, std::string_view v) { a.json_path = v; }},
+    {"--max-memory", "SIZE", "stop before allocating if the estimate for this machine exceeds SIZE (e.g. 8G, 512M; "
+     "default: MemAvailable)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.max_memory = parse_bytes(f, v); }},
+    {"--progress", "auto|on|off", "progress bar on stderr (default auto: only when stderr is a terminal)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.progress = parse_progress(std::string(v), std::string(f)); }},
+    {"--timeout", "SECONDS", "deadline of every wait between ranks (default: BURST_TIMEOUT, else 60)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       const double t = parse_scale(f, v);
+       BURST_CHECK(t > 0, f, ": expected a positive number of seconds, got ", v);
+       a.timeout_seconds = t;
+     }},
     {"--help", "", "print this help",
      [](RunArgs& a, std::string_view, std::string_view) { a.help = true; }},
 };

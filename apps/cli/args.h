@@ -9,32 +9,35 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "progress.h"
 #include "kernels/attention.h"
 
 namespace burst::cli {
 
 // Everything `burst run` was asked to do. Sizes left unset take their defaults in main
-// (kv_heads = heads, seqlen_k = seqlen) or come from the .npy files.
+// (kv_heads = heads, seqlen_k = seqlen) or come from the .npy files. The defaults are the
+// main job: BurstAttention forward + backward, causal, zigzag, s = 32768, 8 heads, d = 128,
+// over one in-process rank per hardware thread.
 struct RunArgs {
   std::int64_t batch = 1;
-  std::int64_t seqlen = 4096;
+  std::int64_t seqlen = 32768;
   std::optional<std::int64_t> seqlen_k;
   std::int64_t heads = 8;
   std::optional<std::int64_t> kv_heads;
   std::int64_t head_dim = 128;
-  bool causal = false;
+  bool causal = true;
   std::int64_t window_left = -1;  // -1: unbounded (any negative input is stored as -1)
   std::int64_t window_right = -1;
   std::optional<float> scale;
   DType dtype = DType::kF32;
   int threads = 1;  // set to the hardware concurrency before parsing
   std::uint64_t seed = 0;
-  bool backward = false;
-  int repeat = 3;
+  bool backward = true;
+  int repeat = 1;
   kernels::Isa isa = kernels::Isa::kAuto;
-  std::string strategy = "local";  // local (one rank) or burst (BurstAttention over ranks)
+  std::string strategy = "burst";  // local (one rank), burst (BurstAttention over ranks), ...
   int ranks = 0;                   // 0: under mpirun its ranks, else the hardware threads
-  std::string layout = "contiguous";
+  std::string layout = "zigzag";
   std::string bwd_scheme = "auto";
   bool threads_given = false;      // --threads given: threads per rank
   bool double_ring = false;        // forward over the topology-aware double ring
@@ -51,6 +54,9 @@ struct RunArgs {
   std::string q_path, k_path, v_path, do_path;
   std::string save_dir;
   std::string json_path;
+  double max_memory = 0;  // bytes this machine may use; 0: what /proc/meminfo says is available
+  ProgressMode progress = ProgressMode::kAuto;
+  double timeout_seconds = 0;  // 0: BURST_TIMEOUT or its default
   bool help = false;
   // Size flags given explicitly, so that combining them with --q can be refused by name.
   std::vector<std::string> size_flags;

@@ -13,6 +13,8 @@
 #include "algo/strategy.h"
 #include "comm/world.h"
 #include "core/error.h"
+#include "link_traffic.h"
+#include "progress.h"
 
 namespace burst::cli {
 namespace {
@@ -89,20 +91,35 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       algo::copy_to_shard(g, pos, s.view());
       return s;
     };
+    // The strategies run on a wrapper that tallies bytes per link class (intra/inter node).
+    LinkCountingCommunicator counted(c);
+    auto by_rank = [&](std::uint64_t bytes) {
+      const auto all = everyone(c, static_cast<double>(bytes));
+      return std::vector<double>(all.begin(), all.end());
+    };
     const Tensor q = shard(p.q), k = shard(p.k), v = shard(p.v);
     Tensor out(p.dtype(), p.batch(), n, p.heads(), p.head_dim());
     RowStats lse(p.batch(), p.heads(), n);
 
-    auto timed = [&](auto&& call, algo::RingStats& last) {
+    // Rank 0 draws the progress bar; the first run is measured against a FLOP estimate.
+    ProgressBar bar(r == 0 && ProgressBar::wanted(args.progress));
+    const double flops = 4.0 * static_cast<double>(p.batch() * p.heads() * p.head_dim()) *
+                         static_cast<double>(p.seqlen_q()) * static_cast<double>(p.seqlen_k()) *
+                         kernels::visible_fraction(p.seqlen_q(), p.seqlen_k(), p.options);
+    auto timed = [&](auto&& call, algo::RingStats& last, const char* pass, double estimate) {
       std::vector<double> slowest;
       for (int i = 0; i < args.repeat; ++i) {
+        bar.begin(std::string(pass) + " " + std::to_string(i + 1) + "/" + std::to_string(args.repeat),
+                  slowest.empty() ? estimate : slowest.back());
         c.barrier();
         const auto t0 = Clock::now();
         last = call();
         slowest.push_back(max_of(c, std::chrono::duration<double>(Clock::now() - t0).count()));
+        bar.end();
       }
       return median(slowest);
     };
+    const double rate = 80e9 * world * mine.threads;  // FLOP/s of the whole job, roughly
     DistributedFigures fig;
     fig.backend = std::string(c.backend());
     fig.ranks = world;
@@ -112,11 +129,21 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
     fig.double_ring = opt.double_ring;
     algo::RingStats fs;
     const double forward_seconds = timed([&] {
-      return algo::strategy_forward(strategy, c, q.view(), k.view(), v.view(), out.view(), lse.view(), mine);
-    }, fs);
+      counted.reset_link_bytes();
+      return algo::strategy_forward(strategy, counted, q.view(), k.view(), v.view(), out.view(), lse.view(), mine);
+    }, fs, "forward", flops / rate);
     const std::size_t e = dtype_size(p.dtype());
     fig.forward_bytes = mean_of(c, static_cast<double>(fs.bytes_sent));
     fig.forward_bytes_saved = mean_of(c, static_cast<double>(fs.bytes_saved));
+    fig.node_of_rank = c.node_of_rank();
+    const auto link_figures = [&](std::vector<double>(&intra)[2], std::vector<double>(&inter)[2]) {
+      const LinkBytes& l = counted.link_bytes();
+      intra[0] = by_rank(l.intra_node);
+      inter[0] = by_rank(l.inter_node);
+      intra[1] = by_rank(l.intra_node_p2p);
+      inter[1] = by_rank(l.inter_node_p2p);
+    };
+    link_figures(fig.forward_intra_node_bytes, fig.forward_inter_node_bytes);
     std::int64_t longest = 0;
     for (const auto& s : plan) longest = std::max(longest, static_cast<std::int64_t>(s.size()));
     const double kv_rows = static_cast<double>(p.batch() * p.kv_heads() * p.head_dim());
@@ -155,9 +182,10 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       dv = Tensor(DType::kF32, p.batch(), n, p.kv_heads(), p.head_dim());
       algo::RingStats bs;
       backward_seconds = timed([&] {
-        return algo::strategy_backward(strategy, c, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
+        counted.reset_link_bytes();
+        return algo::strategy_backward(strategy, counted, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(),
                                        dq.view(), dk.view(), dv.view(), mine);
-      }, bs);
+      }, bs, "backward", 2.5 * flops / (0.75 * rate));
       std::vector<std::int64_t> lengths;
       for (const auto& s : plan) lengths.push_back(static_cast<std::int64_t>(s.size()));
       fig.backward_scheme = strategy == algo::Strategy::kAllGather ? "reduce-scatter"
@@ -166,6 +194,7 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
                             : strategy == algo::Strategy::kUsp     ? "all-to-all + ring " + algo::scheme_name(bs.scheme)
                                                                    : algo::scheme_name(bs.scheme);
       fig.backward_bytes = mean_of(c, static_cast<double>(bs.bytes_sent));
+      link_figures(fig.backward_intra_node_bytes, fig.backward_inter_node_bytes);
       // ring-rsa: K, V, K passes plus two ring all-reduces of full-length fp32 dK, dV.
       const double full = static_cast<double>(p.batch() * opt.seqlen * p.kv_heads() * p.head_dim());
       const double rsa_all_reduce = 2.0 * 2.0 * (world - 1) * std::ceil(full / world) * 4.0;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "api/attention.h"
 #include "args.h"
@@ -25,6 +26,12 @@ struct DistributedFigures {
   double forward_exposed = 0, backward_exposed = 0;  // slowest rank's wait seconds (median run)
   double forward_compute_min = 0, forward_compute_max = 0;  // per-rank kernel seconds
   double backward_compute_min = 0, backward_compute_max = 0;
+  // Node of every rank, and the bytes each rank sent to ranks of its own node and of other
+  // nodes in the last timed run of each pass (link_traffic.h): [0] every operation, [1]
+  // point-to-point only.
+  std::vector<int> node_of_rank;
+  std::vector<double> forward_intra_node_bytes[2], forward_inter_node_bytes[2];
+  std::vector<double> backward_intra_node_bytes[2], backward_inter_node_bytes[2];
 };
 
 struct DistributedResult {

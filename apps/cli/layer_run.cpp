@@ -18,6 +18,8 @@
 #include "comm/world.h"
 #include "core/error.h"
 #include "json.h"
+#include "link_traffic.h"
+#include "progress.h"
 #include "kernels/blas.h"
 #include "reference/layer.h"
 
@@ -113,14 +115,16 @@ struct PassFigures {
   double seconds = 0, attention = 0, projections = 0, collectives = 0;
   double core_bytes = 0, layer_bytes = 0, layer_formula = 0, grad_bytes = 0, grad_formula = 0;
   double exposed = 0;  // attention core's wait (slowest rank)
+  std::vector<double> intra_node_bytes, inter_node_bytes;  // sent by each rank, per link class
 };
 
 struct LayerReport {
   std::string strategy, backend, layout;
   int ranks = 0, threads = 0;
+  std::vector<int> node_of_rank;
   PassFigures forward, backward;
   bool has_backward = false;
-  double param_mb = 0, saved_mb = 0, peak_alloc_mb = 0;
+  double param_mb = 0, saved_mb = 0, peak_alloc_mb = 0, estimate_mb = 0;
   std::string memory_scope;
   std::int64_t verified_rows = 0;
   bool backward_verified = false;
@@ -195,7 +199,8 @@ void print_layer(std::ostream& os, const RunArgs& args, const LayerProblem& p, c
   sent("forward ", r.forward);
   if (r.has_backward) sent("backward", r.backward);
   os << "memory    per rank: parameters " << mb(r.param_mb * 1e6) << ", saved activations " << mb(r.saved_mb * 1e6)
-     << "; peak Burst allocations " << mb(r.peak_alloc_mb * 1e6) << " (per " << r.memory_scope << ")\n";
+     << "; peak Burst allocations " << mb(r.peak_alloc_mb * 1e6) << " (per " << r.memory_scope << "), estimated "
+     << mb(r.estimate_mb * 1e6) << " for this machine\n";
   os << "\nverified  y on " << r.verified_rows << " of " << p.seqlen << " rows: " << std::scientific;
   os.precision(2);
   os << r.y_error;
@@ -225,7 +230,17 @@ void write_layer_json(const std::string& path, const RunArgs& args, const LayerP
   j.integer("threads_per_rank", r.threads);
   j.string("layout", r.layout);
   j.integer("repeat", args.repeat);
-  auto pass = [](const PassFigures& f) {
+  auto list = [](const auto& values) {
+    std::string text;
+    for (const auto x : values) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.17g", static_cast<double>(x));
+      text += (text.empty() ? "" : ", ") + std::string(buf);
+    }
+    return "[" + text + "]";
+  };
+  j.raw("node_of_rank", list(r.node_of_rank));
+  auto pass = [&](const PassFigures& f) {
     JsonObject o;
     o.number("seconds", f.seconds);
     o.number("attention_seconds", f.attention);
@@ -238,6 +253,8 @@ void write_layer_json(const std::string& path, const RunArgs& args, const LayerP
     o.number("grad_bytes_sent_per_rank", f.grad_bytes);
     o.number("grad_bytes_formula", f.grad_formula);
     o.number("bytes_sent_per_rank", f.core_bytes + f.layer_bytes + f.grad_bytes);
+    o.raw("intra_node_bytes_by_rank", list(f.intra_node_bytes));
+    o.raw("inter_node_bytes_by_rank", list(f.inter_node_bytes));
     return o.text();
   };
   j.raw("forward", pass(r.forward));
@@ -245,6 +262,7 @@ void write_layer_json(const std::string& path, const RunArgs& args, const LayerP
   j.number("parameters_mb_per_rank", r.param_mb);
   j.number("saved_activations_mb_per_rank", r.saved_mb);
   j.number("peak_alloc_mb", r.peak_alloc_mb);
+  j.number("memory_estimate_mb", r.estimate_mb);
   j.string("memory_scope", r.memory_scope);
   j.integer("verified_rows", r.verified_rows);
   j.boolean("backward_verified", r.backward_verified);
@@ -261,7 +279,7 @@ void write_layer_json(const std::string& path, const RunArgs& args, const LayerP
 
 }  // namespace
 
-int run_layer(const RunArgs& args) {
+int run_layer(const RunArgs& args, double memory_estimate_bytes) {
   const LayerProblem p = make_layer_problem(args);
   const bool single = args.strategy == "local";
   const algo::Strategy strategy = single ? algo::Strategy::kBurst : algo::parse_strategy(args.strategy, "--strategy");
@@ -304,7 +322,9 @@ int run_layer(const RunArgs& args) {
     const auto& nodes = c.node_of_rank();
     const auto here = std::count(nodes.begin(), nodes.end(), nodes[static_cast<std::size_t>(c.rank())]);
     mine.attention.threads = args.threads_given ? args.threads : std::max(1, hardware / static_cast<int>(here));
-    algo::AttentionLayer layer(c, p.shape, mine);
+    // The layer runs on a wrapper that tallies bytes per link class (intra/inter node).
+    LinkCountingCommunicator counted(c);
+    algo::AttentionLayer layer(counted, p.shape, mine);
     const bool tp = algo::layer_only(strategy);
     const algo::Parameters shard = tp ? algo::shard_parameters(p.weights, p.shape, layer.heads()) : algo::Parameters();
     const algo::Parameters& params = tp ? shard : p.weights;
@@ -323,13 +343,17 @@ int run_layer(const RunArgs& args) {
       c.all_reduce_sum(&sum, 1);
       return sum / c.world_size();
     };
-    auto timed = [&](auto&& call, algo::LayerStats& last) {
+    ProgressBar bar(c.rank() == 0 && ProgressBar::wanted(args.progress));
+    auto timed = [&](auto&& call, algo::LayerStats& last, const char* pass) {
       std::vector<double> times;
       for (int i = 0; i < args.repeat; ++i) {
+        bar.begin(std::string(pass) + " " + std::to_string(i + 1) + "/" + std::to_string(args.repeat),
+                  times.empty() ? 0.0 : times.back());
         c.barrier();
         const auto t0 = Clock::now();
         last = call();
         times.push_back(slowest(std::chrono::duration<double>(Clock::now() - t0).count()));
+        bar.end();
       }
       return median(times);
     };
@@ -349,11 +373,20 @@ int run_layer(const RunArgs& args) {
       f.layer_formula = mean(layer_formula);
       f.grad_bytes = mean(static_cast<double>(s.grad_bytes_sent));
       f.grad_formula = mean(grad_formula);
+      for (const auto& [bytes, into] : {std::pair{counted.link_bytes().intra_node, &f.intra_node_bytes},
+                                       std::pair{counted.link_bytes().inter_node, &f.inter_node_bytes}}) {
+        into->resize(static_cast<std::size_t>(c.world_size()));
+        const double mine_bytes = static_cast<double>(bytes);
+        c.all_gather(&mine_bytes, into->data(), sizeof(double));
+      }
       return f;
     };
 
     algo::LayerStats fs;
-    const double forward_seconds = timed([&] { return layer.forward(params, x.view(), y.view()); }, fs);
+    const double forward_seconds = timed([&] {
+      counted.reset_link_bytes();
+      return layer.forward(params, x.view(), y.view());
+    }, fs, "forward");
     const PassFigures forward = figures(fs, forward_seconds, static_cast<double>(formula.forward), 0.0);
     PassFigures backward;
     Tensor dx;
@@ -365,7 +398,10 @@ int run_layer(const RunArgs& args) {
       dx.fill_nan();
       grads.fill_nan();
       algo::LayerStats bs;
-      const double backward_seconds = timed([&] { return layer.backward(params, dy.view(), dx.view(), grads); }, bs);
+      const double backward_seconds = timed([&] {
+        counted.reset_link_bytes();
+        return layer.backward(params, dy.view(), dx.view(), grads);
+      }, bs, "backward");
       backward = figures(bs, backward_seconds, static_cast<double>(formula.backward), static_cast<double>(formula.grads));
     }
     const double saved_mb = mean(static_cast<double>(layer.saved_bytes()) / 1e6);
@@ -420,6 +456,7 @@ int run_layer(const RunArgs& args) {
       root_here = true;
       report.backend = std::string(c.backend());
       report.ranks = c.world_size();
+      report.node_of_rank = c.node_of_rank();
       report.threads = mine.attention.threads;
       report.forward = forward;
       report.backward = backward;
@@ -432,6 +469,7 @@ int run_layer(const RunArgs& args) {
   });
   if (!root_here) return 0;  // an MPI rank other than 0: rank 0 reports
   report.peak_alloc_mb = static_cast<double>(memory_stats().peak) / 1e6;
+  report.estimate_mb = memory_estimate_bytes / 1e6;
   report.memory_scope = mpi ? "rank" : "process";
 
   if (!args.save_dir.empty()) {

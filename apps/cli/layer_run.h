@@ -9,6 +9,7 @@
 namespace burst::cli {
 
 // Returns the exit status (0 ok, 1 over tolerance); throws burst::Error on bad input.
-int run_layer(const RunArgs& args);
+// memory_estimate_bytes: what the run was estimated to need on this machine (reported).
+int run_layer(const RunArgs& args, double memory_estimate_bytes);
 
 }  // namespace burst::cli

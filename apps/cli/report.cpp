@@ -69,7 +69,7 @@ void print_table(std::ostream& os, const Report& r) {
                 gflops(r.forward_flops, r.forward_seconds).c_str(), errors_fwd.c_str());
   os << line;
   if (r.backward_seconds) {
-    if (!r.backward_verified) errors_bwd = "gradients: not verified (too large)";
+    if (!r.backward_verified && !r.backward_sampled) errors_bwd = "gradients: not verified (too large)";
     std::snprintf(line, sizeof line, "%-10s %12.6f %12s   %s\n", "backward", *r.backward_seconds,
                   gflops(r.backward_flops(), *r.backward_seconds).c_str(), errors_bwd.c_str());
     os << line;
@@ -99,9 +99,12 @@ void print_table(std::ostream& os, const Report& r) {
     os << "\n";
   }
   os << "memory    peak resident " << format("%.1f", r.peak_rss_mb) << " MB, Burst allocations "
-     << format("%.1f", r.peak_alloc_mb) << " MB (per " << r.memory_scope << ")\n";
+     << format("%.1f", r.peak_alloc_mb) << " MB (per " << r.memory_scope << "); estimated "
+     << format("%.1f", r.memory_estimate_mb) << " MB for this machine\n";
   os << "\nverified  " << r.verified_rows << " of " << r.seqlen_q
-     << " query rows in every batch and head" << (r.backward_verified ? "; all gradients" : "")
+     << " query rows in every batch and head"
+     << (r.backward_verified ? "; all gradients"
+         : r.backward_sampled ? "; dq on those rows, dk and dv by their column-sum identities" : "")
      << "\n";
   std::string failed;
   for (const TensorError& e : r.failures()) failed += (failed.empty() ? "" : ", ") + e.name;
@@ -139,6 +142,7 @@ void write_json(const std::string& path, const Report& r) {
   j.optional("backward_gflops", backward_gflops);
   j.integer("verified_rows", r.verified_rows);
   j.boolean("backward_verified", r.backward_verified);
+  j.boolean("backward_sampled", r.backward_sampled);
   std::string errors;
   for (const TensorError& e : r.errors) {
     errors += (errors.empty() ? "" : ", ") + JsonObject::quote(e.name) + ": " +
@@ -152,6 +156,7 @@ void write_json(const std::string& path, const Report& r) {
   j.string("strategy", r.distributed ? r.distributed->strategy : "local");
   j.number("peak_rss_mb", r.peak_rss_mb);
   j.number("peak_alloc_mb", r.peak_alloc_mb);
+  j.number("memory_estimate_mb", r.memory_estimate_mb);
   j.string("memory_scope", r.memory_scope);
   if (r.distributed) {
     const DistributedFigures& d = *r.distributed;
@@ -174,6 +179,19 @@ void write_json(const std::string& path, const Report& r) {
     o.number("forward_compute_max_seconds", d.forward_compute_max);
     o.number("backward_compute_min_seconds", d.backward_compute_min);
     o.number("backward_compute_max_seconds", d.backward_compute_max);
+    auto list = [](const auto& values) {
+      std::string text;
+      for (const auto x : values) text += (text.empty() ? "" : ", ") + format("%.17g", static_cast<double>(x));
+      return "[" + text + "]";
+    };
+    o.raw("node_of_rank", list(d.node_of_rank));
+    for (int kind = 0; kind < 2; ++kind) {
+      const std::string what = kind == 0 ? "bytes" : "point_to_point_bytes";
+      o.raw(("forward_" + what + "_intra_node_by_rank").c_str(), list(d.forward_intra_node_bytes[kind]));
+      o.raw(("forward_" + what + "_inter_node_by_rank").c_str(), list(d.forward_inter_node_bytes[kind]));
+      o.raw(("backward_" + what + "_intra_node_by_rank").c_str(), list(d.backward_intra_node_bytes[kind]));
+      o.raw(("backward_" + what + "_inter_node_by_rank").c_str(), list(d.backward_inter_node_bytes[kind]));
+    }
     j.raw("distributed", o.text());
   } else {
     j.raw("distributed", "null");

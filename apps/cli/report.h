@@ -34,6 +34,7 @@ struct Report {
   // Verification.
   std::int64_t verified_rows = 0;
   bool backward_verified = false;
+  bool backward_sampled = false;  // dq on the sampled rows, dk and dv by column-sum identities
   std::vector<TensorError> errors;  // o, then dq, dk, dv when verified
   double lse_error = 0.0;
   double tolerance = 0.0;
@@ -43,6 +44,7 @@ struct Report {
   // the peak of Burst's own allocations (tensors and workspaces).
   double peak_rss_mb = 0.0;
   double peak_alloc_mb = 0.0;
+  double memory_estimate_mb = 0.0;  // what the run was estimated to need on this machine
   std::string memory_scope = "process";  // "rank" under MPI
 
   double backward_flops() const { return 2.5 * forward_flops; }

@@ -169,4 +169,75 @@ std::vector<TensorError> check_backward(const Problem& p, const Gradients& grads
   return {{"dq", total.dq.error()}, {"dk", total.dk.error()}, {"dv", total.dv.error()}};
 }
 
+std::vector<TensorError> check_backward_sampled(const Problem& p, const Gradients& grads, int threads) {
+  const std::vector<std::int64_t> rows = rows_to_check(p);
+  const auto n_rows = static_cast<std::int64_t>(rows.size());
+  const std::int64_t n_chunks = std::min<std::int64_t>(n_rows, 4 * std::int64_t{threads});
+  std::vector<Normwise> dq_err(static_cast<std::size_t>(n_chunks));
+  const TensorView& dq = grads.dq.view();
+  ThreadPool pool(threads);
+  pool.parallel_for(n_chunks, [&](std::int64_t c, int) {
+    const std::vector<std::int64_t> chunk(rows.begin() + c * n_rows / n_chunks, rows.begin() + (c + 1) * n_rows / n_chunks);
+    const auto n = static_cast<std::int64_t>(chunk.size());
+    const std::vector<double> ref = reference::backward_dq_rows(p.q.view(), p.k.view(), p.v.view(), p.dout.view(), p.options, chunk);
+    Normwise& e = dq_err[static_cast<std::size_t>(c)];
+    for (std::int64_t ib = 0; ib < dq.b; ++ib)
+      for (std::int64_t r = 0; r < n; ++r)
+        for (std::int64_t ih = 0; ih < dq.h; ++ih)
+          for (std::int64_t x = 0; x < dq.d; ++x)
+            e.add(reference::element(dq, ib, chunk[static_cast<std::size_t>(r)], ih, x),
+                  ref[static_cast<std::size_t>(((ib * n + r) * dq.h + ih) * dq.d + x)]);
+  });
+  Normwise dq_total;
+  for (const Normwise& e : dq_err) dq_total.merge(e);
+
+  // Column sums, exact identities of the backward: every softmax row's dS sums to zero, so
+  // sum_j dK_j = 0; its probabilities sum to one, so sum_j dV_j = sum of dO over the query
+  // rows of the group that see at least one key. Measured against sum_j |dK_j| and
+  // sum_j |dV_j|, so a shard left out or counted twice shows at once.
+  const std::int64_t group = p.heads() / p.kv_heads(), d = p.head_dim();
+  const kernels::MaskSpec& mask = p.options.mask;
+  auto sees_a_key = [&](std::int64_t is) {
+    const std::int64_t qp = p.options.q_pos.at(is), last = p.seqlen_k() - 1;
+    std::int64_t lo = 0, hi = last;
+    if (mask.window_left >= 0) lo = std::max(lo, qp - mask.window_left);
+    if (mask.causal) hi = std::min(hi, qp);
+    if (mask.window_right >= 0) hi = std::min(hi, qp + mask.window_right);
+    return lo <= hi;
+  };
+  double dk_err = 0, dv_err = 0;
+  std::vector<double> dk_sum(static_cast<std::size_t>(d)), dk_abs(dk_sum.size()), dv_sum(dk_sum.size()),
+      dv_abs(dk_sum.size()), do_sum(dk_sum.size());
+  for (std::int64_t ib = 0; ib < p.batch(); ++ib)
+    for (std::int64_t kvh = 0; kvh < p.kv_heads(); ++kvh) {
+      std::fill(dk_sum.begin(), dk_sum.end(), 0.0);
+      std::fill(dk_abs.begin(), dk_abs.end(), 0.0);
+      std::fill(dv_sum.begin(), dv_sum.end(), 0.0);
+      std::fill(dv_abs.begin(), dv_abs.end(), 0.0);
+      std::fill(do_sum.begin(), do_sum.end(), 0.0);
+      for (std::int64_t j = 0; j < p.seqlen_k(); ++j)
+        for (std::int64_t x = 0; x < d; ++x) {
+          const double gk = reference::element(grads.dk.view(), ib, j, kvh, x);
+          const double gv = reference::element(grads.dv.view(), ib, j, kvh, x);
+          dk_sum[static_cast<std::size_t>(x)] += gk;
+          dk_abs[static_cast<std::size_t>(x)] += std::fabs(gk);
+          dv_sum[static_cast<std::size_t>(x)] += gv;
+          dv_abs[static_cast<std::size_t>(x)] += std::fabs(gv);
+        }
+      for (std::int64_t is = 0; is < p.seqlen_q(); ++is) {
+        if (!sees_a_key(is)) continue;
+        for (std::int64_t g = 0; g < group; ++g)
+          for (std::int64_t x = 0; x < d; ++x)
+            do_sum[static_cast<std::size_t>(x)] += reference::element(p.dout.view(), ib, is, kvh * group + g, x);
+      }
+      for (std::size_t x = 0; x < dk_sum.size(); ++x) {
+        const double ek = std::fabs(dk_sum[x]) / std::max(dk_abs[x], 1e-300);
+        const double ev = std::fabs(dv_sum[x] - do_sum[x]) / std::max(dv_abs[x], 1e-300);
+        dk_err = std::isfinite(ek) ? std::max(dk_err, ek) : kInf;
+        dv_err = std::isfinite(ev) ? std::max(dv_err, ev) : kInf;
+      }
+    }
+  return {{"dq", dq_total.error()}, {"dk_sums", dk_err}, {"dv_sums", dv_err}};
+}
+
 }  // namespace burst::cli

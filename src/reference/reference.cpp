@@ -140,4 +140,41 @@ BackwardResult backward(const TensorView& q, const TensorView& k, const TensorVi
   return r;
 }
 
+std::vector<double> backward_dq_rows(const TensorView& q, const TensorView& k, const TensorView& v,
+                                     const TensorView& dout, const kernels::AttentionOptions& o,
+                                     const std::vector<std::int64_t>& rows) {
+  check_problem(q, k, v);
+  const double scale = scale_of(q, o);
+  const auto n = static_cast<std::int64_t>(rows.size());
+  std::vector<double> dq(static_cast<std::size_t>(q.b * n * q.h * q.d), 0.0);
+  std::vector<double> p, dp;
+  for (std::int64_t ib = 0; ib < q.b; ++ib)
+    for (std::int64_t ih = 0; ih < q.h; ++ih) {
+      const std::int64_t kvh = ih / (q.h / k.h);
+      for (std::int64_t r = 0; r < n; ++r) {
+        const std::int64_t is = rows[static_cast<std::size_t>(r)];
+        score_row(q, k, o, ib, is, ih, p);
+        softmax_row(p);
+        // delta = sum_j P_j dP_j with dP_j = dO . V_j; dQ = scale sum_j P_j (dP_j - delta) K_j.
+        dp.assign(static_cast<std::size_t>(k.s), 0.0);
+        double delta = 0.0;
+        for (std::int64_t j = 0; j < k.s; ++j) {
+          if (p[static_cast<std::size_t>(j)] == 0.0) continue;
+          double dot = 0.0;
+          for (std::int64_t x = 0; x < q.d; ++x) dot += element(dout, ib, is, ih, x) * element(v, ib, j, kvh, x);
+          dp[static_cast<std::size_t>(j)] = dot;
+          delta += p[static_cast<std::size_t>(j)] * dot;
+        }
+        double* out = &dq[static_cast<std::size_t>(((ib * n + r) * q.h + ih) * q.d)];
+        for (std::int64_t j = 0; j < k.s; ++j) {
+          const double pj = p[static_cast<std::size_t>(j)];
+          if (pj == 0.0) continue;
+          const double ds = scale * pj * (dp[static_cast<std::size_t>(j)] - delta);
+          for (std::int64_t x = 0; x < q.d; ++x) out[x] += ds * element(k, ib, j, kvh, x);
+        }
+      }
+    }
+  return dq;
+}
+
 }  // namespace burst::reference

@@ -34,6 +34,12 @@ ForwardResult forward_rows(const TensorView& q, const TensorView& k, const Tenso
 BackwardResult backward(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& dout, const kernels::AttentionOptions& options);
 
+// dq of the listed query rows only ([b, rows.size(), h, d]): each row needs only its own
+// softmax, so long problems can be spot-checked.
+std::vector<double> backward_dq_rows(const TensorView& q, const TensorView& k, const TensorView& v,
+                                     const TensorView& dout, const kernels::AttentionOptions& options,
+                                     const std::vector<std::int64_t>& rows);
+
 // Reads element (ib, is, ih, x) of a fp32 or bf16 tensor as double.
 double element(const TensorView& t, std::int64_t ib, std::int64_t is, std::int64_t ih,
                std::int64_t x);

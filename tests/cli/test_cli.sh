@@ -87,13 +87,13 @@ expect_error "bad isa" "--isa: expected auto, avx512bf16, avx512, avx2 or generi
 expect_error "switch given a value" "--causal: expected no value" run --causal=yes
 
 # --- small random problems -----------------------------------------------------------------
-expect_rc "forward, GQA, causal + window" 0 run --seqlen 200 --seqlen-k 333 --heads 4 \
+expect_rc "forward, GQA, causal + window" 0 run --strategy local --forward-only --seqlen 200 --seqlen-k 333 --heads 4 \
   --kv-heads 2 --head-dim 48 --causal --window 64,0 --repeat 1 --threads 2
 expect_rc "bf16 forward and backward" 0 run --seqlen 128 --heads 4 --kv-heads 1 --head-dim 64 \
   --dtype bf16 --backward --repeat 1 --threads 2
 expect_rc "isa generic" 0 run --seqlen 100 --heads 2 --head-dim 16 --isa generic --repeat 1
 
-expect_rc "backward run with --json exits 0" 0 run --seqlen 256 --seqlen-k 384 --heads 4 \
+expect_rc "backward run with --json exits 0" 0 run --strategy local --seqlen 256 --seqlen-k 384 --heads 4 \
   --kv-heads 2 --head-dim 64 --causal --backward --repeat 2 --threads 2 --json "$TMP/run.json"
 expect_python "JSON report has the documented fields" '
 import json, sys
@@ -110,7 +110,7 @@ assert r["isa"] in ("avx512bf16", "avx512", "avx2", "generic"), r["isa"]
 assert 0 <= r["max_error"] <= 1e-4, r["max_error"]
 ' "$TMP/run.json"
 
-"$BURST" run --seqlen 64 --heads 2 --head-dim 16 --repeat 1 --json "$TMP/fwd.json" >/dev/null 2>&1
+"$BURST" run --strategy local --forward-only --no-causal --seqlen 64 --heads 2 --head-dim 16 --repeat 1 --json "$TMP/fwd.json" >/dev/null 2>&1
 expect_python "JSON without backward has null backward fields" '
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -197,14 +197,14 @@ assert not bad, f"over 1e-4: {bad}"
 
 mkdir -p "$TMP/in1" "$TMP/in2"
 make_inputs "$TMP/in1" 2 48 80 4 2 32
-expect_rc "npy GQA causal sq<sk run exits 0" 0 run --q "$TMP/in1/q.npy" --k "$TMP/in1/k.npy" \
+expect_rc "npy GQA causal sq<sk run exits 0" 0 run --strategy local --q "$TMP/in1/q.npy" --k "$TMP/in1/k.npy" \
   --v "$TMP/in1/v.npy" --do "$TMP/in1/do.npy" --causal --repeat 1 --save "$TMP/out1/new"
 expect_python "saved o/lse/dq/dk/dv match NumPy (GQA, causal, sq 48 < sk 80)" "$CHECK_SAVED" \
   "$TMP/in1" "$TMP/out1/new" 1 -1 -1
 
 # sq > sk with causal + window: the first queries precede every key (lse = -inf, o = 0).
 make_inputs "$TMP/in2" 1 70 40 3 1 24
-expect_rc "npy sq>sk causal window run exits 0" 0 run --q "$TMP/in2/q.npy" --k "$TMP/in2/k.npy" \
+expect_rc "npy sq>sk causal window run exits 0" 0 run --strategy local --q "$TMP/in2/q.npy" --k "$TMP/in2/k.npy" \
   --v "$TMP/in2/v.npy" --do "$TMP/in2/do.npy" --causal --window 9,-1 --repeat 1 --save "$TMP/out2"
 expect_python "saved results match NumPy (sq 70 > sk 40, empty rows, window 9)" "$CHECK_SAVED" \
   "$TMP/in2" "$TMP/out2" 1 9 -1
@@ -315,13 +315,32 @@ expect_error "usp degree not dividing the heads" "ulysses_degree: n_heads_q (4) 
 expect_rc "burst with a bf16 gradient wire (bf16 tolerance)" 0 run "${common[@]}" --strategy burst --ranks 4 --grad-wire bf16
 expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one sequence" \
   run --strategy burst --ranks 2 --seqlen 64 --seqlen-k 80
-expect_error "ranks with the local strategy" "--ranks: strategy local runs on one rank, got 4" run --ranks 4 --seqlen 64
+expect_error "ranks with the local strategy" "--ranks: strategy local runs on one rank, got 4" run --strategy local --ranks 4 --seqlen 64
 expect_error "ulysses with too few kv heads" "ulysses: n_heads_kv must be divisible by the 4 ranks, got 2" \
   run --strategy ulysses --ranks 4 --seqlen 64 --heads 4 --kv-heads 2
 expect_error "bad layout" "--layout: expected contiguous, zigzag or striped, got 'ring'" run --layout ring
 expect_error "bad backward scheme" "--bwd-scheme: expected auto, q or kv, got 'x'" run --bwd-scheme x
 expect_error "fewer tokens than ranks" "--seqlen: strategy burst needs at least one token per rank (8), got 5" \
   run --strategy burst --ranks 8 --seqlen 5
+
+# --- the default job's pieces: memory estimate, progress bar, sampled gradient checks -------
+expect_error "memory estimate over --max-memory" "memory: this run needs about" run --seqlen 65536 --max-memory 64M
+expect_error "bad --max-memory" "--max-memory: expected a positive size such as 8G or 512M, got '12Q'" run --max-memory 12Q
+expect_error "bad --progress" "--progress: expected auto, on or off, got 'yes'" run --progress yes
+err=$("$BURST" run --seqlen 512 --heads 2 --head-dim 32 --progress on 2>&1 >/dev/null)
+if [[ $err == *"[burst] forward 1/1"*"100%"* && $err == *"[burst] backward 1/1"* ]]; then ok "progress bar on request"; else bad "progress bar on request" "$err"; fi
+err=$("$BURST" run --seqlen 512 --heads 2 --head-dim 32 2>&1 >/dev/null)
+if [ -z "$err" ]; then ok "no progress bar when stderr is not a terminal"; else bad "no progress bar when stderr is not a terminal" "$err"; fi
+"$BURST" run --seqlen 8192 --heads 2 --head-dim 64 --threads 1 --json "$TMP/sampled.json" >/dev/null 2>&1
+expect_python "large problems check dq on sampled rows and dk, dv by column sums; estimate near the measured peak" '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["passed"] and r["backward_sampled"] and not r["backward_verified"], r
+assert set(r["errors"]) == {"o", "dq", "dk_sums", "dv_sums"}, r["errors"]
+assert max(r["errors"].values()) < 1e-5, r["errors"]
+ratio = r["memory_estimate_mb"] / r["peak_alloc_mb"]
+assert 0.8 <= ratio <= 2.0, (r["memory_estimate_mb"], r["peak_alloc_mb"])
+' "$TMP/sampled.json"
 
 # The attention layer: every strategy against the double layer reference (it verifies itself),
 # the saved outputs of two strategies against each other, and X/weights read from .npy files.
