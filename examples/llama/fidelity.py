@@ -177,7 +177,7 @@ def evaluate(args):
     model.load_state_dict(state)
     _, held_out = load_corpus()
     if size == 1:
-        runs = [("torch", "-", "-")] + [("burst", "burst", "contiguous")]
+        runs = [("torch", "-", "contiguous"), ("burst", "burst", "contiguous")]
     else:
         runs = [("burst", s, layout) for s in args.strategies.split(",") for layout in burst.LAYOUTS]
     results = []
@@ -200,7 +200,7 @@ def evaluate(args):
 def svg_plot(curves, path, title):
     """Writes the loss curves (name -> list of losses) and their differences from the first
     curve (log scale) as an SVG, with no plotting library."""
-    width, height, pad = 760, 300, 60
+    width, height, pad = 760, 280, 60
     names = list(curves)
     steps = max(len(c) for c in curves.values())
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
@@ -208,18 +208,19 @@ def svg_plot(curves, path, title):
     def panel(y0, series, lo, hi, log, label):
         out = [f'<rect x="{pad}" y="{y0}" width="{width - 2 * pad}" height="{height - 2 * pad}" fill="none" stroke="#999"/>',
                f'<text x="{pad}" y="{y0 - 8}" font-size="13">{label}</text>']
-        f = (lambda v: math.log10(max(v, 1e-12))) if log else (lambda v: v)
+        # A zero difference has no logarithm: it is drawn on the panel's bottom edge.
+        f = (lambda v: math.log10(max(v, lo))) if log else (lambda v: v)
         flo, fhi = f(lo), f(hi)
         for i, (name, ys) in enumerate(series.items()):
             pts = " ".join(f"{pad + (width - 2 * pad) * s / max(steps - 1, 1):.1f},"
                            f"{y0 + (height - 2 * pad) * (1 - (f(y) - flo) / max(fhi - flo, 1e-12)):.1f}"
                            for s, y in enumerate(ys))
             out.append(f'<polyline fill="none" stroke="{colors[i % len(colors)]}" stroke-width="1.2" points="{pts}"/>')
-            out.append(f'<text x="{width - pad - 230}" y="{y0 + 16 + 15 * i}" font-size="12" '
+            out.append(f'<text x="{pad + 250}" y="{y0 + 16 + 15 * i}" font-size="12" '
                        f'fill="{colors[i % len(colors)]}">{name}</text>')
         for frac in (0, 0.5, 1):
             v = flo + (fhi - flo) * frac
-            text = f"1e{v:.1f}" if log else f"{v:.3g}"
+            text = f"{10 ** v:.1e}" if log else f"{v:.3g}"
             out.append(f'<text x="4" y="{y0 + (height - 2 * pad) * (1 - frac) + 4:.1f}" font-size="11">{text}</text>')
         out.append(f'<text x="{width / 2 - 20}" y="{y0 + height - 2 * pad + 18}" font-size="11">step (0..{steps - 1})</text>')
         return out
@@ -229,10 +230,11 @@ def svg_plot(curves, path, title):
     all_losses = [y for c in curves.values() for y in c]
     all_diffs = [y for c in diffs.values() for y in c if y > 0] or [1e-12]
     body = [f'<text x="{pad}" y="22" font-size="15">{title}</text>']
-    body += panel(50, curves, min(all_losses), max(all_losses), False, "training loss (nats per byte)")
+    body += panel(50, curves, min(all_losses), max(all_losses), False,
+                  "training loss (nats per byte); the curves lie on top of each other")
     body += panel(50 + height, diffs, min(all_diffs), max(all_diffs), True,
-                  "absolute loss difference from the single-process run (log scale)")
-    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * height + 40}" '
+                  f"|loss - loss of {names[0]}| (log scale; 0 on the bottom edge)")
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{2 * height - 40}" '
            f'font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>{"".join(body)}</svg>')
     with open(path, "w") as f:
         f.write(svg)
@@ -243,7 +245,7 @@ def report(args):
     curves = {}
     for r in runs:
         name = "single process, torch attention" if r["attention"] == "torch" else \
-            f"{r['ranks']} ranks, {r['strategy']} {r['layout']}"
+            f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}, {r['strategy']} {r['layout']}"
         curves[name] = r["losses"]
     names = list(curves)
     base = curves[names[0]]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole fidelity demonstration (examples/llama/README.md): trains the model on one process
 # and sequence-parallel on 2 and 4 MPI ranks, evaluates the single-process weights with every
-# strategy and layout, and writes the tables and the loss plot. About 15 minutes on 2 cores.
+# strategy and layout, and writes the tables and the loss plot. About 20 minutes on 2 cores.
 #   examples/llama/run.sh [OUT]    (default out/fidelity; after `make build`)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
