@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -238,6 +239,19 @@ constexpr Flag kFlags[] = {
        BURST_CHECK(t > 0, f, ": expected a positive number of seconds, got ", v);
        a.timeout_seconds = t;
      }},
+    {"--link-gbps", "G", "emulate links between nodes of G Gbit/s (one node: every link); sends are held back "
+     "until the modelled link has carried them (default: BURST_LINK_GBPS, else the real link)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       const double g = parse_scale(f, v);
+       BURST_CHECK(g > 0, f, ": expected a positive rate in Gbit/s, got ", v);
+       a.link_gbps = g;
+     }},
+    {"--link-latency-us", "US", "emulated latency of those links in microseconds (default: BURST_LINK_LATENCY_US, else 0)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       const double us = parse_scale(f, v);
+       BURST_CHECK(us >= 0, f, ": expected a non-negative number of microseconds, got ", v);
+       a.link_latency_us = us;
+     }},
     {"--help", "", "print this help",
      [](RunArgs& a, std::string_view, std::string_view) { a.help = true; }},
 };
@@ -282,6 +296,13 @@ RunArgs parse_run_args(std::span<char* const> args) {
     flag->apply(a, name, value);
   }
   return a;
+}
+
+comm::LinkModel link_model_of(const RunArgs& args) {
+  comm::LinkModel m = comm::link_model_from_environment();
+  if (args.link_gbps > 0) m.inter_node_bytes_per_second = args.link_gbps * 1e9 / 8;
+  if (args.link_latency_us > 0) m.inter_node_latency = std::chrono::microseconds(static_cast<std::int64_t>(args.link_latency_us));
+  return m;
 }
 
 std::string top_usage() {

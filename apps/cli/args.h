@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/throttle.h"
 #include "core/dtype.h"
 #include "progress.h"
 #include "kernels/attention.h"
@@ -57,6 +58,8 @@ struct RunArgs {
   double max_memory = 0;  // bytes this machine may use; 0: what /proc/meminfo says is available
   ProgressMode progress = ProgressMode::kAuto;
   double timeout_seconds = 0;  // 0: BURST_TIMEOUT or its default
+  double link_gbps = 0;        // emulated inter-node link rate; 0: BURST_LINK_GBPS or none
+  double link_latency_us = 0;  // emulated inter-node latency; 0: BURST_LINK_LATENCY_US or none
   bool help = false;
   // Size flags given explicitly, so that combining them with --q can be refused by name.
   std::vector<std::string> size_flags;
@@ -68,6 +71,10 @@ struct RunArgs {
 // Parses the arguments after `run`. Throws burst::Error "FLAG: expected X, got Y" on any
 // malformed or unknown argument; cross-flag checks that need file shapes happen in main.
 RunArgs parse_run_args(std::span<char* const> args);
+
+// The emulated links of this run (comm/throttle.h): --link-gbps and --link-latency-us, else
+// the BURST_LINK_* environment.
+comm::LinkModel link_model_of(const RunArgs& args);
 
 // Usage text of `burst` and of `burst run` (the latter generated from the flag table).
 std::string top_usage();

@@ -11,6 +11,7 @@
 
 #include "algo/burst.h"
 #include "algo/strategy.h"
+#include "comm/throttle.h"
 #include "comm/world.h"
 #include "core/error.h"
 #include "link_traffic.h"
@@ -74,6 +75,7 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
 
   DistributedResult result;
   std::mutex root_mutex;
+  const comm::LinkModel link = link_model_of(args);
   comm::run_world(ranks, [&](comm::Communicator& c) {
     const int world = c.world_size(), r = c.rank();
     algo::BurstOptions mine = opt;
@@ -92,7 +94,9 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       return s;
     };
     // The strategies run on a wrapper that tallies bytes per link class (intra/inter node).
-    LinkCountingCommunicator counted(c);
+    // Links slowed to a modelled rate when asked (--link-gbps, comm/throttle.h).
+    const std::unique_ptr<comm::Communicator> slow = link.active() ? comm::throttled(c, link) : nullptr;
+    LinkCountingCommunicator counted(slow ? *slow : c);
     auto by_rank = [&](std::uint64_t bytes) {
       const auto all = everyone(c, static_cast<double>(bytes));
       return std::vector<double>(all.begin(), all.end());

@@ -15,6 +15,7 @@
 
 #include "algo/layer.h"
 #include "api/npy.h"
+#include "comm/throttle.h"
 #include "comm/world.h"
 #include "core/error.h"
 #include "json.h"
@@ -317,13 +318,16 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes) {
   std::mutex root_mutex;
   reset_memory_peak();
 
+  const comm::LinkModel link = link_model_of(args);
   comm::run_world(ranks, [&](comm::Communicator& c) {
     algo::LayerOptions mine = opt;
     const auto& nodes = c.node_of_rank();
     const auto here = std::count(nodes.begin(), nodes.end(), nodes[static_cast<std::size_t>(c.rank())]);
     mine.attention.threads = args.threads_given ? args.threads : std::max(1, hardware / static_cast<int>(here));
     // The layer runs on a wrapper that tallies bytes per link class (intra/inter node).
-    LinkCountingCommunicator counted(c);
+    // Links slowed to a modelled rate when asked (--link-gbps, comm/throttle.h).
+    const std::unique_ptr<comm::Communicator> slow = link.active() ? comm::throttled(c, link) : nullptr;
+    LinkCountingCommunicator counted(slow ? *slow : c);
     algo::AttentionLayer layer(counted, p.shape, mine);
     const bool tp = algo::layer_only(strategy);
     const algo::Parameters shard = tp ? algo::shard_parameters(p.weights, p.shape, layer.heads()) : algo::Parameters();

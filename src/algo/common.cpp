@@ -49,6 +49,12 @@ Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k
                   other[f], " but rank 0 has ", first[f]);
     }
   }
+  // This rank's q, k, v against each other, before anything is packed: the ranks agree on
+  // the signature by now, so a shape error fails alike on every rank.
+  kernels::AttentionOptions shapes;
+  shapes.mask = o.mask;
+  shapes.scale = o.scale;
+  kernels::detail::check_qkv(q, k, v, shapes);
   BURST_CHECK(o.seqlen >= comm.world_size(), "seqlen: expected at least one token per rank (",
               comm.world_size(), "), got ", o.seqlen);
   Plan plan;

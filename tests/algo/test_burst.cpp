@@ -2,6 +2,7 @@
 // masks, GQA ratios, divisible and indivisible lengths, both backward schemes and dtypes.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <sstream>
 #include <tuple>
@@ -169,6 +170,31 @@ TEST(BurstRing, SchemeChoiceFollowsBytes) {
   const double ratio = static_cast<double>(algo::backward_bytes(BackwardScheme::kQuery, shards, 1, 8, 8, 128, 2)) /
                        static_cast<double>(algo::backward_bytes(BackwardScheme::kKeyValue, shards, 1, 8, 8, 128, 2));
   EXPECT_LT(ratio, 0.76);
+}
+
+}  // namespace
+}  // namespace burst
+
+namespace burst {
+namespace {
+
+// v shaped unlike k: refused by name on every rank before anything is packed or sent.
+TEST(BurstRing, MismatchedValueShapeFailsOnEveryRank) {
+  std::atomic<int> refused{0};
+  comm::run_local_ranks(2, [&](comm::Communicator& c) {
+    Tensor q(DType::kF32, 1, 8, 4, 16), k(DType::kF32, 1, 8, 2, 16), v(DType::kF32, 1, 8, 1, 16);
+    Tensor out(DType::kF32, 1, 8, 4, 16);
+    RowStats lse(1, 4, 8);
+    algo::BurstOptions o;
+    o.seqlen = 16;
+    try {
+      algo::burst_forward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("v"), std::string::npos) << e.what();
+      ++refused;
+    }
+  });
+  EXPECT_EQ(refused.load(), 2);
 }
 
 }  // namespace

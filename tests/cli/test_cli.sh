@@ -342,6 +342,9 @@ ratio = r["memory_estimate_mb"] / r["peak_alloc_mb"]
 assert 0.8 <= ratio <= 2.0, (r["memory_estimate_mb"], r["peak_alloc_mb"])
 ' "$TMP/sampled.json"
 
+expect_rc "emulated slow links still verify" 0 run --seqlen 512 --heads 2 --head-dim 32 --link-gbps 0.5 --link-latency-us 100
+expect_error "bad --link-gbps" "--link-gbps: expected a positive rate in Gbit/s, got 0" run --link-gbps 0
+
 # The attention layer: every strategy against the double layer reference (it verifies itself),
 # the saved outputs of two strategies against each other, and X/weights read from .npy files.
 layer=(--layer --seqlen 96 --heads 4 --kv-heads 2 --head-dim 8 --model-dim 24 --causal --layout zigzag --backward --repeat 1)

@@ -1,10 +1,12 @@
 // The communicator suite on the in-process backend, for world sizes 1..8.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <functional>
 
 #include "comm/local_world.h"
+#include "comm/throttle.h"
 #include "suite.h"
 
 namespace burst {
@@ -40,6 +42,72 @@ TEST_P(LocalComm, Deadline) { run(testing::check_deadline); }
 TEST_P(LocalComm, SizeMismatch) { run(testing::check_size_mismatch); }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, LocalComm, ::testing::Range(1, 9));
+
+// The whole suite through emulated slow links (comm/throttle.h): 8 Gbit/s and 50 us, so the
+// held sends, their release from waits and progress(), and splits are all exercised.
+class ThrottledComm : public ::testing::TestWithParam<int> {
+ protected:
+  void run(const std::function<void(Communicator&)>& check) {
+    comm::LinkModel model;
+    model.inter_node_bytes_per_second = 1e9;
+    model.inter_node_latency = std::chrono::microseconds(50);
+    comm::run_local_ranks(GetParam(), [&](Communicator& c) {
+      c.set_timeout(std::chrono::seconds(20));
+      const auto slow = comm::throttled(c, model);
+      check(*slow);
+    });
+  }
+};
+TEST_P(ThrottledComm, RingExchange) {
+  run([](Communicator& c) {
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{100001}}) testing::check_ring_exchange(c, n);
+  });
+}
+TEST_P(ThrottledComm, AllToAllv) { run(testing::check_all_to_allv); }
+TEST_P(ThrottledComm, AllGather) { run(testing::check_all_gather); }
+TEST_P(ThrottledComm, Reductions) { run(testing::check_reductions); }
+TEST_P(ThrottledComm, Broadcast) { run(testing::check_broadcast); }
+TEST_P(ThrottledComm, Split) { run(testing::check_split); }
+INSTANTIATE_TEST_SUITE_P(WorldSizes, ThrottledComm, ::testing::Values(1, 2, 3, 5));
+
+// A send takes at least bytes / rate + latency, one after another on a link; a send whose
+// time has come is released by progress() while its rank computes.
+TEST(ThrottledCommTiming, RateLatencyAndRelease) {
+  comm::LinkModel model;
+  model.inter_node_bytes_per_second = 50e6;  // 0.4 Gbit/s
+  model.inter_node_latency = std::chrono::milliseconds(20);
+  // The sender's clock at its first post, read by the receiver (ranks are threads here).
+  std::atomic<comm::Clock::rep> posted_at{0};
+  comm::run_local_ranks(2, [&](Communicator& c) {
+    const auto slow = comm::throttled(c, model);
+    std::vector<std::uint8_t> data(5'000'000), got(data.size());
+    for (std::size_t i = 0; i < data.size(); ++i) data[i] = static_cast<std::uint8_t>(i * 7 + 3);
+    c.barrier();
+    if (c.rank() == 0) {
+      const auto t0 = comm::Clock::now();
+      posted_at = t0.time_since_epoch().count();
+      // Two messages: the second waits for the first on the link (2 x 0.1 s) plus latency.
+      comm::Request a = slow->isend(data.data(), data.size(), 1, 1);
+      comm::Request b = slow->isend(data.data(), data.size(), 1, 2);
+      // Compute for 0.3 s, calling progress(): both leave while this rank is busy.
+      while (comm::Clock::now() - t0 < std::chrono::milliseconds(300)) slow->progress();
+      a.wait(slow->deadline());
+      b.wait(slow->deadline());
+    } else {
+      auto since_post = [&] {
+        return std::chrono::duration<double>(comm::Clock::now().time_since_epoch() -
+                                             comm::Clock::duration(posted_at.load()))
+            .count();
+      };
+      slow->irecv(got.data(), got.size(), 0, 1).wait(slow->deadline());
+      EXPECT_GE(since_post(), 0.1 + 0.02) << "first message faster than the link";
+      EXPECT_EQ(got, data);
+      slow->irecv(got.data(), got.size(), 0, 2).wait(slow->deadline());
+      EXPECT_GE(since_post(), 0.2 + 0.02) << "the second message did not queue behind the first";
+      EXPECT_EQ(got, data);
+    }
+  });
+}
 
 // 64 MiB messages around the ring (16 M distinct uint32 values per rank).
 TEST(LocalCommLarge, RingExchange64MiB) {

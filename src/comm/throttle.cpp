@@ -1,0 +1,209 @@
+#include "comm/throttle.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <numeric>
+#include <string>
+#include <thread>
+
+#include "core/error.h"
+
+namespace burst::comm {
+namespace {
+
+double env_number(const char* name) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return 0;
+  char* end = nullptr;
+  const double value = std::strtod(text, &end);
+  BURST_CHECK(end != text && *end == '\0' && value >= 0, name, ": expected a non-negative number, got '", text, "'");
+  return value;
+}
+
+// A send held back until its link has carried it.
+class HeldSend;
+
+// One rank's outgoing links, shared by a throttled communicator and its splits.
+struct Links {
+  LinkModel model;
+  std::mutex mutex;
+  Clock::time_point free_at[2] = {};  // [intra, inter]: when the link has sent what it holds
+  std::vector<std::weak_ptr<HeldSend>> held;
+};
+
+class HeldSend {
+ public:
+  HeldSend(Communicator& inner, const void* data, std::size_t bytes, int peer, int tag, Op op, Clock::time_point at)
+      : inner_(inner), data_(data), bytes_(bytes), peer_(peer), tag_(tag), op_(op), release_at_(at) {}
+
+  // Hands the send to the wrapped communicator once its time has come.
+  void release_if_due(Clock::time_point now) {
+    std::lock_guard lock(mutex_);
+    if (!released_ && now >= release_at_) {
+      posted_ = inner_.isend(data_, bytes_, peer_, tag_, op_);
+      released_ = true;
+    }
+  }
+  bool done() {
+    std::lock_guard lock(mutex_);
+    return released_ && posted_.test();
+  }
+  void cancel() {
+    std::lock_guard lock(mutex_);
+    posted_ = Request();  // cancels a posted transfer; an unposted one is never posted
+    released_ = true;
+  }
+
+ private:
+  Communicator& inner_;
+  const void* data_;
+  std::size_t bytes_;
+  int peer_, tag_;
+  Op op_;
+  Clock::time_point release_at_;
+  std::mutex mutex_;
+  bool released_ = false;
+  Request posted_;
+};
+
+// Releases every held send of this rank whose time has come. Called from every test and
+// wait of the rank's requests and from progress(), all on the rank's own thread, so the
+// wrapped communicator is only ever called from there (MPI_THREAD_FUNNELED).
+void pump(Links& links) {
+  std::vector<std::shared_ptr<HeldSend>> held;
+  {
+    std::lock_guard lock(links.mutex);
+    auto& list = links.held;
+    list.erase(std::remove_if(list.begin(), list.end(), [](const auto& w) { return w.expired(); }), list.end());
+    for (const auto& w : list)
+      if (auto sp = w.lock()) held.push_back(std::move(sp));
+  }
+  const auto now = Clock::now();
+  for (const auto& h : held) h->release_if_due(now);
+}
+
+// Waits for `done` while keeping the rank's held sends moving: a request may depend on a
+// send of this rank that is still held (a ring step's receive on the neighbour's reply).
+template <class Done>
+bool wait_pumping(Links& links, Deadline deadline, Done&& done) {
+  for (;;) {
+    pump(links);
+    if (done()) return true;
+    const auto now = Clock::now();
+    if (now >= deadline) return false;
+    std::this_thread::sleep_until(std::min(deadline, now + std::chrono::microseconds(200)));
+  }
+}
+
+class HeldState final : public RequestState {
+ public:
+  HeldState(TransferInfo info, std::shared_ptr<HeldSend> send, std::shared_ptr<Links> links)
+      : RequestState(info), send_(std::move(send)), links_(std::move(links)) {}
+  bool test() override {
+    pump(*links_);
+    return send_->done();
+  }
+  bool wait_until(Deadline deadline) override { return wait_pumping(*links_, deadline, [&] { return send_->done(); }); }
+  void cancel() override { send_->cancel(); }
+
+ private:
+  std::shared_ptr<HeldSend> send_;
+  std::shared_ptr<Links> links_;
+};
+
+// A receive (or an unthrottled send) of the wrapped communicator, reported as this one's.
+class Forwarded final : public RequestState {
+ public:
+  Forwarded(TransferInfo info, Request inner, std::shared_ptr<Links> links)
+      : RequestState(info), inner_(std::move(inner)), links_(std::move(links)) {}
+  bool test() override {
+    pump(*links_);
+    return inner_.test();
+  }
+  bool wait_until(Deadline deadline) override { return wait_pumping(*links_, deadline, [&] { return inner_.test(); }); }
+  void cancel() override { inner_ = Request(); }
+
+ private:
+  Request inner_;
+  std::shared_ptr<Links> links_;
+};
+
+class ThrottledCommunicator final : public Communicator {
+ public:
+  ThrottledCommunicator(Communicator& inner, std::unique_ptr<Communicator> owned, std::shared_ptr<Links> links)
+      : Communicator(inner.rank(), inner.world_size()), inner_(&inner), owned_(std::move(owned)),
+        links_(std::move(links)) {
+    std::vector<int> same(static_cast<std::size_t>(inner.world_size()));
+    std::iota(same.begin(), same.end(), 0);
+    inherit_topology(inner, same);
+    set_timeout(inner.timeout());
+  }
+
+  std::string_view backend() const override { return inner_->backend(); }
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    std::unique_ptr<Communicator> child = inner_->split(color, key);
+    if (!child) return nullptr;
+    Communicator& ref = *child;
+    return std::make_unique<ThrottledCommunicator>(ref, std::move(child), links_);
+  }
+  void progress() override {
+    pump(*links_);
+    inner_->progress();
+  }
+
+ protected:
+  std::unique_ptr<RequestState> post_send(const void* data, std::size_t bytes, int peer, int tag, bool /*collective*/,
+                                          TransferInfo info) override {
+    const auto& nodes = node_of_rank();
+    const bool intra = node_count() > 1 && nodes[static_cast<std::size_t>(peer)] == nodes[static_cast<std::size_t>(rank())];
+    const LinkModel& m = links_->model;
+    const double rate = intra ? m.intra_node_bytes_per_second : m.inter_node_bytes_per_second;
+    const auto latency = intra ? m.intra_node_latency : m.inter_node_latency;
+    if (peer == rank() || (rate <= 0 && latency.count() == 0)) {
+      return std::make_unique<Forwarded>(info, inner_->isend(data, bytes, peer, tag, info.op), links_);
+    }
+    // The link sends one message after another: this one starts when the link is free.
+    Clock::time_point arrive;
+    auto send = std::shared_ptr<HeldSend>();
+    {
+      std::lock_guard lock(links_->mutex);
+      Clock::time_point& free_at = links_->free_at[intra ? 0 : 1];
+      const auto start = std::max(Clock::now(), free_at);
+      const auto serialise = std::chrono::duration_cast<Clock::duration>(
+          std::chrono::duration<double>(rate > 0 ? static_cast<double>(bytes) / rate : 0.0));
+      free_at = start + serialise;
+      arrive = free_at + latency;
+      send = std::make_shared<HeldSend>(*inner_, data, bytes, peer, tag, info.op, arrive);
+      links_->held.push_back(send);
+    }
+    return std::make_unique<HeldState>(info, std::move(send), links_);
+  }
+  std::unique_ptr<RequestState> post_recv(void* data, std::size_t bytes, int peer, int tag, bool /*collective*/,
+                                          TransferInfo info) override {
+    return std::make_unique<Forwarded>(info, inner_->irecv(data, bytes, peer, tag, info.op), links_);
+  }
+
+ private:
+  Communicator* inner_;
+  std::unique_ptr<Communicator> owned_;
+  std::shared_ptr<Links> links_;
+};
+
+}  // namespace
+
+LinkModel link_model_from_environment() {
+  LinkModel m;
+  m.inter_node_bytes_per_second = env_number("BURST_LINK_GBPS") * 1e9 / 8;
+  m.intra_node_bytes_per_second = env_number("BURST_INTRA_GBPS") * 1e9 / 8;
+  m.inter_node_latency = std::chrono::microseconds(static_cast<std::int64_t>(env_number("BURST_LINK_LATENCY_US")));
+  m.intra_node_latency = std::chrono::microseconds(static_cast<std::int64_t>(env_number("BURST_INTRA_LATENCY_US")));
+  return m;
+}
+
+std::unique_ptr<Communicator> throttled(Communicator& inner, const LinkModel& model) {
+  auto links = std::make_shared<Links>();
+  links->model = model;
+  return std::make_unique<ThrottledCommunicator>(inner, nullptr, std::move(links));
+}
+
+}  // namespace burst::comm

@@ -1,0 +1,43 @@
+// A communicator that makes links slower than they are, so communication-bound behaviour can
+// be seen on one machine (this one moves ~10 GB/s through shared memory while two cores
+// compute ~200 GFLOP/s: almost no strategy's traffic shows).
+//
+// Every send of a rank is held back until its link would have carried it: each rank has one
+// outgoing link per class (to ranks of its own node, to ranks of other nodes), a send waits
+// for the earlier sends on that link, takes bytes / rate, and arrives `latency` later. Only
+// then is it handed to the wrapped communicator. A held send is released when the sender
+// tests or waits on it, or calls progress() (the kernels do between tiles), so communication
+// still overlaps compute as it would on a real link. Receives are not touched: they complete
+// when the released send arrives. Nodes come from the wrapped communicator
+// (BURST_RANKS_PER_NODE); with a single node every link counts as inter-node, so a rate set
+// for inter-node links slows every link.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "comm/communicator.h"
+
+namespace burst::comm {
+
+struct LinkModel {
+  double inter_node_bytes_per_second = 0;  // 0: as fast as the wrapped communicator
+  double intra_node_bytes_per_second = 0;
+  std::chrono::microseconds inter_node_latency{0};
+  std::chrono::microseconds intra_node_latency{0};
+  bool active() const {
+    return inter_node_bytes_per_second > 0 || intra_node_bytes_per_second > 0 || inter_node_latency.count() > 0 ||
+           intra_node_latency.count() > 0;
+  }
+};
+
+// The model from BURST_LINK_GBPS (inter-node rate, Gbit/s), BURST_LINK_LATENCY_US,
+// BURST_INTRA_GBPS and BURST_INTRA_LATENCY_US; unset variables leave a link as it is.
+LinkModel link_model_from_environment();
+
+// Wraps `inner` (which must outlive it); communicators split from it are throttled alike.
+std::unique_ptr<Communicator> throttled(Communicator& inner, const LinkModel& model);
+
+}  // namespace burst::comm
