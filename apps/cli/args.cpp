@@ -307,6 +307,8 @@ comm::LinkModel link_model_of(const RunArgs& args) {
 
 std::string top_usage() {
   return "usage: burst run [flags]     time and verify exact attention (see burst run --help)\n"
+         "       burst bench [flags]   sweep strategies x lengths x ranks; JSON, CSV and SVG charts\n"
+         "       burst plan [flags]    predict time, traffic and memory of each strategy on a cluster\n"
          "       burst --help\n";
 }
 

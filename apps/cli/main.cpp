@@ -17,6 +17,8 @@
 
 #include "api/attention.h"
 #include "args.h"
+#include "bench_cmd.h"
+#include "plan.h"
 #include "comm/world.h"
 #include "distributed.h"
 #include "layer_run.h"
@@ -201,7 +203,9 @@ int run_main(std::span<char* const> args) {
     std::cout << top_usage() << "\n" << run_usage();
     return kExitOk;
   }
-  BURST_CHECK(command == "run", "command: expected run (see burst --help), got '", command, "'");
+  if (command == "bench") return run_bench(args.subspan(1));
+  if (command == "plan") return run_plan(args.subspan(1));
+  BURST_CHECK(command == "run", "command: expected run, bench or plan (see burst --help), got '", command, "'");
   const RunArgs run_args = parse_run_args(args.subspan(1));
   if (run_args.help) {
     std::cout << run_usage();

@@ -71,7 +71,7 @@ else
 fi
 
 # --- argument errors -----------------------------------------------------------------------
-expect_error "unknown command" "command: expected run" frobnicate
+expect_error "unknown command" "command: expected run, bench or plan" frobnicate
 expect_error "unknown flag" "got '--bogus'" run --bogus
 expect_error "missing value" "--seqlen: expected a value" run --seqlen
 expect_error "non-integer size" "--seqlen: expected an integer, got 'abc'" run --seqlen abc
@@ -344,6 +344,27 @@ assert 0.8 <= ratio <= 2.0, (r["memory_estimate_mb"], r["peak_alloc_mb"])
 
 expect_rc "emulated slow links still verify" 0 run --seqlen 512 --heads 2 --head-dim 32 --link-gbps 0.5 --link-latency-us 100
 expect_error "bad --link-gbps" "--link-gbps: expected a positive rate in Gbit/s, got 0" run --link-gbps 0
+
+# --- burst bench: a tiny sweep writes JSON, CSV and one chart per group ---------------------
+expect_rc "bench sweeps and verifies" 0 bench --seqlens 128,256 --heads 2 --kv-heads 2,1 --head-dim 16 \
+  --strategies burst,ring,ulysses --ranks 2 --out "$TMP/bench"
+expect_python "bench writes its points, skips what cannot run, and draws charts" '
+import csv, json, sys, xml.etree.ElementTree as ET
+d = sys.argv[1]
+r = json.load(open(d + "/bench.json"))
+pts = r["points"]
+assert len(pts) == 2 * 2 * 3, len(pts)
+skipped = [p for p in pts if "skipped" in p]
+assert len(skipped) == 2 and all(p["strategy"] == "ulysses" and p["kv_heads"] == 1 for p in skipped), skipped
+ran = [p for p in pts if "skipped" not in p]
+assert all(p["forward_bytes_per_rank"] > 0 and p["o_error"] < 1e-4 for p in ran), ran
+assert len(list(csv.DictReader(open(d + "/bench.csv")))) == len(pts)
+for g in ("P2_causal_kv2", "P2_causal_kv1"):
+    root = ET.parse(d + "/bench_" + g + ".svg").getroot()
+    assert sum(1 for e in root.iter() if e.tag.endswith("polyline")) >= 4, g
+' "$TMP/bench"
+expect_error "bench refuses a layer-only strategy" "--strategies: tp-v3 runs only as a layer" bench --strategies tp-v3
+expect_error "bench with an unknown flag" "arguments: expected a flag listed by 'burst bench --help', got '--bogus'" bench --bogus 1
 
 # The attention layer: every strategy against the double layer reference (it verifies itself),
 # the saved outputs of two strategies against each other, and X/weights read from .npy files.

@@ -1,0 +1,420 @@
+#include "bench_cmd.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cstdlib>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "algo/layout.h"
+#include "algo/strategy.h"
+#include "args.h"
+#include "comm/world.h"
+#include "core/error.h"
+#include "distributed.h"
+#include "json.h"
+#include "memory.h"
+#include "problem.h"
+#include "verify.h"
+
+namespace burst::cli {
+namespace {
+
+struct BenchArgs {
+  std::vector<std::string> strategies = {"burst", "ring", "allgather", "ulysses", "ring-rsa", "usp"};
+  std::vector<std::int64_t> seqlens = {2048, 4096, 8192, 16384};
+  std::vector<int> ranks;             // empty: hardware threads (threads) or the MPI world
+  std::vector<std::string> masks = {"causal"};
+  std::vector<std::int64_t> kv_heads;  // empty: heads
+  std::int64_t heads = 8, head_dim = 128, batch = 1;
+  DType dtype = DType::kF32;
+  int repeat = 1;
+  int threads = 0;  // per rank; 0: hardware / ranks
+  std::string layout = "zigzag";
+  double link_gbps = 0, link_latency_us = 0;
+  std::string out = "out/bench";
+  bool help = false;
+};
+
+template <class T>
+std::vector<T> parse_list(std::string_view flag, std::string_view text, T (*one)(std::string_view, std::string_view)) {
+  std::vector<T> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    out.push_back(one(flag, text.substr(start, comma - start)));
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::int64_t positive(std::string_view flag, std::string_view text) {
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  BURST_CHECK(ec == std::errc() && end == text.data() + text.size() && v > 0, flag,
+              ": expected positive integers separated by commas, got '", text, "'");
+  return v;
+}
+int positive_int(std::string_view flag, std::string_view text) {
+  const std::int64_t v = positive(flag, text);
+  BURST_CHECK(v <= 1024, flag, ": expected at most 1024, got ", v);
+  return static_cast<int>(v);
+}
+double number(std::string_view flag, std::string_view text) {
+  double v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  BURST_CHECK(ec == std::errc() && end == text.data() + text.size() && v > 0 && std::isfinite(v), flag,
+              ": expected a positive number, got '", text, "'");
+  return v;
+}
+std::string word(std::string_view, std::string_view text) { return std::string(text); }
+
+BenchArgs parse_bench(std::span<char* const> args) {
+  BenchArgs b;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string_view flag = args[i];
+    if (flag == "--help" || flag == "-h") {
+      b.help = true;
+      continue;
+    }
+    BURST_CHECK(i + 1 < args.size(), flag, ": expected a value (or an unknown flag; see burst bench --help)");
+    const std::string_view v = args[++i];
+    if (flag == "--strategies") {
+      b.strategies = parse_list<std::string>(flag, v, word);
+      for (const std::string& s : b.strategies) algo::parse_strategy(s, "--strategies");
+      for (const std::string& s : b.strategies)
+        BURST_CHECK(!algo::layer_only(algo::parse_strategy(s, "--strategies")), "--strategies: ", s,
+                    " runs only as a layer; compare it with scripts/compare.sh --layer");
+    } else if (flag == "--seqlens") {
+      b.seqlens = parse_list<std::int64_t>(flag, v, positive);
+    } else if (flag == "--ranks") {
+      b.ranks = parse_list<int>(flag, v, positive_int);
+    } else if (flag == "--masks") {
+      b.masks = parse_list<std::string>(flag, v, word);
+      for (const std::string& m : b.masks)
+        BURST_CHECK(m == "causal" || m == "full", "--masks: expected causal and/or full, got '", m, "'");
+    } else if (flag == "--kv-heads") {
+      b.kv_heads = parse_list<std::int64_t>(flag, v, positive);
+    } else if (flag == "--heads") {
+      b.heads = positive(flag, v);
+    } else if (flag == "--head-dim") {
+      b.head_dim = positive(flag, v);
+    } else if (flag == "--batch") {
+      b.batch = positive(flag, v);
+    } else if (flag == "--dtype") {
+      b.dtype = parse_dtype(v, flag);
+    } else if (flag == "--repeat") {
+      b.repeat = positive_int(flag, v);
+    } else if (flag == "--threads") {
+      b.threads = positive_int(flag, v);
+    } else if (flag == "--layout") {
+      algo::parse_layout(std::string(v), std::string(flag));
+      b.layout = std::string(v);
+    } else if (flag == "--link-gbps") {
+      b.link_gbps = number(flag, v);
+    } else if (flag == "--link-latency-us") {
+      b.link_latency_us = number(flag, v);
+    } else if (flag == "--out") {
+      b.out = std::string(v);
+    } else {
+      fail("arguments: expected a flag listed by 'burst bench --help', got '", flag, "'");
+    }
+  }
+  if (b.kv_heads.empty()) b.kv_heads = {b.heads};
+  for (std::int64_t g : b.kv_heads)
+    BURST_CHECK(b.heads % g == 0, "--kv-heads: expected divisors of --heads ", b.heads, ", got ", g);
+  return b;
+}
+
+std::string bench_usage() {
+  return "usage: burst bench [flags]\n"
+         "Runs every listed strategy forward + backward on random problems for each sequence length,\n"
+         "rank count, mask and kv-head count; writes DIR/bench.json, DIR/bench.csv and one chart per\n"
+         "(ranks, mask, kv heads) group, DIR/bench_P<ranks>_<mask>_kv<G>.svg: time and bytes sent per\n"
+         "rank against sequence length. Under mpirun the ranks are the MPI world's.\n\n"
+         "flags:\n"
+         "  --strategies LIST     burst,ring,allgather,ulysses,ring-rsa,usp (default: all six)\n"
+         "  --seqlens LIST        sequence lengths (default 2048,4096,8192,16384)\n"
+         "  --ranks LIST          in-process rank counts (default: the hardware threads)\n"
+         "  --masks LIST          causal and/or full (default causal)\n"
+         "  --kv-heads LIST       key/value head counts, dividing --heads (default: --heads)\n"
+         "  --heads H             query heads (default 8)\n"
+         "  --head-dim D          head dimension (default 128)\n"
+         "  --batch B             batch size (default 1)\n"
+         "  --dtype fp32|bf16     storage of q, k, v (default fp32)\n"
+         "  --layout L            contiguous|zigzag|striped (default zigzag)\n"
+         "  --threads T           threads per rank (default: hardware threads / ranks)\n"
+         "  --repeat N            timed runs per point; the median is kept (default 1)\n"
+         "  --link-gbps G         emulate links of G Gbit/s between ranks (comm/throttle.h)\n"
+         "  --link-latency-us US  and their latency\n"
+         "  --out DIR             output folder (default out/bench)\n"
+         "A strategy that cannot run a point (Ulysses with heads not divisible by the ranks, a problem\n"
+         "over the machine's memory) is recorded as skipped with the reason.\n";
+}
+
+struct Point {
+  std::string strategy, mask, skipped;
+  int ranks = 0;
+  std::int64_t seqlen = 0, kv_heads = 0;
+  double forward_s = 0, backward_s = 0, forward_bytes = 0, backward_bytes = 0;
+  double exposed_forward = 0, exposed_backward = 0, memory_mb = 0, error = 0;
+};
+
+// One chart: a log-log plot per panel (time, bytes), one line per strategy.
+void write_svg(const std::string& path, const std::string& title, const std::vector<Point>& points,
+               const std::vector<std::string>& strategies) {
+  constexpr double kW = 460, kH = 320, kLeft = 70, kRight = 20, kTop = 40, kBottom = 50;
+  static const char* colors[] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"};
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << 2 * kW + 160 << "\" height=\"" << kH + 30
+      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+      << "<text x=\"10\" y=\"20\" font-size=\"14\">" << title << "</text>\n";
+  struct Panel {
+    const char* name;
+    double (*value)(const Point&);
+  };
+  const Panel panels[] = {{"forward + backward time (s)", [](const Point& p) { return p.forward_s + p.backward_s; }},
+                          {"bytes sent per rank, fwd + bwd (MB)",
+                           [](const Point& p) { return (p.forward_bytes + p.backward_bytes) / 1e6; }}};
+  double x_min = 1e300, x_max = 0;
+  for (const Point& p : points)
+    if (p.skipped.empty()) {
+      x_min = std::min(x_min, static_cast<double>(p.seqlen));
+      x_max = std::max(x_max, static_cast<double>(p.seqlen));
+    }
+  if (x_max <= 0) return;
+  if (x_max == x_min) x_max = x_min * 2;
+  for (int panel = 0; panel < 2; ++panel) {
+    const double ox = panel * kW;
+    double y_min = 1e300, y_max = 0;
+    for (const Point& p : points)
+      if (p.skipped.empty() && panels[panel].value(p) > 0) {
+        y_min = std::min(y_min, panels[panel].value(p));
+        y_max = std::max(y_max, panels[panel].value(p));
+      }
+    if (y_max <= 0) continue;
+    y_min = std::pow(10.0, std::floor(std::log10(y_min)));
+    y_max = std::pow(10.0, std::ceil(std::log10(y_max)));
+    if (y_max <= y_min) y_max = y_min * 10;
+    auto sx = [&](double x) { return ox + kLeft + (std::log2(x) - std::log2(x_min)) / (std::log2(x_max) - std::log2(x_min)) * (kW - kLeft - kRight); };
+    auto sy = [&](double y) { return kTop + (1 - (std::log10(y) - std::log10(y_min)) / (std::log10(y_max) - std::log10(y_min))) * (kH - kTop - kBottom); };
+    svg << "<text x=\"" << ox + kLeft << "\" y=\"" << kTop - 8 << "\">" << panels[panel].name << "</text>\n";
+    svg << "<rect x=\"" << ox + kLeft << "\" y=\"" << kTop << "\" width=\"" << kW - kLeft - kRight << "\" height=\""
+        << kH - kTop - kBottom << "\" fill=\"none\" stroke=\"#999\"/>\n";
+    for (double y = y_min; y <= y_max * 1.001; y *= 10) {
+      svg << "<line x1=\"" << ox + kLeft << "\" x2=\"" << ox + kW - kRight << "\" y1=\"" << sy(y) << "\" y2=\"" << sy(y)
+          << "\" stroke=\"#eee\"/><text x=\"" << ox + kLeft - 6 << "\" y=\"" << sy(y) + 4 << "\" text-anchor=\"end\">" << y
+          << "</text>\n";
+    }
+    std::vector<std::int64_t> xs;
+    for (const Point& p : points) xs.push_back(p.seqlen);
+    std::sort(xs.begin(), xs.end());
+    xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
+    for (std::int64_t x : xs)
+      svg << "<text x=\"" << sx(static_cast<double>(x)) << "\" y=\"" << kH - kBottom + 16 << "\" text-anchor=\"middle\">"
+          << x << "</text>\n";
+    svg << "<text x=\"" << ox + (kW + kLeft) / 2 << "\" y=\"" << kH - 12 << "\" text-anchor=\"middle\">sequence length (tokens)</text>\n";
+    for (std::size_t si = 0; si < strategies.size(); ++si) {
+      std::string line;
+      for (const Point& p : points)
+        if (p.strategy == strategies[si] && p.skipped.empty() && panels[panel].value(p) > 0) {
+          line += (line.empty() ? "" : " ") + std::to_string(sx(static_cast<double>(p.seqlen))) + "," +
+                  std::to_string(sy(panels[panel].value(p)));
+        }
+      if (line.empty()) continue;
+      const char* color = colors[si % 8];
+      svg << "<polyline points=\"" << line << "\" fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\"/>\n";
+      std::istringstream pts(line);
+      std::string xy;
+      while (pts >> xy) {
+        const auto comma = xy.find(',');
+        svg << "<circle cx=\"" << xy.substr(0, comma) << "\" cy=\"" << xy.substr(comma + 1) << "\" r=\"3\" fill=\"" << color
+            << "\"/>\n";
+      }
+    }
+  }
+  for (std::size_t si = 0; si < strategies.size(); ++si) {
+    const double y = kTop + 18.0 * static_cast<double>(si);
+    svg << "<rect x=\"" << 2 * kW + 10 << "\" y=\"" << y - 9 << "\" width=\"14\" height=\"4\" fill=\"" << colors[si % 8]
+        << "\"/><text x=\"" << 2 * kW + 30 << "\" y=\"" << y << "\">" << strategies[si] << "</text>\n";
+  }
+  svg << "</svg>\n";
+  std::ofstream out(path);
+  BURST_CHECK(out.good(), "--out: cannot write '", path, "'");
+  out << svg.str();
+}
+
+// The MPI world's size from the launcher's environment (Open MPI, MPICH/Hydra), 1 if unknown.
+int launcher_world_size() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
+    if (const char* v = std::getenv(name); v != nullptr && std::atoi(v) > 0) return std::atoi(v);
+  return 1;
+}
+
+// Why a strategy cannot run a point, before trying (under MPI a failure would end the job).
+std::string cannot_run(const std::string& s, int ranks, std::int64_t heads, std::int64_t kv) {
+  if (s == "ulysses" && (heads % ranks != 0 || kv % ranks != 0))
+    return "ulysses needs heads (" + std::to_string(heads) + ") and kv heads (" + std::to_string(kv) +
+           ") divisible by the " + std::to_string(ranks) + " ranks";
+  if (s == "usp" && ranks % 2 == 0 && (heads % 2 != 0 || kv % 2 != 0)) return "usp degree 2 needs even head counts";
+  return "";
+}
+
+}  // namespace
+
+int run_bench(std::span<char* const> raw) {
+  const BenchArgs b = parse_bench(raw);
+  if (b.help) {
+    std::cout << bench_usage();
+    return 0;
+  }
+  const bool mpi = comm::launched_by_mpi();
+  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  std::vector<int> rank_counts = b.ranks;
+  if (mpi) {
+    BURST_CHECK(b.ranks.empty(), "--ranks: under mpirun the ranks are the MPI world's; drop --ranks");
+    rank_counts = {0};
+  } else if (rank_counts.empty()) {
+    rank_counts = {hardware};
+  }
+  std::filesystem::create_directories(b.out);
+  std::vector<Point> points;
+  bool root = !mpi;
+  for (int ranks : rank_counts)
+    for (const std::string& mask : b.masks)
+      for (std::int64_t kv : b.kv_heads)
+        for (std::int64_t n : b.seqlens)
+          for (const std::string& s : b.strategies) {
+            RunArgs a;
+            a.strategy = s;
+            a.ranks = ranks;
+            a.seqlen = n;
+            a.heads = b.heads;
+            a.kv_heads = kv;
+            a.head_dim = b.head_dim;
+            a.batch = b.batch;
+            a.dtype = b.dtype;
+            a.causal = mask == "causal";
+            a.backward = true;
+            a.repeat = b.repeat;
+            a.layout = b.layout;
+            a.link_gbps = b.link_gbps;
+            a.link_latency_us = b.link_latency_us;
+            a.progress = ProgressMode::kOff;
+            const int world = ranks > 0 ? ranks : launcher_world_size();
+            a.threads = b.threads > 0 ? b.threads : std::max(1, hardware / (mpi ? 1 : world));
+            a.threads_given = true;
+            if (s == "usp") a.ulysses_degree = world % 2 == 0 ? 2 : 1;
+            Point pt{s, mask, "", world, n, kv};
+            pt.skipped = cannot_run(s, world, b.heads, kv);
+            if (pt.skipped.empty()) {
+              try {
+                const MemoryEstimate m = estimate_memory(a, world, mpi ? 1 : world, 1);
+                check_memory(a, m);
+                pt.memory_mb = m.this_machine / 1e6;
+              } catch (const Error& e) {
+                pt.skipped = e.what();
+              }
+            }
+            if (pt.skipped.empty()) {
+              std::cerr << "bench: " << s << " P=" << world << " " << mask << " kv=" << kv << " s=" << n << "\n";
+              const Problem problem = make_problem(a);
+              DistributedResult r = run_burst(a, problem);
+              if (!r.root) continue;
+              root = true;
+              pt.forward_s = r.forward_seconds;
+              pt.backward_s = r.backward_seconds.value_or(0);
+              pt.forward_bytes = r.figures.forward_bytes;
+              pt.backward_bytes = r.figures.backward_bytes;
+              pt.exposed_forward = r.figures.forward_exposed;
+              pt.exposed_backward = r.figures.backward_exposed;
+              pt.error = check_forward(problem, r.fwd, a.threads).o_error;
+            }
+            points.push_back(pt);
+          }
+  if (!root) return 0;
+
+  // JSON, CSV, charts.
+  std::ofstream json(b.out + "/bench.json"), csv(b.out + "/bench.csv");
+  BURST_CHECK(json.good() && csv.good(), "--out: cannot write into '", b.out, "'");
+  csv << "strategy,ranks,mask,kv_heads,seqlen,forward_s,backward_s,forward_bytes_per_rank,backward_bytes_per_rank,"
+         "exposed_forward_s,exposed_backward_s,memory_estimate_mb,o_error,skipped\n";
+  json << "{\"heads\": " << b.heads << ", \"head_dim\": " << b.head_dim << ", \"batch\": " << b.batch
+       << ", \"dtype\": \"" << dtype_name(b.dtype) << "\", \"layout\": \"" << b.layout << "\", \"link_gbps\": " << b.link_gbps
+       << ", \"repeat\": " << b.repeat << ", \"points\": [";
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    const Point& p = points[i];
+    JsonObject o;
+    o.string("strategy", p.strategy);
+    o.integer("ranks", p.ranks);
+    o.string("mask", p.mask);
+    o.integer("kv_heads", p.kv_heads);
+    o.integer("seqlen", p.seqlen);
+    if (p.skipped.empty()) {
+      o.number("forward_seconds", p.forward_s);
+      o.number("backward_seconds", p.backward_s);
+      o.number("forward_bytes_per_rank", p.forward_bytes);
+      o.number("backward_bytes_per_rank", p.backward_bytes);
+      o.number("exposed_forward_seconds", p.exposed_forward);
+      o.number("exposed_backward_seconds", p.exposed_backward);
+      o.number("memory_estimate_mb", p.memory_mb);
+      o.number("o_error", p.error);
+    } else {
+      o.string("skipped", p.skipped);
+    }
+    json << (i ? ", " : "") << o.text();
+    std::string reason = p.skipped;
+    std::replace(reason.begin(), reason.end(), ',', ';');
+    csv << p.strategy << "," << p.ranks << "," << p.mask << "," << p.kv_heads << "," << p.seqlen << ","
+        << (p.skipped.empty() ? std::to_string(p.forward_s) + "," + std::to_string(p.backward_s) + "," +
+                                    std::to_string(p.forward_bytes) + "," + std::to_string(p.backward_bytes) + "," +
+                                    std::to_string(p.exposed_forward) + "," + std::to_string(p.exposed_backward) + "," +
+                                    std::to_string(p.memory_mb) + "," + std::to_string(p.error)
+                              : std::string(",,,,,,,"))
+        << "," << reason << "\n";
+  }
+  json << "]}\n";
+  std::map<std::string, std::vector<Point>> groups;
+  for (const Point& p : points)
+    groups["P" + std::to_string(p.ranks) + "_" + p.mask + "_kv" + std::to_string(p.kv_heads)].push_back(p);
+  std::vector<std::string> charts;
+  for (const auto& [key, group] : groups) {
+    const std::string path = b.out + "/bench_" + key + ".svg";
+    std::ostringstream title;
+    title << group.front().ranks << " ranks, " << group.front().mask << ", " << b.heads << "/" << group.front().kv_heads
+          << " heads, d " << b.head_dim << ", " << dtype_name(b.dtype)
+          << (b.link_gbps > 0 ? ", links " + std::to_string(b.link_gbps).substr(0, 4) + " Gbit/s" : "");
+    write_svg(path, title.str(), group, b.strategies);
+    charts.push_back(path);
+  }
+  // The table on stdout.
+  std::printf("%-10s %5s %-7s %4s %8s %10s %10s %12s %12s %10s\n", "strategy", "ranks", "mask", "kv", "seqlen", "fwd s",
+              "bwd s", "fwd MB/rank", "bwd MB/rank", "o error");
+  for (const Point& p : points) {
+    if (!p.skipped.empty()) {
+      std::printf("%-10s %5d %-7s %4lld %8lld   skipped: %s\n", p.strategy.c_str(), p.ranks, p.mask.c_str(),
+                  static_cast<long long>(p.kv_heads), static_cast<long long>(p.seqlen), p.skipped.c_str());
+      continue;
+    }
+    std::printf("%-10s %5d %-7s %4lld %8lld %10.4f %10.4f %12.2f %12.2f %10.2e\n", p.strategy.c_str(), p.ranks,
+                p.mask.c_str(), static_cast<long long>(p.kv_heads), static_cast<long long>(p.seqlen), p.forward_s,
+                p.backward_s, p.forward_bytes / 1e6, p.backward_bytes / 1e6, p.error);
+  }
+  std::cout << "wrote " << b.out << "/bench.json, " << b.out << "/bench.csv";
+  for (const std::string& c : charts) std::cout << ", " << c;
+  std::cout << "\n";
+  double worst = 0;
+  for (const Point& p : points)
+    if (p.skipped.empty()) worst = std::max(worst, p.error);
+  return worst <= (b.dtype == DType::kF32 ? 1e-4 : 1e-2) ? 0 : 1;
+}
+
+}  // namespace burst::cli
