@@ -12,6 +12,7 @@ packages=(
   python3-dev pybind11-dev                        # the Python module (python/)
   python3-torch python3-mpi4py python3-pytest     # its autograd op, MPI communicators, tests
   fortunes                                        # English text for examples/llama and its test
+  iproute2 util-linux procps                      # multihost stage: namespaces, links (ip), shaping (tc), ps
 )
 
 missing=()
