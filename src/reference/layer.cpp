@@ -77,6 +77,27 @@ double probabilities(const Dims& z, const kernels::MaskSpec& mask, const double*
   return top + std::log(sum);
 }
 
+// o (zeroed, one row per query) += softmax(scale q k^T, masked) v for query rows at `positions`
+// against every key 0..n-1.
+void attend(const Dims& z, const kernels::MaskSpec& mask, const Matrix& q, const std::vector<std::int64_t>& positions,
+            const Matrix& k, const Matrix& v, Matrix& o, double& max_abs) {
+  const std::int64_t group = z.hq / z.hkv;
+  std::vector<double> p;
+  for (std::int64_t h = 0; h < z.hq; ++h)
+    for (std::size_t i = 0; i < positions.size(); ++i) {
+      const auto row = static_cast<std::int64_t>(i);
+      probabilities(z, mask, &q[static_cast<std::size_t>((row * z.hq + h) * z.d)], positions[i], k, h / group, p,
+                    max_abs);
+      double* orow = &o[static_cast<std::size_t>((row * z.hq + h) * z.d)];
+      for (std::int64_t j = 0; j < z.n; ++j) {
+        const double pj = p[static_cast<std::size_t>(j)];
+        if (pj == 0.0) continue;
+        const double* vr = &v[static_cast<std::size_t>((j * z.hkv + h / group) * z.d)];
+        for (std::int64_t e = 0; e < z.d; ++e) orow[e] += pj * vr[e];
+      }
+    }
+}
+
 void check(const LayerInputs& in) {
   BURST_CHECK(in.b > 0 && in.n > 0 && in.dim > 0 && in.heads > 0 && in.kv_heads > 0 && in.head_dim > 0 &&
                   in.heads % in.kv_heads == 0,
@@ -119,18 +140,7 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
     gemm(x, false, wv, false, v, z.n, kvd, z.dim);
     rope(q, z.hq, z.d, positions, in.rope_base, 1.0);
     rope(k, z.hkv, z.d, positions, in.rope_base, 1.0);
-    for (std::int64_t h = 0; h < z.hq; ++h)
-      for (std::int64_t i = 0; i < z.n; ++i) {
-        probabilities(z, in.mask, &q[static_cast<std::size_t>((i * z.hq + h) * z.d)], i, k, h / group, p,
-                      r.max_abs_score);
-        double* orow = &o[static_cast<std::size_t>((i * z.hq + h) * z.d)];
-        for (std::int64_t j = 0; j < z.n; ++j) {
-          const double pj = p[static_cast<std::size_t>(j)];
-          if (pj == 0.0) continue;
-          const double* vr = &v[static_cast<std::size_t>((j * z.hkv + h / group) * z.d)];
-          for (std::int64_t e = 0; e < z.d; ++e) orow[e] += pj * vr[e];
-        }
-      }
+    attend(z, in.mask, q, positions, k, v, o, r.max_abs_score);
     gemm(o, false, wo, false, y, z.n, z.dim, qd);
     std::copy(y.begin(), y.end(), r.y.begin() + ib * z.n * z.dim);
     if (!dy) continue;
@@ -188,7 +198,7 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
 LayerResult layer_rows(const LayerInputs& in, const std::vector<std::int64_t>& rows) {
   check(in);
   const Dims z = dims_of(in);
-  const std::int64_t qd = z.hq * z.d, kvd = z.hkv * z.d, group = z.hq / z.hkv;
+  const std::int64_t qd = z.hq * z.d, kvd = z.hkv * z.d;
   const auto m = static_cast<std::int64_t>(rows.size());
   for (std::int64_t row : rows)
     BURST_CHECK(row >= 0 && row < z.n, "reference layer: row ", row, " outside [0, ", z.n, ")");
@@ -198,7 +208,6 @@ LayerResult layer_rows(const LayerInputs& in, const std::vector<std::int64_t>& r
   for (std::int64_t i = 0; i < z.n; ++i) positions[static_cast<std::size_t>(i)] = i;
   LayerResult r;
   r.y.resize(static_cast<std::size_t>(in.b * m * z.dim));
-  std::vector<double> p;
   for (std::int64_t ib = 0; ib < in.b; ++ib) {
     const Matrix x = to_double(in.x + ib * z.n * z.dim, z.n * z.dim);
     Matrix xs(static_cast<std::size_t>(m * z.dim));
@@ -210,18 +219,7 @@ LayerResult layer_rows(const LayerInputs& in, const std::vector<std::int64_t>& r
     gemm(x, false, wv, false, v, z.n, kvd, z.dim);
     rope(q, z.hq, z.d, rows, in.rope_base, 1.0);
     rope(k, z.hkv, z.d, positions, in.rope_base, 1.0);
-    for (std::int64_t h = 0; h < z.hq; ++h)
-      for (std::int64_t i = 0; i < m; ++i) {
-        probabilities(z, in.mask, &q[static_cast<std::size_t>((i * z.hq + h) * z.d)], rows[static_cast<std::size_t>(i)],
-                      k, h / group, p, r.max_abs_score);
-        double* orow = &o[static_cast<std::size_t>((i * z.hq + h) * z.d)];
-        for (std::int64_t j = 0; j < z.n; ++j) {
-          const double pj = p[static_cast<std::size_t>(j)];
-          if (pj == 0.0) continue;
-          const double* vr = &v[static_cast<std::size_t>((j * z.hkv + h / group) * z.d)];
-          for (std::int64_t e = 0; e < z.d; ++e) orow[e] += pj * vr[e];
-        }
-      }
+    attend(z, in.mask, q, rows, k, v, o, r.max_abs_score);
     gemm(o, false, wo, false, y, m, z.dim, qd);
     std::copy(y.begin(), y.end(), r.y.begin() + ib * m * z.dim);
   }

@@ -43,6 +43,23 @@ double softmax_row(std::vector<double>& s) {
   return m + std::log(sum);
 }
 
+// dP_j = dO . V_j for the keys row `is` sees (0 elsewhere), and returns delta = sum_j P_j dP_j
+// (= dO . O).
+double dp_and_delta(const TensorView& dout, const TensorView& v, std::int64_t ib, std::int64_t is, std::int64_t ih,
+                    std::int64_t kvh, const std::vector<double>& p, std::vector<double>& dp) {
+  dp.assign(p.size(), 0.0);
+  double delta = 0.0;
+  for (std::size_t j = 0; j < p.size(); ++j) {
+    if (p[j] == 0.0) continue;
+    double dot = 0.0;
+    for (std::int64_t x = 0; x < dout.d; ++x)
+      dot += element(dout, ib, is, ih, x) * element(v, ib, static_cast<std::int64_t>(j), kvh, x);
+    dp[j] = dot;
+    delta += p[j] * dot;
+  }
+  return delta;
+}
+
 void check_problem(const TensorView& q, const TensorView& k, const TensorView& v) {
   BURST_CHECK(q.d == k.d && k.d == v.d && q.b == k.b && k.s == v.s && k.h == v.h &&
                   k.h > 0 && q.h % k.h == 0,
@@ -112,16 +129,8 @@ BackwardResult backward(const TensorView& q, const TensorView& k, const TensorVi
       for (std::int64_t is = 0; is < q.s; ++is) {
         score_row(q, k, o, ib, is, ih, p);
         softmax_row(p);
-        // dP_j = dO . V_j; D = sum_j P_j dP_j (= dO . O); dS_j = P_j (dP_j - D).
-        dp.assign(static_cast<std::size_t>(k.s), 0.0);
-        double delta = 0.0;
-        for (std::int64_t j = 0; j < k.s; ++j) {
-          if (p[static_cast<std::size_t>(j)] == 0.0) continue;
-          double dot = 0.0;
-          for (std::int64_t x = 0; x < q.d; ++x) dot += element(dout, ib, is, ih, x) * element(v, ib, j, kvh, x);
-          dp[static_cast<std::size_t>(j)] = dot;
-          delta += p[static_cast<std::size_t>(j)] * dot;
-        }
+        // dS_j = P_j (dP_j - delta).
+        const double delta = dp_and_delta(dout, v, ib, is, ih, kvh, p, dp);
         double* dq = &r.dq[static_cast<std::size_t>(((ib * q.s + is) * q.h + ih) * q.d)];
         for (std::int64_t j = 0; j < k.s; ++j) {
           const double pj = p[static_cast<std::size_t>(j)];
@@ -155,16 +164,8 @@ std::vector<double> backward_dq_rows(const TensorView& q, const TensorView& k, c
         const std::int64_t is = rows[static_cast<std::size_t>(r)];
         score_row(q, k, o, ib, is, ih, p);
         softmax_row(p);
-        // delta = sum_j P_j dP_j with dP_j = dO . V_j; dQ = scale sum_j P_j (dP_j - delta) K_j.
-        dp.assign(static_cast<std::size_t>(k.s), 0.0);
-        double delta = 0.0;
-        for (std::int64_t j = 0; j < k.s; ++j) {
-          if (p[static_cast<std::size_t>(j)] == 0.0) continue;
-          double dot = 0.0;
-          for (std::int64_t x = 0; x < q.d; ++x) dot += element(dout, ib, is, ih, x) * element(v, ib, j, kvh, x);
-          dp[static_cast<std::size_t>(j)] = dot;
-          delta += p[static_cast<std::size_t>(j)] * dot;
-        }
+        // dQ = scale sum_j P_j (dP_j - delta) K_j.
+        const double delta = dp_and_delta(dout, v, ib, is, ih, kvh, p, dp);
         double* out = &dq[static_cast<std::size_t>(((ib * n + r) * q.h + ih) * q.d)];
         for (std::int64_t j = 0; j < k.s; ++j) {
           const double pj = p[static_cast<std::size_t>(j)];

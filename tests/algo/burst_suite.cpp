@@ -18,15 +18,6 @@ using algo::Layout;
 
 constexpr std::int64_t kBatch = 2, kHeadsKv = 2, kHeadDim = 16;
 
-kernels::MaskSpec mask_of(MaskKind m) {
-  switch (m) {
-    case MaskKind::kNone: return {};
-    case MaskKind::kCausal: return {true, -1, -1};
-    case MaskKind::kWindow: return {false, 9, 12};
-    case MaskKind::kCausalWindow: return {true, 20, -1};
-  }
-  return {};
-}
 
 // The global problem and its double reference, built once per process per problem.
 struct Global {
@@ -102,6 +93,16 @@ double shard_lse_error(const RowStatsView& lse, const std::vector<double>& ref, 
 }
 
 }  // namespace
+
+kernels::MaskSpec mask_of(MaskKind m) {
+  switch (m) {
+    case MaskKind::kNone: return {};
+    case MaskKind::kCausal: return {true, -1, -1};
+    case MaskKind::kWindow: return {false, 9, 12};
+    case MaskKind::kCausalWindow: return {true, 20, -1};
+  }
+  return {};
+}
 
 std::string BurstCase::describe() const {
   static const char* masks[] = {"none", "causal", "window", "causal+window"};

@@ -13,6 +13,8 @@
 namespace burst::testing {
 
 enum class MaskKind { kNone, kCausal, kWindow, kCausalWindow };
+// The mask each kind stands for: windows of 9 left / 12 right, causal + 20 left.
+kernels::MaskSpec mask_of(MaskKind m);
 
 struct BurstCase {
   algo::Layout layout = algo::Layout::kContiguous;

@@ -21,16 +21,6 @@ using algo::Strategy;
 constexpr std::int64_t kBatch = 2, kHeadDim = 8, kModelDim = 24;
 constexpr double kUnit = 0x1p-24;
 
-kernels::MaskSpec mask_spec(MaskKind m) {
-  switch (m) {
-    case MaskKind::kNone: return {};
-    case MaskKind::kCausal: return {true, -1, -1};
-    case MaskKind::kWindow: return {false, 9, 12};
-    case MaskKind::kCausalWindow: return {true, 20, -1};
-  }
-  return {};
-}
-
 algo::LayerShape shape_of(const LayerCase& lc) { return algo::LayerShape{kModelDim, lc.heads, lc.kv_heads, kHeadDim}; }
 
 bool tensor_parallel(Strategy s) { return algo::layer_only(s); }
@@ -91,7 +81,7 @@ algo::LayerOptions options_of(const LayerCase& lc) {
   o.strategy = lc.strategy;
   o.attention.seqlen = lc.seqlen;
   o.attention.layout = lc.layout;
-  o.attention.mask = mask_spec(lc.mask);
+  o.attention.mask = mask_of(lc.mask);
   o.attention.ulysses_degree = lc.ulysses_degree;
   o.attention.block_m = 16;  // several tiles per shard
   o.attention.block_n = 16;
@@ -161,7 +151,7 @@ const LayerGlobal& global_problem(const LayerCase& lc) {
   in.kv_heads = lc.kv_heads;
   in.head_dim = kHeadDim;
   in.rope_base = lc.rope_base;
-  in.mask = mask_spec(lc.mask);
+  in.mask = mask_of(lc.mask);
   in.x = g->x.data<float>();
   in.wq = g->weights.wq().data;
   in.wk = g->weights.wk().data;
