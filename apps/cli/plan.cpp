@@ -257,8 +257,9 @@ Cluster make_cluster(const PlanArgs& a, DType dtype) {
     // GPUs: one compute slot per rank.
     c.compute_slots = per_node;
   } else {
-    // Ranks of this machine share its memory.
-    c.memory_bytes = c.memory_bytes * c.ranks_per_node / per_node;
+    // Pretended nodes (burst run --ranks-per-node) share this machine's cores (its memory is
+    // already divided among the ranks).
+    c.compute_slots = std::max(1, c.compute_slots / nodes);
   }
   c.nodes = nodes;
   c.ranks_per_node = per_node;

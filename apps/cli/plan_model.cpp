@@ -266,15 +266,14 @@ void core_cost(Choice choice, const Cluster& c, const ModelShape& m, const Workl
       const bool group_in_node = u <= l;
       Cluster group_view = c;  // the group's all-to-all stays inside a node when it fits
       if (group_in_node) group_view.nodes = 1;
-      Cluster ring_view = c;   // ring members r, r + U, ... lie on different nodes when P > L
-      ring_view.nodes = c.nodes;
       collective(cost.forward, group_view, u, std::min(u, l), Pattern::kPairwise, fsum - ring_f, 2.0 * (u - 1));
+      // Ring members r, r + U, ... lie on different nodes when P > L.
       const Link& link = p > l ? c.inter : c.intra;
-      ring_pass(cost.forward, ring_view, groups, fwd, groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0);
+      ring_pass(cost.forward, c, groups, fwd, groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0);
       if (w.backward) {
         collective(cost.backward, group_view, u, std::min(u, l), Pattern::kPairwise, bsum - ring_b, 2.0 * (u - 1));
         const double step = groups > 1 ? link.seconds(ring_bundle / (groups - 1) + ring_tail / groups, 2) : 0;
-        ring_pass(cost.backward, ring_view, groups, bwd, step, groups > 1 ? link.seconds(ring_tail / groups, 1) : 0);
+        ring_pass(cost.backward, c, groups, bwd, step, groups > 1 ? link.seconds(ring_tail / groups, 1) : 0);
       }
       if (p > l) {
         cost.forward.inter_bytes += ring_f;

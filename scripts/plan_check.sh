@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Checks burst plan's predictions for this machine against measurements: runs `burst run` on a
+# few configurations (attention core and layer, P = 2 and 4, s = 8K..32K, causal or not), asks
+# `burst plan --cluster this` for the same ones, and prints predicted vs measured time per pass
+# with the relative error, and the bytes per rank (which must agree exactly).
+#
+#   scripts/plan_check.sh [-o DIR] [--quick] [--only NAME,...]
+#
+# -o DIR   where the JSON files go (default out/plan_check); the table is also DIR/table.txt
+# --quick  two small configurations only (a smoke test of the script)
+# --only   just the named configurations (names as in the table)
+# The last column is the 1-minute load average when the run started: on a shared machine the
+# kernels' rate moves with it, so calibrate just before (delete the calibration file).
+# Environment: BURST (default build/bin/burst), BURST_PLAN (default "$BURST plan"), REPEAT
+# (timed runs per pass, default 1), CALIBRATION (default out/calibration.json; measured first
+# with `burst plan --calibrate` when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=out/plan_check
+quick=0
+only=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -o) out="$2"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --only) only=",$2,"; shift 2 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
+    *) echo "plan_check.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+done
+BURST=${BURST:-build/bin/burst}
+read -r -a PLAN <<< "${BURST_PLAN:-$BURST plan}"
+REPEAT=${REPEAT:-1}
+CALIBRATION=${CALIBRATION:-out/calibration.json}
+mkdir -p "$out"
+
+if [[ ! -f "$CALIBRATION" ]]; then
+  "${PLAN[@]}" --calibrate --calibration "$CALIBRATION"
+fi
+
+# name strategy ranks seqlen heads causal(0/1) backward(0/1) layer(0/1)
+configs=(
+  "core-burst-p2-8k         burst     2  8192 8 0 1 0"
+  "core-burst-p2-16k-causal burst     2 16384 8 1 1 0"
+  "core-burst-p4-16k-causal burst     4 16384 8 1 1 0"
+  "core-burst-p2-32k-causal burst     2 32768 4 1 0 0"
+  "core-ring-p4-8k          ring      4  8192 8 0 1 0"
+  "core-ringrsa-p2-8k       ring-rsa  2  8192 8 0 1 0"
+  "core-ulysses-p2-8k       ulysses   2  8192 8 0 1 0"
+  "core-double-p4-8k        burst-double 4 8192 8 0 1 0"
+  "core-allgather-p4-8k-c   allgather 4  8192 8 1 1 0"
+  "layer-burst-p2-8k-causal burst     2  8192 8 1 1 1"
+  "layer-tpv3-p2-8k-causal  tp-v3     2  8192 8 1 1 1"
+  "layer-burst-p4-16k       burst     4 16384 4 0 0 1"
+)
+if [[ $quick == 1 ]]; then
+  configs=("core-burst-p2-2k burst 2 2048 4 1 1 0" "layer-tpv3-p2-2k tp-v3 2 2048 4 0 1 1")
+fi
+if [[ -n $only ]]; then
+  chosen=()
+  for c in "${configs[@]}"; do
+    [[ $only == *",${c%% *},"* ]] && chosen+=("$c")
+  done
+  configs=("${chosen[@]}")
+fi
+
+for c in "${configs[@]}"; do
+  read -r name strategy ranks seqlen heads causal backward layer <<< "$c"
+  run_args=(--strategy "$strategy" --ranks "$ranks" --seqlen "$seqlen" --heads "$heads" --head-dim 128
+            --repeat "$REPEAT")
+  plan_args=(--cluster this --calibration "$CALIBRATION" --ranks "$ranks" --model custom --heads "$heads"
+             --head-dim 128 --seqlen "$seqlen" --strategy "$strategy" --dtype fp32)
+  if [[ $strategy == burst-double ]]; then
+    # Two pretended nodes of ranks / 2: burst run's double ring, the planner's two nodes.
+    run_args[1]=burst
+    run_args+=(--double-ring --ranks-per-node $((ranks / 2)))
+    plan_args+=(--nodes 2)
+  fi
+  if [[ $causal == 1 ]]; then
+    run_args+=(--causal --layout zigzag)
+    plan_args+=(--causal)
+  fi
+  if [[ $backward == 1 ]]; then
+    run_args+=(--backward)
+    plan_args+=(--backward)
+  fi
+  if [[ $layer == 1 ]]; then
+    run_args+=(--layer)
+    plan_args+=(--scope layer)
+  else
+    plan_args+=(--scope core)
+  fi
+  echo "plan_check: $name: $BURST run ${run_args[*]}" >&2
+  cut -d' ' -f1 /proc/loadavg > "$out/$name.load"  # the machine may be shared: say how busy
+  "$BURST" run "${run_args[@]}" --json "$out/$name.measured.json" > "$out/$name.log" 2>&1 ||
+    { echo "plan_check: $name failed (see $out/$name.log)" >&2; continue; }
+  "${PLAN[@]}" "${plan_args[@]}" --json "$out/$name.predicted.json" > /dev/null
+done
+
+/usr/bin/python3 - "$out" "${configs[@]}" <<'EOF' | tee "$out/table.txt"
+import json, os, sys
+out = sys.argv[1]
+rows = []
+print(f"{'config':26} {'pass':8} {'predicted s':>11} {'measured s':>10} {'error':>7}  {'bytes/rank predicted':>20} {'measured':>12} {'load':>5}")
+errors = []
+for c in sys.argv[2:]:
+    name, strategy, ranks, seqlen, heads, causal, backward, layer = c.split()
+    mp, pp = f"{out}/{name}.measured.json", f"{out}/{name}.predicted.json"
+    if not (os.path.exists(mp) and os.path.exists(pp)):
+        print(f"{name:26} missing measurement or prediction")
+        continue
+    m = json.load(open(mp))
+    load = open(f"{out}/{name}.load").read().strip() if os.path.exists(f"{out}/{name}.load") else "?"
+    p = json.load(open(pp))["results"][0]["strategies"][0]
+    passes = [("forward",), ("backward",)] if backward == "1" else [("forward",)]
+    for (which,) in passes:
+        pred = p[f"{which}_seconds"]
+        pred_bytes = p[f"{which}_bytes_per_rank"]
+        if layer == "1":
+            meas = m[which]["seconds"]
+            meas_bytes = m[which]["bytes_sent_per_rank"]
+        else:
+            meas = m[f"{which}_seconds"]
+            meas_bytes = m["distributed"][f"{which}_bytes_sent_per_rank"]
+        err = (pred - meas) / meas
+        errors.append(abs(err))
+        print(f"{name:26} {which:8} {pred:11.3f} {meas:10.3f} {err*100:+6.1f}%  {pred_bytes:20.0f} {meas_bytes:12.0f} {load:>5}")
+if errors:
+    errors.sort()
+    print(f"\n{len(errors)} passes: median |error| {errors[len(errors)//2]*100:.1f}%, max {errors[-1]*100:.1f}%")
+EOF
