@@ -263,7 +263,10 @@ Cluster make_cluster(const PlanArgs& a, DType dtype) {
   }
   c.nodes = nodes;
   c.ranks_per_node = per_node;
-  if (a.flops) c.attention_forward_flops = c.attention_backward_flops = c.gemm_flops = *a.flops;
+  if (a.flops) {
+    c.attention_forward_flops = c.attention_backward_flops = c.gemm_flops = *a.flops;
+    c.attention_forward_flops_causal = c.attention_backward_flops_causal = 0;
+  }
   if (a.intra_gbps) c.intra.bandwidth = *a.intra_gbps * 1e9 / 8;
   if (a.link_gbps) c.inter.bandwidth = *a.link_gbps * 1e9 / 8;
   if (a.latency_us) c.intra.latency = c.inter.latency = *a.latency_us * 1e-6;
@@ -488,6 +491,10 @@ int run_calibrate(const PlanArgs& a) {
             << fmt("%.1f", c.attention_backward_f32 * 1e-9) << "\n"
             << "  attention bf16 forward " << fmt("%.1f", c.attention_forward_bf16 * 1e-9) << " GFLOP/s, backward "
             << fmt("%.1f", c.attention_backward_bf16 * 1e-9) << "\n"
+            << "  causal fp32 / bf16     forward " << fmt("%.1f", c.attention_forward_f32_causal * 1e-9) << " / "
+            << fmt("%.1f", c.attention_forward_bf16_causal * 1e-9) << " GFLOP/s, backward "
+            << fmt("%.1f", c.attention_backward_f32_causal * 1e-9) << " / "
+            << fmt("%.1f", c.attention_backward_bf16_causal * 1e-9) << "\n"
             << "  projection GEMM fp32   " << fmt("%.1f", c.gemm_f32 * 1e-9) << " GFLOP/s\n"
             << "  memory copy            " << fmt("%.2f", c.memory_bandwidth * 1e-9) << " GB/s\n"
             << "  link (" << c.link_backend << ")           " << fmt("%.2f", c.link_bandwidth * 1e-9) << " GB/s, "

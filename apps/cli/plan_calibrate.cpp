@@ -53,7 +53,7 @@ void fill_random(const TensorView& t, std::uint64_t seed) {
 
 // Forward and backward FLOP/s of the local kernels, one thread, counted as the library counts
 // them (forward 4 b h s^2 d, backward 2.5x).
-std::pair<double, double> kernel_rates(DType dtype) {
+std::pair<double, double> kernel_rates(DType dtype, bool causal) {
   constexpr std::int64_t kSeq = 4096, kHeads = 2, kDim = 128;
   Tensor q(dtype, 1, kSeq, kHeads, kDim), k(dtype, 1, kSeq, kHeads, kDim), v(dtype, 1, kSeq, kHeads, kDim),
       dout(dtype, 1, kSeq, kHeads, kDim);
@@ -67,7 +67,9 @@ std::pair<double, double> kernel_rates(DType dtype) {
   RowStats lse(1, kHeads, kSeq), delta(1, kHeads, kSeq);
   kernels::AttentionOptions o;
   o.threads = 1;
-  const double flops = 4.0 * kHeads * static_cast<double>(kSeq) * static_cast<double>(kSeq) * kDim;
+  o.mask.causal = causal;
+  const double flops = 4.0 * kHeads * static_cast<double>(kSeq) * static_cast<double>(kSeq) * kDim *
+                       kernels::visible_fraction(kSeq, kSeq, o);
   const double fwd = median_seconds(3, [&] { kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), o); });
   kernels::compute_delta(dout.view(), out.view(), delta.view(), 1);
   const double bwd = median_seconds(3, [&] {
@@ -191,10 +193,14 @@ Calibration calibrate(std::ostream& log, bool& root) {
       << " core(s)\n" << std::flush;
   using Rates = std::pair<double, double>;
   std::tie(c.attention_forward_f32, c.attention_backward_f32) =
-      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kF32); });
+      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kF32, false); });
+  std::tie(c.attention_forward_f32_causal, c.attention_backward_f32_causal) =
+      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kF32, true); });
   log << "calibrating: attention kernels bf16\n" << std::flush;
   std::tie(c.attention_forward_bf16, c.attention_backward_bf16) =
-      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kBF16); });
+      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kBF16, false); });
+  std::tie(c.attention_forward_bf16_causal, c.attention_backward_bf16_causal) =
+      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kBF16, true); });
   log << "calibrating: projection GEMM and memory copy\n" << std::flush;
   c.gemm_f32 = on_every_core<double>(threads, [] { return gemm_rate(); });
   c.memory_bandwidth = on_every_core<double>(threads, [] { return copy_bandwidth(); });
@@ -244,6 +250,10 @@ void save_calibration(const std::string& path, const Calibration& c) {
   j.number("attention_backward_flops_fp32", c.attention_backward_f32);
   j.number("attention_forward_flops_bf16", c.attention_forward_bf16);
   j.number("attention_backward_flops_bf16", c.attention_backward_bf16);
+  j.number("attention_forward_flops_fp32_causal", c.attention_forward_f32_causal);
+  j.number("attention_backward_flops_fp32_causal", c.attention_backward_f32_causal);
+  j.number("attention_forward_flops_bf16_causal", c.attention_forward_bf16_causal);
+  j.number("attention_backward_flops_bf16_causal", c.attention_backward_bf16_causal);
   j.number("gemm_flops_fp32", c.gemm_f32);
   j.number("memory_bandwidth", c.memory_bandwidth);
   j.string("link_backend", c.link_backend);
@@ -269,6 +279,22 @@ Calibration load_calibration(const std::string& path, const std::string& what) {
   c.attention_backward_f32 = number_value(text, "attention_backward_flops_fp32", what);
   c.attention_forward_bf16 = number_value(text, "attention_forward_flops_bf16", what);
   c.attention_backward_bf16 = number_value(text, "attention_backward_flops_bf16", what);
+  auto optional = [&](const char* key) {
+    std::string quoted(1, '"');
+    quoted += key;
+    quoted += '"';
+    if (text.find(quoted) == std::string::npos) return 0.0;
+    const std::string raw = raw_value(text, key, what);
+    char* end = nullptr;
+    const double x = std::strtod(raw.c_str(), &end);
+    BURST_CHECK(end != raw.c_str() && *end == '\0' && x >= 0, what, ": calibration \"", key,
+                "\": expected a number >= 0, got '", raw, "'");
+    return x;
+  };
+  c.attention_forward_f32_causal = optional("attention_forward_flops_fp32_causal");
+  c.attention_backward_f32_causal = optional("attention_backward_flops_fp32_causal");
+  c.attention_forward_bf16_causal = optional("attention_forward_flops_bf16_causal");
+  c.attention_backward_bf16_causal = optional("attention_backward_flops_bf16_causal");
   c.gemm_f32 = number_value(text, "gemm_flops_fp32", what);
   c.memory_bandwidth = number_value(text, "memory_bandwidth", what);
   c.link_backend = raw_value(text, "link_backend", what);
@@ -287,6 +313,8 @@ Cluster cluster_from_calibration(const Calibration& c, int ranks, DType dtype) {
   const bool bf16 = dtype == DType::kBF16;
   cl.attention_forward_flops = bf16 ? c.attention_forward_bf16 : c.attention_forward_f32;
   cl.attention_backward_flops = bf16 ? c.attention_backward_bf16 : c.attention_backward_f32;
+  cl.attention_forward_flops_causal = bf16 ? c.attention_forward_bf16_causal : c.attention_forward_f32_causal;
+  cl.attention_backward_flops_causal = bf16 ? c.attention_backward_bf16_causal : c.attention_backward_f32_causal;
   cl.gemm_flops = c.gemm_f32;
   cl.memory_bandwidth = c.memory_bandwidth;
   cl.intra = {c.link_bandwidth, c.link_latency};

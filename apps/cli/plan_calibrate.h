@@ -17,6 +17,10 @@ struct Calibration {
   // d = 128, no mask; fp32 sgemm-based projections.
   double attention_forward_f32 = 0, attention_backward_f32 = 0;
   double attention_forward_bf16 = 0, attention_backward_bf16 = 0;
+  // The same with a causal mask (FLOPs counted at the visible fraction): masked diagonal
+  // tiles run slower than full ones. 0: not measured (older files), use the rates above.
+  double attention_forward_f32_causal = 0, attention_backward_f32_causal = 0;
+  double attention_forward_bf16_causal = 0, attention_backward_bf16_causal = 0;
   double gemm_f32 = 0;
   double memory_bandwidth = 0;  // bytes/s of one core copying 256 MiB (read + write), all copying
   // A ring step between two ranks of the communicator burst run would use here: threads of

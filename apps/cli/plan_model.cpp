@@ -151,7 +151,9 @@ void core_cost(Choice choice, const Cluster& c, const ModelShape& m, const Workl
   const double b = static_cast<double>(w.batch), n_total = static_cast<double>(w.seqlen);
   const double hq = static_cast<double>(m.heads), d = static_cast<double>(m.head_dim);
   const double share = c.rank_share();
-  const double fwd_rate = c.attention_forward_flops * share, bwd_rate = c.attention_backward_flops * share;
+  const bool causal_rates = w.causal && c.attention_forward_flops_causal > 0 && c.attention_backward_flops_causal > 0;
+  const double fwd_rate = (causal_rates ? c.attention_forward_flops_causal : c.attention_forward_flops) * share;
+  const double bwd_rate = (causal_rates ? c.attention_backward_flops_causal : c.attention_backward_flops) * share;
   // Counted FLOPs of this rank's share of the whole problem.
   const double flops = 4.0 * b * hq * n_total * n_total * d * visible(w) / p;
   const double fwd = flops / fwd_rate, bwd = 2.5 * flops / bwd_rate;

@@ -41,6 +41,9 @@ struct Cluster {
   // Rates of one compute slot, FLOP/s as counted above, for the attention core's dtype.
   double attention_forward_flops = 0;
   double attention_backward_flops = 0;
+  // With a causal mask (FLOPs at the visible fraction); 0: the rates above.
+  double attention_forward_flops_causal = 0;
+  double attention_backward_flops_causal = 0;
   double gemm_flops = 0;          // projections and MLP
   double memory_bandwidth = 0;    // bytes/s of one rank: ring-rsa's materialised score passes
   Link intra, inter;

@@ -380,6 +380,7 @@ TEST(PlanModel, ThisMachineFromCalibration) {
   cal.attention_forward_bf16 = 110e9;
   cal.attention_backward_bf16 = 90e9;
   cal.gemm_f32 = 90e9;
+  cal.attention_forward_f32_causal = 70e9;
   cal.memory_bandwidth = 10e9;
   cal.link_backend = "local";
   cal.link_bandwidth = 5e9;
@@ -389,6 +390,8 @@ TEST(PlanModel, ThisMachineFromCalibration) {
   cli::plan::save_calibration(path, cal);
   const cli::plan::Calibration back = cli::plan::load_calibration(path, "--cluster this");
   EXPECT_DOUBLE_EQ(back.attention_forward_f32, 80e9);
+  EXPECT_DOUBLE_EQ(back.attention_forward_f32_causal, 70e9);
+  EXPECT_DOUBLE_EQ(back.attention_backward_f32_causal, 0);
   EXPECT_EQ(back.link_backend, "local");
   const Cluster two = cli::plan::cluster_from_calibration(back, 2, DType::kF32);
   const Cluster four = cli::plan::cluster_from_calibration(back, 4, DType::kF32);
@@ -408,6 +411,14 @@ TEST(PlanModel, ThisMachineFromCalibration) {
   const Prediction p = cli::plan::predict(plan_choice::kBurst, two, m, w);
   EXPECT_NEAR(p.compute_seconds, 4.0 * 8192 * 8192 * 128 / 2 / 80e9, 1e-9);
   EXPECT_GT(p.forward_seconds, p.compute_seconds);  // no overlap: the transfer adds
+  // Causal problems take the causal rates when calibrated, the full ones otherwise.
+  w.causal = true;
+  const double causal_flops = 4.0 * 8192 * 8192 * 128 * (8193.0 / 16384) / 2;
+  EXPECT_NEAR(cli::plan::predict(plan_choice::kBurst, two, m, w).compute_seconds, causal_flops / 80e9, 1e-9);
+  Cluster measured = two;
+  measured.attention_forward_flops_causal = 40e9;
+  measured.attention_backward_flops_causal = 30e9;
+  EXPECT_NEAR(cli::plan::predict(plan_choice::kBurst, measured, m, w).compute_seconds, causal_flops / 40e9, 1e-9);
   EXPECT_THROW(cli::plan::load_calibration(::testing::TempDir() + "/missing.json", "--cluster this"), Error);
 }
 
