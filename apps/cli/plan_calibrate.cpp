@@ -18,6 +18,7 @@
 #include "core/tensor.h"
 #include "json.h"
 #include "kernels/attention.h"
+#include "memory.h"
 
 namespace burst::cli::plan {
 namespace {
@@ -99,17 +100,6 @@ double copy_bandwidth() {
   std::vector<char> from(kBytes, 1), to(kBytes, 0);
   const double s = median_seconds(3, [&] { std::memcpy(to.data(), from.data(), kBytes); });
   return 2.0 * static_cast<double>(kBytes) / s;
-}
-
-double available_memory() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  double kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024.0;
-  }
-  return 0;
 }
 
 std::string utc_now() {

@@ -90,7 +90,6 @@ void reduce_scatter_sequence(comm::Communicator& comm, const TensorView& global,
   unpack_rows(sum.data(), shard);
 }
 
-void copy_rows(const TensorView& from, const TensorView& to) { convert_rows(from, to); }
 
 void check_activation(const TensorView& t, const char* name, std::int64_t b, std::int64_t rows, std::int64_t dim) {
   BURST_CHECK(t.dtype == DType::kF32, name, ": expected fp32, got ", dtype_name(t.dtype));
@@ -345,7 +344,7 @@ LayerStats AttentionLayer::forward(const Parameters& params, const TensorView& x
   if (options_.strategy == Strategy::kTpV3) {
     collective(comm_, stats, &LayerStats::layer_bytes_sent, [&] { gather_sequence(comm_, x, plan_, x_.view()); });
   } else {
-    copy_rows(x, x_.view());
+    convert_rows(x, x_.view());
   }
   project(params, stats);
   attention_forward(stats);
@@ -362,7 +361,7 @@ LayerStats AttentionLayer::forward(const Parameters& params, const TensorView& x
     collective(comm_, stats, &LayerStats::layer_bytes_sent, [&] {
       comm_.all_reduce_sum(partial.data<float>(), static_cast<std::size_t>(partial.view().numel()));
     });
-    copy_rows(partial.view(), y);
+    convert_rows(partial.view(), y);
   } else if (options_.strategy == Strategy::kTpV3) {
     collective(comm_, stats, &LayerStats::layer_bytes_sent,
                [&] { reduce_scatter_sequence(comm_, partial.view(), plan_, y); });
@@ -439,7 +438,7 @@ LayerStats AttentionLayer::backward(const Parameters& params, const TensorView& 
     collective(comm_, stats, &LayerStats::layer_bytes_sent, [&] {
       comm_.all_reduce_sum(partial.data<float>(), static_cast<std::size_t>(partial.view().numel()));
     });
-    copy_rows(partial.view(), dx);
+    convert_rows(partial.view(), dx);
   } else if (options_.strategy == Strategy::kTpV3) {
     collective(comm_, stats, &LayerStats::layer_bytes_sent,
                [&] { reduce_scatter_sequence(comm_, partial.view(), plan_, dx); });
