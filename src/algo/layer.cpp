@@ -90,7 +90,6 @@ void reduce_scatter_sequence(comm::Communicator& comm, const TensorView& global,
   unpack_rows(sum.data(), shard);
 }
 
-
 void check_activation(const TensorView& t, const char* name, std::int64_t b, std::int64_t rows, std::int64_t dim) {
   BURST_CHECK(t.dtype == DType::kF32, name, ": expected fp32, got ", dtype_name(t.dtype));
   BURST_CHECK(t.data != nullptr, name, ": null data");
