@@ -76,21 +76,16 @@ double max_abs(const TensorView& t) {
 
 GradientFloors gradient_floors(const TensorView& q, const TensorView& k, const TensorView& v,
                                const TensorView& dout, double scale) {
-  const double dp = max_abs(dout) * max_abs(v);
-  return {scale * dp * max_abs(k), scale * dp * max_abs(q), 0.0};
+  const reference::GradientFloors f = reference::gradient_floors(q, k, v, dout, scale);
+  return {f.dq, f.dk, f.dv};
 }
 
 double relative_error(const TensorView& got, const std::vector<double>& ref, double floor) {
   const std::vector<double> g = to_double(got);
   if (g.size() != ref.size()) return std::numeric_limits<double>::infinity();
-  double diff = 0.0, scale = 0.0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    if (!std::isfinite(g[i])) return std::numeric_limits<double>::infinity();
-    diff = std::max(diff, std::fabs(g[i] - ref[i]));
-    scale = std::max(scale, std::fabs(ref[i]));
-  }
-  scale = std::max(scale, floor);
-  return scale == 0.0 ? diff : diff / scale;
+  reference::NormwiseError e;
+  for (std::size_t i = 0; i < g.size(); ++i) e.add(g[i], ref[i]);
+  return e.error(floor);
 }
 
 double lse_error(const RowStatsView& got, const std::vector<double>& ref) {
@@ -100,12 +95,7 @@ double lse_error(const RowStatsView& got, const std::vector<double>& ref) {
     for (std::int64_t ih = 0; ih < got.h; ++ih) {
       const float* row = got.row(ib, ih);
       for (std::int64_t is = 0; is < got.s; ++is, ++i) {
-        const double g = row[is], r = ref[i];
-        if (std::isinf(r) || std::isinf(g) || std::isnan(g)) {
-          if (!(g == r)) return std::numeric_limits<double>::infinity();
-          continue;
-        }
-        err = std::max(err, std::fabs(g - r) / (1.0 + std::fabs(r)));
+        err = std::max(err, reference::lse_error(row[is], ref[i]));
       }
     }
   }

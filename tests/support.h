@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "api/attention.h"
+#include "reference/compare.h"
 #include "reference/reference.h"
 
 namespace burst::testing {
@@ -31,20 +32,21 @@ double forward_tolerance(std::int64_t d, std::int64_t seqlen_k, double max_abs_s
 double backward_tolerance(std::int64_t d, std::int64_t seqlen_k, double max_abs_score);
 
 // Normwise relative error of `got` against the dense double `ref` ([b, s, h, d]):
-// max |got - ref| / max(max |ref|, floor); +inf when `got` holds a NaN or infinity.
+// max |got - ref| / max(max |ref|, floor) (reference::NormwiseError): non-finite values must
+// sit where the reference has the same ones, else +inf.
 double relative_error(const TensorView& got, const std::vector<double>& ref, double floor = 0.0);
 
 // Largest |x| of a tensor.
 double max_abs(const TensorView& t);
 
-// Magnitude floors for gradient errors (docs/numerics.md): dS = P (dP - delta) cancels to 0
-// when a row sees one key, leaving rounding noise of the size of one dS K term.
+// Magnitude floors for gradient errors (reference::gradient_floors, docs/numerics.md):
+// dS = P (dP - delta) cancels to 0 when a row sees one key, leaving rounding noise.
 struct GradientFloors {
   double dq, dk, dv;
 };
 GradientFloors gradient_floors(const TensorView& q, const TensorView& k, const TensorView& v,
                                const TensorView& dout, double scale);
-// Largest |lse - ref| / (1 + |ref|); -inf must match -inf exactly (else +inf).
+// Largest |lse - ref| / (1 + |ref|); non-finite values must match exactly (else +inf).
 double lse_error(const RowStatsView& got, const std::vector<double>& ref);
 
 // Copies a tensor (any strides) into a dense double vector.

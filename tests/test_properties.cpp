@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "kernels/attention.h"
 #include "support.h"
@@ -290,6 +291,112 @@ TEST(Properties, ReferenceGradientsMatchFiniteDifferences) {
     check(q, grads.dq, "dq");
     check(k, grads.dk, "dk");
     check(v, grads.dv, "dv");
+  }
+}
+
+// One NaN or infinity planted in q, k, v or dO reaches exactly the outputs whose formula holds
+// it through a visible pair (docs/numerics.md, "Non-finite inputs"), on every instruction
+// set, for fp32 and bf16 storage and with small tiles (masked, partial and full tiles). The
+// double reference sums over visible pairs only, so relative_error and lse_error, which
+// require the same NaN and infinities at the same positions, check the positions exactly.
+TEST(Properties, NonFiniteInputsReachExactlyTheirDependents) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Plant {
+    const char* tensor;
+    std::int64_t row, head, x;
+    float value;
+  };
+  const Plant plants[] = {{"q", 100, 1, 5, nan}, {"k", 90, 0, 7, nan}, {"v", 130, 1, 2, nan},
+                          {"dout", 120, 3, 1, nan}, {"q", 60, 2, 0, inf}, {"k", 40, 1, 3, -inf},
+                          {"v", 150, 0, 9, inf}};
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (const Plant& plant : plants) {
+      Problem p(21, dtype);
+      Tensor dout = testing::random_tensor(dtype, p.b, p.sq, p.hq, p.d, 22);
+      Tensor& target = std::string(plant.tensor) == "q"   ? p.q
+                       : std::string(plant.tensor) == "k" ? p.k
+                       : std::string(plant.tensor) == "v" ? p.v
+                                                          : dout;
+      for (std::int64_t ib = 0; ib < p.b; ++ib) {
+        if (dtype == DType::kF32) {
+          target.view().row<float>(ib, plant.row, plant.head)[plant.x] = plant.value;
+        } else {
+          target.view().row<bf16_bits>(ib, plant.row, plant.head)[plant.x] = float_to_bf16(plant.value);
+        }
+      }
+      AttentionOptions opt = causal_bottom_right(p);
+      opt.mask.window_left = 70;
+      opt.block_m = 16;
+      opt.block_n = 32;
+      const auto ref = reference::forward(p.q.view(), p.k.view(), p.v.view(), opt);
+      const auto ref_grad = reference::backward(p.q.view(), p.k.view(), p.v.view(), dout.view(), opt);
+      std::int64_t reached = 0;
+      for (const auto* t : {&ref.out, &ref.lse, &ref_grad.dq, &ref_grad.dk, &ref_grad.dv})
+        for (double x : *t) reached += std::isfinite(x) ? 0 : 1;
+      ASSERT_GT(reached, 0) << plant.tensor << ": the planted value should reach some output";
+      const double ftol = testing::forward_tolerance(p.d, p.sk, ref.max_abs_score);
+      const double btol = testing::backward_tolerance(p.d, p.sk, ref.max_abs_score);
+      for (kernels::Isa isa : testing::isas_under_test()) {
+        opt.isa = isa;
+        const std::string where = std::string(plant.tensor) + " " + std::to_string(plant.value) + " " +
+                                  std::string(dtype_name(dtype)) + " " + kernels::isa_name(isa);
+        const auto r = run_forward(p.q.view(), p.k.view(), p.v.view(), opt);
+        EXPECT_LE(testing::relative_error(r.out.view(), ref.out), ftol) << where;
+        EXPECT_LE(testing::lse_error(r.lse.view(), ref.lse), ftol) << where;
+        const Gradients g = attention_backward(p.q.view(), p.k.view(), p.v.view(), r.out.view(), r.lse.view(),
+                                               dout.view(), opt);
+        EXPECT_LE(testing::relative_error(g.dq.view(), ref_grad.dq), btol) << where;
+        EXPECT_LE(testing::relative_error(g.dk.view(), ref_grad.dk), btol) << where;
+        EXPECT_LE(testing::relative_error(g.dv.view(), ref_grad.dv), btol) << where;
+      }
+    }
+  }
+}
+
+// The cases the check got wrong before: a NaN in a row of q whose other scores are masked
+// (the row max dropped it, the row looked empty: O = 0, lse = -inf) must give that row NaN
+// and leave every other query row finite, in the forward and in dQ.
+TEST(Properties, NanScoreIsNotAnEmptyRow) {
+  Problem p;
+  AttentionOptions opt = causal_bottom_right(p);
+  opt.block_m = 32;
+  opt.block_n = 32;
+  const std::int64_t row = 5;  // sees keys 0..25: the rest of its tile is masked (-inf)
+  p.q.view().row<float>(0, row, 0)[3] = std::numeric_limits<float>::quiet_NaN();
+  Tensor dout = testing::random_tensor(DType::kF32, p.b, p.sq, p.hq, p.d, 23);
+  for (kernels::Isa isa : testing::isas_under_test()) {
+    opt.isa = isa;
+    const auto r = run_forward(p.q.view(), p.k.view(), p.v.view(), opt);
+    const Gradients g = attention_backward(p.q.view(), p.k.view(), p.v.view(), r.out.view(), r.lse.view(),
+                                           dout.view(), opt);
+    for (std::int64_t ib = 0; ib < p.b; ++ib)
+      for (std::int64_t ih = 0; ih < p.hq; ++ih)
+        for (std::int64_t is = 0; is < p.sq; ++is) {
+          const bool poisoned = ib == 0 && ih == 0 && is == row;
+          ASSERT_EQ(std::isnan(r.lse.view().row(ib, ih)[is]), poisoned) << kernels::isa_name(isa) << " row " << is;
+          for (std::int64_t x = 0; x < p.d; ++x) {
+            ASSERT_EQ(std::isnan(r.out.view().row<float>(ib, is, ih)[x]), poisoned) << kernels::isa_name(isa);
+            ASSERT_EQ(std::isnan(g.dq.view().row<float>(ib, is, ih)[x]), poisoned) << kernels::isa_name(isa);
+          }
+        }
+  }
+}
+
+// A NaN partial result survives merging from either side; an empty one stays the identity.
+TEST(Properties, MergeKeepsNan) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor a(DType::kF32, 1, 3, 1, 2), b(DType::kF32, 1, 3, 1, 2);
+  RowStats la(1, 1, 3), lb(1, 1, 3);
+  const float a_out[] = {nan, nan, 1, 2, 0, 0}, b_out[] = {3, 4, nan, nan, 5, 6};
+  const float a_lse[] = {nan, 0.5f, kNegInf}, b_lse[] = {0.25f, nan, nan};
+  std::memcpy(a.data<float>(), a_out, sizeof(a_out));
+  std::memcpy(b.data<float>(), b_out, sizeof(b_out));
+  std::memcpy(la.data(), a_lse, sizeof(a_lse));
+  std::memcpy(lb.data(), b_lse, sizeof(b_lse));
+  kernels::merge_partials(a.view(), la.view(), b.view(), lb.view());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(std::isnan(la.data()[i])) << i;
+    for (int x = 0; x < 2; ++x) EXPECT_TRUE(std::isnan(a.data<float>()[i * 2 + x])) << i;
   }
 }
 

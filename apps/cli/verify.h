@@ -1,10 +1,12 @@
 // Checks `burst run`'s results against the double-precision reference (reference/reference.h),
 // computed from the same stored (possibly bf16-rounded) inputs.
 //
-// Error measures, one number per tensor:
-//   o, dq, dk, dv  max |x - ref| / max(max |ref|, tiny)   (normwise relative)
-//   lse            max |lse - ref| / (1 + |ref|); -inf must match -inf exactly
-// A NaN or infinity in a result counts as an infinite error.
+// Error measures, one number per tensor (reference/compare.h, docs/numerics.md):
+//   o, dq, dk, dv  max |x - ref| / max(max |ref|, floor)   (normwise relative); floor 0
+//                  for o and dv, d 2^-12 scale |dO| |V| |K| for dq (|Q| for dk)
+//   lse            max |lse - ref| / (1 + |ref|)
+// NaN and infinities are compared by position: the same non-finite value as the reference
+// is left out, any other disagreement in finiteness is an infinite error.
 #pragma once
 
 #include <cstdint>
@@ -31,7 +33,8 @@ struct ForwardCheck {
 // the sequence (first and last included). Runs on `threads` threads.
 ForwardCheck check_forward(const Problem& p, const ForwardOutputs& fwd, int threads);
 
-// Whether the full-size reference backward is affordable (b h seqlen_q seqlen_k d <= 2^31).
+// Whether the full-size reference backward is affordable (b h seqlen_q seqlen_k d <= 2^31),
+// or needed: inputs holding a NaN or an infinity are always checked in full.
 bool backward_checkable(const Problem& p);
 
 // Checks dq, dk, dv against the reference backward; returns {dq, dk, dv} errors.

@@ -1,5 +1,6 @@
 #include "algo/ring_rsa.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -51,6 +52,7 @@ struct Scores {
 struct Setup {
   detail::Plan plan;
   std::vector<std::int64_t> offsets;  // first column of each rank's keys
+  std::vector<std::int64_t> columns;  // global position of every score column
   std::int64_t total = 0;
   float scale = 0;
 };
@@ -62,6 +64,7 @@ Setup setup(Communicator& comm, const TensorView& q, const TensorView& k, const 
     s.offsets.push_back(s.total);
     s.total += n;
   }
+  for (const auto& pos : s.plan.positions) s.columns.insert(s.columns.end(), pos.begin(), pos.end());
   s.scale = o.scale ? *o.scale : 1.0f / std::sqrt(static_cast<float>(q.d));
   return s;
 }
@@ -120,6 +123,20 @@ void fill_scores(Scores& sc, const Setup& s, int r, int j, const TensorView& q, 
     }
 }
 
+// C (m x d) += alpha op(A) B for score columns: with a mask, A is 0 at masked pairs, and a
+// non-finite row of B must not reach through them the rows of C masked from it.
+void product(const BurstOptions& o, bool trans_a, std::int64_t m, std::int64_t d, std::int64_t k, float alpha,
+             const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+             const kernels::detail::TilePairs& pairs, std::vector<float>& scratch) {
+  if (!o.mask.masks_anything()) {
+    kernels::sgemm(trans_a, false, m, d, k, alpha, a, lda, b, ldb, 1.0f, c, ldc);
+    return;
+  }
+  scratch.resize(static_cast<std::size_t>(k * d));
+  kernels::detail::sgemm_visible(trans_a, static_cast<int>(m), static_cast<int>(d), static_cast<int>(k), alpha, a,
+                                 lda, b, ldb, c, ldc, pairs, scratch.data());
+}
+
 // Scores of every key, rows complete: one K ring pass.
 Scores all_scores(Communicator& comm, const Setup& s, const TensorView& q, const TensorView& k, const BurstOptions& o,
                   RingStats& stats) {
@@ -143,7 +160,10 @@ RingStats ring_rsa_forward(Communicator& comm, const TensorView& q, const Tensor
   const detail::TrafficMark mark = detail::mark_traffic(comm);
   Scores sc = all_scores(comm, s, q, k, o, stats);
   // Row softmax over all N keys: P = exp(S - lse); a row that sees nothing is 0, lse -inf.
+  // std::max drops NaN, so a row whose max is -inf is searched for a NaN score (which makes
+  // it NaN); below a finite max a NaN score turns the sum, and so the row, NaN.
   const kernels::TileOps& ops = kernels::tile_ops(o.isa);
+  const std::int64_t* qpos = s.plan.positions[static_cast<std::size_t>(comm.rank())].data();
   for (std::int64_t ib = 0; ib < q.b; ++ib)
     for (std::int64_t ih = 0; ih < q.h; ++ih)
       for (std::int64_t i = 0; i < q.s; ++i) {
@@ -151,8 +171,10 @@ RingStats ring_rsa_forward(Communicator& comm, const TensorView& q, const Tensor
         float m = kNegInf;
         for (std::int64_t c = 0; c < s.total; ++c) m = std::max(m, row[c]);
         if (m == kNegInf) {
-          std::fill_n(row, s.total, 0.0f);
-          lse.row(ib, ih)[i] = kNegInf;
+          const bool poisoned = std::any_of(row, row + s.total, [](float x) { return std::isnan(x); });
+          const float fill = poisoned ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+          std::fill_n(row, s.total, fill);
+          lse.row(ib, ih)[i] = poisoned ? fill : kNegInf;
           continue;
         }
         double sum = 0;
@@ -166,21 +188,24 @@ RingStats ring_rsa_forward(Communicator& comm, const TensorView& q, const Tensor
   // O = P V: one V ring pass, accumulated in fp32.
   Tensor acc(DType::kF32, q.b, q.s, q.h, q.d);
   acc.fill_zero();
-  std::vector<float> vs;
+  std::vector<float> vs, scratch;
   ring_pass(comm, s, v, stats, [&](int j, const TensorView& vj) {
     const std::int64_t group = q.h / vj.h;
+    const kernels::detail::TilePairs pairs{qpos, s.plan.positions[static_cast<std::size_t>(j)].data(), true, o.mask};
     for (std::int64_t ib = 0; ib < q.b; ++ib)
       for (std::int64_t ih = 0; ih < q.h; ++ih) {
         std::int64_t ldv = 0;
         const float* vr = rows_f32(vj, ib, ih / group, vs, ldv);
-        kernels::sgemm(false, false, q.s, q.d, vj.s, 1.0f, sc.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total, vr,
-                       ldv, 1.0f, acc.view().row<float>(ib, 0, ih), acc.view().stride_s);
+        product(o, false, q.s, q.d, vj.s, 1.0f, sc.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total, vr, ldv,
+                acc.view().row<float>(ib, 0, ih), acc.view().stride_s, pairs, scratch);
       }
   });
   for (std::int64_t ib = 0; ib < q.b; ++ib)
     for (std::int64_t is = 0; is < q.s; ++is)
       for (std::int64_t ih = 0; ih < q.h; ++ih) {
-        const float* a = acc.view().row<const float>(ib, is, ih);
+        float* a = acc.view().row<float>(ib, is, ih);
+        // A row with lse = -inf is exactly 0, as the kernels make it (docs/numerics.md).
+        if (lse.row(ib, ih)[is] == kNegInf) std::fill_n(a, q.d, 0.0f);
         if (out.dtype == DType::kF32) {
           std::memcpy(out.row<float>(ib, is, ih), a, static_cast<std::size_t>(q.d) * 4);
         } else {
@@ -202,6 +227,7 @@ RingStats ring_rsa_backward(Communicator& comm, const TensorView& q, const Tenso
   RowStats delta(q.b, q.h, q.s);
   kernels::compute_delta(dout, out, delta.view(), o.threads);
   // Pass 1 (K): scores again, turned into P = exp(S - lse).
+  const std::int64_t* qpos = s.plan.positions[static_cast<std::size_t>(comm.rank())].data();
   Scores prob = all_scores(comm, s, q, k, o, stats);
   for (std::int64_t ib = 0; ib < q.b; ++ib)
     for (std::int64_t ih = 0; ih < q.h; ++ih)
@@ -220,35 +246,45 @@ RingStats ring_rsa_backward(Communicator& comm, const TensorView& q, const Tenso
                        grad.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total);
       }
   });
+  // Masked entries of P and dS become exactly 0: a NaN lse or a non-finite dO or V row makes
+  // them NaN, and they must not reach the gradients of keys and queries they do not pair.
   for (std::int64_t ib = 0; ib < q.b; ++ib)
-    for (std::int64_t ih = 0; ih < q.h; ++ih)
+    for (std::int64_t ih = 0; ih < q.h; ++ih) {
       ops.ds_from_dp(grad.at(ib, ih), s.total, prob.at(ib, ih), s.total, static_cast<int>(q.s), static_cast<int>(s.total),
                      delta.view().row(ib, ih));
+      if (o.mask.masks_anything()) {
+        for (float* t : {prob.at(ib, ih), grad.at(ib, ih)})
+          ops.apply_mask(t, s.total, static_cast<int>(q.s), static_cast<int>(s.total), qpos, s.columns.data(), o.mask, 0.0f);
+      }
+    }
   // dK and dV of every key from this rank's queries, in full-length buffers (rank order).
   const std::int64_t group = q.h / k.h;
   Tensor dk_all(DType::kF32, k.b, s.total, k.h, k.d), dv_all(DType::kF32, k.b, s.total, k.h, k.d);
   dk_all.fill_zero();
   dv_all.fill_zero();
+  std::vector<float> scratch;
+  const kernels::detail::TilePairs key_pairs{s.columns.data(), qpos, false, o.mask};
   for (std::int64_t ib = 0; ib < q.b; ++ib)
     for (std::int64_t ih = 0; ih < q.h; ++ih) {
       std::int64_t ldq = 0, ldo = 0;
       const float* qr = rows_f32(q, ib, ih, qs, ldq);
       const float* dor = rows_f32(dout, ib, ih, os, ldo);
-      kernels::sgemm(true, false, s.total, q.d, q.s, s.scale, grad.at(ib, ih), s.total, qr, ldq, 1.0f,
-                     dk_all.view().row<float>(ib, 0, ih / group), dk_all.view().stride_s);
-      kernels::sgemm(true, false, s.total, q.d, q.s, 1.0f, prob.at(ib, ih), s.total, dor, ldo, 1.0f,
-                     dv_all.view().row<float>(ib, 0, ih / group), dv_all.view().stride_s);
+      product(o, true, s.total, q.d, q.s, s.scale, grad.at(ib, ih), s.total, qr, ldq,
+              dk_all.view().row<float>(ib, 0, ih / group), dk_all.view().stride_s, key_pairs, scratch);
+      product(o, true, s.total, q.d, q.s, 1.0f, prob.at(ib, ih), s.total, dor, ldo,
+              dv_all.view().row<float>(ib, 0, ih / group), dv_all.view().stride_s, key_pairs, scratch);
     }
   // Pass 3 (K): dQ = scale dS K.
   Tensor dq_acc(DType::kF32, q.b, q.s, q.h, q.d);
   dq_acc.fill_zero();
   ring_pass(comm, s, k, stats, [&](int j, const TensorView& kj) {
+    const kernels::detail::TilePairs pairs{qpos, s.plan.positions[static_cast<std::size_t>(j)].data(), true, o.mask};
     for (std::int64_t ib = 0; ib < q.b; ++ib)
       for (std::int64_t ih = 0; ih < q.h; ++ih) {
         std::int64_t ldk = 0;
         const float* kr = rows_f32(kj, ib, ih / group, ks, ldk);
-        kernels::sgemm(false, false, q.s, q.d, kj.s, s.scale, grad.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total,
-                       kr, ldk, 1.0f, dq_acc.view().row<float>(ib, 0, ih), dq_acc.view().stride_s);
+        product(o, false, q.s, q.d, kj.s, s.scale, grad.at(ib, ih) + s.offsets[static_cast<std::size_t>(j)], s.total, kr,
+                ldk, dq_acc.view().row<float>(ib, 0, ih), dq_acc.view().stride_s, pairs, scratch);
       }
   });
   // The full-length K/V gradient buffers are summed over all ranks; each keeps its rows.

@@ -19,7 +19,7 @@ namespace {
 using detail::Geometry;
 using detail::TileVisibility;
 
-enum BackwardArray { kQ, kDO, kK, kV, kP, kDS, kAccA, kAccB, kKPacked, kVPacked };
+enum BackwardArray { kQ, kDO, kK, kV, kP, kDS, kAccA, kAccB, kKPacked, kVPacked, kFinite };
 
 struct BackwardCall {
   const TensorView &q, &k, &v, &dout;
@@ -38,7 +38,26 @@ struct BackwardCall {
 struct TileRows {
   detail::Rows q, dout, k, v;
   int rows, cols;
+  bool partial;  // some pair of the tile is masked: products go through sgemm_visible
 };
+
+// C += alpha op(A) B for one tile: a plain sgemm when every pair is visible, else
+// sgemm_visible, which keeps a non-finite row of B out of the rows of C masked from it.
+void tile_gemm(const BackwardCall& c, const TileRows& t, int worker, bool trans_a, int m, int k,
+               float alpha, const float* a, std::int64_t lda, const detail::Rows& b, float* out,
+               bool out_is_query) {
+  const int d = static_cast<int>(c.g.d);
+  if (!t.partial) {
+    sgemm(trans_a, false, m, d, k, alpha, a, lda, b.data, b.ld, 1.0f, out, d);
+    return;
+  }
+  const std::int64_t* qpos = c.ws.ints(worker, 0);
+  const std::int64_t* kpos = c.ws.ints(worker, 1);
+  const detail::TilePairs pairs{out_is_query ? qpos : kpos, out_is_query ? kpos : qpos, out_is_query,
+                                c.opt.mask};
+  detail::sgemm_visible(trans_a, m, d, k, alpha, a, lda, b.data, b.ld, out, d, pairs,
+                        c.ws.floats(worker, kFinite));
+}
 
 std::uint32_t* packed_keys(const BackwardCall& c, int worker) {
   return reinterpret_cast<std::uint32_t*>(c.ws.floats(worker, kKPacked));
@@ -89,16 +108,20 @@ bool tile_probs_and_ds(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
     sgemm(false, true, t.rows, t.cols, g.d, g.scale, t.q.data, t.q.ld, t.k.data, t.k.ld, 0.0f, p, ld);
     sgemm(false, true, t.rows, t.cols, g.d, 1.0f, t.dout.data, t.dout.ld, t.v.data, t.v.ld, 0.0f, ds, ld);
   }
-  // P = exp(S - lse), masked entries 0; then dS = P (dP - delta).
-  if (vis == TileVisibility::kPartial) {
+  // P = exp(S - lse), then dS = P (dP - delta); masked entries of both become 0 afterwards
+  // (not -inf scores before): a NaN lse, or a non-finite Q, K, dO or V row, makes the masked
+  // entries NaN too, and they must not reach the gradients of rows that never see them.
+  c.ops.probs_from_lse(p, ld, t.rows, t.cols, c.lse.row(ib, ih) + q0);
+  c.ops.ds_from_dp(ds, ld, p, ld, t.rows, t.cols, c.delta.row(ib, ih) + q0);
+  t.partial = vis == TileVisibility::kPartial;
+  if (t.partial) {
     std::int64_t* qpos = c.ws.ints(worker, 0);
     std::int64_t* kpos = c.ws.ints(worker, 1);
     detail::fill_positions(c.opt.q_pos, q0, t.rows, qpos);
     detail::fill_positions(c.opt.k_pos, k0, t.cols, kpos);
-    c.ops.apply_mask(p, ld, t.rows, t.cols, qpos, kpos, c.opt.mask);
+    c.ops.apply_mask(p, ld, t.rows, t.cols, qpos, kpos, c.opt.mask, 0.0f);
+    c.ops.apply_mask(ds, ld, t.rows, t.cols, qpos, kpos, c.opt.mask, 0.0f);
   }
-  c.ops.probs_from_lse(p, ld, t.rows, t.cols, c.lse.row(ib, ih) + q0);
-  c.ops.ds_from_dp(ds, ld, p, ld, t.rows, t.cols, c.delta.row(ib, ih) + q0);
   return true;
 }
 
@@ -124,8 +147,8 @@ void key_block_grads(const BackwardCall& c, std::int64_t ib, std::int64_t kvh, s
         t.dout = detail::load_rows(c.dout, ib, q0, t.rows, ih, c.ws.floats(worker, kDO), c.ops);
       }
       // dV += P^T dO;  dK += scale dS^T Q   (cols x d)
-      sgemm(true, false, cols, g.d, t.rows, 1.0f, p, g.block_n, t.dout.data, t.dout.ld, 1.0f, dv_acc, g.d);
-      sgemm(true, false, cols, g.d, t.rows, g.scale, ds, g.block_n, t.q.data, t.q.ld, 1.0f, dk_acc, g.d);
+      tile_gemm(c, t, worker, true, cols, t.rows, 1.0f, p, g.block_n, t.dout, dv_acc, false);
+      tile_gemm(c, t, worker, true, cols, t.rows, g.scale, ds, g.block_n, t.q, dk_acc, false);
     }
   }
   detail::add_rows(c.dk, ib, k0, cols, kvh, dk_acc);
@@ -153,7 +176,7 @@ void query_block_grads(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
       t.k = detail::load_rows(c.k, ib, jb * g.block_n, t.cols, kvh, c.ws.floats(worker, kK), c.ops);
     }
     // dQ += scale dS K   (rows x d)
-    sgemm(false, false, rows, g.d, t.cols, g.scale, ds, g.block_n, t.k.data, t.k.ld, 1.0f, dq_acc, g.d);
+    tile_gemm(c, t, worker, false, rows, t.cols, g.scale, ds, g.block_n, t.k, dq_acc, true);
   }
   detail::add_rows(c.dq, ib, q0, rows, ih, dq_acc);
 }
@@ -184,7 +207,7 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   const std::int64_t acc = std::max(m, n) * d;
   const bool bf16_dot = q.dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr;
   const std::int64_t packed = bf16_dot ? bf16_packed_words(n, d) : 0;
-  const detail::Workspace ws({m * d, m * d, n * d, n * d, m * n, m * n, acc, acc, packed, packed},
+  const detail::Workspace ws({m * d, m * d, n * d, n * d, m * n, m * n, acc, acc, packed, packed, acc},
                              {m, n}, pool.size());
   const BackwardCall call{q, k, v, dout, lse, delta, dq, dk, dv, opt, g, ops, qb, kb, ws, bf16_dot};
 

@@ -1,9 +1,11 @@
 #include "kernels/detail.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "core/error.h"
+#include "kernels/blas.h"
 
 namespace burst::kernels::detail {
 namespace {
@@ -134,6 +136,50 @@ Workspace::Workspace(std::vector<std::int64_t> float_sizes, std::vector<std::int
   for (std::int64_t n : float_sizes) float_offsets_.push_back(place(n * 4));
   for (std::int64_t n : int_sizes) int_offsets_.push_back(place(n * 8));
   buffer_ = AlignedBuffer(per_worker_ * static_cast<std::size_t>(workers));
+}
+
+namespace {
+
+// Whether x (rows x cols, leading dimension ld) holds an infinity or a NaN: all exponent bits
+// set. Integer tests, so the loop vectorises without reassociating floating point.
+bool any_non_finite(const float* x, std::int64_t ld, int rows, int cols) {
+  std::uint32_t found = 0;
+  for (int r = 0; r < rows; ++r) {
+    const float* row = x + r * ld;
+    for (int j = 0; j < cols; ++j) {
+      found |= static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(row[j]) & 0x7f800000u) == 0x7f800000u);
+    }
+  }
+  return found != 0;
+}
+
+}  // namespace
+
+void sgemm_visible(bool trans_a, int m, int n, int k, float alpha, const float* a,
+                   std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                   const TilePairs& pairs, float* scratch) {
+  if (!any_non_finite(b, ldb, k, n)) {
+    sgemm(trans_a, false, m, n, k, alpha, a, lda, b, ldb, 1.0f, c, ldc);
+    return;
+  }
+  for (int r = 0; r < k; ++r) {
+    for (int x = 0; x < n; ++x) {
+      const float v = b[r * ldb + x];
+      scratch[r * n + x] = std::isfinite(v) ? v : 0.0f;
+    }
+  }
+  sgemm(trans_a, false, m, n, k, alpha, a, lda, scratch, n, 1.0f, c, ldc);
+  for (int r = 0; r < k; ++r) {
+    for (int x = 0; x < n; ++x) {
+      const float v = b[r * ldb + x];
+      if (std::isfinite(v)) continue;
+      for (int i = 0; i < m; ++i) {
+        if (!pairs.visible(i, r)) continue;
+        const float a_ir = trans_a ? a[r * lda + i] : a[i * lda + r];
+        c[i * ldc + x] += alpha * a_ir * v;
+      }
+    }
+  }
 }
 
 void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,

@@ -77,6 +77,30 @@ class Workspace {
   AlignedBuffer buffer_;
 };
 
+// Which (query, key) pairs of a tile are visible: row i of a product's output and row r of
+// its right operand B sit at c_pos[i] and b_pos[r], queries on the output side when
+// c_is_query (O = P V, dQ = dS K), keys otherwise (dV = P^T dO, dK = dS^T Q).
+struct TilePairs {
+  const std::int64_t* c_pos;
+  const std::int64_t* b_pos;
+  bool c_is_query;
+  const MaskSpec& mask;
+
+  bool visible(std::int64_t i, std::int64_t r) const {
+    return c_is_query ? mask.visible(c_pos[i], b_pos[r]) : mask.visible(b_pos[r], c_pos[i]);
+  }
+};
+
+// C (m x n, ldc) += alpha op(A) B with op(A) = A (m x k, lda) or A^T (A is k x m), B k x n
+// (ldb): sgemm with beta = 1 for a partially masked tile whose A is 0 at every masked pair.
+// A non-finite element of B would reach every row of C through 0 * inf or 0 * NaN = NaN,
+// also the rows masked from it; so when B holds one (rare: the check reads B once, k x n
+// next to the 2 m n k of the product) the product runs on a copy of B in `scratch` (k x n
+// floats) with those elements zeroed, and they are added back over visible pairs only.
+void sgemm_visible(bool trans_a, int m, int n, int k, float alpha, const float* a,
+                   std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                   const TilePairs& pairs, float* scratch);
+
 // Adds `rows` x d of src (leading dimension d) into the fp32 rows of t.
 void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
               const float* src);

@@ -22,22 +22,24 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // Per-worker scratch of one forward call.
 struct ForwardScratch {
   float *q, *k, *v, *s, *acc, *row_max, *row_sum, *factor;
+  float* v_finite;          // V with non-finite elements zeroed (sgemm_visible's scratch)
   std::uint32_t* k_packed;  // keys packed for the bf16 dot-product route
   std::int64_t *qpos, *kpos;
 };
 
-enum ForwardArray { kQ, kK, kV, kS, kAcc, kRowMax, kRowSum, kFactor, kKPacked };
+enum ForwardArray { kQ, kK, kV, kS, kAcc, kRowMax, kRowSum, kFactor, kKPacked, kVFinite };
 
 detail::Workspace forward_workspace(const Geometry& g, int workers, bool bf16_dot) {
   const std::int64_t m = g.block_m, n = g.block_n, d = g.d;
   const std::int64_t packed = bf16_dot ? bf16_packed_words(n, d) : 0;
-  return detail::Workspace({m * d, n * d, n * d, m * n, m * d, m, m, m, packed}, {m, n}, workers);
+  return detail::Workspace({m * d, n * d, n * d, m * n, m * d, m, m, m, packed, n * d}, {m, n}, workers);
 }
 
 ForwardScratch scratch_of(const detail::Workspace& ws, int worker) {
   return {ws.floats(worker, kQ),      ws.floats(worker, kK),      ws.floats(worker, kV),
           ws.floats(worker, kS),      ws.floats(worker, kAcc),    ws.floats(worker, kRowMax),
           ws.floats(worker, kRowSum), ws.floats(worker, kFactor),
+          ws.floats(worker, kVFinite),
           reinterpret_cast<std::uint32_t*>(ws.floats(worker, kKPacked)),
           ws.ints(worker, 0),         ws.ints(worker, 1)};
 }
@@ -105,20 +107,32 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
         have_qpos = true;
       }
       detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
-      c.ops.apply_mask(w.s, g.block_n, rows, cols, w.qpos, w.kpos, c.opt.mask);
+      c.ops.apply_mask(w.s, g.block_n, rows, cols, w.qpos, w.kpos, c.opt.mask, kNegInf);
     }
     c.ops.online_softmax(w.s, g.block_n, rows, cols, w.row_max, w.row_sum, w.factor);
     c.ops.scale_rows(w.acc, d, rows, static_cast<int>(d), w.factor);
-    // acc += P V  (rows x d)
-    sgemm(false, false, rows, d, cols, 1.0f, w.s, g.block_n, vrows.data, vrows.ld, 1.0f, w.acc, d);
+    // acc += P V  (rows x d); P is 0 at masked pairs, which must not let a non-finite V row
+    // reach the rows masked from it.
+    if (vis == TileVisibility::kPartial) {
+      detail::sgemm_visible(false, rows, static_cast<int>(d), cols, 1.0f, w.s, g.block_n, vrows.data,
+                            vrows.ld, w.acc, d, {w.qpos, w.kpos, true, c.opt.mask}, w.v_finite);
+    } else {
+      sgemm(false, false, rows, d, cols, 1.0f, w.s, g.block_n, vrows.data, vrows.ld, 1.0f, w.acc, d);
+    }
   }
 
-  // Normalise: O = acc / sum, lse = max + log(sum); rows that saw nothing give 0 and -inf.
+  // Normalise: O = acc / sum, lse = max + log(sum). Rows that saw nothing above -inf give
+  // exactly 0 and -inf (acc may hold NaN from 0 * a NaN of V, which such a row drops like a
+  // merge drops an empty partial); a NaN row_sum gives NaN.
   for (int i = 0; i < rows; ++i) {
     float* acc = w.acc + i * d;
     const bool empty = w.row_sum[i] == 0.0f;
-    const float inv = empty ? 0.0f : 1.0f / w.row_sum[i];
-    for (std::int64_t x = 0; x < d; ++x) acc[x] *= inv;
+    if (empty) {
+      std::fill_n(acc, d, 0.0f);
+    } else {
+      const float inv = 1.0f / w.row_sum[i];
+      for (std::int64_t x = 0; x < d; ++x) acc[x] *= inv;
+    }
     lse_row[i] = empty ? kNegInf : w.row_max[i] + std::log(w.row_sum[i]);
     if (c.out.dtype == DType::kF32) {
       std::copy_n(acc, d, c.out.row<float>(ib, q0 + i, ih));

@@ -14,23 +14,26 @@ struct TileOps {
 
   // Online-softmax step on a score tile s (rows x cols): for each row updates row_max and
   // row_sum, turns s into exp(s - new_max) in place and writes the factor the previous
-  // accumulator must be scaled by. A row with no finite score so far keeps max -inf, sum 0,
-  // a zero probability row and factor 1.
+  // accumulator must be scaled by. A row with no score above -inf so far keeps max -inf,
+  // sum 0, a zero probability row and factor 1. A NaN score makes the row's max or sum, and
+  // so its factor and output, NaN for good (docs/numerics.md, "Non-finite inputs").
   void (*online_softmax)(float* s, std::int64_t ld, int rows, int cols, float* row_max,
                          float* row_sum, float* rescale);
   // x[i, :cols] *= factor[i] for rows whose factor is not 1.
   void (*scale_rows)(float* x, std::int64_t ld, int rows, int cols, const float* factor);
-  // s = exp(s - lse[i]) in place; rows with lse = -inf become 0.
+  // s = exp(s - lse[i]) in place; rows with lse = -inf become 0, rows with lse NaN NaN.
   void (*probs_from_lse)(float* s, std::int64_t ld, int rows, int cols, const float* lse);
   // dp = p * (dp - delta[i]) in place: the score gradient dS from dP.
   void (*ds_from_dp)(float* dp, std::int64_t ld_dp, const float* p, std::int64_t ld_p, int rows,
                      int cols, const float* delta);
-  // Sets s[i, j] = -inf where the pair (qpos[i], kpos[j]) is not visible under mask.
+  // Sets s[i, j] = fill where the pair (qpos[i], kpos[j]) is not visible under mask: -inf
+  // for scores, 0 for probabilities and score gradients.
   void (*apply_mask)(float* s, std::int64_t ld, int rows, int cols, const std::int64_t* qpos,
-                     const std::int64_t* kpos, const MaskSpec& mask);
+                     const std::int64_t* kpos, const MaskSpec& mask, float fill);
   void (*bf16_to_f32)(const bf16_bits* src, float* dst, std::int64_t n);
   void (*f32_to_bf16)(const float* src, bf16_bits* dst, std::int64_t n);
-  // y = exp(x) for x <= 88, flushing results below FLT_MIN to 0 (docs/numerics.md).
+  // y = exp(x) for x <= 88, flushing results below FLT_MIN to 0 (docs/numerics.md); NaN
+  // gives NaN.
   void (*exp)(const float* x, float* y, std::int64_t n);
 
   // bf16 dot-product GEMM for S = alpha Q K^T on bf16 inputs (the avx512bf16 set only; null

@@ -29,10 +29,16 @@ void score_row(const TensorView& q, const TensorView& k, const kernels::Attentio
   }
 }
 
-// Turns scores into probabilities in place and returns the lse (-inf for an empty row).
+bool visible(const kernels::AttentionOptions& o, std::int64_t is, std::int64_t j) {
+  return o.mask.visible(o.q_pos.at(is), o.k_pos.at(j));
+}
+
+// Turns scores into probabilities in place and returns the lse: -inf (and P = 0) for a row
+// with no score above -inf, NaN (and P NaN) for a row with a NaN score. std::max would drop
+// a NaN, so the max is taken by hand.
 double softmax_row(std::vector<double>& s) {
   double m = kNegInf;
-  for (double x : s) m = std::max(m, x);
+  for (double x : s) m = std::isnan(x) || std::isnan(m) ? std::numeric_limits<double>::quiet_NaN() : std::max(m, x);
   if (m == kNegInf) {
     std::fill(s.begin(), s.end(), 0.0);
     return kNegInf;
@@ -44,19 +50,30 @@ double softmax_row(std::vector<double>& s) {
 }
 
 // dP_j = dO . V_j for the keys row `is` sees (0 elsewhere), and returns delta = sum_j P_j dP_j
-// (= dO . O).
-double dp_and_delta(const TensorView& dout, const TensorView& v, std::int64_t ib, std::int64_t is, std::int64_t ih,
-                    std::int64_t kvh, const std::vector<double>& p, std::vector<double>& dp) {
+// (= dO . O). Every sum here and below runs over the visible pairs only, a zero probability
+// included: a non-finite input reaches exactly the outputs whose formula holds it
+// (docs/numerics.md, "Non-finite inputs").
+double dp_and_delta(const TensorView& dout, const TensorView& v, const kernels::AttentionOptions& o, std::int64_t ib,
+                    std::int64_t is, std::int64_t ih, std::int64_t kvh, const std::vector<double>& p,
+                    std::vector<double>& dp) {
   dp.assign(p.size(), 0.0);
   double delta = 0.0;
   for (std::size_t j = 0; j < p.size(); ++j) {
-    if (p[j] == 0.0) continue;
+    if (!visible(o, is, static_cast<std::int64_t>(j))) continue;
     double dot = 0.0;
     for (std::int64_t x = 0; x < dout.d; ++x)
       dot += element(dout, ib, is, ih, x) * element(v, ib, static_cast<std::int64_t>(j), kvh, x);
     dp[j] = dot;
     delta += p[j] * dot;
   }
+  return delta;
+}
+
+// delta = dO . O for a row with lse = -inf, whose O is exactly 0: 0, or NaN when dO holds a
+// non-finite value (the kernels compute dO . O too).
+double empty_row_delta(const TensorView& dout, std::int64_t ib, std::int64_t is, std::int64_t ih) {
+  double delta = 0.0;
+  for (std::int64_t x = 0; x < dout.d; ++x) delta += element(dout, ib, is, ih, x) * 0.0;
   return delta;
 }
 
@@ -91,13 +108,15 @@ ForwardResult forward_rows(const TensorView& q, const TensorView& k, const Tenso
         const std::int64_t is = rows[static_cast<std::size_t>(r_i)];
         score_row(q, k, o, ib, is, ih, s);
         for (double x : s) {
-          if (x != kNegInf) r.max_abs_score = std::max(r.max_abs_score, std::fabs(x));
+          if (std::isfinite(x)) r.max_abs_score = std::max(r.max_abs_score, std::fabs(x));
         }
-        r.lse[static_cast<std::size_t>((ib * q.h + ih) * n + r_i)] = softmax_row(s);
+        const double lse = softmax_row(s);
+        r.lse[static_cast<std::size_t>((ib * q.h + ih) * n + r_i)] = lse;
+        if (lse == kNegInf) continue;  // O = 0 exactly, whatever V holds
         double* out = &r.out[static_cast<std::size_t>(((ib * n + r_i) * q.h + ih) * q.d)];
         for (std::int64_t j = 0; j < k.s; ++j) {
           const double p = s[static_cast<std::size_t>(j)];
-          if (p == 0.0) continue;
+          if (!visible(o, is, j)) continue;
           for (std::int64_t x = 0; x < q.d; ++x) out[x] += p * element(v, ib, j, kvh, x);
         }
       }
@@ -128,13 +147,14 @@ BackwardResult backward(const TensorView& q, const TensorView& k, const TensorVi
       const std::int64_t kvh = ih / group;
       for (std::int64_t is = 0; is < q.s; ++is) {
         score_row(q, k, o, ib, is, ih, p);
-        softmax_row(p);
+        const bool empty = softmax_row(p) == kNegInf;
         // dS_j = P_j (dP_j - delta).
-        const double delta = dp_and_delta(dout, v, ib, is, ih, kvh, p, dp);
+        double delta = dp_and_delta(dout, v, o, ib, is, ih, kvh, p, dp);
+        if (empty) delta = empty_row_delta(dout, ib, is, ih);
         double* dq = &r.dq[static_cast<std::size_t>(((ib * q.s + is) * q.h + ih) * q.d)];
         for (std::int64_t j = 0; j < k.s; ++j) {
           const double pj = p[static_cast<std::size_t>(j)];
-          if (pj == 0.0) continue;
+          if (!visible(o, is, j)) continue;
           const double ds = pj * (dp[static_cast<std::size_t>(j)] - delta);
           const std::size_t kv_at = static_cast<std::size_t>(((ib * k.s + j) * k.h + kvh) * k.d);
           for (std::int64_t x = 0; x < q.d; ++x) {
@@ -163,13 +183,14 @@ std::vector<double> backward_dq_rows(const TensorView& q, const TensorView& k, c
       for (std::int64_t r = 0; r < n; ++r) {
         const std::int64_t is = rows[static_cast<std::size_t>(r)];
         score_row(q, k, o, ib, is, ih, p);
-        softmax_row(p);
+        const bool empty = softmax_row(p) == kNegInf;
         // dQ = scale sum_j P_j (dP_j - delta) K_j.
-        const double delta = dp_and_delta(dout, v, ib, is, ih, kvh, p, dp);
+        double delta = dp_and_delta(dout, v, o, ib, is, ih, kvh, p, dp);
+        if (empty) delta = empty_row_delta(dout, ib, is, ih);
         double* out = &dq[static_cast<std::size_t>(((ib * n + r) * q.h + ih) * q.d)];
         for (std::int64_t j = 0; j < k.s; ++j) {
           const double pj = p[static_cast<std::size_t>(j)];
-          if (pj == 0.0) continue;
+          if (!visible(o, is, j)) continue;
           const double ds = scale * pj * (dp[static_cast<std::size_t>(j)] - delta);
           for (std::int64_t x = 0; x < q.d; ++x) out[x] += ds * element(k, ib, j, kvh, x);
         }
