@@ -25,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,7 @@
 #include "comm/local_world.h"
 #include "comm/world.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "kernels/detail.h"
 
 namespace py = pybind11;
@@ -68,8 +70,15 @@ class PyCommunicator {
   int world_size() const { return comm_->world_size(); }
   std::string backend() const { return std::string(comm_->backend()); }
   double timeout() const { return std::chrono::duration<double>(comm_->timeout()).count(); }
+  // Deadlines count in milliseconds on a clock of int64 nanoseconds: below 1 ms every wait
+  // would time out at once, and past kMaxTimeout the deadline would overflow.
+  static constexpr double kMinTimeout = 1e-3, kMaxTimeout = 1e9;
   void set_timeout(double seconds) {
-    if (!(seconds > 0.0)) throw py::value_error("timeout: expected a positive number of seconds, got " + std::to_string(seconds));
+    if (!(seconds >= kMinTimeout && seconds <= kMaxTimeout)) {
+      std::ostringstream os;
+      os << "timeout: expected " << kMinTimeout << " to " << kMaxTimeout << " seconds, got " << seconds;
+      throw py::value_error(os.str());
+    }
     comm_->set_timeout(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5)));
   }
 
@@ -140,6 +149,15 @@ TorchTensor read_tensor(const py::handle& t, const char* name, std::size_t ndim)
   if (l.shape.size() != ndim) {
     throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
                           std::to_string(l.shape.size()));
+  }
+  // Before data_ptr: torch gives an empty tensor a null address, which would hide the
+  // actual problem.
+  for (const std::int64_t n : l.shape) {
+    if (n < 1) {
+      std::string shape;
+      for (const std::int64_t m : l.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(m);
+      throw py::value_error(std::string(name) + ": expected every dimension to be at least 1, got shape [" + shape + "]");
+    }
   }
   if (l.strides.back() != 1 && l.shape.back() > 1) {
     throw py::value_error(std::string(name) + ": expected a contiguous last dimension, got stride " +
@@ -278,4 +296,6 @@ PYBIND11_MODULE(_burst, m) {
       },
       py::arg("seqlen"), py::arg("world_size"), py::arg("rank"), py::arg("layout"));
   m.attr("mpi4py_support") = static_cast<bool>(BURST_HAVE_MPI4PY);
+  // The Python side checks `threads` against it before it reaches a C++ int.
+  m.attr("max_threads") = burst::ThreadPool::kMaxThreads;
 }

@@ -1,11 +1,13 @@
 """burst.attention: exact distributed attention as a PyTorch autograd op."""
 
 import atexit
+import operator
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from . import _burst
+from ._layout import INT_MAX, MAX_SEQLEN, MAX_WINDOW, int_argument, is_integer, real_argument
 
 
 class Communicator:
@@ -19,7 +21,7 @@ class Communicator:
         self.mpi = comm
         self._impl = _burst.Communicator(comm)
         if timeout is not None:
-            self._impl.timeout = timeout
+            self.timeout = timeout
 
     @property
     def rank(self):
@@ -35,7 +37,7 @@ class Communicator:
 
     @timeout.setter
     def timeout(self, seconds):
-        self._impl.timeout = seconds
+        self._impl.timeout = real_argument("timeout", seconds)  # the range is checked in C++
 
 
 # One burst communicator per mpi4py communicator object passed as comm=, made on its first
@@ -67,21 +69,33 @@ def _check_tensor(t, name):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 4:
         raise ValueError(f"{name}: expected 4 dimensions [b, s, h, d], got shape {list(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name}: expected every dimension of [b, s, h, d] to be at least 1, got shape {list(t.shape)}")
 
 
 def _window_sides(window):
     """(left, right) of a window argument; -1 is an unbounded side."""
     if window is None:
         return -1, -1
-    if isinstance(window, int) and not isinstance(window, bool):
-        if window < 0:
-            raise ValueError(f"window: expected >= 0 or None, got {window}")
-        return window, window
+    expected = (f"None, an int from 0 to {MAX_WINDOW} or a (left, right) pair of ints from -1 (unbounded) "
+                f"to {MAX_WINDOW}")
+    if is_integer(window):
+        if not 0 <= operator.index(window) <= MAX_WINDOW:
+            raise ValueError(f"window: expected {expected}, got {operator.index(window)}")
+        return operator.index(window), operator.index(window)
     try:
-        left, right = window
-        return int(left), int(right)
-    except (TypeError, ValueError):
-        raise ValueError(f"window: expected None, an int or a (left, right) pair, got {window!r}") from None
+        sides = tuple(window)
+    except TypeError:
+        sides = ()
+    if len(sides) != 2 or not all(is_integer(x) and -1 <= operator.index(x) <= MAX_WINDOW for x in sides):
+        raise ValueError(f"window: expected {expected}, got {window!r}")
+    return operator.index(sides[0]), operator.index(sides[1])
+
+
+def _string(name, value):
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a str, got {type(value).__name__} {value!r}")
+    return value
 
 
 class _Attention(torch.autograd.Function):
@@ -126,16 +140,29 @@ def attention(q, k, v, causal=False, window=None, scale=None, strategy="burst", 
     global length (default: the sum of the ranks' shard lengths, one small collective).
     backward_scheme (burst only): auto, q (BurstAttention's) or kv (RingAttention's).
     threads: kernel threads of this rank. Every rank of comm must make the same calls.
+    Arguments are checked before any communication: a bad one raises ValueError naming it,
+    the expected and the actual value (TypeError for a wrong type, e.g. a float count).
     """
+    # Every argument is checked before the first collective, so a bad one fails alike on
+    # every rank instead of leaving the others waiting.
     for t, name in ((q, "q"), (k, "k"), (v, "v")):
         _check_tensor(t, name)
+    if not (causal is True or causal is False or causal in (0, 1)):
+        raise TypeError(f"causal: expected True or False, got {causal!r}")
+    left, right = _window_sides(window)
+    if scale is not None:
+        scale = real_argument("scale", scale)  # finiteness is checked in C++
+    threads = int_argument("threads", threads, 1, _burst.max_threads)
+    ulysses_degree = int_argument("ulysses_degree", ulysses_degree, 1, INT_MAX)
+    if seqlen is not None:
+        seqlen = int_argument("seqlen", seqlen, 1, MAX_SEQLEN)
+    for name, value in (("strategy", strategy), ("layout", layout), ("backward_scheme", backward_scheme)):
+        _string(name, value)
     c = _communicator(comm)
     if seqlen is None:
         seqlen = c._impl.total_length(q.shape[1])
-    left, right = _window_sides(window)
-    settings = _burst.make_settings(strategy=strategy, layout=layout, seqlen=int(seqlen), causal=bool(causal),
-                                    window_left=left, window_right=right,
-                                    scale=None if scale is None else float(scale),
-                                    backward_scheme=backward_scheme, ulysses_degree=int(ulysses_degree),
-                                    threads=int(threads))
+    settings = _burst.make_settings(strategy=strategy, layout=layout, seqlen=seqlen, causal=bool(causal),
+                                    window_left=left, window_right=right, scale=scale,
+                                    backward_scheme=backward_scheme, ulysses_degree=ulysses_degree,
+                                    threads=threads)
     return _Attention.apply(q, k, v, settings, c)
