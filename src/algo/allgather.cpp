@@ -39,9 +39,12 @@ Gathered gather_keys(Communicator& comm, const detail::Plan& plan, const TensorV
     pack_rows(k.batch_slice(ib), mine.as<char>() + static_cast<std::size_t>(ib * g.longest) * row);
     pack_rows(v.batch_slice(ib), mine.as<char>() + half + static_cast<std::size_t>(ib * g.longest) * row);
   }
-  comm.all_gather(mine.data(), all.data(), 2 * half);
+  // The gathered tensors exist before the all-gather, so every rank holds its largest set of
+  // buffers while all of them are inside the collective: thread ranks peak together, as the
+  // CLI's memory estimate assumes, rather than whenever each gets to the copy.
   g.k = Tensor(k.dtype, k.b, n_total, k.h, k.d);
   g.v = Tensor(k.dtype, k.b, n_total, k.h, k.d);
+  comm.all_gather(mine.data(), all.data(), 2 * half);
   for (int r = 0; r < comm.world_size(); ++r) {
     const char* block = all.as<char>() + static_cast<std::size_t>(r) * 2 * half;
     const std::int64_t n = plan.lengths[static_cast<std::size_t>(r)];
@@ -111,7 +114,10 @@ RingStats allgather_backward(Communicator& comm, const TensorView& q, const Tens
   // [rank][dK rows | dV rows][b][longest] so one reduce-scatter returns each owner its sums.
   const std::int64_t row = k.h * k.d;
   const std::size_t half = static_cast<std::size_t>(k.b * g.longest * row);
-  std::vector<float> partial(2 * half * static_cast<std::size_t>(comm.world_size()), 0.0f);
+  // An AlignedBuffer, as every large buffer of Burst, so the allocation statistics (and the
+  // CLI's memory estimate checked against them) see it; zeroed, as padding rows are summed too.
+  AlignedBuffer partial(2 * half * static_cast<std::size_t>(comm.world_size()) * sizeof(float));
+  std::memset(partial.data(), 0, partial.bytes());
   Tensor dk_all(DType::kF32, k.b, n_total, k.h, k.d), dv_all(DType::kF32, k.b, n_total, k.h, k.d);
   dk_all.fill_zero();
   dv_all.fill_zero();
@@ -129,7 +135,7 @@ RingStats allgather_backward(Communicator& comm, const TensorView& q, const Tens
   stats.steps_computed = 1;
 
   for (int r = 0; r < comm.world_size(); ++r) {
-    float* block = partial.data() + static_cast<std::size_t>(r) * 2 * half;
+    float* block = partial.as<float>() + static_cast<std::size_t>(r) * 2 * half;
     const std::int64_t n = plan.lengths[static_cast<std::size_t>(r)];
     for (std::int64_t ib = 0; ib < k.b; ++ib) {
       const std::size_t to = static_cast<std::size_t>(ib * g.longest * row);
@@ -139,14 +145,14 @@ RingStats allgather_backward(Communicator& comm, const TensorView& q, const Tens
                   static_cast<std::size_t>(n * row) * 4);
     }
   }
-  std::vector<float> mine(2 * half);
+  AlignedBuffer mine(2 * half * sizeof(float));
   t0 = Clock::now();
-  comm.reduce_scatter_sum(partial.data(), mine.data(), 2 * half);
+  comm.reduce_scatter_sum(partial.as<float>(), mine.as<float>(), 2 * half);
   stats.wait_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
   for (std::int64_t ib = 0; ib < k.b; ++ib) {
     const std::size_t from = static_cast<std::size_t>(ib * g.longest * row);
-    unpack_rows(mine.data() + from, dk.batch_slice(ib));
-    unpack_rows(mine.data() + half + from, dv.batch_slice(ib));
+    unpack_rows(mine.as<float>() + from, dk.batch_slice(ib));
+    unpack_rows(mine.as<float>() + half + from, dv.batch_slice(ib));
   }
   detail::add_traffic_since(comm, mark, {comm::Op::kAllGather, comm::Op::kReduceScatter}, stats);
   return stats;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <span>
@@ -16,8 +17,10 @@
 #include "algo/layout.h"
 #include "algo/linear.h"
 #include "algo/strategy.h"
+#include "api/npy.h"
 #include "comm/local_world.h"
 #include "core/error.h"
+#include "memory.h"
 #include "plan.h"
 #include "plan_calibrate.h"
 #include "plan_model.h"
@@ -471,6 +474,71 @@ TEST(PlanCommand, RunsPresetsAndWritesJson) {
   testing::internal::CaptureStdout();
   EXPECT_EQ(plan_main({"--help"}), 0);
   EXPECT_NE(testing::internal::GetCapturedStdout().find("--link-gbps"), std::string::npos);
+}
+
+// shard_lengths (what the memory estimate sizes shards by) is the size of every shard_plan
+// entry, for every layout, around rounding edges.
+TEST(Layout, ShardLengthsAreThePlansSizes) {
+  for (algo::Layout layout : {algo::Layout::kContiguous, algo::Layout::kZigzag, algo::Layout::kStriped})
+    for (int world = 1; world <= 8; ++world)
+      for (std::int64_t n : {std::int64_t{world}, std::int64_t{world} + 1, std::int64_t{97}, std::int64_t{1025},
+                             std::int64_t{4501}}) {
+        if (n < world) continue;
+        const auto plan = algo::shard_plan(n, world, layout);
+        const auto lengths = algo::shard_lengths(n, world, layout);
+        ASSERT_EQ(lengths.size(), plan.size());
+        for (std::size_t r = 0; r < plan.size(); ++r)
+          EXPECT_EQ(lengths[r], static_cast<std::int64_t>(plan[r].size()))
+              << algo::layout_name(layout) << " n " << n << " world " << world << " rank " << r;
+      }
+}
+
+// The memory estimate of a run from .npy files is the estimate of the files' sizes, read from
+// their headers, not of the size flags' defaults (32768 tokens); a file of the wrong rank
+// fails there, naming the flag.
+TEST(MemoryEstimate, SizesComeFromTheInputFiles) {
+  const std::string dir = testing::TempDir() + "/burst_memory_estimate";
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, std::vector<std::int64_t> shape) {
+    std::int64_t count = 1;
+    for (std::int64_t x : shape) count *= x;
+    const std::vector<float> zeros(static_cast<std::size_t>(count), 0.0f);
+    write_npy(dir + "/" + name, zeros.data(), shape);
+    return dir + "/" + name;
+  };
+  cli::RunArgs files;
+  files.strategy = "ring-rsa";
+  files.q_path = write("q.npy", {1, 190, 4, 64});
+  files.k_path = write("k.npy", {1, 190, 2, 64});
+  files.v_path = write("v.npy", {1, 190, 2, 64});
+  cli::RunArgs flags;
+  flags.strategy = "ring-rsa";
+  flags.seqlen = 190;
+  flags.heads = 4;
+  flags.kv_heads = 2;
+  flags.head_dim = 64;
+  const double from_files = cli::estimate_memory(files, 2, 2, 1).this_machine;
+  EXPECT_EQ(from_files, cli::estimate_memory(flags, 2, 2, 1).this_machine);
+  EXPECT_LT(from_files, 1e8);  // the default 32768 tokens would need tens of GB
+
+  cli::RunArgs layer;
+  layer.layer = true;
+  layer.x_path = write("x.npy", {2, 300, 96});
+  cli::RunArgs layer_flags;
+  layer_flags.layer = true;
+  layer_flags.batch = 2;
+  layer_flags.seqlen = 300;
+  layer_flags.model_dim = 96;
+  EXPECT_EQ(cli::estimate_memory(layer, 2, 2, 1).this_machine, cli::estimate_memory(layer_flags, 2, 2, 1).this_machine);
+
+  files.q_path = write("q3.npy", {190, 4, 64});
+  try {
+    (void)cli::estimate_memory(files, 2, 2, 1);
+    ADD_FAILURE() << "a 3-D --q file was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--q: expected a 4-D array"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
