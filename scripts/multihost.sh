@@ -69,18 +69,18 @@ case "${1:-}" in
   mpirun)
     shift
     dir=${MULTIHOST_DIR:?multihost: mpirun is a helper inside scripts/multihost.sh}
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-    # btl tcp only on the test subnet; daemons' keepalives notice a host whose link died in
-    # about 5 s (2 s idle, then 3 probes 1 s apart) instead of hanging; btl_tcp_links 2
-    # keeps both directions of a shaped link at full rate when two ranks exchange at once.
+    # Through scripts/mpirun.sh, as a user's job across hosts: it adds the flags for root,
+    # oversubscription and yielding, and binds TCP (the ranks' transport and the daemons'
+    # channel) to the network BURST_MPI_NETWORK names, the test subnet (one host: shared
+    # memory only). Daemons' keepalives notice a host whose link died in about 5 s (2 s idle,
+    # then 3 probes 1 s apart) instead of hanging; btl_tcp_links 2 keeps both directions of a
+    # shaped link at full rate when two ranks exchange at once.
     exec timeout -k 5 "$MULTIHOST_TIMEOUT" \
       ip netns exec "$kPrefix-h0" unshare --uts -- /bin/sh -c 'hostname "$0" && exec "$@"' "$kPrefix-h0" \
-      mpirun --hostfile "$dir/hostfile" -np "$MULTIHOST_RANKS" \
+      env BURST_MPI_NETWORK="$kSubnet.0/24" "$(dirname "$self")/mpirun.sh" --hostfile "$dir/hostfile" -np "$MULTIHOST_RANKS" \
       --mca plm_rsh_agent "$self agent" --mca plm_rsh_no_tree_spawn 1 \
-      --mca btl self,vader,tcp --mca btl_tcp_if_include "$kSubnet.0/24" --mca oob_tcp_if_include "$kSubnet.0/24" \
       --mca btl_tcp_links 2 \
-      --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3 \
-      --mca mpi_yield_when_idle 1 --bind-to none "$@"
+      --mca oob_tcp_keepalive_time 2 --mca oob_tcp_keepalive_intvl 1 --mca oob_tcp_keepalive_probes 3 "$@"
     ;;
   link-down)
     i=$(host_index "$2") || exit 2
