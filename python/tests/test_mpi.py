@@ -88,11 +88,13 @@ def test_wrong_seqlen_raises_value_error_on_every_rank():
         burst.attention(*shards, comm=WORLD, seqlen=n + P)
 
 
-def test_disagreeing_ranks_raise_value_error_on_every_rank():
+def test_disagreeing_ranks_raise_comm_error_on_every_rank():
+    """Ranks that disagree are a communication failure (the CLI's exit status 3), not a bad
+    argument of this rank: burst.CommError, a RuntimeError, naming the setting and both values."""
     n = 4 * P + 1
     q, k, v, _ = random_inputs(1, n, 2, 2, 8, torch.float32, seed=14)
     shards = [burst.shard(t, WORLD.rank, P, "contiguous") for t in (q, k, v)]
-    with pytest.raises(ValueError, match="ranks disagree: rank 1 has causal"):
+    with pytest.raises(burst.CommError, match="ranks disagree: rank 1 has causal true but rank 0 has false"):
         burst.attention(*shards, comm=WORLD, causal=WORLD.rank == 1)
 
 

@@ -121,7 +121,7 @@ def test_gradcheck(causal, window):
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("layout", burst.LAYOUTS)
-@pytest.mark.parametrize("n", [5, 13, 97])
+@pytest.mark.parametrize("n", [5, 7, 13, 97])
 def test_layout_helpers(world_size, layout, n):
     """positions follow the layouts' definitions (written out here independently); shard and
     unshard are inverse; every token lands on exactly one rank."""
@@ -132,9 +132,11 @@ def test_layout_helpers(world_size, layout, n):
         want = [list(range(r * n // p, (r + 1) * n // p)) for r in range(p)]
     elif layout == "striped":
         want = [list(range(r, n, p)) for r in range(p)]
-    else:
+    elif n >= 2 * p:
         chunk = lambda c: list(range(c * n // (2 * p), (c + 1) * n // (2 * p)))  # noqa: E731
         want = [chunk(r) + chunk(2 * p - 1 - r) for r in range(p)]
+    else:  # too short for 2P chunks: token r, and token n-1-r while tokens remain
+        want = [[r] + ([n - 1 - r] if r < n - p else []) for r in range(p)]
     got = [burst.positions(n, p, r, layout).tolist() for r in range(p)]
     assert got == want
     assert sorted(sum(got, [])) == list(range(n))

@@ -1,6 +1,8 @@
 #include "algo/common.h"
 
-#include <bit>
+#include <array>
+#include <sstream>
+#include <string>
 
 #include "core/error.h"
 #include "kernels/detail.h"
@@ -11,44 +13,42 @@ using comm::Communicator;
 
 namespace {
 
-// Everything ranks must agree on, gathered once so every rank checks every rank and all of
-// them fail with the same message when something disagrees.
-struct Signature {
-  std::int64_t b, q_rows, k_rows, v_rows, n_heads_q, n_heads_kv, d, dtype, seqlen, layout, causal,
-      window_left, window_right, scale_bits, scheme, gradient_wire, double_ring;
-};
-constexpr const char* kFieldNames[] = {"batch", "query rows", "key rows", "value rows", "n_heads_q",
-                                       "n_heads_kv", "head_dim", "dtype", "seqlen", "layout",
-                                       "causal", "window left", "window right", "scale", "backward scheme",
-                                       "gradient wire dtype", "double ring"};
-constexpr std::size_t kFields = sizeof(kFieldNames) / sizeof(kFieldNames[0]);
-static_assert(sizeof(Signature) == kFields * sizeof(std::int64_t));
+std::string number_text(double x) {
+  std::ostringstream os;
+  os.precision(9);  // enough to tell any two floats apart
+  os << x;
+  return os.str();
+}
 
-Signature signature_of(const TensorView& q, const TensorView& k, const TensorView& v,
-                       const BurstOptions& o) {
-  const float scale = o.scale ? *o.scale : 0.0f;
-  return {q.b, q.s, k.s, v.s, q.h, k.h, q.d, static_cast<std::int64_t>(q.dtype), o.seqlen,
-          static_cast<std::int64_t>(o.layout), o.mask.causal, o.mask.window_left, o.mask.window_right,
-          std::bit_cast<std::int32_t>(scale), static_cast<std::int64_t>(o.backward_scheme),
-          static_cast<std::int64_t>(o.gradient_wire), o.double_ring};
+std::string side_text(std::int64_t side) { return side < 0 ? "unbounded" : std::to_string(side); }
+
+// Everything ranks must agree on, as people read it, so a disagreement names the setting and
+// both values ("rank 1 has layout striped but rank 0 has zigzag").
+std::vector<comm::Setting> settings_of(const TensorView& q, const TensorView& k, const BurstOptions& o) {
+  return {{"batch", std::to_string(q.b)},
+          {"n_heads_q", std::to_string(q.h)},
+          {"n_heads_kv", std::to_string(k.h)},
+          {"head_dim", std::to_string(q.d)},
+          {"dtype", std::string(dtype_name(q.dtype))},
+          {"seqlen", std::to_string(o.seqlen)},
+          {"layout", o.positions.empty() ? layout_name(o.layout) : "explicit positions"},
+          {"causal", o.mask.causal ? "true" : "false"},
+          {"window", side_text(o.mask.window_left) + "," + side_text(o.mask.window_right)},
+          {"scale", o.scale ? number_text(*o.scale) : "1/sqrt(head_dim)"},
+          {"backward scheme", scheme_name(o.backward_scheme)},
+          {"gradient wire dtype", std::string(dtype_name(o.gradient_wire))},
+          {"double ring", o.double_ring ? "on" : "off"}};
 }
 
 }  // namespace
 
 Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
                     const BurstOptions& o) {
-  const Signature mine = signature_of(q, k, v, o);
-  std::vector<Signature> all(static_cast<std::size_t>(comm.world_size()));
-  comm.all_gather(&mine, all.data(), sizeof(Signature));
-  const auto* first = reinterpret_cast<const std::int64_t*>(&all[0]);
-  for (int r = 1; r < comm.world_size(); ++r) {
-    const auto* other = reinterpret_cast<const std::int64_t*>(&all[static_cast<std::size_t>(r)]);
-    for (std::size_t f = 0; f < kFields; ++f) {
-      if (f == 1 || f == 2 || f == 3) continue;  // shard lengths differ by design; checked below
-      BURST_CHECK(other[f] == first[f], "ranks disagree: rank ", r, " has ", kFieldNames[f], " ",
-                  other[f], " but rank 0 has ", first[f]);
-    }
-  }
+  comm::check_agreement(comm, settings_of(q, k, o));
+  // Shard lengths differ by design: checked against the layout below.
+  const std::array<std::int64_t, 3> rows{q.s, k.s, v.s};
+  std::vector<std::array<std::int64_t, 3>> all(static_cast<std::size_t>(comm.world_size()));
+  comm.all_gather(rows.data(), all.data(), sizeof(rows));
   // This rank's q, k, v against each other, before anything is packed: the ranks agree on
   // the signature by now, so a shape error fails alike on every rank.
   kernels::AttentionOptions shapes;
@@ -66,15 +66,15 @@ Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k
     plan.positions = o.positions;
   }
   for (int r = 0; r < comm.world_size(); ++r) {
-    const Signature& s = all[static_cast<std::size_t>(r)];
+    const auto [q_rows, k_rows, v_rows] = all[static_cast<std::size_t>(r)];
     const auto n = static_cast<std::int64_t>(plan.positions[static_cast<std::size_t>(r)].size());
     if (o.positions.empty()) {
-      BURST_CHECK(s.q_rows == n && s.k_rows == n && s.v_rows == n, "rank ", r, " holds q/k/v shards of ", s.q_rows,
-                  "/", s.k_rows, "/", s.v_rows, " tokens but the ", layout_name(o.layout), " layout of ", o.seqlen,
+      BURST_CHECK(q_rows == n && k_rows == n && v_rows == n, "rank ", r, " holds q/k/v shards of ", q_rows,
+                  "/", k_rows, "/", v_rows, " tokens but the ", layout_name(o.layout), " layout of ", o.seqlen,
                   " tokens over ", comm.world_size(), " ranks gives it ", n);
     } else {
-      BURST_CHECK(s.q_rows == n && s.k_rows == n && s.v_rows == n, "rank ", r, " holds q/k/v shards of ", s.q_rows,
-                  "/", s.k_rows, "/", s.v_rows, " tokens but its explicit positions list ", n);
+      BURST_CHECK(q_rows == n && k_rows == n && v_rows == n, "rank ", r, " holds q/k/v shards of ", q_rows,
+                  "/", k_rows, "/", v_rows, " tokens but its explicit positions list ", n);
     }
     plan.lengths.push_back(n);
   }

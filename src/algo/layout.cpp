@@ -36,6 +36,14 @@ std::vector<std::int64_t> shard_positions(std::int64_t n, int world, int rank, L
       break;
     case Layout::kZigzag: {
       const std::int64_t chunks = 2 * std::int64_t{world};
+      if (n < chunks) {
+        // Too short for 2P non-empty chunks: rank r takes token r from the front and, while
+        // tokens remain, token n-1-r from the back (the same as below when n = 2P), so every
+        // rank holds at least one token and the causal work stays paired.
+        out.push_back(rank);
+        if (rank < n - world) out.push_back(n - 1 - rank);
+        break;
+      }
       auto start = [&](std::int64_t c) { return c * n / chunks; };
       add_range(start(rank), start(rank + 1));
       add_range(start(chunks - 1 - rank), start(chunks - rank));
@@ -52,6 +60,27 @@ std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n, int world, Lay
   std::vector<std::vector<std::int64_t>> plan;
   for (int r = 0; r < world; ++r) plan.push_back(shard_positions(n, world, r, layout));
   return plan;
+}
+
+// Counts what shard_positions lists (tests/plan checks both agree for every layout).
+std::vector<std::int64_t> shard_lengths(std::int64_t n, int world, Layout layout) {
+  BURST_CHECK(world >= 1 && n >= world, "seqlen: ", layout_name(layout),
+              " sharding needs at least one token per rank (", world, "), got ", n);
+  std::vector<std::int64_t> lengths;
+  const std::int64_t p = world, chunks = 2 * p;
+  auto start = [&](std::int64_t c) { return c * n / chunks; };  // zigzag's chunk c
+  for (std::int64_t r = 0; r < p; ++r) {
+    switch (layout) {
+      case Layout::kContiguous: lengths.push_back((r + 1) * n / p - r * n / p); break;
+      case Layout::kZigzag:
+        // As shard_positions: one token from each end when 2P chunks cannot all be non-empty.
+        lengths.push_back(n < chunks ? 1 + (r < n - p ? 1 : 0)
+                                     : start(r + 1) - start(r) + start(chunks - r) - start(chunks - 1 - r));
+        break;
+      case Layout::kStriped: lengths.push_back((n - r + p - 1) / p); break;
+    }
+  }
+  return lengths;
 }
 
 namespace {

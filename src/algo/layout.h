@@ -2,9 +2,11 @@
 // between global token order and a rank's shard.
 //   contiguous: rank r holds [r N / P, (r + 1) N / P)
 //   zigzag:     2P chunks (chunk c = [c N / 2P, (c + 1) N / 2P)); rank r holds chunks r and
-//               2P - 1 - r, which balances causal work
+//               2P - 1 - r, which balances causal work. When N < 2P: token r and, for
+//               r < N - P, token N - 1 - r (the same rule at N = 2P)
 //   striped:    rank r holds tokens r, r + P, r + 2P, ...
-// Any N >= P works; shards differ by at most a chunk's rounding (no padding).
+// Any N >= P works and gives every rank at least one token; shards differ by at most a
+// chunk's rounding (no padding).
 #pragma once
 
 #include <cstdint>
@@ -27,6 +29,10 @@ std::vector<std::int64_t> shard_positions(std::int64_t n_global, int world_size,
 
 // The positions of every rank's shard.
 std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n_global, int world_size, Layout layout);
+
+// The number of tokens of every rank's shard (the sizes of shard_plan's vectors), computed
+// without listing positions, so sizing a huge problem costs nothing.
+std::vector<std::int64_t> shard_lengths(std::int64_t n_global, int world_size, Layout layout);
 
 // shard[:, i] = global[:, positions[i]] for every batch, head and element: (b, N, h, d) ->
 // (b, n_r, h, d). Both views may be strided and of either dtype, but the same dtype.

@@ -34,8 +34,9 @@ std::chrono::milliseconds default_timeout() {
   if (const char* env = std::getenv("BURST_TIMEOUT"); env != nullptr && *env != '\0') {
     char* end = nullptr;
     const double seconds = std::strtod(env, &end);
-    BURST_CHECK(end != env && *end == '\0' && seconds > 0 && std::isfinite(seconds),
-                "BURST_TIMEOUT: expected a positive number of seconds, got '", env, "'");
+    // Below a millisecond every wait would time out; past 1e9 s the deadline overflows.
+    BURST_CHECK(end != env && *end == '\0' && seconds >= 1e-3 && seconds <= 1e9,
+                "BURST_TIMEOUT: expected a number of seconds from 0.001 to 1e9, got '", env, "'");
     return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
   }
   return std::chrono::seconds(60);
@@ -328,6 +329,75 @@ void Communicator::barrier() {
   for (int dist = 1; dist < size_; dist <<= 1) {
     sendrecv(&token, 0, (rank_ + dist) % size_, &token, 0, (rank_ - dist + size_) % size_,
              tag_of(Op::kBarrier), Op::kBarrier);
+  }
+}
+
+}  // namespace burst::comm
+
+namespace burst::comm {
+
+namespace {
+
+// Settings as one text: name, unit separator, value, record separator.
+std::string settings_text(std::span<const Setting> settings) {
+  std::string text;
+  for (const Setting& s : settings) text.append(s.name).append(1, '\x1f').append(s.value).append(1, '\x1e');
+  return text;
+}
+
+std::vector<Setting> parse_settings(std::string_view text) {
+  std::vector<Setting> out;
+  while (!text.empty()) {
+    const auto unit = text.find('\x1f'), record = text.find('\x1e');
+    if (unit == std::string_view::npos || record == std::string_view::npos || unit > record) break;
+    out.push_back({std::string(text.substr(0, unit)), std::string(text.substr(unit + 1, record - unit - 1))});
+    text.remove_prefix(record + 1);
+  }
+  return out;
+}
+
+std::uint64_t fnv1a(std::string_view text) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (const char c : text) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace
+
+void check_agreement(Communicator& comm, std::span<const Setting> settings, std::string_view what) {
+  const std::string mine = settings_text(settings);
+  const std::uint64_t hash = fnv1a(mine);
+  std::vector<std::uint64_t> hashes(static_cast<std::size_t>(comm.world_size()));
+  comm.all_gather(&hash, hashes.data(), sizeof(hash));
+  if (std::all_of(hashes.begin(), hashes.end(), [&](std::uint64_t h) { return h == hashes[0]; })) return;
+  // Someone differs: every rank learns every rank's settings and names the same difference.
+  const std::uint64_t length = mine.size();
+  std::vector<std::uint64_t> lengths(hashes.size());
+  comm.all_gather(&length, lengths.data(), sizeof(length));
+  const std::uint64_t longest = *std::max_element(lengths.begin(), lengths.end());
+  std::string padded = mine;
+  padded.resize(longest, '\0');
+  std::string all(longest * hashes.size(), '\0');
+  comm.all_gather(padded.data(), all.data(), longest);
+  auto of_rank = [&](int r) {
+    const auto at = static_cast<std::size_t>(r) * longest;
+    return parse_settings(std::string_view(all).substr(at, lengths[static_cast<std::size_t>(r)]));
+  };
+  const std::vector<Setting> first = of_rank(0);
+  const std::string prefix = what.empty() ? std::string("ranks disagree: ") : "ranks disagree on " + std::string(what) + ": ";
+  for (int r = 1; r < comm.world_size(); ++r) {
+    const std::vector<Setting> other = of_rank(r);
+    for (std::size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
+      if (i >= first.size() || i >= other.size() || first[i].name != other[i].name) {
+        throw CommError(prefix + "rank " + std::to_string(r) + " checks " +
+                        (i < other.size() ? other[i].name : std::string("nothing")) + " where rank 0 checks " +
+                        (i < first.size() ? first[i].name : std::string("nothing")) + " (different versions?)");
+      }
+      if (first[i].value != other[i].value) {
+        throw CommError(prefix + "rank " + std::to_string(r) + " has " + other[i].name + " " + other[i].value +
+                        " but rank 0 has " + first[i].value);
+      }
+    }
   }
 }
 

@@ -37,6 +37,7 @@ std::string_view op_name(Op op);
 class CommError : public Error {
  public:
   using Error::Error;
+  ErrorKind kind() const noexcept override { return ErrorKind::kCommunication; }
 };
 
 // Thrown when a wait passes its deadline; the message names this rank, the peer, the
@@ -215,6 +216,18 @@ class Communicator {
   Traffic traffic_;
   std::chrono::milliseconds timeout_;
 };
+
+// One named value every rank must hold alike, as people read it ("layout", "zigzag").
+struct Setting {
+  std::string name, value;
+};
+
+// Checks that every rank passes the same settings (same names, same order, same values);
+// otherwise throws CommError "ranks disagree: rank R has <name> <value> but rank 0 has
+// <value>" on every rank, naming the first setting that differs. `what` prefixes the message
+// ("ranks disagree on the inputs: ..."), may be empty. Collective; one 8-byte all-gather when
+// the ranks agree.
+void check_agreement(Communicator& comm, std::span<const Setting> settings, std::string_view what = {});
 
 // Default timeout: BURST_TIMEOUT seconds (a positive number), else 60 s.
 std::chrono::milliseconds default_timeout();

@@ -3,14 +3,20 @@
 // (MPI's non-overtaking order). The receiver's buffer is filled by one copy straight from the
 // sender's buffer (rendezvous: a send completes when its data has been taken), made by
 // whichever side arrives second, outside the lock. Waiters sleep on a condition variable.
+//
+// A rank whose function throws aborts the world: every wait, post and progress call of the
+// other ranks then throws a CommError naming that rank and its message at once, instead of
+// waiting for its deadline.
 #include "comm/local_world.h"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <mutex>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
 namespace burst::comm {
@@ -36,6 +42,7 @@ class LocalWorld {
 
   void post(const std::shared_ptr<Transfer>& t) {
     std::unique_lock lock(mutex_);
+    throw_if_aborted();
     auto& other = t->is_send ? recvs_[static_cast<std::size_t>(t->destination)]
                              : sends_[static_cast<std::size_t>(t->destination)];
     const auto it = std::find_if(other.begin(), other.end(), [&](const std::shared_ptr<Transfer>& o) {
@@ -70,7 +77,28 @@ class LocalWorld {
 
   bool wait_until(Transfer& t, Deadline deadline) {
     std::unique_lock lock(mutex_);
-    return done_.wait_until(lock, deadline, [&] { return t.done; });
+    const bool finished = done_.wait_until(lock, deadline, [&] { return t.done || aborted_; });
+    if (!t.done) throw_if_aborted();
+    return finished;
+  }
+
+  // Makes every later wait, post and progress call of every rank throw; the first call names
+  // the failing rank (later ones are consequences and are ignored). Returns whether this call
+  // was the first.
+  bool abort(int rank, const std::string& message) {
+    std::lock_guard lock(mutex_);
+    if (aborted_) return false;
+    abort_message_ = "rank " + std::to_string(rank) + " failed: " + message;
+    aborted_ = true;
+    done_.notify_all();
+    return true;
+  }
+
+  // Cheap enough for the kernels' progress hook (called between tiles).
+  void check_aborted() {
+    if (!aborted_.load(std::memory_order_relaxed)) return;
+    std::lock_guard lock(mutex_);
+    throw_if_aborted();
   }
 
   bool is_done(Transfer& t) {
@@ -100,9 +128,16 @@ class LocalWorld {
   }
 
  private:
+  // Caller holds mutex_.
+  void throw_if_aborted() const {
+    if (aborted_) throw CommError(abort_message_);
+  }
+
   std::mutex mutex_;
   std::condition_variable done_;
   std::vector<std::deque<std::shared_ptr<Transfer>>> sends_, recvs_;
+  std::atomic<bool> aborted_{false};
+  std::string abort_message_;  // guarded by mutex_
 };
 
 class LocalRequest : public RequestState {
@@ -134,6 +169,10 @@ class LocalCommunicator : public Communicator {
   }
 
   std::string_view backend() const override { return "local"; }
+
+  // Transfers move on their own here; the hook only lets a computing rank notice that a
+  // peer has failed.
+  void progress() override { world_->check_aborted(); }
 
   std::unique_ptr<Communicator> split(int color, int key) override {
     // Everyone learns everyone's (color, key); members of a color sort by (key, rank).
@@ -204,27 +243,66 @@ std::unique_ptr<Communicator> single_rank_communicator() {
   return std::make_unique<LocalCommunicator>(std::make_shared<LocalWorld>(1), std::vector<int>{0}, 0, 0);
 }
 
+namespace {
+
+// Rethrows `error` with "rank R: " before its message, keeping its kind (and so its exit
+// status and Python exception type).
+[[noreturn]] void rethrow_for_rank(int rank, const std::exception_ptr& error) {
+  // Messages that already start with "rank R " (a deadline's, say) need no second prefix.
+  std::string prefix = "rank " + std::to_string(rank) + ": ";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    if (std::string_view(e.what()).starts_with("rank " + std::to_string(rank) + " ")) prefix.clear();
+  } catch (...) {
+  }
+  try {
+    std::rethrow_exception(error);
+  } catch (const TimeoutError& e) {
+    throw TimeoutError(prefix + e.what());
+  } catch (const CommError& e) {
+    throw CommError(prefix + e.what());
+  } catch (const OutputError& e) {
+    throw OutputError(prefix + e.what());
+  } catch (const Error& e) {
+    throw Error(prefix + e.what());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(prefix + e.what());
+  }
+}
+
+}  // namespace
+
 void run_local_ranks(int world_size, const std::function<void(Communicator&)>& fn) {
   BURST_CHECK(world_size >= 1, "ranks: expected >= 1, got ", world_size);
   auto world = std::make_shared<LocalWorld>(world_size);
   std::vector<int> members(static_cast<std::size_t>(world_size));
   for (int r = 0; r < world_size; ++r) members[static_cast<std::size_t>(r)] = r;
-  std::vector<std::string> errors(static_cast<std::size_t>(world_size));
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(world_size));
+  std::atomic<int> origin{-1};  // the rank whose failure aborted the world
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<std::size_t>(world_size));
   for (int r = 0; r < world_size; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        LocalCommunicator comm(world, members, r, 0);
-        fn(comm);
-      } catch (const std::exception& e) {
-        errors[static_cast<std::size_t>(r)] = e.what();
-      }
-    });
+    try {
+      threads.emplace_back([&, r] {
+        try {
+          LocalCommunicator comm(world, members, r, 0);
+          fn(comm);
+        } catch (const std::exception& e) {
+          errors[static_cast<std::size_t>(r)] = std::current_exception();
+          if (world->abort(r, e.what())) origin = r;
+        }
+      });
+    } catch (const std::system_error& e) {
+      // Ranks already started fail at their next communication; none is left running.
+      world->abort(r, "its thread could not be started");
+      for (auto& t : threads) t.join();
+      fail("ranks: could not start the thread of rank ", r, " of ", world_size, " (", e.what(),
+           "); the limit on threads or processes (ulimit -u) is too low for ", world_size, " ranks");
+    }
   }
   for (auto& t : threads) t.join();
-  for (int r = 0; r < world_size; ++r) {
-    if (!errors[static_cast<std::size_t>(r)].empty()) fail("rank ", r, ": ", errors[static_cast<std::size_t>(r)]);
-  }
+  if (origin >= 0) rethrow_for_rank(origin, errors[static_cast<std::size_t>(origin)]);
 }
 
 }  // namespace burst::comm

@@ -10,8 +10,10 @@
 namespace burst::comm {
 
 // Runs fn(communicator) on `world_size` threads, one per rank, and returns when all are
-// done. If any rank throws, the others are left to fail on their own deadlines; then the
-// first error is rethrown as burst::Error prefixed with its rank ("rank 2: ...").
+// done. A rank that throws aborts the others at their next wait, post or progress call (no
+// deadline is waited out); then its error is rethrown prefixed with its rank ("rank 2: ...")
+// and of the same kind (Error, CommError, TimeoutError, OutputError). Throws Error when a
+// rank's thread cannot be started.
 void run_local_ranks(int world_size, const std::function<void(Communicator&)>& fn);
 
 // A world of one rank on the calling thread, for a caller that has no communicator of its

@@ -16,6 +16,13 @@ bool launched_by_mpi() {
   return false;
 }
 
+int launcher_rank() {
+  for (const char* var : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"}) {
+    if (const char* v = std::getenv(var); v != nullptr && *v != '\0') return std::atoi(v);
+  }
+  return 0;
+}
+
 void run_world(int local_ranks, const std::function<void(Communicator&)>& fn) {
   if (!launched_by_mpi()) {
     run_local_ranks(local_ranks, fn);
@@ -32,7 +39,7 @@ void run_world(int local_ranks, const std::function<void(Communicator&)>& fn) {
     // One write per line: the ranks share stderr, and separate writes would interleave.
     const std::string line = "burst: rank " + std::to_string(world->rank()) + ": error: " + e.what() + "\n";
     (void)!::write(STDERR_FILENO, line.data(), line.size());
-    mpi_abort(1);
+    mpi_abort(exit_status_of(e));
   }
 }
 

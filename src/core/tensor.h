@@ -98,6 +98,8 @@ class Tensor {
   T* data() const {
     return static_cast<T*>(view_.data);
   }
+  // Bytes of the (dense) data; 0 for a default-constructed tensor.
+  std::size_t bytes() const { return buffer_.bytes(); }
   // Fills with quiet NaN, so a kernel that skips an element is caught.
   void fill_nan();
   void fill_zero();

@@ -2,24 +2,35 @@
 
 #include <map>
 #include <memory>
+#include <system_error>
 
 #include "core/error.h"
 
 namespace burst {
 
 ThreadPool::ThreadPool(int threads) {
-  BURST_CHECK(threads >= 1, "threads: expected >= 1, got ", threads);
+  BURST_CHECK(threads >= 1 && threads <= kMaxThreads, "threads: expected 1 to ", kMaxThreads, ", got ", threads);
   workers_.reserve(static_cast<std::size_t>(threads - 1));
-  for (int w = 1; w < threads; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+  try {
+    for (int w = 1; w < threads; ++w) workers_.emplace_back([this, w] { worker_loop(w); });
+  } catch (const std::system_error& e) {
+    const auto started = workers_.size() + 1;
+    stop_workers();  // the destructor does not run for a constructor that throws
+    fail("threads: could not start ", threads, " threads (", started, " started: ", e.what(),
+         "); the limit on threads or processes (ulimit -u) is too low");
+  }
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::~ThreadPool() { stop_workers(); }
+
+void ThreadPool::stop_workers() {
   {
     std::lock_guard lock(mutex_);
     stop_ = true;
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
 
 void ThreadPool::run_tasks(int worker) {

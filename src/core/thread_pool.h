@@ -14,7 +14,13 @@ namespace burst {
 
 class ThreadPool {
  public:
-  // `threads` >= 1 counts the calling thread, which takes part in every loop as worker 0.
+  // More threads than this in one pool is a mistake (no CPU has that many per rank), refused
+  // before any thread starts.
+  static constexpr int kMaxThreads = 1024;
+
+  // `threads` in [1, kMaxThreads] counts the calling thread, which takes part in every loop
+  // as worker 0. Throws Error, with every started worker stopped, when a thread cannot be
+  // created (the process's thread limit).
   explicit ThreadPool(int threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
@@ -32,6 +38,7 @@ class ThreadPool {
 
  private:
   void worker_loop(int worker);
+  void stop_workers();
   void run_tasks(int worker);
 
   std::vector<std::thread> workers_;

@@ -2,6 +2,7 @@
 // masks, GQA ratios, divisible and indivisible lengths, both backward schemes and dtypes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <sstream>
@@ -139,6 +140,55 @@ TEST(Strategies, UspMatchesReference) {
   bc.strategy = algo::Strategy::kUsp;
   bc.ulysses_degree = 2;
   comm::run_local_ranks(4, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+}
+
+// Sequences barely longer than the ranks (N = P .. 2P + 1, where zigzag's 2P chunks cannot
+// all be filled): every strategy, layout and mask gives the exact result, every rank holding
+// at least one token.
+TEST(Strategies, EveryLengthFromOneTokenPerRank) {
+  struct Run {
+    algo::Strategy strategy;
+    BackwardScheme scheme;
+    std::vector<int> ranks;
+    int ulysses_degree = 1;
+  };
+  const Run runs[] = {
+      {algo::Strategy::kBurst, BackwardScheme::kQuery, {2, 3, 4, 8}},
+      {algo::Strategy::kBurst, BackwardScheme::kKeyValue, {2, 3, 4, 8}},
+      {algo::Strategy::kRing, BackwardScheme::kQuery, {2, 3, 8}},
+      {algo::Strategy::kAllGather, BackwardScheme::kQuery, {2, 3, 8}},
+      {algo::Strategy::kRingRsa, BackwardScheme::kQuery, {2, 3, 8}},
+      {algo::Strategy::kUlysses, BackwardScheme::kQuery, {2}},  // heads divisible by P
+      {algo::Strategy::kUsp, BackwardScheme::kQuery, {4}, 2},
+  };
+  for (const Run& run : runs)
+    for (int ranks : run.ranks)
+      for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+        for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal})
+          for (std::int64_t seqlen : {ranks, ranks + 1, 2 * ranks - 1, 2 * ranks + 1}) {
+            BurstCase bc{layout, mask, 2, seqlen, run.scheme, DType::kF32};
+            bc.strategy = run.strategy;
+            bc.ulysses_degree = run.ulysses_degree;
+            comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+          }
+}
+
+TEST(Layouts, EveryRankHoldsATokenAndEveryTokenOneRank) {
+  for (int world : {1, 2, 3, 4, 5, 8, 16})
+    for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+      for (std::int64_t n = world; n <= 4 * world + 3; ++n) {
+        std::vector<int> owner(static_cast<std::size_t>(n), -1);
+        for (int r = 0; r < world; ++r) {
+          const auto pos = algo::shard_positions(n, world, r, layout);
+          ASSERT_FALSE(pos.empty()) << algo::layout_name(layout) << " n " << n << " P " << world << " rank " << r;
+          ASSERT_TRUE(std::is_sorted(pos.begin(), pos.end()));
+          for (std::int64_t t : pos) {
+            ASSERT_EQ(owner[static_cast<std::size_t>(t)], -1) << "token " << t << " held twice";
+            owner[static_cast<std::size_t>(t)] = r;
+          }
+        }
+        ASSERT_EQ(std::count(owner.begin(), owner.end(), -1), 0) << algo::layout_name(layout) << " n " << n;
+      }
 }
 
 TEST(BurstRing, GqaRatio4) {

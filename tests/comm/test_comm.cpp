@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <functional>
+#include <thread>
 
 #include "comm/local_world.h"
 #include "comm/throttle.h"
@@ -160,6 +161,49 @@ TEST(LocalCommErrors, BadArgumentsNameThemselves) {
       EXPECT_NE(std::string(e.what()).find("peer must be in [0, 2), got 5"), std::string::npos) << e.what();
     }
   });
+}
+
+// A rank that fails ends its peers' waits at once (no deadline waited out), and its error is
+// the one reported, of its own kind, whatever the peers were doing: waiting on a receive,
+// in a collective, or computing between progress calls.
+TEST(LocalAbort, AFailingRankEndsEveryPeerAtOnce) {
+  struct Case {
+    std::function<void()> fail;
+    const char* message;
+    bool communication;  // the reported error is a CommError
+  };
+  const Case cases[] = {
+      {[] { fail("bad input on one rank"); }, "rank 1: bad input on one rank", false},
+      {[] { throw comm::TimeoutError("rank 1 receiving 4 bytes from rank 0: no progress"); },
+       "rank 1 receiving 4 bytes from rank 0: no progress", true},
+      {[] { throw OutputError("disk full"); }, "rank 1: disk full", false},
+  };
+  for (const Case& cs : cases) {
+    const auto t0 = comm::Clock::now();
+    try {
+      comm::run_local_ranks(4, [&](Communicator& c) {
+        c.set_timeout(std::chrono::seconds(60));
+        std::uint32_t x = 0;
+        if (c.rank() == 1) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the others are waiting by now
+          cs.fail();
+        } else if (c.rank() == 0) {
+          c.irecv(&x, 4, 1, 0).wait(c.deadline());
+        } else if (c.rank() == 2) {
+          c.barrier();
+        } else {
+          for (;;) c.progress();  // a computing rank: its kernels call progress between tiles
+        }
+      });
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), cs.message);
+      EXPECT_EQ(dynamic_cast<const comm::CommError*>(&e) != nullptr, cs.communication) << e.what();
+      EXPECT_EQ(exit_status_of(e), cs.communication ? kExitCommunication
+                                   : dynamic_cast<const OutputError*>(&e) ? kExitOther : kExitBadInput);
+    }
+    EXPECT_LT(std::chrono::duration<double>(comm::Clock::now() - t0).count(), 5.0) << cs.message;
+  }
 }
 
 }  // namespace
