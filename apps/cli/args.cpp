@@ -5,6 +5,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <sstream>
 #include <string_view>
@@ -75,6 +76,8 @@ double parse_bytes(std::string_view flag, std::string_view text) {
   return value * scale;
 }
 
+constexpr std::int64_t kMaxWindow = std::int64_t{1} << 40;
+
 // "LEFT,RIGHT"; a negative side means unbounded and is stored as -1 (MaskSpec's convention).
 void parse_window(RunArgs& a, std::string_view flag, std::string_view text) {
   const auto comma = text.find(',');
@@ -85,6 +88,10 @@ void parse_window(RunArgs& a, std::string_view flag, std::string_view text) {
     const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
     BURST_CHECK(ec == std::errc() && end == part.data() + part.size(), flag,
                 ": expected two integers LEFT,RIGHT separated by a comma, got '", text, "'");
+    // Past the longest sequence a window is unbounded in effect; bounding it keeps the
+    // kernels' position arithmetic (position + window) far from int64 overflow.
+    BURST_CHECK(value <= kMaxWindow, flag, ": expected sides of at most ", kMaxWindow, " (or negative: unbounded), got ",
+                value);
     return value < 0 ? std::int64_t{-1} : value;
   };
   a.window_left = side(text.substr(0, comma));
@@ -236,7 +243,7 @@ constexpr Flag kFlags[] = {
     {"--timeout", "SECONDS", "deadline of every wait between ranks (default: BURST_TIMEOUT, else 60)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        const double t = parse_scale(f, v);
-       BURST_CHECK(t > 0, f, ": expected a positive number of seconds, got ", v);
+       BURST_CHECK(t >= 1e-3 && t <= 1e9, f, ": expected a number of seconds from 0.001 to 1e9, got ", v);
        a.timeout_seconds = t;
      }},
     {"--link-gbps", "G", "emulate links between nodes of G Gbit/s (one node: every link); sends are held back "
@@ -263,7 +270,46 @@ const Flag* find_flag(std::string_view name) {
   return nullptr;
 }
 
+// Flags that would be silently ignored are refused: a user who passes one expects it to act.
+void check_conflicts(const RunArgs& a) {
+  auto refuse_with = [&](std::string_view flag, std::string_view other, std::string_view why) {
+    BURST_CHECK(!a.was_given(flag) || !a.was_given(other), flag, " cannot be combined with ", other, ": ", why);
+  };
+  refuse_with("--forward-only", "--backward", "one asks for the forward pass alone, the other for both");
+  refuse_with("--forward-only", "--do", "dO is the backward pass's input");
+  refuse_with("--forward-only", "--bwd-scheme", "the backward scheme needs the backward pass");
+  refuse_with("--forward-only", "--grad-wire", "gradients travel only in the backward pass");
+  refuse_with("--causal", "--no-causal", "they ask for opposite masks");
+  // Which strategies read a flag; a flag given with any other strategy is refused.
+  struct Applies {
+    std::string_view flag;
+    std::initializer_list<std::string_view> strategies;
+  };
+  const Applies table[] = {
+      {"--ulysses-degree", {"usp"}},
+      {"--bwd-scheme", {"burst", "usp"}},
+      {"--grad-wire", {"burst", "ring", "usp"}},
+      {"--double-ring", {"burst", "ring", "usp"}},
+  };
+  for (const Applies& t : table) {
+    const bool applies = std::find(t.strategies.begin(), t.strategies.end(), a.strategy) != t.strategies.end();
+    if (!a.was_given(t.flag) || applies) continue;
+    std::string names;
+    for (std::string_view s : t.strategies) names += (names.empty() ? "" : ", ") + std::string(s);
+    fail(t.flag, ": applies to --strategy ", names, " only, got --strategy ", a.strategy);
+  }
+  if (a.strategy == "local") {
+    for (std::string_view flag : {"--layout", "--ranks-per-node", "--link-gbps", "--link-latency-us"}) {
+      BURST_CHECK(!a.was_given(flag), flag, ": does not apply to --strategy local, which runs on one rank");
+    }
+  }
+}
+
 }  // namespace
+
+bool RunArgs::was_given(std::string_view flag) const {
+  return std::find(given.begin(), given.end(), flag) != given.end();
+}
 
 RunArgs parse_run_args(std::span<char* const> args) {
   RunArgs a;
@@ -294,8 +340,43 @@ RunArgs parse_run_args(std::span<char* const> args) {
       BURST_CHECK(!value.empty(), name, ": expected a value ", flag->value, ", got ''");
     }
     flag->apply(a, name, value);
+    a.given.emplace_back(name);
   }
+  check_conflicts(a);
   return a;
+}
+
+std::vector<comm::Setting> run_settings(const RunArgs& a, std::uint64_t inputs_hash) {
+  auto number = [](double x) {
+    std::ostringstream os;
+    os.precision(9);
+    os << x;
+    return os.str();
+  };
+  char hash[17];
+  std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(inputs_hash));
+  return {
+      {"strategy", a.strategy},
+      {"layer", a.layer ? "on (--layer)" : "off"},
+      {"layout", a.layout},
+      {"passes", a.backward ? "forward and backward" : "forward only (--forward-only)"},
+      {"backward scheme", a.bwd_scheme},
+      {"dtype", std::string(dtype_name(a.dtype))},
+      {"inputs", a.from_files() || !a.x_path.empty() || !a.weights_dir.empty() ? "from files" : "random"},
+      {"seed", std::to_string(a.seed)},
+      {"hash of the global inputs", hash},
+      {"repeat", std::to_string(a.repeat)},
+      {"double ring", a.double_ring ? "on" : "off"},
+      {"ranks per node", a.ranks_per_node > 0 ? std::to_string(a.ranks_per_node) : "from the communicator"},
+      {"ulysses degree", std::to_string(a.ulysses_degree)},
+      {"gradient wire", std::string(dtype_name(a.grad_wire))},
+      {"isa", std::string(kernels::isa_name(a.isa))},
+      {"block_m", std::to_string(a.block_m)},
+      {"block_n", std::to_string(a.block_n)},
+      {"timeout seconds", a.timeout_seconds > 0 ? number(a.timeout_seconds) : "default"},
+      {"link Gbit/s", a.link_gbps > 0 ? number(a.link_gbps) : "default"},
+      {"link latency us", a.link_latency_us > 0 ? number(a.link_latency_us) : "default"},
+  };
 }
 
 comm::LinkModel link_model_of(const RunArgs& args) {
@@ -333,13 +414,19 @@ std::string run_usage() {
         "  backward FLOPs = 2.5 x forward.\n"
         "verification: against a double reference computed from the same (possibly\n"
         "  bf16-rounded) inputs. Relative error of a tensor x (o, dq, dk, dv):\n"
-        "    max |x - ref| / max(max |ref|, tiny)   (tiny: the smallest normal double)\n"
-        "  and of lse: max |lse - ref| / (1 + |ref|); max_error is the largest over o and\n"
+        "    max |x - ref| / max(max |ref|, floor)   floor: 0 for o and dv; for dq (dk)\n"
+        "    2^-12 d scale max|dO| max|V| max|K| (max|Q|), so exact zero gradients pass;\n"
+        "  NaN and Inf are compared by position (docs/numerics.md) and any other\n"
+        "  non-finite value is an infinite error; of lse: max |lse - ref| / (1 + |ref|);\n"
+        "  max_error is the largest over o and\n"
         "  the gradients. Every query row is checked when b h seqlen_q seqlen_k d <= 2^29,\n"
         "  else 64 rows spread over the sequence (first and last included); gradients are\n"
         "  checked when b h seqlen_q seqlen_k d <= 2^31. Tolerance: 1e-4 (fp32), 1e-2 (bf16).\n"
-        "exit status: 0 checked and within tolerance, 1 error over tolerance,\n"
-        "  2 bad arguments or input files, 3 any other failure.\n";
+        "exit status (the same in-process and under mpirun):\n"
+        "  0 checked and within tolerance   1 an error over tolerance\n"
+        "  2 bad arguments or input files, found before any compute\n"
+        "  3 communication failure: a deadline, a lost peer, ranks that disagree\n"
+        "  4 anything else (such as an output file that could not be written)\n";
   return os.str();
 }
 

@@ -63,14 +63,25 @@ struct RunArgs {
   bool help = false;
   // Size flags given explicitly, so that combining them with --q can be refused by name.
   std::vector<std::string> size_flags;
+  // Every flag given, so that flags which do not apply to the run can be refused by name.
+  std::vector<std::string> given;
+
+  bool was_given(std::string_view flag) const;
 
   bool has_window() const { return window_left >= 0 || window_right >= 0; }
   bool from_files() const { return !q_path.empty(); }
 };
 
 // Parses the arguments after `run`. Throws burst::Error "FLAG: expected X, got Y" on any
-// malformed or unknown argument; cross-flag checks that need file shapes happen in main.
+// malformed or unknown argument, and on flags that contradict each other or do not apply to
+// the chosen strategy or passes; cross-flag checks that need file shapes happen in main.
 RunArgs parse_run_args(std::span<char* const> args);
+
+// What every rank of a distributed run must have alike besides the problem's shapes (which
+// the strategies check): strategy, layout, passes, seed, a hash of the global inputs
+// (`inputs_hash`), timing and link settings. Each as people read it, for
+// comm::check_agreement.
+std::vector<comm::Setting> run_settings(const RunArgs& args, std::uint64_t inputs_hash);
 
 // The emulated links of this run (comm/throttle.h): --link-gbps and --link-latency-us, else
 // the BURST_LINK_* environment.

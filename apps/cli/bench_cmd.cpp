@@ -1,4 +1,5 @@
 #include "bench_cmd.h"
+#include "output.h"
 
 #include <algorithm>
 #include <charconv>
@@ -169,7 +170,7 @@ struct Point {
 };
 
 // One chart: a log-log plot per panel (time, bytes), one line per strategy.
-void write_svg(const std::string& path, const std::string& title, const std::vector<Point>& points,
+std::string svg_text(const std::string& title, const std::vector<Point>& points,
                const std::vector<std::string>& strategies) {
   constexpr double kW = 460, kH = 320, kLeft = 70, kRight = 20, kTop = 40, kBottom = 50;
   static const char* colors[] = {"#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"};
@@ -190,7 +191,7 @@ void write_svg(const std::string& path, const std::string& title, const std::vec
       x_min = std::min(x_min, static_cast<double>(p.seqlen));
       x_max = std::max(x_max, static_cast<double>(p.seqlen));
     }
-  if (x_max <= 0) return;
+  if (x_max <= 0) return {};  // every point skipped: no chart
   if (x_max == x_min) x_max = x_min * 2;
   for (int panel = 0; panel < 2; ++panel) {
     const double ox = panel * kW;
@@ -247,9 +248,19 @@ void write_svg(const std::string& path, const std::string& title, const std::vec
         << "\"/><text x=\"" << 2 * kW + 30 << "\" y=\"" << y << "\">" << strategies[si] << "</text>\n";
   }
   svg << "</svg>\n";
-  std::ofstream out(path);
-  BURST_CHECK(out.good(), "--out: cannot write '", path, "'");
-  out << svg.str();
+  return svg.str();
+}
+
+// One CSV field as RFC 4180 wants it: quoted when it holds a comma, a quote or a line break,
+// its quotes doubled, so a skip reason reads back whole.
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
 }
 
 // The MPI world's size from the launcher's environment (Open MPI, MPICH/Hydra), 1 if unknown.
@@ -285,7 +296,9 @@ int run_bench(std::span<char* const> raw) {
   } else if (rank_counts.empty()) {
     rank_counts = {hardware};
   }
-  std::filesystem::create_directories(b.out);
+  // Checked before the sweep; written all or nothing once it is done (output.h).
+  Outputs outputs(comm::launcher_rank() == 0);
+  outputs.expect_dir("--out", b.out, {"bench.json", "bench.csv"});
   std::vector<Point> points;
   bool root = !mpi;
   for (int ranks : rank_counts)
@@ -343,13 +356,12 @@ int run_bench(std::span<char* const> raw) {
   if (!root) return 0;
 
   // JSON, CSV, charts.
-  std::ofstream json(b.out + "/bench.json"), csv(b.out + "/bench.csv");
-  BURST_CHECK(json.good() && csv.good(), "--out: cannot write into '", b.out, "'");
+  std::ostringstream json, csv;
   csv << "strategy,ranks,mask,kv_heads,seqlen,forward_s,backward_s,forward_bytes_per_rank,backward_bytes_per_rank,"
          "exposed_forward_s,exposed_backward_s,memory_estimate_mb,o_error,skipped\n";
   json << "{\"heads\": " << b.heads << ", \"head_dim\": " << b.head_dim << ", \"batch\": " << b.batch
-       << ", \"dtype\": \"" << dtype_name(b.dtype) << "\", \"layout\": \"" << b.layout << "\", \"link_gbps\": " << b.link_gbps
-       << ", \"repeat\": " << b.repeat << ", \"points\": [";
+       << ", \"dtype\": " << JsonObject::quote(std::string(dtype_name(b.dtype))) << ", \"layout\": " << JsonObject::quote(b.layout)
+       << ", \"link_gbps\": " << format_number(b.link_gbps) << ", \"repeat\": " << b.repeat << ", \"points\": [";
   for (std::size_t i = 0; i < points.size(); ++i) {
     const Point& p = points[i];
     JsonObject o;
@@ -371,15 +383,12 @@ int run_bench(std::span<char* const> raw) {
       o.string("skipped", p.skipped);
     }
     json << (i ? ", " : "") << o.text();
-    std::string reason = p.skipped;
-    std::replace(reason.begin(), reason.end(), ',', ';');
-    csv << p.strategy << "," << p.ranks << "," << p.mask << "," << p.kv_heads << "," << p.seqlen << ","
-        << (p.skipped.empty() ? std::to_string(p.forward_s) + "," + std::to_string(p.backward_s) + "," +
-                                    std::to_string(p.forward_bytes) + "," + std::to_string(p.backward_bytes) + "," +
-                                    std::to_string(p.exposed_forward) + "," + std::to_string(p.exposed_backward) + "," +
-                                    std::to_string(p.memory_mb) + "," + std::to_string(p.error)
-                              : std::string(",,,,,,,"))
-        << "," << reason << "\n";
+    csv << csv_field(p.strategy) << "," << p.ranks << "," << csv_field(p.mask) << "," << p.kv_heads << "," << p.seqlen;
+    for (const double x : {p.forward_s, p.backward_s, p.forward_bytes, p.backward_bytes, p.exposed_forward,
+                           p.exposed_backward, p.memory_mb, p.error}) {
+      csv << "," << (p.skipped.empty() ? format_number(x) : "");
+    }
+    csv << "," << csv_field(p.skipped) << "\n";
   }
   json << "]}\n";
   std::map<std::string, std::vector<Point>> groups;
@@ -391,10 +400,15 @@ int run_bench(std::span<char* const> raw) {
     std::ostringstream title;
     title << group.front().ranks << " ranks, " << group.front().mask << ", " << b.heads << "/" << group.front().kv_heads
           << " heads, d " << b.head_dim << ", " << dtype_name(b.dtype)
-          << (b.link_gbps > 0 ? ", links " + std::to_string(b.link_gbps).substr(0, 4) + " Gbit/s" : "");
-    write_svg(path, title.str(), group, b.strategies);
+          << (b.link_gbps > 0 ? ", links " + format_number(b.link_gbps) + " Gbit/s" : "");
+    const std::string svg = svg_text(title.str(), group, b.strategies);
+    if (svg.empty()) continue;
+    outputs.write_text(path, svg);
     charts.push_back(path);
   }
+  outputs.write_text(b.out + "/bench.json", json.str());
+  outputs.write_text(b.out + "/bench.csv", csv.str());
+  outputs.commit();
   // The table on stdout.
   std::printf("%-10s %5s %-7s %4s %8s %10s %10s %12s %12s %10s\n", "strategy", "ranks", "mask", "kv", "seqlen", "fwd s",
               "bwd s", "fwd MB/rank", "bwd MB/rank", "o error");

@@ -14,6 +14,7 @@
 #include "comm/throttle.h"
 #include "comm/world.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "link_traffic.h"
 #include "progress.h"
 
@@ -76,7 +77,13 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
   DistributedResult result;
   std::mutex root_mutex;
   const comm::LinkModel link = link_model_of(args);
+  // Every rank builds or reads the global inputs: a hash shows they hold the same ones.
+  std::uint64_t inputs_hash = hash_bytes(p.q.data<char>(), p.q.bytes());
+  for (const Tensor* t : {&p.k, &p.v, &p.dout})
+    if (t->bytes() > 0) inputs_hash = hash_bytes(t->data<char>(), t->bytes(), inputs_hash);
+  const std::vector<comm::Setting> settings = run_settings(args, inputs_hash);
   comm::run_world(ranks, [&](comm::Communicator& c) {
+    comm::check_agreement(c, settings);  // before any rank starts work the others would not do
     const int world = c.world_size(), r = c.rank();
     algo::BurstOptions mine = opt;
     // Threads of one rank: as asked, or the hardware shared among the ranks on this node

@@ -18,6 +18,7 @@
 #include "comm/throttle.h"
 #include "comm/world.h"
 #include "core/error.h"
+#include "core/hash.h"
 #include "json.h"
 #include "link_traffic.h"
 #include "progress.h"
@@ -213,7 +214,7 @@ void print_layer(std::ostream& os, const RunArgs& args, const LayerProblem& p, c
   os << std::defaultfloat << "\nresult    " << (r.passed() ? "ok" : "FAILED") << " (tolerance " << r.tolerance << ")\n";
 }
 
-void write_layer_json(const std::string& path, const RunArgs& args, const LayerProblem& p, const LayerReport& r) {
+std::string layer_json(const RunArgs& args, const LayerProblem& p, const LayerReport& r) {
   JsonObject j;
   j.boolean("layer", true);
   j.integer("batch", p.batch);
@@ -272,15 +273,12 @@ void write_layer_json(const std::string& path, const RunArgs& args, const LayerP
   j.optional("weight_grad_error", r.backward_verified ? std::optional<double>(r.dw_error) : std::nullopt);
   j.number("tolerance", r.tolerance);
   j.boolean("passed", r.passed());
-  std::ofstream out(path);
-  BURST_CHECK(out.good(), "--json: expected a writable file, got '", path, "'");
-  out << j.text();
-  BURST_CHECK(out.good(), "--json: writing '", path, "' failed");
+  return j.text();
 }
 
 }  // namespace
 
-int run_layer(const RunArgs& args, double memory_estimate_bytes) {
+int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& outputs) {
   const LayerProblem p = make_layer_problem(args);
   const bool single = args.strategy == "local";
   const algo::Strategy strategy = single ? algo::Strategy::kBurst : algo::parse_strategy(args.strategy, "--strategy");
@@ -319,7 +317,13 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes) {
   reset_memory_peak();
 
   const comm::LinkModel link = link_model_of(args);
+  // Every rank builds or reads the global inputs: a hash shows they hold the same ones.
+  std::uint64_t inputs_hash = hash_bytes(p.x.data<char>(), p.x.bytes());
+  inputs_hash = hash_bytes(p.weights.data(), p.weights.bytes(), inputs_hash);
+  if (p.dy.bytes() > 0) inputs_hash = hash_bytes(p.dy.data<char>(), p.dy.bytes(), inputs_hash);
+  const std::vector<comm::Setting> settings = run_settings(args, inputs_hash);
   comm::run_world(ranks, [&](comm::Communicator& c) {
+    comm::check_agreement(c, settings);  // before any rank starts work the others would not do
     algo::LayerOptions mine = opt;
     const auto& nodes = c.node_of_rank();
     const auto here = std::count(nodes.begin(), nodes.end(), nodes[static_cast<std::size_t>(c.rank())]);
@@ -477,10 +481,10 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes) {
   report.memory_scope = mpi ? "rank" : "process";
 
   if (!args.save_dir.empty()) {
-    std::filesystem::create_directories(args.save_dir);
     const std::vector<std::int64_t> shape = {p.batch, p.seqlen, p.shape.model_dim};
     auto save = [&](const char* name, const float* data, const std::vector<std::int64_t>& s) {
-      write_npy((std::filesystem::path(args.save_dir) / name).string(), data, s);
+      outputs.write((std::filesystem::path(args.save_dir) / name).string(),
+                    [&](const std::string& temporary) { write_npy(temporary, data, s); });
     };
     save("y.npy", y_global.data<float>(), shape);
     if (args.backward) {
@@ -520,7 +524,8 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes) {
     report.y_error = normwise(ref.y, got.data(), got.size());
   }
   print_layer(std::cout, args, p, report);
-  if (!args.json_path.empty()) write_layer_json(args.json_path, args, p, report);
+  if (!args.json_path.empty()) outputs.write_text(args.json_path, layer_json(args, p, report));
+  outputs.commit();
   if (report.passed()) return 0;
   std::cerr << "burst: FAILED: layer error over tolerance " << report.tolerance << "\n";
   return 1;

@@ -5,11 +5,13 @@
 #pragma once
 
 #include "args.h"
+#include "output.h"
 
 namespace burst::cli {
 
 // Returns the exit status (0 ok, 1 over tolerance); throws burst::Error on bad input.
-// memory_estimate_bytes: what the run was estimated to need on this machine (reported).
-int run_layer(const RunArgs& args, double memory_estimate_bytes);
+// memory_estimate_bytes: what the run was estimated to need on this machine (reported);
+// `outputs` holds the --save and --json paths, checked before the run.
+int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& outputs);
 
 }  // namespace burst::cli

@@ -1,4 +1,5 @@
 #include "plan.h"
+#include "output.h"
 
 #include <algorithm>
 #include <charconv>
@@ -430,7 +431,7 @@ std::string prediction_json(const Prediction& p, bool best) {
   return o.text();
 }
 
-void write_json(const std::string& path, const Cluster& c, const ModelShape& m, const Workload& w,
+std::string plan_json(const Cluster& c, const ModelShape& m, const Workload& w,
                 const std::vector<Row>& rows) {
   JsonObject j;
   JsonObject cj;
@@ -475,17 +476,17 @@ void write_json(const std::string& path, const Cluster& c, const ModelShape& m, 
     list += (list.empty() ? "" : ", ") + r.text();
   }
   j.raw("results", "[" + list + "]");
-  std::ofstream out(path);
-  BURST_CHECK(out.good(), "--json: expected a writable file, got '", path, "'");
-  out << j.text();
-  BURST_CHECK(out.good(), "--json: writing '", path, "' failed");
+  return j.text();
 }
 
 int run_calibrate(const PlanArgs& a) {
+  Outputs outputs(comm::launcher_rank() == 0);
+  outputs.expect_file("--calibration", a.calibration);  // before the minutes of measuring
   bool root = false;
   const plan::Calibration c = plan::calibrate(std::cerr, root);
   if (!root) return 0;
-  plan::save_calibration(a.calibration, c);
+  outputs.write_text(a.calibration, plan::calibration_json(c));
+  outputs.commit();
   std::cout << "calibration (" << c.cores << " cores, one thread each):\n"
             << "  attention fp32 forward " << fmt("%.1f", c.attention_forward_f32 * 1e-9) << " GFLOP/s, backward "
             << fmt("%.1f", c.attention_backward_f32 * 1e-9) << "\n"
@@ -537,11 +538,9 @@ int run_plan(std::span<char* const> args) {
   }
   if (a.calibrate) return run_calibrate(a);
   // Under mpirun only the calibration is collective; the predictions are printed once.
-  if (comm::launched_by_mpi()) {
-    const char* rank = std::getenv("OMPI_COMM_WORLD_RANK");
-    if (rank == nullptr) rank = std::getenv("PMI_RANK");
-    if (rank != nullptr && std::string_view(rank) != "0") return 0;
-  }
+  if (comm::launcher_rank() != 0) return 0;
+  Outputs outputs;
+  if (!a.json_path.empty()) outputs.expect_file("--json", a.json_path);
   if (a.paper) {
     BURST_CHECK(a.model == "llama2-7b", "--paper: the paper's table is for llama2-7b, got --model ", a.model);
     a.scope = Scope::kModel;
@@ -571,7 +570,10 @@ int run_plan(std::span<char* const> args) {
   const std::vector<Row> rows = predict_all(c, m, w, seqlens, choices);
   for (const Row& row : rows) print_row(std::cout, row);
   if (a.paper) print_paper(std::cout, c, m, w);
-  if (!a.json_path.empty()) write_json(a.json_path, c, m, w, rows);
+  if (!a.json_path.empty()) {
+    outputs.write_text(a.json_path, plan_json(c, m, w, rows));
+    outputs.commit();
+  }
   return 0;
 }
 

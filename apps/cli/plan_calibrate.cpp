@@ -1,4 +1,5 @@
 #include "plan_calibrate.h"
+#include "output.h"
 
 #include <algorithm>
 #include <chrono>
@@ -231,7 +232,7 @@ Calibration calibrate(std::ostream& log, bool& root) {
   return c;
 }
 
-void save_calibration(const std::string& path, const Calibration& c) {
+std::string calibration_json(const Calibration& c) {
   JsonObject j;
   j.string("measured_at", c.measured_at);
   j.integer("cores", c.cores);
@@ -249,10 +250,14 @@ void save_calibration(const std::string& path, const Calibration& c) {
   j.string("link_backend", c.link_backend);
   j.number("link_bandwidth", c.link_bandwidth);
   j.number("link_latency", c.link_latency);
-  std::ofstream out(path);
-  BURST_CHECK(out.good(), "--calibration: expected a writable file, got '", path, "'");
-  out << j.text();
-  BURST_CHECK(out.good(), "--calibration: writing '", path, "' failed");
+  return j.text();
+}
+
+void save_calibration(const std::string& path, const Calibration& c) {
+  Outputs outputs;
+  outputs.expect_file("--calibration", path);
+  outputs.write_text(path, calibration_json(c));
+  outputs.commit();
 }
 
 Calibration load_calibration(const std::string& path, const std::string& what) {

@@ -38,6 +38,9 @@ struct Calibration {
 // rank 0 (the one that should report and save).
 Calibration calibrate(std::ostream& log, bool& root);
 
+// The calibration as the JSON text load_calibration reads.
+std::string calibration_json(const Calibration& c);
+// Writes calibration_json(c) to `path` (all or nothing, output.h).
 void save_calibration(const std::string& path, const Calibration& c);
 // Throws burst::Error naming `what` when the file is missing or malformed.
 Calibration load_calibration(const std::string& path, const std::string& what);

@@ -154,27 +154,26 @@ Problem make_problem(const RunArgs& args) {
   return p;
 }
 
-void save_outputs(const std::string& dir, const ForwardOutputs& fwd, const Gradients* grads) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  BURST_CHECK(!ec, "--save: expected a directory that can be created, got '", dir, "' (",
-              ec.message(), ")");
+void save_outputs(Outputs& outputs, const std::string& dir, const ForwardOutputs& fwd, const Gradients* grads) {
   const TensorView& o = fwd.out.view();
   const std::vector<std::int64_t> o_shape{o.b, o.s, o.h, o.d};
-  const auto path = [&](const char* name) { return (std::filesystem::path(dir) / name).string(); };
+  const auto save = [&](const char* name, const float* data, const std::vector<std::int64_t>& shape) {
+    outputs.write((std::filesystem::path(dir) / name).string(),
+                  [&](const std::string& temporary) { write_npy(temporary, data, shape); });
+  };
   if (o.dtype == DType::kF32) {
-    write_npy(path("o.npy"), fwd.out.data<float>(), o_shape);
+    save("o.npy", fwd.out.data<float>(), o_shape);
   } else {
     std::vector<float> values(static_cast<std::size_t>(o.numel()));
     const bf16_bits* bits = fwd.out.data<bf16_bits>();
     for (std::size_t i = 0; i < values.size(); ++i) values[i] = bf16_to_float(bits[i]);
-    write_npy(path("o.npy"), values.data(), o_shape);
+    save("o.npy", values.data(), o_shape);
   }
-  write_npy(path("lse.npy"), fwd.lse.data(), {o.b, o.h, o.s});
+  save("lse.npy", fwd.lse.data(), {o.b, o.h, o.s});
   if (grads != nullptr) {
     const auto write = [&](const char* name, const Tensor& t) {
       const TensorView& g = t.view();
-      write_npy(path(name), t.data<float>(), {g.b, g.s, g.h, g.d});
+      save(name, t.data<float>(), {g.b, g.s, g.h, g.d});
     };
     write("dq.npy", grads->dq);
     write("dk.npy", grads->dk);

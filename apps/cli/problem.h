@@ -7,6 +7,7 @@
 
 #include "api/attention.h"
 #include "args.h"
+#include "output.h"
 
 namespace burst::cli {
 
@@ -31,8 +32,9 @@ struct Problem {
 // Throws burst::Error naming the offending flag on bad input.
 Problem make_problem(const RunArgs& args);
 
-// Writes DIR/o.npy [b, s, h, d] and DIR/lse.npy [b, h, s], plus DIR/dq.npy, dk.npy, dv.npy when
-// `grads` is given, all float32; creates DIR if missing.
-void save_outputs(const std::string& dir, const ForwardOutputs& fwd, const Gradients* grads);
+// Stages DIR/o.npy [b, s, h, d] and DIR/lse.npy [b, h, s], plus DIR/dq.npy, dk.npy, dv.npy when
+// `grads` is given, all float32, in `outputs` (checked there before the run; moved into
+// place by its commit).
+void save_outputs(Outputs& outputs, const std::string& dir, const ForwardOutputs& fwd, const Gradients* grads);
 
 }  // namespace burst::cli

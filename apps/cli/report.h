@@ -37,7 +37,8 @@ struct Report {
   bool backward_sampled = false;  // dq on the sampled rows, dk and dv by column-sum identities
   std::vector<TensorError> errors;  // o, then dq, dk, dv when verified
   double lse_error = 0.0;
-  double tolerance = 0.0;
+  double tolerance = 0.0;           // of o and lse
+  double gradient_tolerance = 0.0;  // of dq, dk, dv (wider with a bf16 gradient wire)
   // Set for the distributed strategies.
   std::optional<DistributedFigures> distributed;
   // Memory of this process (one MPI rank, or every thread rank): the peak resident set and
@@ -56,7 +57,7 @@ struct Report {
 
 void print_table(std::ostream& os, const Report& r);
 
-// Writes r as one JSON object to `path`; throws burst::Error naming --json if it cannot.
-void write_json(const std::string& path, const Report& r);
+// r as one JSON object (the text of --json).
+std::string report_json(const Report& r);
 
 }  // namespace burst::cli
