@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "api/attention.h"
-#include "kernels/attention.h"
+#include "burst/attention.h"
+#include "burst/kernels.h"
 #include "kernels/blas.h"
 #include "kernels/tile_ops.h"
 

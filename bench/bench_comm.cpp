@@ -27,9 +27,9 @@
 #include <string_view>
 #include <vector>
 
-#include "comm/communicator.h"
-#include "comm/world.h"
-#include "core/error.h"
+#include "burst/communicator.h"
+#include "burst/world.h"
+#include "burst/error.h"
 
 namespace burst {
 namespace {

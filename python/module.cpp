@@ -29,13 +29,12 @@
 #include <string>
 #include <vector>
 
-#include "algo/layout.h"
-#include "algo/strategy.h"
-#include "comm/local_world.h"
-#include "comm/world.h"
-#include "core/error.h"
-#include "core/thread_pool.h"
-#include "kernels/detail.h"
+#include "burst/layout.h"
+#include "burst/strategy.h"
+#include "burst/local_world.h"
+#include "burst/world.h"
+#include "burst/error.h"
+#include "burst/kernels.h"
 
 namespace py = pybind11;
 
@@ -214,7 +213,7 @@ void check_inputs(const TensorView& q, const TensorView& k, const TensorView& v,
   kernels::AttentionOptions o;
   o.scale = s.options.scale;
   o.threads = s.options.threads;
-  kernels::detail::check_qkv(q, k, v, o);
+  kernels::check_inputs(q, k, v, o);
 }
 
 py::dict forward(PyCommunicator& c, const Settings& s, const py::handle& q, const py::handle& k, const py::handle& v,
@@ -297,5 +296,5 @@ PYBIND11_MODULE(_burst, m) {
       py::arg("seqlen"), py::arg("world_size"), py::arg("rank"), py::arg("layout"));
   m.attr("mpi4py_support") = static_cast<bool>(BURST_HAVE_MPI4PY);
   // The Python side checks `threads` against it before it reaches a C++ int.
-  m.attr("max_threads") = burst::ThreadPool::kMaxThreads;
+  m.attr("max_threads") = burst::kernels::kMaxThreads;
 }

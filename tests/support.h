@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "api/attention.h"
+#include "burst/attention.h"
 #include "reference/compare.h"
 #include "reference/reference.h"
 

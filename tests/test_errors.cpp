@@ -5,9 +5,9 @@
 #include <functional>
 #include <limits>
 
-#include "core/error.h"
+#include "burst/error.h"
 
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 #include "support.h"
 
 namespace burst {

@@ -8,7 +8,7 @@
 #include <limits>
 #include <string>
 
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 #include "support.h"
 
 namespace burst {

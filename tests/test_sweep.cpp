@@ -10,7 +10,7 @@
 #include <cstring>
 #include <memory>
 
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 #include "support.h"
 
 namespace burst {

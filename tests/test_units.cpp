@@ -11,9 +11,9 @@
 #include <random>
 #include <thread>
 
-#include "api/attention.h"
-#include "api/npy.h"
-#include "core/error.h"
+#include "burst/attention.h"
+#include "burst/npy.h"
+#include "burst/error.h"
 #include "core/thread_pool.h"
 #include "kernels/detail.h"
 #include "kernels/tile_ops.h"

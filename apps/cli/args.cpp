@@ -11,9 +11,9 @@
 #include <string_view>
 #include <thread>
 
-#include "algo/burst.h"
-#include "algo/strategy.h"
-#include "core/error.h"
+#include "burst/burst_attention.h"
+#include "burst/strategy.h"
+#include "burst/error.h"
 
 namespace burst::cli {
 namespace {
@@ -390,7 +390,7 @@ std::string top_usage() {
   return "usage: burst run [flags]     time and verify exact attention (see burst run --help)\n"
          "       burst bench [flags]   sweep strategies x lengths x ranks; JSON, CSV and SVG charts\n"
          "       burst plan [flags]    predict time, traffic and memory of each strategy on a cluster\n"
-         "       burst --help\n";
+         "       burst --help | --version\n";
 }
 
 std::string run_usage() {

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "comm/throttle.h"
-#include "core/dtype.h"
+#include "burst/throttle.h"
+#include "burst/dtype.h"
 #include "progress.h"
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 
 namespace burst::cli {
 
@@ -83,7 +83,7 @@ RunArgs parse_run_args(std::span<char* const> args);
 // comm::check_agreement.
 std::vector<comm::Setting> run_settings(const RunArgs& args, std::uint64_t inputs_hash);
 
-// The emulated links of this run (comm/throttle.h): --link-gbps and --link-latency-us, else
+// The emulated links of this run (burst/throttle.h): --link-gbps and --link-latency-us, else
 // the BURST_LINK_* environment.
 comm::LinkModel link_model_of(const RunArgs& args);
 

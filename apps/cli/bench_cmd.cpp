@@ -15,11 +15,11 @@
 #include <thread>
 #include <vector>
 
-#include "algo/layout.h"
-#include "algo/strategy.h"
+#include "burst/layout.h"
+#include "burst/strategy.h"
 #include "args.h"
-#include "comm/world.h"
-#include "core/error.h"
+#include "burst/world.h"
+#include "burst/error.h"
 #include "distributed.h"
 #include "json.h"
 #include "memory.h"
@@ -154,7 +154,7 @@ std::string bench_usage() {
          "  --layout L            contiguous|zigzag|striped (default zigzag)\n"
          "  --threads T           threads per rank (default: hardware threads / ranks)\n"
          "  --repeat N            timed runs per point; the median is kept (default 1)\n"
-         "  --link-gbps G         emulate links of G Gbit/s between ranks (comm/throttle.h)\n"
+         "  --link-gbps G         emulate links of G Gbit/s between ranks (burst/throttle.h)\n"
          "  --link-latency-us US  and their latency\n"
          "  --out DIR             output folder (default out/bench)\n"
          "A strategy that cannot run a point (Ulysses with heads not divisible by the ranks, a problem\n"

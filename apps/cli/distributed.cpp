@@ -9,11 +9,11 @@
 #include <thread>
 #include <vector>
 
-#include "algo/burst.h"
-#include "algo/strategy.h"
-#include "comm/throttle.h"
-#include "comm/world.h"
-#include "core/error.h"
+#include "burst/burst_attention.h"
+#include "burst/strategy.h"
+#include "burst/throttle.h"
+#include "burst/world.h"
+#include "burst/error.h"
 #include "core/hash.h"
 #include "link_traffic.h"
 #include "progress.h"
@@ -101,7 +101,7 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
       return s;
     };
     // The strategies run on a wrapper that tallies bytes per link class (intra/inter node).
-    // Links slowed to a modelled rate when asked (--link-gbps, comm/throttle.h).
+    // Links slowed to a modelled rate when asked (--link-gbps, burst/throttle.h).
     const std::unique_ptr<comm::Communicator> slow = link.active() ? comm::throttled(c, link) : nullptr;
     LinkCountingCommunicator counted(slow ? *slow : c);
     auto by_rank = [&](std::uint64_t bytes) {

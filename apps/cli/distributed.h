@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "api/attention.h"
+#include "burst/attention.h"
 #include "args.h"
 #include "problem.h"
 

@@ -13,11 +13,11 @@
 #include <thread>
 #include <vector>
 
-#include "algo/layer.h"
-#include "api/npy.h"
-#include "comm/throttle.h"
-#include "comm/world.h"
-#include "core/error.h"
+#include "burst/layer.h"
+#include "burst/npy.h"
+#include "burst/throttle.h"
+#include "burst/world.h"
+#include "burst/error.h"
 #include "core/hash.h"
 #include "json.h"
 #include "link_traffic.h"
@@ -329,7 +329,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
     const auto here = std::count(nodes.begin(), nodes.end(), nodes[static_cast<std::size_t>(c.rank())]);
     mine.attention.threads = args.threads_given ? args.threads : std::max(1, hardware / static_cast<int>(here));
     // The layer runs on a wrapper that tallies bytes per link class (intra/inter node).
-    // Links slowed to a modelled rate when asked (--link-gbps, comm/throttle.h).
+    // Links slowed to a modelled rate when asked (--link-gbps, burst/throttle.h).
     const std::unique_ptr<comm::Communicator> slow = link.active() ? comm::throttled(c, link) : nullptr;
     LinkCountingCommunicator counted(slow ? *slow : c);
     algo::AttentionLayer layer(counted, p.shape, mine);

@@ -1,4 +1,4 @@
-// `burst run --layer`: the attention layer (algo/layer.h) over the ranks of the default world
+// `burst run --layer`: the attention layer (burst/layer.h) over the ranks of the default world
 // with any strategy, tensor parallelism included. X (random or --x) and the weights (random
 // or --weights) are global; every rank takes its share, rank 0 gathers Y (and dX) in token
 // order, checks them against the double-precision layer reference and prints the table.

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "comm/communicator.h"
+#include "burst/communicator.h"
 
 namespace burst::cli {
 

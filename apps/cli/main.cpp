@@ -15,17 +15,18 @@
 #include <string_view>
 #include <vector>
 
-#include "api/attention.h"
+#include "burst/attention.h"
 #include "args.h"
 #include "bench_cmd.h"
 #include "plan.h"
-#include "comm/world.h"
+#include "burst/world.h"
 #include "distributed.h"
 #include "layer_run.h"
 #include "memory.h"
 #include "output.h"
+#include "burst/version.h"
 #include "progress.h"
-#include "core/error.h"
+#include "burst/error.h"
 #include "kernels/blas.h"
 #include "problem.h"
 #include "report.h"
@@ -221,6 +222,10 @@ int run_main(std::span<char* const> args) {
     std::cout << top_usage() << "\n" << run_usage();
     return kExitOk;
   }
+  if (command == "--version" || command == "version") {
+    std::cout << "burst " << burst::version() << "\n";
+    return kExitOk;
+  }
   if (command == "bench") return run_bench(args.subspan(1));
   if (command == "plan") return run_plan(args.subspan(1));
   BURST_CHECK(command == "run", "command: expected run, bench or plan (see burst --help), got '", command, "'");
@@ -236,7 +241,7 @@ int run_main(std::span<char* const> args) {
 }  // namespace burst::cli
 
 int main(int argc, char** argv) {
-  // Each error's kind picks the exit status (core/error.h): bad input 2, communication 3,
+  // Each error's kind picks the exit status (burst/error.h): bad input 2, communication 3,
   // anything else 4.
   const auto n_args = static_cast<std::size_t>(argc > 0 ? argc - 1 : 0);
   // Each error is one write: under mpirun every rank may print it to the shared stderr.

@@ -7,11 +7,11 @@
 #include <sstream>
 #include <thread>
 
-#include "algo/burst.h"
-#include "algo/layout.h"
-#include "api/npy.h"
-#include "core/error.h"
-#include "kernels/attention.h"
+#include "burst/burst_attention.h"
+#include "burst/layout.h"
+#include "burst/npy.h"
+#include "burst/error.h"
+#include "burst/kernels.h"
 #include "kernels/tile_ops.h"
 
 namespace burst::cli {

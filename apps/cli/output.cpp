@@ -8,7 +8,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::cli {
 namespace fs = std::filesystem;

@@ -12,8 +12,8 @@
 #include <string_view>
 #include <vector>
 
-#include "comm/world.h"
-#include "core/error.h"
+#include "burst/world.h"
+#include "burst/error.h"
 #include "json.h"
 #include "plan_calibrate.h"
 #include "plan_model.h"

@@ -13,12 +13,12 @@
 #include <thread>
 #include <vector>
 
-#include "algo/linear.h"
-#include "comm/world.h"
-#include "core/error.h"
-#include "core/tensor.h"
+#include "burst/linear.h"
+#include "burst/world.h"
+#include "burst/error.h"
+#include "burst/tensor.h"
 #include "json.h"
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 #include "memory.h"
 
 namespace burst::cli::plan {

@@ -6,7 +6,7 @@
 #include <ostream>
 #include <string>
 
-#include "core/dtype.h"
+#include "burst/dtype.h"
 #include "plan_model.h"
 
 namespace burst::cli::plan {

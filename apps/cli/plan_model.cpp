@@ -5,9 +5,9 @@
 #include <limits>
 #include <numeric>
 
-#include "algo/layout.h"
-#include "core/error.h"
-#include "kernels/attention.h"
+#include "burst/layout.h"
+#include "burst/error.h"
+#include "burst/kernels.h"
 
 namespace burst::cli::plan {
 namespace {

@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "algo/burst.h"
-#include "algo/layer.h"
-#include "algo/strategy.h"
+#include "burst/burst_attention.h"
+#include "burst/layer.h"
+#include "burst/strategy.h"
 
 namespace burst::cli::plan {
 

@@ -7,8 +7,8 @@
 #include <system_error>
 #include <vector>
 
-#include "api/npy.h"
-#include "core/error.h"
+#include "burst/npy.h"
+#include "burst/error.h"
 
 namespace burst::cli {
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "api/attention.h"
+#include "burst/attention.h"
 #include "args.h"
 #include "output.h"
 

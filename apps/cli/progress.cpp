@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::cli {
 

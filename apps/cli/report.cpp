@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/error.h"
+#include "burst/error.h"
 #include "json.h"
 
 namespace burst::cli {

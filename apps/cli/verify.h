@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "api/attention.h"
+#include "burst/attention.h"
 #include "problem.h"
 
 namespace burst::cli {

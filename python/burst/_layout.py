@@ -1,6 +1,6 @@
 """Moving tensors between global token order and the ranks' shards.
 
-A layout says which global tokens each of P ranks holds (see src/algo/layout.h):
+A layout says which global tokens each of P ranks holds (see include/burst/layout.h):
 contiguous (rank r: [r N/P, (r+1) N/P)), zigzag (chunks r and 2P-1-r of 2P, which
 balances causal work) and striped (tokens r, r+P, r+2P, ...). Every helper works on the
 sequence dimension `dim` (1 in [b, s, h, d] and [b, s, ...] tensors).

@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "algo/common.h"
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::algo {
 namespace {

@@ -4,7 +4,7 @@
 // (GQA); memory and traffic grow with the whole sequence rather than one shard.
 #pragma once
 
-#include "algo/burst.h"
+#include "burst/burst_attention.h"
 
 namespace burst::algo {
 

@@ -1,4 +1,4 @@
-#include "algo/burst.h"
+#include "burst/burst_attention.h"
 
 #include <algorithm>
 #include <array>
@@ -9,7 +9,7 @@
 #include <memory>
 #include <sstream>
 
-#include "core/error.h"
+#include "burst/error.h"
 #include "algo/common.h"
 #include "kernels/detail.h"
 

@@ -4,7 +4,7 @@
 #include <sstream>
 #include <string>
 
-#include "core/error.h"
+#include "burst/error.h"
 #include "kernels/detail.h"
 
 namespace burst::algo::detail {

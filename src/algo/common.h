@@ -7,7 +7,7 @@
 #include <initializer_list>
 #include <vector>
 
-#include "algo/burst.h"
+#include "burst/burst_attention.h"
 
 namespace burst::algo::detail {
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "algo/common.h"
-#include "algo/layout.h"
+#include "burst/layout.h"
 
 namespace burst::algo {
 

@@ -1,4 +1,4 @@
-#include "algo/layer.h"
+#include "burst/layer.h"
 
 #include <algorithm>
 #include <array>
@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "algo/common.h"
-#include "core/error.h"
-#include "kernels/attention.h"
+#include "burst/error.h"
+#include "burst/kernels.h"
 
 namespace burst::algo {
 namespace {

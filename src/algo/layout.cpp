@@ -1,8 +1,8 @@
-#include "algo/layout.h"
+#include "burst/layout.h"
 
 #include <cstring>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::algo {
 

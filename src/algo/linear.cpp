@@ -1,9 +1,9 @@
-#include "algo/linear.h"
+#include "burst/linear.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
+#include "burst/error.h"
 #include "core/thread_pool.h"
 #include "kernels/blas.h"
 

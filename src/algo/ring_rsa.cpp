@@ -8,7 +8,7 @@
 #include <limits>
 
 #include "algo/common.h"
-#include "core/error.h"
+#include "burst/error.h"
 #include "kernels/blas.h"
 #include "kernels/detail.h"
 #include "kernels/tile_ops.h"

@@ -6,7 +6,7 @@
 // those buffers. Memory grows as n_r x N per head: that, and its traffic, is what it shows.
 #pragma once
 
-#include "algo/burst.h"
+#include "burst/burst_attention.h"
 
 namespace burst::algo {
 

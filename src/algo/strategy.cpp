@@ -1,10 +1,10 @@
-#include "algo/strategy.h"
+#include "burst/strategy.h"
 
 #include "algo/allgather.h"
 #include "algo/ring_rsa.h"
 #include "algo/ulysses.h"
 #include "algo/usp.h"
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::algo {
 

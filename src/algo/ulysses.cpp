@@ -5,7 +5,7 @@
 
 #include "algo/common.h"
 #include "algo/head_exchange.h"
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::algo {
 namespace {

@@ -5,7 +5,7 @@
 // or ring then); that fails loudly.
 #pragma once
 
-#include "algo/burst.h"
+#include "burst/burst_attention.h"
 
 namespace burst::algo {
 

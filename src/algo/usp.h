@@ -5,7 +5,7 @@
 // turns the results back. U = 1 is the ring, U = P is Ulysses.
 #pragma once
 
-#include "algo/burst.h"
+#include "burst/burst_attention.h"
 
 namespace burst::algo {
 

@@ -1,4 +1,4 @@
-#include "api/attention.h"
+#include "burst/attention.h"
 
 namespace burst {
 

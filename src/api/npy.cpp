@@ -1,4 +1,4 @@
-#include "api/npy.h"
+#include "burst/npy.h"
 
 #include <cctype>
 #include <cerrno>
@@ -10,7 +10,7 @@
 #include <system_error>
 #include <utility>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst {
 namespace {

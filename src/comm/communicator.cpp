@@ -1,4 +1,4 @@
-#include "comm/communicator.h"
+#include "burst/communicator.h"
 
 #include <algorithm>
 #include <numeric>

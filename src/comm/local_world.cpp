@@ -7,7 +7,7 @@
 // A rank whose function throws aborts the world: every wait, post and progress call of the
 // other ranks then throws a CommError naming that rank and its message at once, instead of
 // waiting for its deadline.
-#include "comm/local_world.h"
+#include "burst/local_world.h"
 
 #include <algorithm>
 #include <atomic>

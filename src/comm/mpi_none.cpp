@@ -1,7 +1,7 @@
 // Stand-in for builds configured with BURST_WITH_MPI=OFF: says so loudly.
 #include <cstdlib>
 
-#include "comm/world.h"
+#include "burst/world.h"
 
 namespace burst::comm {
 

@@ -17,8 +17,8 @@
 #include <string>
 #include <thread>
 
-#include "comm/communicator.h"
-#include "comm/world.h"
+#include "burst/communicator.h"
+#include "burst/world.h"
 
 namespace burst::comm {
 namespace {

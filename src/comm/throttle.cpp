@@ -1,4 +1,4 @@
-#include "comm/throttle.h"
+#include "burst/throttle.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -6,7 +6,7 @@
 #include <string>
 #include <thread>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::comm {
 namespace {

@@ -1,6 +1,6 @@
-#include "core/dtype.h"
+#include "burst/dtype.h"
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst {
 

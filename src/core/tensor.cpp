@@ -1,4 +1,4 @@
-#include "core/tensor.h"
+#include "burst/tensor.h"
 
 #include <algorithm>
 #include <atomic>

@@ -4,7 +4,7 @@
 #include <memory>
 #include <system_error>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst {
 

@@ -7,9 +7,9 @@
 // price is two extra GEMMs per tile (7 instead of 5), paid to avoid atomics or O(s) buffers.
 #include <algorithm>
 
-#include "core/error.h"
+#include "burst/error.h"
 #include "core/thread_pool.h"
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 #include "kernels/blas.h"
 #include "kernels/detail.h"
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/cpu.h"
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::kernels {
 namespace {

@@ -4,7 +4,8 @@
 #include <bit>
 #include <cmath>
 
-#include "core/error.h"
+#include "burst/error.h"
+#include "core/thread_pool.h"
 #include "kernels/blas.h"
 
 namespace burst::kernels::detail {
@@ -37,6 +38,8 @@ void check_stats(const RowStatsView& stats, const char* name, std::int64_t b, st
   BURST_CHECK(stats.b == b && stats.h == h && stats.s == s, name, ": expected [", b, ", ", h,
               ", ", s, "], got [", stats.b, ", ", stats.h, ", ", stats.s, "]");
 }
+
+static_assert(kMaxThreads == ThreadPool::kMaxThreads, "one limit on threads per rank");
 
 Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v,
                    const AttentionOptions& options) {
@@ -197,6 +200,10 @@ namespace burst::kernels {
 
 Tile default_tile(std::int64_t head_dim) {
   return head_dim <= 128 ? Tile{256, 256} : Tile{128, 128};
+}
+
+void check_inputs(const TensorView& q, const TensorView& k, const TensorView& v, const AttentionOptions& options) {
+  detail::check_qkv(q, k, v, options);
 }
 
 }  // namespace burst::kernels

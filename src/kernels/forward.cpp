@@ -5,9 +5,9 @@
 #include <cmath>
 #include <limits>
 
-#include "core/error.h"
+#include "burst/error.h"
 #include "core/thread_pool.h"
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 #include "kernels/blas.h"
 #include "kernels/detail.h"
 

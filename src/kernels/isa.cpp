@@ -1,7 +1,7 @@
 #include <cstdlib>
 
 #include "core/cpu.h"
-#include "core/error.h"
+#include "burst/error.h"
 #include "kernels/tile_ops.h"
 
 namespace burst::kernels {

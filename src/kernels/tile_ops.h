@@ -4,8 +4,8 @@
 
 #include <cstdint>
 
-#include "core/dtype.h"
-#include "kernels/attention.h"
+#include "burst/dtype.h"
+#include "burst/kernels.h"
 
 namespace burst::kernels {
 

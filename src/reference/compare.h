@@ -3,7 +3,7 @@
 // compared by position, and the magnitude floors of the gradients.
 #pragma once
 
-#include "core/tensor.h"
+#include "burst/tensor.h"
 
 namespace burst::reference {
 

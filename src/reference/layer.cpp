@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "core/error.h"
+#include "burst/error.h"
 #include "kernels/blas.h"
 
 namespace burst::reference {

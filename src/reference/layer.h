@@ -1,4 +1,4 @@
-// The attention layer of algo/layer.h (projections, RoPE at global positions, attention,
+// The attention layer of burst/layer.h (projections, RoPE at global positions, attention,
 // output projection) and its gradients, in double precision: the ground truth for the layer
 // tests and the CLI's verify path. Projections go through BLAS dgemm; attention is naive and
 // materialises score rows, so use the full version on small problems and layer_rows on long
@@ -9,7 +9,7 @@
 #include <optional>
 #include <vector>
 
-#include "kernels/attention.h"
+#include "burst/kernels.h"
 
 namespace burst::reference {
 

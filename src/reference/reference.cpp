@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::reference {
 namespace {

@@ -5,8 +5,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/tensor.h"
-#include "kernels/attention.h"
+#include "burst/tensor.h"
+#include "burst/kernels.h"
 
 namespace burst::reference {
 

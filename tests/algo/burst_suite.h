@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "algo/burst.h"
-#include "algo/strategy.h"
-#include "comm/communicator.h"
+#include "burst/burst_attention.h"
+#include "burst/strategy.h"
+#include "burst/communicator.h"
 
 namespace burst::testing {
 

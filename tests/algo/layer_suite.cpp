@@ -10,7 +10,7 @@
 #include <mutex>
 
 #include "../support.h"
-#include "comm/local_world.h"
+#include "burst/local_world.h"
 #include "reference/layer.h"
 
 namespace burst::testing {

@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "algo/layer.h"
-#include "comm/communicator.h"
+#include "burst/layer.h"
+#include "burst/communicator.h"
 #include "burst_suite.h"
 
 namespace burst::testing {

@@ -9,7 +9,7 @@
 #include <tuple>
 
 #include "burst_suite.h"
-#include "comm/local_world.h"
+#include "burst/local_world.h"
 
 namespace burst {
 namespace {

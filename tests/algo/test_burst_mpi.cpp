@@ -4,7 +4,7 @@
 
 #include "burst_suite.h"
 #include "layer_suite.h"
-#include "comm/world.h"
+#include "burst/world.h"
 #include "../comm/mpi_gtest_main.h"
 
 namespace burst {

@@ -6,7 +6,7 @@
 #include <sstream>
 #include <tuple>
 
-#include "comm/local_world.h"
+#include "burst/local_world.h"
 #include "layer_suite.h"
 
 namespace burst {

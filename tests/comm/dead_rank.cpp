@@ -8,7 +8,7 @@
 #include <string>
 #include <thread>
 
-#include "comm/world.h"
+#include "burst/world.h"
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "exit";

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <memory>
 
-#include "comm/world.h"
+#include "burst/world.h"
 
 namespace burst::testing {
 namespace {

@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-#include "comm/communicator.h"
+#include "burst/communicator.h"
 
 namespace burst::testing {
 

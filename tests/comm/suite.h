@@ -6,7 +6,7 @@
 
 #include <cstddef>
 
-#include "comm/communicator.h"
+#include "burst/communicator.h"
 
 namespace burst::testing {
 

@@ -6,8 +6,8 @@
 #include <functional>
 #include <thread>
 
-#include "comm/local_world.h"
-#include "comm/throttle.h"
+#include "burst/local_world.h"
+#include "burst/throttle.h"
 #include "suite.h"
 
 namespace burst {
@@ -44,7 +44,7 @@ TEST_P(LocalComm, SizeMismatch) { run(testing::check_size_mismatch); }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, LocalComm, ::testing::Range(1, 9));
 
-// The whole suite through emulated slow links (comm/throttle.h): 8 Gbit/s and 50 us, so the
+// The whole suite through emulated slow links (burst/throttle.h): 8 Gbit/s and 50 us, so the
 // held sends, their release from waits and progress(), and splits are all exercised.
 class ThrottledComm : public ::testing::TestWithParam<int> {
  protected:

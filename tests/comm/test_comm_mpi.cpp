@@ -2,7 +2,7 @@
 // runs the same tests; only rank 0 prints gtest's progress.
 #include <gtest/gtest.h>
 
-#include "comm/world.h"
+#include "burst/world.h"
 #include "mpi_gtest_main.h"
 #include "suite.h"
 

@@ -8,8 +8,8 @@
 #include <cstdio>
 #include <string>
 
-#include "api/npy.h"
-#include "core/error.h"
+#include "burst/npy.h"
+#include "burst/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   static const std::string path = "/tmp/burst_npy_fuzz_" + std::to_string(::getpid()) + ".npy";

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "comm/world.h"
-#include "core/error.h"
+#include "burst/world.h"
+#include "burst/error.h"
 
 int main(int argc, char** argv) {
   const int hosts = argc > 1 ? std::atoi(argv[1]) : 0;

@@ -13,13 +13,13 @@
 #include <string>
 #include <vector>
 
-#include "algo/layer.h"
-#include "algo/layout.h"
-#include "algo/linear.h"
-#include "algo/strategy.h"
-#include "api/npy.h"
-#include "comm/local_world.h"
-#include "core/error.h"
+#include "burst/layer.h"
+#include "burst/layout.h"
+#include "burst/linear.h"
+#include "burst/strategy.h"
+#include "burst/npy.h"
+#include "burst/local_world.h"
+#include "burst/error.h"
 #include "memory.h"
 #include "plan.h"
 #include "plan_calibrate.h"

@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/error.h"
+#include "burst/error.h"
 
 namespace burst::comm {
 

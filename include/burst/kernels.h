@@ -2,7 +2,7 @@
 // shard. The score matrix is never materialised beyond one block_m x block_n tile per thread.
 //
 // Conventions used throughout:
-//   tensors   [b, s, h, d] views (core/tensor.h), fp32 or bf16 storage, fp32 arithmetic;
+//   tensors   [b, s, h, d] views (burst/tensor.h), fp32 or bf16 storage, fp32 arithmetic;
 //   lse       natural-log log-sum-exp of each scaled, masked score row, [b, h, s] fp32;
 //             a row that sees no key has lse = -inf and output 0;
 //   positions GLOBAL token positions of queries and keys, so a call can serve any pair of
@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "core/tensor.h"
+#include "burst/tensor.h"
 
 namespace burst::kernels {
 
@@ -56,6 +56,10 @@ Isa parse_isa(const std::string& text, const std::string& what);
 std::vector<Isa> supported_isas();
 // What kAuto resolves to now (after BURST_ISA).
 Isa resolve_isa(Isa requested);
+
+// The most threads one rank may use (AttentionOptions::threads); more is a mistake, refused
+// before any thread starts.
+constexpr int kMaxThreads = 1024;
 
 struct AttentionOptions {
   MaskSpec mask;
@@ -119,5 +123,10 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
 // Fraction of (query, key) pairs the mask lets through: the FLOP scale of a masked call.
 double visible_fraction(std::int64_t seqlen_q, std::int64_t seqlen_k,
                         const AttentionOptions& options);
+
+// Checks q, k, v and the options against each other as every kernel call does (ranks, dtypes,
+// head counts, head_dim, threads, tile sizes); throws burst::Error naming the first argument
+// that does not fit, with the expected and actual value.
+void check_inputs(const TensorView& q, const TensorView& k, const TensorView& v, const AttentionOptions& options);
 
 }  // namespace burst::kernels

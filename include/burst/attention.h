@@ -1,12 +1,12 @@
 // Public entry points for local (one-rank) attention: owning tensors and validated calls that
-// allocate their outputs. The kernels in kernels/attention.h are the lower, allocation-free
+// allocate their outputs. The kernels in burst/kernels.h are the lower, allocation-free
 // layer these build on.
 #pragma once
 
 #include <cstdint>
 
-#include "core/tensor.h"
-#include "kernels/attention.h"
+#include "burst/tensor.h"
+#include "burst/kernels.h"
 
 namespace burst {
 

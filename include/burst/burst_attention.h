@@ -15,10 +15,10 @@
 #include <string>
 #include <vector>
 
-#include "algo/layout.h"
-#include "comm/communicator.h"
-#include "core/tensor.h"
-#include "kernels/attention.h"
+#include "burst/layout.h"
+#include "burst/communicator.h"
+#include "burst/tensor.h"
+#include "burst/kernels.h"
 
 namespace burst::algo {
 

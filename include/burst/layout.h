@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "comm/communicator.h"
-#include "core/tensor.h"
+#include "burst/communicator.h"
+#include "burst/tensor.h"
 
 namespace burst::algo {
 

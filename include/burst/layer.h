@@ -25,9 +25,9 @@
 #include <string>
 #include <vector>
 
-#include "algo/linear.h"
-#include "algo/strategy.h"
-#include "core/tensor.h"
+#include "burst/linear.h"
+#include "burst/strategy.h"
+#include "burst/tensor.h"
 
 namespace burst::algo {
 

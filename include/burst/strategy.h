@@ -14,7 +14,7 @@
 
 #include <string>
 
-#include "algo/burst.h"
+#include "burst/burst_attention.h"
 
 namespace burst::algo {
 

@@ -4,7 +4,7 @@
 
 #include <functional>
 
-#include "comm/communicator.h"
+#include "burst/communicator.h"
 
 namespace burst::comm {
 
@@ -20,7 +20,7 @@ bool mpi_available();
 // under an MPI launcher on this process's MPI rank (`local_ranks` must be 0 or the MPI world
 // size), else on `local_ranks` thread ranks (run_local_ranks). Under MPI an exception that
 // escapes fn is printed as "burst: rank R: error: ..." and the job is aborted (MPI_Abort with
-// the error's exit status, core/error.h), so no peer waits for a rank that is gone; on thread
+// the error's exit status, burst/error.h), so no peer waits for a rank that is gone; on thread
 // ranks the failing rank aborts its peers at once (run_local_ranks).
 void run_world(int local_ranks, const std::function<void(Communicator&)>& fn);
 

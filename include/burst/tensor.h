@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "core/dtype.h"
+#include "burst/dtype.h"
 
 namespace burst {
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "core/tensor.h"
+#include "burst/tensor.h"
 
 namespace burst::algo {
 

@@ -18,7 +18,7 @@
 #include <mutex>
 #include <vector>
 
-#include "comm/communicator.h"
+#include "burst/communicator.h"
 
 namespace burst::comm {
 
