@@ -77,13 +77,21 @@ for c in "${configs[@]}"; do
     run_args+=(--double-ring --ranks-per-node $((ranks / 2)))
     plan_args+=(--nodes 2)
   fi
+  # Both sides of each choice named explicitly: run and plan share their defaults (causal,
+  # forward and backward), and a pass one of them ran by default would not be compared.
   if [[ $causal == 1 ]]; then
     run_args+=(--causal --layout zigzag)
     plan_args+=(--causal)
+  else
+    run_args+=(--no-causal)
+    plan_args+=(--no-causal)
   fi
   if [[ $backward == 1 ]]; then
     run_args+=(--backward)
     plan_args+=(--backward)
+  else
+    run_args+=(--forward-only)
+    plan_args+=(--forward-only)
   fi
   if [[ $layer == 1 ]]; then
     run_args+=(--layer)

@@ -1,4 +1,5 @@
 #include "args.h"
+#include "flags.h"
 
 #include <algorithm>
 #include <cctype>
@@ -103,16 +104,9 @@ constexpr std::int64_t kMaxCount = std::int64_t{1} << 20;
 
 // One row per flag. `value` is the placeholder shown in the help ("" for a switch, which
 // takes no value); `apply` stores the parsed value.
-struct Flag {
-  std::string_view name;
-  std::string_view value;
-  std::string_view help;
-  void (*apply)(RunArgs& a, std::string_view flag, std::string_view value);
-};
-
 void note_size(RunArgs& a, std::string_view flag) { a.size_flags.emplace_back(flag); }
 
-constexpr Flag kFlags[] = {
+constexpr Flag<RunArgs> kFlags[] = {
     {"--batch", "B", "batch size b (default 1)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.batch = parse_size(f, v, kMaxCount);
@@ -263,13 +257,6 @@ constexpr Flag kFlags[] = {
      [](RunArgs& a, std::string_view, std::string_view) { a.help = true; }},
 };
 
-const Flag* find_flag(std::string_view name) {
-  for (const Flag& f : kFlags) {
-    if (f.name == name) return &f;
-  }
-  return nullptr;
-}
-
 // Flags that would be silently ignored are refused: a user who passes one expects it to act.
 void check_conflicts(const RunArgs& a) {
   auto refuse_with = [&](std::string_view flag, std::string_view other, std::string_view why) {
@@ -314,34 +301,7 @@ bool RunArgs::was_given(std::string_view flag) const {
 RunArgs parse_run_args(std::span<char* const> args) {
   RunArgs a;
   a.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view arg = args[i];
-    // Both "--flag value" and "--flag=value" are accepted.
-    const auto eq = arg.find('=');
-    const std::string_view name = arg.substr(0, eq);
-    const Flag* flag = arg.starts_with("--") ? find_flag(name) : nullptr;
-    BURST_CHECK(flag != nullptr, "arguments: expected a flag listed by 'burst run --help', got '",
-                arg, "'");
-    std::string_view value;
-    if (flag->value.empty()) {
-      BURST_CHECK(eq == std::string_view::npos, name, ": expected no value, got '",
-                  arg.substr(eq + 1), "'");
-    } else if (eq != std::string_view::npos) {
-      value = arg.substr(eq + 1);
-    } else {
-      BURST_CHECK(i + 1 < args.size(), name, ": expected a value ", flag->value,
-                  ", got the end of the arguments");
-      value = args[++i];
-      // "--save --json x" is a forgotten value, not a directory named "--json".
-      BURST_CHECK(!value.starts_with("--"), name, ": expected a value ", flag->value,
-                  ", got the flag '", value, "'");
-    }
-    if (!flag->value.empty()) {
-      BURST_CHECK(!value.empty(), name, ": expected a value ", flag->value, ", got ''");
-    }
-    flag->apply(a, name, value);
-    a.given.emplace_back(name);
-  }
+  a.given = parse_flags<RunArgs>("run", kFlags, args, a);
   check_conflicts(a);
   return a;
 }
@@ -395,19 +355,7 @@ std::string top_usage() {
 
 std::string run_usage() {
   std::ostringstream os;
-  os << "usage: burst run [flags]\n"
-        "Times exact attention on this machine and checks it against a double-precision\n"
-        "reference. Inputs are random (seeded normal values) unless --q/--k/--v are given.\n\n"
-        "flags:\n";
-  std::size_t width = 0;
-  for (const Flag& f : kFlags) width = std::max(width, f.name.size() + 1 + f.value.size());
-  for (const Flag& f : kFlags) {
-    std::string left = std::string(f.name) + (f.value.empty() ? "" : " ") + std::string(f.value);
-    left.resize(width, ' ');
-    os << "  " << left << "  " << f.help << "\n";
-  }
-  os << "\n"
-        "positions: keys sit at 0..seqlen_k-1 and query i at seqlen_k-seqlen_q+i (bottom-right\n"
+  os << "positions: keys sit at 0..seqlen_k-1 and query i at seqlen_k-seqlen_q+i (bottom-right\n"
         "  alignment), so --causal lets query i see keys up to its own position.\n"
         "timing: median wall time of --repeat runs, inputs and the check excluded.\n"
         "  forward FLOPs = 4 b h seqlen_q seqlen_k d x (visible fraction of the mask);\n"
@@ -418,8 +366,8 @@ std::string run_usage() {
         "    2^-12 d scale max|dO| max|V| max|K| (max|Q|), so exact zero gradients pass;\n"
         "  NaN and Inf are compared by position (docs/numerics.md) and any other\n"
         "  non-finite value is an infinite error; of lse: max |lse - ref| / (1 + |ref|);\n"
-        "  max_error is the largest over o and\n"
-        "  the gradients. Every query row is checked when b h seqlen_q seqlen_k d <= 2^29,\n"
+        "  max_error is the largest over o and the gradients. Every query row is checked\n"
+        "  when b h seqlen_q seqlen_k d <= 2^29,\n"
         "  else 64 rows spread over the sequence (first and last included); gradients are\n"
         "  checked when b h seqlen_q seqlen_k d <= 2^31. Tolerance: 1e-4 (fp32), 1e-2 (bf16).\n"
         "exit status (the same in-process and under mpirun):\n"
@@ -427,7 +375,10 @@ std::string run_usage() {
         "  2 bad arguments or input files, found before any compute\n"
         "  3 communication failure: a deadline, a lost peer, ranks that disagree\n"
         "  4 anything else (such as an output file that could not be written)\n";
-  return os.str();
+  return flag_usage<RunArgs>("run",
+                             "Times exact attention on this machine and checks it against a double-precision "
+                             "reference. Inputs are random (seeded normal values) unless --q/--k/--v are given.",
+                             kFlags, os.str());
 }
 
 }  // namespace burst::cli

@@ -21,6 +21,7 @@
 #include "burst/world.h"
 #include "burst/error.h"
 #include "distributed.h"
+#include "flags.h"
 #include "json.h"
 #include "memory.h"
 #include "problem.h"
@@ -78,57 +79,55 @@ double number(std::string_view flag, std::string_view text) {
 }
 std::string word(std::string_view, std::string_view text) { return std::string(text); }
 
+constexpr Flag<BenchArgs> kBenchFlags[] = {
+    {"--strategies", "LIST", "burst,ring,allgather,ulysses,ring-rsa,usp (default: all six)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) {
+       b.strategies = parse_list<std::string>(f, v, word);
+       for (const std::string& s : b.strategies)
+         BURST_CHECK(!algo::layer_only(algo::parse_strategy(s, "--strategies")), "--strategies: ", s,
+                     " runs only as a layer; compare it with scripts/compare.sh --layer");
+     }},
+    {"--seqlens", "LIST", "sequence lengths (default 2048,4096,8192,16384)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.seqlens = parse_list<std::int64_t>(f, v, positive); }},
+    {"--ranks", "LIST", "in-process rank counts (default: the hardware threads)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.ranks = parse_list<int>(f, v, positive_int); }},
+    {"--masks", "LIST", "causal and/or full (default causal)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) {
+       b.masks = parse_list<std::string>(f, v, word);
+       for (const std::string& m : b.masks)
+         BURST_CHECK(m == "causal" || m == "full", "--masks: expected causal and/or full, got '", m, "'");
+     }},
+    {"--kv-heads", "LIST", "key/value head counts, dividing --heads (default: --heads)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.kv_heads = parse_list<std::int64_t>(f, v, positive); }},
+    {"--heads", "H", "query heads (default 8)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.heads = positive(f, v); }},
+    {"--head-dim", "D", "head dimension (default 128)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.head_dim = positive(f, v); }},
+    {"--batch", "B", "batch size (default 1)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.batch = positive(f, v); }},
+    {"--dtype", "fp32|bf16", "storage of q, k, v (default fp32)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.dtype = parse_dtype(v, f); }},
+    {"--layout", "L", "contiguous|zigzag|striped (default zigzag)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) {
+       algo::parse_layout(std::string(v), std::string(f));
+       b.layout = std::string(v);
+     }},
+    {"--threads", "T", "threads per rank (default: hardware threads / ranks)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.threads = positive_int(f, v); }},
+    {"--repeat", "N", "timed runs per point; the median is kept (default 1)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.repeat = positive_int(f, v); }},
+    {"--link-gbps", "G", "emulate links of G Gbit/s between ranks (burst/throttle.h)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.link_gbps = number(f, v); }},
+    {"--link-latency-us", "US", "and their latency",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.link_latency_us = number(f, v); }},
+    {"--out", "DIR", "output folder (default out/bench)",
+     [](BenchArgs& b, std::string_view, std::string_view v) { b.out = std::string(v); }},
+    {"--help", "", "print this help", [](BenchArgs& b, std::string_view, std::string_view) { b.help = true; }},
+};
+
 BenchArgs parse_bench(std::span<char* const> args) {
   BenchArgs b;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view flag = args[i];
-    if (flag == "--help" || flag == "-h") {
-      b.help = true;
-      continue;
-    }
-    BURST_CHECK(i + 1 < args.size(), flag, ": expected a value (or an unknown flag; see burst bench --help)");
-    const std::string_view v = args[++i];
-    if (flag == "--strategies") {
-      b.strategies = parse_list<std::string>(flag, v, word);
-      for (const std::string& s : b.strategies) algo::parse_strategy(s, "--strategies");
-      for (const std::string& s : b.strategies)
-        BURST_CHECK(!algo::layer_only(algo::parse_strategy(s, "--strategies")), "--strategies: ", s,
-                    " runs only as a layer; compare it with scripts/compare.sh --layer");
-    } else if (flag == "--seqlens") {
-      b.seqlens = parse_list<std::int64_t>(flag, v, positive);
-    } else if (flag == "--ranks") {
-      b.ranks = parse_list<int>(flag, v, positive_int);
-    } else if (flag == "--masks") {
-      b.masks = parse_list<std::string>(flag, v, word);
-      for (const std::string& m : b.masks)
-        BURST_CHECK(m == "causal" || m == "full", "--masks: expected causal and/or full, got '", m, "'");
-    } else if (flag == "--kv-heads") {
-      b.kv_heads = parse_list<std::int64_t>(flag, v, positive);
-    } else if (flag == "--heads") {
-      b.heads = positive(flag, v);
-    } else if (flag == "--head-dim") {
-      b.head_dim = positive(flag, v);
-    } else if (flag == "--batch") {
-      b.batch = positive(flag, v);
-    } else if (flag == "--dtype") {
-      b.dtype = parse_dtype(v, flag);
-    } else if (flag == "--repeat") {
-      b.repeat = positive_int(flag, v);
-    } else if (flag == "--threads") {
-      b.threads = positive_int(flag, v);
-    } else if (flag == "--layout") {
-      algo::parse_layout(std::string(v), std::string(flag));
-      b.layout = std::string(v);
-    } else if (flag == "--link-gbps") {
-      b.link_gbps = number(flag, v);
-    } else if (flag == "--link-latency-us") {
-      b.link_latency_us = number(flag, v);
-    } else if (flag == "--out") {
-      b.out = std::string(v);
-    } else {
-      fail("arguments: expected a flag listed by 'burst bench --help', got '", flag, "'");
-    }
-  }
+  parse_flags<BenchArgs>("bench", kBenchFlags, args, b);
   if (b.kv_heads.empty()) b.kv_heads = {b.heads};
   for (std::int64_t g : b.kv_heads)
     BURST_CHECK(b.heads % g == 0, "--kv-heads: expected divisors of --heads ", b.heads, ", got ", g);
@@ -136,29 +135,15 @@ BenchArgs parse_bench(std::span<char* const> args) {
 }
 
 std::string bench_usage() {
-  return "usage: burst bench [flags]\n"
-         "Runs every listed strategy forward + backward on random problems for each sequence length,\n"
-         "rank count, mask and kv-head count; writes DIR/bench.json, DIR/bench.csv and one chart per\n"
-         "(ranks, mask, kv heads) group, DIR/bench_P<ranks>_<mask>_kv<G>.svg: time and bytes sent per\n"
-         "rank against sequence length. Under mpirun the ranks are the MPI world's.\n\n"
-         "flags:\n"
-         "  --strategies LIST     burst,ring,allgather,ulysses,ring-rsa,usp (default: all six)\n"
-         "  --seqlens LIST        sequence lengths (default 2048,4096,8192,16384)\n"
-         "  --ranks LIST          in-process rank counts (default: the hardware threads)\n"
-         "  --masks LIST          causal and/or full (default causal)\n"
-         "  --kv-heads LIST       key/value head counts, dividing --heads (default: --heads)\n"
-         "  --heads H             query heads (default 8)\n"
-         "  --head-dim D          head dimension (default 128)\n"
-         "  --batch B             batch size (default 1)\n"
-         "  --dtype fp32|bf16     storage of q, k, v (default fp32)\n"
-         "  --layout L            contiguous|zigzag|striped (default zigzag)\n"
-         "  --threads T           threads per rank (default: hardware threads / ranks)\n"
-         "  --repeat N            timed runs per point; the median is kept (default 1)\n"
-         "  --link-gbps G         emulate links of G Gbit/s between ranks (burst/throttle.h)\n"
-         "  --link-latency-us US  and their latency\n"
-         "  --out DIR             output folder (default out/bench)\n"
-         "A strategy that cannot run a point (Ulysses with heads not divisible by the ranks, a problem\n"
-         "over the machine's memory) is recorded as skipped with the reason.\n";
+  return flag_usage<BenchArgs>(
+      "bench",
+      "Runs every listed strategy forward + backward on random problems for each sequence length, rank count, "
+      "mask and kv-head count; writes DIR/bench.json, DIR/bench.csv and one chart per (ranks, mask, kv heads) "
+      "group, DIR/bench_P<ranks>_<mask>_kv<G>.svg: time and bytes sent per rank against sequence length. Under "
+      "mpirun the ranks are the MPI world's.",
+      kBenchFlags,
+      "A strategy that cannot run a point (Ulysses with heads not divisible by the ranks, a problem\n"
+      "over the machine's memory) is recorded as skipped with the reason.\n");
 }
 
 struct Point {

@@ -1,10 +1,12 @@
 #include "plan.h"
+#include "flags.h"
 #include "output.h"
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -39,7 +41,9 @@ struct PlanArgs {
   std::optional<double> flops, link_gbps, intra_gbps, latency_us, memory_gb;
   std::optional<DType> dtype;
   Scope scope = Scope::kModel;
-  bool backward = false, causal = false, paper = false, calibrate = false, help = false;
+  // Defaults as burst run and bench: causal, forward and backward (a training step).
+  bool backward = true, causal = true, paper = false, calibrate = false, help = false;
+  bool cluster_given = false;
   std::vector<Choice> strategies;  // empty: all
   std::string json_path;
 };
@@ -104,21 +108,16 @@ void for_each_item(std::string_view text, Fn&& fn) {
   }
 }
 
-struct Flag {
-  std::string_view name;
-  std::string_view value;
-  std::string_view help;
-  void (*apply)(PlanArgs& a, std::string_view flag, std::string_view value);
-};
-
 constexpr std::int64_t kMaxCount = std::int64_t{1} << 20;
 
-constexpr Flag kFlags[] = {
+constexpr Flag<PlanArgs> kFlags[] = {
     {"--cluster", "8xA100-PCIe|4x8xA100-RoCE600|this",
-     "cluster preset; 'this' is this machine from --calibrate (default 8xA100-PCIe)",
+     "cluster preset; 'this' is this machine from --calibrate (default: this when --calibration exists, "
+     "else 8xA100-PCIe)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        if (v != "this") plan::cluster_preset(std::string(v), std::string(f));
        a.cluster = v;
+       a.cluster_given = true;
      }},
     {"--calibration", "FILE", "calibration file written by --calibrate, read by --cluster this (default out/calibration.json)",
      [](PlanArgs& a, std::string_view, std::string_view v) { a.calibration = v; }},
@@ -173,10 +172,14 @@ constexpr Flag kFlags[] = {
          a.scope = Scope::kModel;
        }
      }},
-    {"--backward", "", "forward and backward (a training step) instead of the forward (first-token latency)",
+    {"--backward", "", "forward and backward, a training step (the default)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.backward = true; }},
-    {"--causal", "", "causal mask (zigzag layout for the rings)",
+    {"--forward-only", "", "the forward alone (first-token latency)",
+     [](PlanArgs& a, std::string_view, std::string_view) { a.backward = false; }},
+    {"--causal", "", "causal mask, zigzag layout for the rings (the default)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.causal = true; }},
+    {"--no-causal", "", "no mask (contiguous layout)",
+     [](PlanArgs& a, std::string_view, std::string_view) { a.causal = false; }},
     {"--strategy", "S[,S...]", "only these strategies (burst, burst-double, ring, ring-rsa, ulysses, usp, allgather, tp-v1, tp-v3)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        a.strategies.clear();
@@ -193,29 +196,12 @@ constexpr Flag kFlags[] = {
 
 PlanArgs parse_plan_args(std::span<char* const> args) {
   PlanArgs a;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const std::string_view arg = args[i];
-    const auto eq = arg.find('=');
-    const std::string_view name = arg.substr(0, eq);
-    const Flag* flag = nullptr;
-    if (arg.starts_with("--")) {
-      for (const Flag& f : kFlags)
-        if (f.name == name) flag = &f;
-    }
-    BURST_CHECK(flag != nullptr, "arguments: expected a flag listed by 'burst plan --help', got '", arg, "'");
-    std::string_view value;
-    if (flag->value.empty()) {
-      BURST_CHECK(eq == std::string_view::npos, name, ": expected no value, got '", arg.substr(eq + 1), "'");
-    } else if (eq != std::string_view::npos) {
-      value = arg.substr(eq + 1);
-    } else {
-      BURST_CHECK(i + 1 < args.size(), name, ": expected a value ", flag->value, ", got the end of the arguments");
-      value = args[++i];
-      BURST_CHECK(!value.starts_with("--"), name, ": expected a value ", flag->value, ", got the flag '", value, "'");
-    }
-    if (!flag->value.empty()) BURST_CHECK(!value.empty(), name, ": expected a value ", flag->value, ", got ''");
-    flag->apply(a, name, value);
-  }
+  const std::vector<std::string> given = parse_flags<PlanArgs>("plan", kFlags, args, a);
+  auto was_given = [&](std::string_view f) { return std::find(given.begin(), given.end(), f) != given.end(); };
+  for (auto [one, other] : {std::pair{"--forward-only", "--backward"}, {"--no-causal", "--causal"}})
+    BURST_CHECK(!was_given(one) || !was_given(other), one, " cannot be combined with ", other, ": they ask for opposites");
+  // A calibrated machine is the natural subject of a plan; a preset is for the paper's clusters.
+  if (!a.cluster_given && !a.paper && std::filesystem::exists(a.calibration)) a.cluster = "this";
   return a;
 }
 
@@ -307,6 +293,26 @@ std::vector<Row> predict_all(const Cluster& c, const ModelShape& m, const Worklo
     rows.push_back(std::move(row));
   }
   return rows;
+}
+
+// For a length no strategy fits in memory: the longest length that fits on these ranks, and
+// how many ranks (whole nodes more) this length needs.
+std::string what_would_fit(const Cluster& c, const ModelShape& m, const Workload& w, std::int64_t seqlen,
+                           const std::vector<Choice>& choices) {
+  auto fits = [&](const Cluster& cl, std::int64_t s) {
+    return predict_all(cl, m, w, {s}, choices).front().best >= 0;
+  };
+  std::string text = "fit       nothing fits " + std::to_string(seqlen) + " tokens in memory";
+  std::int64_t shorter = seqlen / 2;
+  while (shorter >= std::max<std::int64_t>(c.ranks(), 1) && !fits(c, shorter)) shorter /= 2;
+  if (shorter >= c.ranks()) text += "; on " + std::to_string(c.ranks()) + " ranks " + std::to_string(shorter) + " tokens fit";
+  for (int factor = 2; factor <= 1024; factor *= 2) {
+    Cluster more = c;
+    more.nodes = c.nodes * factor;
+    if (fits(more, seqlen)) return text + "; " + std::to_string(more.ranks()) + " ranks (" + std::to_string(more.nodes) +
+                                   " nodes) fit " + std::to_string(seqlen);
+  }
+  return text;
 }
 
 void print_header(std::ostream& os, const Cluster& c, const ModelShape& m, const Workload& w) {
@@ -508,26 +514,12 @@ int run_calibrate(const PlanArgs& a) {
 }  // namespace
 
 std::string plan_usage() {
-  std::ostringstream os;
-  os << "usage: burst plan [options]\n\n"
-     << "Predicts time, bytes and memory per rank of every strategy for a cluster and a model shape\n"
-     << "and recommends one (docs/plan.md). burst plan --calibrate measures this machine first.\n\n";
-  for (const Flag& f : kFlags) {
-    std::string left(2, ' ');
-    left += f.name;
-    if (!f.value.empty()) {
-      left += ' ';
-      left += f.value;
-    }
-    os << left;
-    if (left.size() < 34) {
-      os << std::string(34 - left.size(), ' ');
-    } else {
-      os << "\n" << std::string(34, ' ');
-    }
-    os << f.help << "\n";
-  }
-  return os.str();
+  return flag_usage<PlanArgs>(
+      "plan",
+      "Predicts time, bytes and memory per rank of every strategy for a cluster and a model shape and "
+      "recommends one (docs/plan.md). burst plan --calibrate measures this machine first; later plans use that "
+      "calibration unless --cluster names a preset.",
+      kFlags);
 }
 
 int run_plan(std::span<char* const> args) {
@@ -569,6 +561,8 @@ int run_plan(std::span<char* const> args) {
   print_header(std::cout, c, m, w);
   const std::vector<Row> rows = predict_all(c, m, w, seqlens, choices);
   for (const Row& row : rows) print_row(std::cout, row);
+  for (const Row& row : rows)
+    if (row.best < 0) std::cout << what_would_fit(c, m, w, row.seqlen, choices) << "\n";
   if (a.paper) print_paper(std::cout, c, m, w);
   if (!a.json_path.empty()) {
     outputs.write_text(a.json_path, plan_json(c, m, w, rows));

@@ -69,6 +69,25 @@ if "$BURST" run --help | grep -q -- "--seqlen-k SK"; then
 else
   bad "run --help lists the flags"
 fi
+# One help style, no line wider than 100 columns, for every subcommand.
+for cmd in "" run bench plan; do
+  wide=$("$BURST" $cmd --help | awk 'length($0) > 100 { print length($0) ": " $0 }')
+  if [ -z "$wide" ] && "$BURST" $cmd --help | grep -q "^usage: burst"; then
+    ok "burst $cmd --help: usage line, at most 100 columns"
+  else
+    bad "burst $cmd --help: usage line, at most 100 columns" "$wide"
+  fi
+done
+if [ "$("$BURST" --version)" = "burst $(sed -n 's/^project(burst VERSION \([0-9.]*\).*/\1/p' "$(dirname "$0")/../../CMakeLists.txt")" ]; then
+  ok "burst --version prints the project's version"
+else
+  bad "burst --version prints the project's version" "$("$BURST" --version 2>&1)"
+fi
+# Misspelt flags get a suggestion.
+expect_error "did you mean (run)" "got '--seqlem'; did you mean --seqlen?" run --seqlem 5
+expect_error "did you mean (run, underscore)" "did you mean --head-dim?" run --head_dim 64
+expect_error "did you mean (bench)" "did you mean --seqlens?" bench --seqlen 512
+expect_error "did you mean (plan)" "did you mean --cluster?" plan --cluser this
 
 # --- argument errors -----------------------------------------------------------------------
 expect_error "unknown command" "command: expected run, bench or plan" frobnicate
