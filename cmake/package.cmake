@@ -1,7 +1,7 @@
 # The installable libraries, built from the layers' objects (compiled once, position
 # independent):
 #   libburst      tensors, kernels, the Communicator interface and its in-process backend,
-#                 every strategy, the attention layer, .npy I/O (target burst::burst, or
+#                 every strategy, the attention layer, the cost model, .npy I/O (target burst::burst, or
 #                 burst::burst_static); needs no MPI
 #   libburst_mpi  the MPI backend and run_world (target burst::mpi, or burst::mpi_static;
 #                 the component `mpi` of find_package)
@@ -12,7 +12,7 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 set(burst_objects "")
-foreach(layer burst_core burst_kernels burst_comm burst_algo burst_api)
+foreach(layer burst_core burst_kernels burst_comm burst_algo burst_plan burst_api)
   list(APPEND burst_objects $<TARGET_OBJECTS:${layer}>)
 endforeach()
 add_library(burst_shared SHARED ${burst_objects})

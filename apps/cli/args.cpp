@@ -182,15 +182,13 @@ constexpr Flag<RunArgs> kFlags[] = {
      "all-gather K/V; ulysses: all-to-all to head shards; ring-rsa: materialised scores, two rings; "
      "usp: Ulysses groups x ring; tp-v1/tp-v3: Megatron tensor parallelism, --layer only (default burst)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
-       if (v != "local") algo::parse_strategy(std::string(v), std::string(f));
-       a.strategy = std::string(v);
+       a.strategy = algo::parse_strategy(std::string(v), std::string(f));
      }},
     {"--ranks", "N", "ranks for --strategy burst: threads of this process, or under mpirun its ranks (must agree)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.ranks = parse_count(f, v); }},
     {"--layout", "contiguous|zigzag|striped", "token layout over ranks (default zigzag)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
-       algo::parse_layout(std::string(v), std::string(f));
-       a.layout = std::string(v);
+       a.layout = algo::parse_layout(std::string(v), std::string(f));
      }},
     {"--double-ring", "", "forward over an intra-node ring plus inter-node hops hidden behind it",
      [](RunArgs& a, std::string_view, std::string_view) { a.double_ring = true; }},
@@ -202,8 +200,7 @@ constexpr Flag<RunArgs> kFlags[] = {
      [](RunArgs& a, std::string_view f, std::string_view v) { a.grad_wire = parse_dtype(v, f); }},
     {"--bwd-scheme", "auto|q|kv", "backward: q = BurstAttention's query bundle, kv = K/V passing (default auto: fewer bytes)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
-       algo::parse_scheme(std::string(v), std::string(f));
-       a.bwd_scheme = std::string(v);
+       a.bwd_scheme = algo::parse_scheme(std::string(v), std::string(f));
      }},
     {"--isa", "auto|avx512bf16|avx512|avx2|generic", "tile implementation (default auto)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
@@ -279,13 +276,14 @@ void check_conflicts(const RunArgs& a) {
       {"--double-ring", {"burst", "ring", "usp"}},
   };
   for (const Applies& t : table) {
-    const bool applies = std::find(t.strategies.begin(), t.strategies.end(), a.strategy) != t.strategies.end();
+    const std::string name = algo::strategy_name(a.strategy);
+    const bool applies = std::find(t.strategies.begin(), t.strategies.end(), name) != t.strategies.end();
     if (!a.was_given(t.flag) || applies) continue;
     std::string names;
     for (std::string_view s : t.strategies) names += (names.empty() ? "" : ", ") + std::string(s);
-    fail(t.flag, ": applies to --strategy ", names, " only, got --strategy ", a.strategy);
+    fail(t.flag, ": applies to --strategy ", names, " only, got --strategy ", name);
   }
-  if (a.strategy == "local") {
+  if (a.strategy == algo::Strategy::kLocal) {
     for (std::string_view flag : {"--layout", "--ranks-per-node", "--link-gbps", "--link-latency-us"}) {
       BURST_CHECK(!a.was_given(flag), flag, ": does not apply to --strategy local, which runs on one rank");
     }
@@ -316,11 +314,11 @@ std::vector<comm::Setting> run_settings(const RunArgs& a, std::uint64_t inputs_h
   char hash[17];
   std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(inputs_hash));
   return {
-      {"strategy", a.strategy},
+      {"strategy", algo::strategy_name(a.strategy)},
       {"layer", a.layer ? "on (--layer)" : "off"},
-      {"layout", a.layout},
+      {"layout", algo::layout_name(a.layout)},
       {"passes", a.backward ? "forward and backward" : "forward only (--forward-only)"},
-      {"backward scheme", a.bwd_scheme},
+      {"backward scheme", algo::scheme_name(a.bwd_scheme)},
       {"dtype", std::string(dtype_name(a.dtype))},
       {"inputs", a.from_files() || !a.x_path.empty() || !a.weights_dir.empty() ? "from files" : "random"},
       {"seed", std::to_string(a.seed)},
@@ -350,6 +348,7 @@ std::string top_usage() {
   return "usage: burst run [flags]     time and verify exact attention (see burst run --help)\n"
          "       burst bench [flags]   sweep strategies x lengths x ranks; JSON, CSV and SVG charts\n"
          "       burst plan [flags]    predict time, traffic and memory of each strategy on a cluster\n"
+         "       burst decode [flags]  prefill a long context, then decode token by token over the ranks\n"
          "       burst --help | --version\n";
 }
 

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "burst/strategy.h"
 #include "burst/throttle.h"
 #include "burst/dtype.h"
 #include "progress.h"
@@ -36,10 +37,10 @@ struct RunArgs {
   bool backward = true;
   int repeat = 1;
   kernels::Isa isa = kernels::Isa::kAuto;
-  std::string strategy = "burst";  // local (one rank), burst (BurstAttention over ranks), ...
+  algo::Strategy strategy = algo::Strategy::kBurst;  // local: one rank; the others over ranks
   int ranks = 0;                   // 0: under mpirun its ranks, else the hardware threads
-  std::string layout = "zigzag";
-  std::string bwd_scheme = "auto";
+  algo::Layout layout = algo::Layout::kZigzag;
+  algo::BackwardScheme bwd_scheme = algo::BackwardScheme::kAuto;
   bool threads_given = false;      // --threads given: threads per rank
   bool double_ring = false;        // forward over the topology-aware double ring
   int ranks_per_node = 0;          // 0: nodes as the communicator sees them

@@ -255,13 +255,14 @@ int launcher_world_size() {
   return 1;
 }
 
-// Why a strategy cannot run a point, before trying (under MPI a failure would end the job).
-std::string cannot_run(const std::string& s, int ranks, std::int64_t heads, std::int64_t kv) {
-  if (s == "ulysses" && (heads % ranks != 0 || kv % ranks != 0))
-    return "ulysses needs heads (" + std::to_string(heads) + ") and kv heads (" + std::to_string(kv) +
-           ") divisible by the " + std::to_string(ranks) + " ranks";
-  if (s == "usp" && ranks % 2 == 0 && (heads % 2 != 0 || kv % 2 != 0)) return "usp degree 2 needs even head counts";
-  return "";
+// Why a strategy cannot run a point, before trying (under MPI a failure would end the job):
+// the registry's reason, the message the run would fail with.
+std::string cannot_run(const RunArgs& a, int ranks) {
+  algo::ProblemShape shape;
+  shape.n_heads_q = a.heads;
+  shape.n_heads_kv = a.kv_heads.value_or(a.heads);
+  const algo::StrategyInfo& info = algo::strategy_info(a.strategy);
+  return info.cannot_run(shape, ranks, strategy_options(a, a.seqlen, {}), false);
 }
 
 }  // namespace
@@ -292,7 +293,7 @@ int run_bench(std::span<char* const> raw) {
         for (std::int64_t n : b.seqlens)
           for (const std::string& s : b.strategies) {
             RunArgs a;
-            a.strategy = s;
+            a.strategy = algo::parse_strategy(s, "--strategies");
             a.ranks = ranks;
             a.seqlen = n;
             a.heads = b.heads;
@@ -303,16 +304,17 @@ int run_bench(std::span<char* const> raw) {
             a.causal = mask == "causal";
             a.backward = true;
             a.repeat = b.repeat;
-            a.layout = b.layout;
+            a.layout = algo::parse_layout(b.layout, "--layout");
             a.link_gbps = b.link_gbps;
             a.link_latency_us = b.link_latency_us;
             a.progress = ProgressMode::kOff;
             const int world = ranks > 0 ? ranks : launcher_world_size();
             a.threads = b.threads > 0 ? b.threads : std::max(1, hardware / (mpi ? 1 : world));
             a.threads_given = true;
-            if (s == "usp") a.ulysses_degree = world % 2 == 0 ? 2 : 1;
+            // usp: groups of two ranks where the ranks pair up.
+            if (algo::parse_strategy(s, "--strategies") == algo::Strategy::kUsp) a.ulysses_degree = world % 2 == 0 ? 2 : 1;
             Point pt{s, mask, "", world, n, kv};
-            pt.skipped = cannot_run(s, world, b.heads, kv);
+            pt.skipped = cannot_run(a, world);
             if (pt.skipped.empty()) {
               try {
                 const MemoryEstimate m = estimate_memory(a, world, mpi ? 1 : world, 1);

@@ -1,4 +1,4 @@
-// `burst run --strategy burst|ring|allgather`: distributed attention over the ranks of the
+// `burst run --strategy burst|ring|...`: distributed attention over the ranks of the
 // default world (threads of this process, or MPI ranks under mpirun). Inputs and outputs stay in global token order:
 // every rank takes its shard of the global problem, and rank 0 gathers the results.
 #pragma once
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "burst/attention.h"
+#include "burst/strategy.h"
 #include "args.h"
 #include "problem.h"
 
@@ -45,5 +46,15 @@ struct DistributedResult {
 
 // Runs the problem with args.strategy; throws burst::Error naming the flag on bad input.
 DistributedResult run_burst(const RunArgs& args, const Problem& p);
+
+// Applies --timeout and --ranks-per-node to a world communicator, before anything waits on
+// it or wraps it (wrappers and splits copy its deadline and nodes).
+void apply_world_settings(comm::Communicator& c, const RunArgs& args);
+// The strategy options of the flags, for a sequence of `seqlen` tokens and the kernels'
+// mask, scale, isa and tile of `kernel`.
+algo::StrategyOptions strategy_options(const RunArgs& args, std::int64_t seqlen, const kernels::AttentionOptions& kernel);
+// Threads of one rank: as --threads asks, or the hardware shared among the ranks of its node
+// (thread ranks of this process, or MPI ranks sharing the machine).
+int threads_of_rank(const RunArgs& args, const comm::Communicator& c);
 
 }  // namespace burst::cli

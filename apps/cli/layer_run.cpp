@@ -19,6 +19,7 @@
 #include "burst/world.h"
 #include "burst/error.h"
 #include "core/hash.h"
+#include "distributed.h"
 #include "json.h"
 #include "link_traffic.h"
 #include "progress.h"
@@ -280,8 +281,8 @@ std::string layer_json(const RunArgs& args, const LayerProblem& p, const LayerRe
 
 int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& outputs) {
   const LayerProblem p = make_layer_problem(args);
-  const bool single = args.strategy == "local";
-  const algo::Strategy strategy = single ? algo::Strategy::kBurst : algo::parse_strategy(args.strategy, "--strategy");
+  const algo::Strategy strategy = args.strategy;
+  const bool single = strategy == algo::Strategy::kLocal;
   const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   const bool mpi = comm::launched_by_mpi();
   BURST_CHECK(!single || args.ranks <= 1, "--ranks: strategy local runs on one rank, got ", args.ranks);
@@ -292,22 +293,17 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
   opt.strategy = strategy;
   opt.dtype = args.dtype;
   opt.rope_base = args.rope_base;
-  opt.attention.seqlen = p.seqlen;
-  opt.attention.layout = algo::parse_layout(args.layout, "--layout");
-  opt.attention.backward_scheme = algo::parse_scheme(args.bwd_scheme, "--bwd-scheme");
-  opt.attention.mask = kernels::MaskSpec{args.causal, args.window_left, args.window_right};
-  opt.attention.isa = args.isa;
-  opt.attention.block_m = args.block_m;
-  opt.attention.block_n = args.block_n;
-  opt.attention.double_ring = args.double_ring;
-  opt.attention.gradient_wire = args.grad_wire;
-  opt.attention.ulysses_degree = args.ulysses_degree;
-  if (args.ranks_per_node > 0) setenv("BURST_RANKS_PER_NODE", std::to_string(args.ranks_per_node).c_str(), 1);
+  kernels::AttentionOptions kernel;
+  kernel.mask = kernels::MaskSpec{args.causal, args.window_left, args.window_right};
+  kernel.isa = args.isa;
+  kernel.block_m = args.block_m;
+  kernel.block_n = args.block_n;
+  opt.attention = strategy_options(args, p.seqlen, kernel);
   (void)kernels::blas_info();  // loads BLAS before any timing
 
   LayerReport report;
   report.strategy = algo::strategy_name(strategy);
-  report.layout = args.layout;
+  report.layout = algo::layout_name(args.layout);
   report.has_backward = args.backward;
   report.tolerance = args.dtype == DType::kF32 ? kToleranceF32 : kToleranceBF16;
   Tensor y_global, dx_global;
@@ -323,11 +319,10 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
   if (p.dy.bytes() > 0) inputs_hash = hash_bytes(p.dy.data<char>(), p.dy.bytes(), inputs_hash);
   const std::vector<comm::Setting> settings = run_settings(args, inputs_hash);
   comm::run_world(ranks, [&](comm::Communicator& c) {
+    apply_world_settings(c, args);
     comm::check_agreement(c, settings);  // before any rank starts work the others would not do
     algo::LayerOptions mine = opt;
-    const auto& nodes = c.node_of_rank();
-    const auto here = std::count(nodes.begin(), nodes.end(), nodes[static_cast<std::size_t>(c.rank())]);
-    mine.attention.threads = args.threads_given ? args.threads : std::max(1, hardware / static_cast<int>(here));
+    mine.attention.threads = threads_of_rank(args, c);
     // The layer runs on a wrapper that tallies bytes per link class (intra/inter node).
     // Links slowed to a modelled rate when asked (--link-gbps, burst/throttle.h).
     const std::unique_ptr<comm::Communicator> slow = link.active() ? comm::throttled(c, link) : nullptr;

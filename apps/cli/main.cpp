@@ -18,6 +18,7 @@
 #include "burst/attention.h"
 #include "args.h"
 #include "bench_cmd.h"
+#include "decode_cmd.h"
 #include "plan.h"
 #include "burst/world.h"
 #include "distributed.h"
@@ -87,7 +88,7 @@ Report describe(const RunArgs& args, const Problem& p) {
                     static_cast<double>(p.head_dim()) * r.visible_fraction;
   // A bf16 gradient wire rounds the gradients' partial sums like bf16 storage rounds the
   // inputs; the forward does not see it.
-  const bool bf16_wire = args.strategy != "local" && args.grad_wire == DType::kBF16;
+  const bool bf16_wire = args.strategy != algo::Strategy::kLocal && args.grad_wire == DType::kBF16;
   r.tolerance = p.dtype() == DType::kBF16 ? kToleranceBF16 : kToleranceF32;
   r.gradient_tolerance = bf16_wire ? kToleranceBF16 : r.tolerance;
   return r;
@@ -106,7 +107,7 @@ Placement placement(const RunArgs& args) {
   };
   const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   Placement p;
-  if (args.strategy == "local") return p;
+  if (args.strategy == algo::Strategy::kLocal) return p;
   if (comm::launched_by_mpi()) {
     p.ranks = std::max(1, env_int({"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"}));
     p.ranks_here = std::max(1, env_int({"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"}));
@@ -139,12 +140,11 @@ void expect_outputs(const RunArgs& args, Outputs& outputs) {
 int run(const RunArgs& args) {
   Outputs outputs(comm::launcher_rank() == 0);  // rank 0 writes; every rank checks the paths
   expect_outputs(args, outputs);
-  if (args.timeout_seconds > 0) setenv("BURST_TIMEOUT", std::to_string(args.timeout_seconds).c_str(), 1);
   const Placement where = placement(args);
   const MemoryEstimate estimate = estimate_memory(args, where.ranks, where.ranks_here, where.processes_here);
   check_memory(args, estimate);  // before any large allocation
   if (args.layer) return run_layer(args, estimate.this_machine, outputs);
-  BURST_CHECK(args.strategy != "tp-v1" && args.strategy != "tp-v3", "--strategy: ", args.strategy,
+  BURST_CHECK(!algo::layer_only(args.strategy), "--strategy: ", algo::strategy_name(args.strategy),
               " shards the layer's weights by heads, so it needs --layer");
   BURST_CHECK(args.x_path.empty() && args.weights_dir.empty() && !args.model_dim && args.rope_base == 10000.0,
               "--x, --weights, --model-dim and --rope-base describe the layer: add --layer");
@@ -154,7 +154,7 @@ int run(const RunArgs& args) {
 
   ForwardOutputs fwd;
   Gradients grads;
-  if (args.strategy != "local") {
+  if (args.strategy != algo::Strategy::kLocal) {
     DistributedResult dr = run_burst(args, p);
     if (!dr.root) return kExitOk;  // an MPI rank other than 0: rank 0 reports
     fwd = std::move(dr.fwd);
@@ -182,7 +182,7 @@ int run(const RunArgs& args) {
   getrusage(RUSAGE_SELF, &usage);
   report.peak_rss_mb = static_cast<double>(usage.ru_maxrss) / 1024.0;  // kB on Linux
   report.peak_alloc_mb = static_cast<double>(memory_stats().peak) / 1e6;
-  report.memory_scope = comm::launched_by_mpi() && args.strategy != "local" ? "rank" : "process";
+  report.memory_scope = comm::launched_by_mpi() && args.strategy != algo::Strategy::kLocal ? "rank" : "process";
   if (!args.save_dir.empty()) save_outputs(outputs, args.save_dir, fwd, p.backward ? &grads : nullptr);
 
   const ForwardCheck fc = check_forward(p, fwd, args.threads);
@@ -227,8 +227,9 @@ int run_main(std::span<char* const> args) {
     return kExitOk;
   }
   if (command == "bench") return run_bench(args.subspan(1));
+  if (command == "decode") return run_decode(args.subspan(1));
   if (command == "plan") return run_plan(args.subspan(1));
-  BURST_CHECK(command == "run", "command: expected run, bench or plan (see burst --help), got '", command, "'");
+  BURST_CHECK(command == "run", "command: expected run, bench, plan or decode (see burst --help), got '", command, "'");
   const RunArgs run_args = parse_run_args(args.subspan(1));
   if (run_args.help) {
     std::cout << run_usage();

@@ -36,9 +36,6 @@ struct MemoryEstimate {
 // that cannot be read fails here as it would when loading.
 MemoryEstimate estimate_memory(const RunArgs& args, int ranks, int ranks_here, int processes_here);
 
-// Bytes this machine can give a new allocation now (MemAvailable), 0 if unknown.
-double available_memory();
-
 // Throws burst::Error ("memory: ...") when the estimate exceeds args.max_memory (if given) or
 // what the machine has available, with a hint.
 void check_memory(const RunArgs& args, const MemoryEstimate& estimate);

@@ -9,24 +9,28 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include "burst/plan.h"
 #include "burst/world.h"
 #include "burst/error.h"
 #include "json.h"
-#include "plan_calibrate.h"
-#include "plan_model.h"
+#include "plan_calibration.h"
+#include "plan_report.h"
 
 namespace burst::cli {
 namespace {
 
-using plan::Choice;
+using plan::Candidate;
 using plan::Cluster;
 using plan::ModelShape;
 using plan::Prediction;
+using plan::Row;
 using plan::Scope;
 using plan::Workload;
 
@@ -44,15 +48,10 @@ struct PlanArgs {
   // Defaults as burst run and bench: causal, forward and backward (a training step).
   bool backward = true, causal = true, paper = false, calibrate = false, help = false;
   bool cluster_given = false;
-  std::vector<Choice> strategies;  // empty: all
+  std::vector<Candidate> strategies;  // empty: all
   std::string json_path;
 };
 
-std::string fmt(const char* f, double x) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, x);
-  return buf;
-}
 
 // An integer with an optional binary suffix K (1024) or M (1048576): "32K", "1M", "4096".
 std::int64_t parse_tokens(std::string_view flag, std::string_view text) {
@@ -163,14 +162,7 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.dtype = parse_dtype(v, f); }},
     {"--scope", "core|layer|model", "attention core (burst run), one layer (burst run --layer) or the model (default model)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
-       if (v == "core") {
-         a.scope = Scope::kCore;
-       } else if (v == "layer") {
-         a.scope = Scope::kLayer;
-       } else {
-         BURST_CHECK(v == "model", f, ": expected core, layer or model, got '", v, "'");
-         a.scope = Scope::kModel;
-       }
+       a.scope = plan::parse_scope(std::string(v), std::string(f));
      }},
     {"--backward", "", "forward and backward, a training step (the default)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.backward = true; }},
@@ -183,7 +175,7 @@ constexpr Flag<PlanArgs> kFlags[] = {
     {"--strategy", "S[,S...]", "only these strategies (burst, burst-double, ring, ring-rsa, ulysses, usp, allgather, tp-v1, tp-v3)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        a.strategies.clear();
-       for_each_item(v, [&](std::string_view item) { a.strategies.push_back(plan::parse_choice(std::string(item), std::string(f))); });
+       for_each_item(v, [&](std::string_view item) { a.strategies.push_back(plan::parse_candidate(std::string(item), std::string(f))); });
      }},
     {"--paper", "", "the paper's table: LLaMA-2 7b first-token latency on 8xA100-PCIe, 32K..256K, predicted next to published",
      [](PlanArgs& a, std::string_view, std::string_view) { a.paper = true; }},
@@ -232,24 +224,12 @@ ModelShape make_model(const PlanArgs& a) {
 Cluster make_cluster(const PlanArgs& a, DType dtype) {
   Cluster c;
   if (a.cluster == "this") {
-    c = plan::cluster_from_calibration(plan::load_calibration(a.calibration, "--cluster this"), a.ranks.value_or(2), dtype);
+    c = plan::cluster_from_calibration(load_calibration(a.calibration, "--cluster this"), a.ranks.value_or(2), dtype);
   } else {
     c = plan::cluster_preset(a.cluster, "--cluster");
   }
   const int nodes = a.nodes.value_or(c.nodes);
-  const int ranks = a.ranks.value_or(a.nodes ? nodes * c.ranks_per_node : c.ranks());
-  BURST_CHECK(ranks % nodes == 0, "--ranks: expected a multiple of the ", nodes, " nodes, got ", ranks);
-  const int per_node = ranks / nodes;
-  if (a.cluster != "this") {
-    // GPUs: one compute slot per rank.
-    c.compute_slots = per_node;
-  } else {
-    // Pretended nodes (burst run --ranks-per-node) share this machine's cores (its memory is
-    // already divided among the ranks).
-    c.compute_slots = std::max(1, c.compute_slots / nodes);
-  }
-  c.nodes = nodes;
-  c.ranks_per_node = per_node;
+  c = plan::resize(c, nodes, a.ranks.value_or(a.nodes ? nodes * c.ranks_per_node : c.ranks()), "--ranks");
   if (a.flops) {
     c.attention_forward_flops = c.attention_backward_flops = c.gemm_flops = *a.flops;
     c.attention_forward_flops_causal = c.attention_backward_flops_causal = 0;
@@ -261,237 +241,24 @@ Cluster make_cluster(const PlanArgs& a, DType dtype) {
   return c;
 }
 
-std::string describe_model(const ModelShape& m) {
-  std::ostringstream s;
-  s << m.name << " (" << m.layers << " layers, " << m.heads << "/" << m.kv_heads << " heads, d " << m.head_dim << ", D "
-    << m.model_dim << ", MLP " << m.mlp_dim << ")";
-  return s.str();
-}
-
-std::string seqlen_label(std::int64_t s) {
-  if (s % (1024 * 1024) == 0) return std::to_string(s / (1024 * 1024)) + "M";
-  if (s % 1024 == 0) return std::to_string(s / 1024) + "K";
-  return std::to_string(s);
-}
-
-struct Row {
-  std::int64_t seqlen = 0;
-  std::vector<Prediction> predictions;
-  int best = -1;
-};
-
-std::vector<Row> predict_all(const Cluster& c, const ModelShape& m, const Workload& base,
-                             const std::vector<std::int64_t>& seqlens, const std::vector<Choice>& choices) {
-  std::vector<Row> rows;
-  for (std::int64_t s : seqlens) {
-    Workload w = base;
-    w.seqlen = s;
-    Row row;
-    row.seqlen = s;
-    for (Choice ch : choices) row.predictions.push_back(plan::predict(ch, c, m, w));
-    row.best = plan::recommend(row.predictions);
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
-
-// For a length no strategy fits in memory: the longest length that fits on these ranks, and
-// how many ranks (whole nodes more) this length needs.
-std::string what_would_fit(const Cluster& c, const ModelShape& m, const Workload& w, std::int64_t seqlen,
-                           const std::vector<Choice>& choices) {
-  auto fits = [&](const Cluster& cl, std::int64_t s) {
-    return predict_all(cl, m, w, {s}, choices).front().best >= 0;
-  };
-  std::string text = "fit       nothing fits " + std::to_string(seqlen) + " tokens in memory";
-  std::int64_t shorter = seqlen / 2;
-  while (shorter >= std::max<std::int64_t>(c.ranks(), 1) && !fits(c, shorter)) shorter /= 2;
-  if (shorter >= c.ranks()) text += "; on " + std::to_string(c.ranks()) + " ranks " + std::to_string(shorter) + " tokens fit";
-  for (int factor = 2; factor <= 1024; factor *= 2) {
-    Cluster more = c;
-    more.nodes = c.nodes * factor;
-    if (fits(more, seqlen)) return text + "; " + std::to_string(more.ranks()) + " ranks (" + std::to_string(more.nodes) +
-                                   " nodes) fit " + std::to_string(seqlen);
-  }
-  return text;
-}
-
-void print_header(std::ostream& os, const Cluster& c, const ModelShape& m, const Workload& w) {
-  os << "cluster   " << c.name << ": " << c.nodes << " node(s) x " << c.ranks_per_node << " ranks; " << c.description << "\n";
-  os << "rates     per rank: attention forward " << fmt("%.4g", c.attention_forward_flops * c.rank_share() * 1e-12)
-     << " / backward " << fmt("%.4g", c.attention_backward_flops * c.rank_share() * 1e-12) << " TFLOP/s, GEMM "
-     << fmt("%.4g", c.gemm_flops * c.rank_share() * 1e-12) << " TFLOP/s\n";
-  os << "links     intra " << fmt("%.3g", c.intra.bandwidth * 1e-9) << " GB/s + " << fmt("%.3g", c.intra.latency * 1e6)
-     << " us/message";
-  if (c.nodes > 1) os << ", inter " << fmt("%.3g", c.inter.bandwidth * 1e-9) << " GB/s + " << fmt("%.3g", c.inter.latency * 1e6) << " us";
-  os << (c.overlap ? "; ring transfers overlap compute" : "; transfers add to compute (no overlap)") << "; memory "
-     << fmt("%.1f", c.memory_bytes * 1e-9) << " GB per rank\n";
-  os << "model     " << describe_model(m) << "\n";
-  os << "workload  scope " << plan::scope_name(w.scope) << ", " << (w.backward ? "forward + backward" : "forward")
-     << ", batch " << w.batch << ", " << (w.causal ? "causal (zigzag)" : "no mask") << ", "
-     << (w.element_bytes == 2 ? "bf16" : "fp32") << "\n";
-}
-
-void print_row(std::ostream& os, const Row& row) {
-  os << "\nseqlen " << row.seqlen << " (" << seqlen_label(row.seqlen) << ")\n";
-  char line[256];
-  std::snprintf(line, sizeof line, "%-13s %10s %10s %10s %10s %10s %12s %10s\n", "strategy", "forward s", "backward s",
-                "total s", "compute s", "exposed s", "GB sent/rank", "memory GB");
-  os << line;
-  for (std::size_t i = 0; i < row.predictions.size(); ++i) {
-    const Prediction& p = row.predictions[i];
-    const std::string name = plan::choice_name(p.choice) + (static_cast<int>(i) == row.best ? " *" : "");
-    if (!p.infeasible.empty()) {
-      std::snprintf(line, sizeof line, "%-13s cannot run: %s\n", name.c_str(), p.infeasible.c_str());
-    } else {
-      std::snprintf(line, sizeof line, "%-13s %10.4g %10.4g %10.4g %10.4g %10.4g %12.4g %10.4g%s\n", name.c_str(),
-                    p.forward_seconds, p.backward_seconds, p.seconds(), p.compute_seconds, p.exposed_seconds,
-                    (p.forward_bytes + p.backward_bytes) * 1e-9, p.memory_bytes * 1e-9, p.out_of_memory ? "  OOM" : "");
-    }
-    os << line;
-  }
-  if (row.best < 0) {
-    os << "recommended: none (every strategy is out of memory or cannot split the heads)\n";
-    return;
-  }
-  const Prediction& best = row.predictions[static_cast<std::size_t>(row.best)];
-  os << "recommended: " << plan::choice_name(best.choice) << " (" << fmt("%.4g", best.seconds()) << " s";
-  int second = -1;
-  for (std::size_t i = 0; i < row.predictions.size(); ++i) {
-    const Prediction& p = row.predictions[i];
-    if (static_cast<int>(i) == row.best || !p.runs()) continue;
-    if (second < 0 || p.seconds() < row.predictions[static_cast<std::size_t>(second)].seconds()) second = static_cast<int>(i);
-  }
-  if (second >= 0) {
-    const Prediction& s = row.predictions[static_cast<std::size_t>(second)];
-    os << "; next " << plan::choice_name(s.choice) << " " << fmt("%.4g", s.seconds()) << " s";
-  }
-  os << ")\n";
-}
-
-// The paper's Table (first-token latency of LLaMA-2 7b on 8 x A100 PCIe, seconds; 0 = OOM),
-// as restated in the project's spec notes.
-struct PaperRow {
-  const char* method;
-  Choice choice;
-  double seconds[4];
-};
-constexpr std::int64_t kPaperSeqlens[4] = {32768, 65536, 131072, 262144};
-constexpr PaperRow kPaper[] = {
-    {"RingAttention", Choice::kRingRsa, {5.13, 0, 0, 0}},
-    {"TP (Megatron V3)", Choice::kTpV3, {5.67, 12.25, 28.73, 75.52}},
-    {"BurstAttention", Choice::kBurst, {3.27, 6.49, 16.01, 49.32}},
-};
-
-void print_paper(std::ostream& os, const Cluster& c, const ModelShape& m, const Workload& base) {
-  std::vector<std::int64_t> seqlens(std::begin(kPaperSeqlens), std::end(kPaperSeqlens));
-  std::vector<Choice> choices;
-  for (const PaperRow& r : kPaper) choices.push_back(r.choice);
-  const std::vector<Row> rows = predict_all(c, m, base, seqlens, choices);
-  os << "\nLLaMA-2 7b first-token latency on " << c.name << ", seconds: predicted (paper)"
-     << (base.causal ? ", causal attention FLOPs" : ", full attention FLOPs") << "\n";
-  char line[256];
-  std::snprintf(line, sizeof line, "%-26s %16s %16s %16s %16s\n", "method", "32K", "64K", "128K", "256K");
-  os << line;
-  auto cell = [](const Prediction& p, double paper) {
-    const std::string pred = p.out_of_memory ? "OOM" : fmt("%.2f", p.seconds());
-    return pred + " (" + (paper > 0 ? fmt("%.2f", paper) : std::string("OOM")) + ")";
-  };
-  for (std::size_t k = 0; k < std::size(kPaper); ++k) {
-    const std::string label = std::string(kPaper[k].method) + " [" + plan::choice_name(kPaper[k].choice) + "]";
-    std::snprintf(line, sizeof line, "%-26s", label.c_str());
-    os << line;
-    for (std::size_t s = 0; s < rows.size(); ++s) {
-      std::snprintf(line, sizeof line, " %16s", cell(rows[s].predictions[k], kPaper[k].seconds[s]).c_str());
-      os << line;
-    }
-    os << "\n";
-  }
-  std::snprintf(line, sizeof line, "%-26s", "TP-V3 / Burst");
-  os << line;
-  for (std::size_t s = 0; s < rows.size(); ++s) {
-    const double ratio = rows[s].predictions[1].seconds() / rows[s].predictions[2].seconds();
-    const double paper = kPaper[1].seconds[s] / kPaper[2].seconds[s];
-    std::snprintf(line, sizeof line, " %16s", (fmt("%.2f", ratio) + " (" + fmt("%.2f", paper) + ")").c_str());
-    os << line;
-  }
-  os << "\n";
-}
-
-std::string prediction_json(const Prediction& p, bool best) {
-  JsonObject o;
-  o.string("strategy", plan::choice_name(p.choice));
-  o.boolean("runs", p.runs());
-  o.string("cannot_run", p.infeasible);
-  o.boolean("out_of_memory", p.out_of_memory);
-  o.boolean("recommended", best);
-  o.number("forward_seconds", p.forward_seconds);
-  o.number("backward_seconds", p.backward_seconds);
-  o.number("seconds", p.seconds());
-  o.number("compute_seconds", p.compute_seconds);
-  o.number("comm_seconds", p.comm_seconds);
-  o.number("exposed_seconds", p.exposed_seconds);
-  o.number("forward_bytes_per_rank", p.forward_bytes);
-  o.number("backward_bytes_per_rank", p.backward_bytes);
-  o.number("inter_node_bytes_per_rank", p.inter_bytes);
-  o.number("memory_bytes_per_rank", p.memory_bytes);
-  return o.text();
-}
-
-std::string plan_json(const Cluster& c, const ModelShape& m, const Workload& w,
-                const std::vector<Row>& rows) {
-  JsonObject j;
-  JsonObject cj;
-  cj.string("name", c.name);
-  cj.string("description", c.description);
-  cj.integer("nodes", c.nodes);
-  cj.integer("ranks_per_node", c.ranks_per_node);
-  cj.integer("compute_slots_per_node", c.compute_slots);
-  cj.number("attention_forward_flops_per_rank", c.attention_forward_flops * c.rank_share());
-  cj.number("attention_backward_flops_per_rank", c.attention_backward_flops * c.rank_share());
-  cj.number("gemm_flops_per_rank", c.gemm_flops * c.rank_share());
-  cj.number("intra_bandwidth", c.intra.bandwidth);
-  cj.number("intra_latency", c.intra.latency);
-  cj.number("inter_bandwidth", c.inter.bandwidth);
-  cj.number("inter_latency", c.inter.latency);
-  cj.number("memory_bytes_per_rank", c.memory_bytes);
-  cj.boolean("overlap", c.overlap);
-  j.raw("cluster", cj.text());
-  JsonObject mj;
-  mj.string("name", m.name);
-  mj.integer("layers", m.layers);
-  mj.integer("heads", m.heads);
-  mj.integer("kv_heads", m.kv_heads);
-  mj.integer("head_dim", m.head_dim);
-  mj.integer("model_dim", m.model_dim);
-  mj.integer("mlp_dim", m.mlp_dim);
-  j.raw("model", mj.text());
-  j.string("scope", plan::scope_name(w.scope));
-  j.boolean("backward", w.backward);
-  j.boolean("causal", w.causal);
-  j.integer("batch", w.batch);
-  j.string("dtype", w.element_bytes == 2 ? "bf16" : "fp32");
-  std::string list;
-  for (const Row& row : rows) {
-    JsonObject r;
-    r.integer("seqlen", row.seqlen);
-    r.string("recommended", row.best >= 0 ? plan::choice_name(row.predictions[static_cast<std::size_t>(row.best)].choice) : "");
-    std::string strategies;
-    for (std::size_t i = 0; i < row.predictions.size(); ++i)
-      strategies += (i ? ", " : "") + prediction_json(row.predictions[i], static_cast<int>(i) == row.best);
-    r.raw("strategies", "[" + strategies + "]");
-    list += (list.empty() ? "" : ", ") + r.text();
-  }
-  j.raw("results", "[" + list + "]");
-  return j.text();
-}
-
 int run_calibrate(const PlanArgs& a) {
   Outputs outputs(comm::launcher_rank() == 0);
   outputs.expect_file("--calibration", a.calibration);  // before the minutes of measuring
   bool root = false;
-  const plan::Calibration c = plan::calibrate(std::cerr, root);
+  // Under mpirun every process measures its own core; in one process, one thread per core.
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  plan::Calibration c = plan::measure_compute(std::cerr, comm::launched_by_mpi() ? 1 : cores);
+  std::cerr << "calibrating: link (ring steps of 8 B and 64 MiB between 2 ranks)\n" << std::flush;
+  std::mutex mutex;
+  comm::run_world(2, [&](comm::Communicator& comm) {
+    plan::measure_link(comm, c);
+    if (comm.rank() == 0) {
+      std::lock_guard lock(mutex);
+      root = true;
+    }
+  });
   if (!root) return 0;
-  outputs.write_text(a.calibration, plan::calibration_json(c));
+  outputs.write_text(a.calibration, calibration_json(c));
   outputs.commit();
   std::cout << "calibration (" << c.cores << " cores, one thread each):\n"
             << "  attention fp32 forward " << fmt("%.1f", c.attention_forward_f32 * 1e-9) << " GFLOP/s, backward "
@@ -541,25 +308,16 @@ int run_plan(std::span<char* const> args) {
   const DType dtype = a.dtype.value_or(a.cluster == "this" ? DType::kF32 : DType::kBF16);
   const ModelShape m = make_model(a);
   const Cluster c = make_cluster(a, dtype);
-  Workload w;
-  w.batch = a.batch;
-  w.causal = a.causal;
-  w.backward = a.backward;
-  w.scope = a.scope;
-  w.element_bytes = dtype_size(dtype);
-  // burst run writes O in the input dtype; the layer keeps an fp32 O.
-  w.output_bytes = a.scope == Scope::kLayer ? sizeof(float) : dtype_size(dtype);
-  w.weight_bytes = dtype_size(dtype);
-  w.activation_bytes = a.scope == Scope::kLayer ? sizeof(float) : dtype_size(dtype);
+  const Workload w = plan::make_workload(a.batch, a.causal, a.backward, a.scope, dtype);
   std::vector<std::int64_t> seqlens = a.seqlens;
   if (seqlens.empty()) {
-    seqlens = a.paper ? std::vector<std::int64_t>(std::begin(kPaperSeqlens), std::end(kPaperSeqlens))
+    seqlens = a.paper ? kPaperSeqlens
                       : std::vector<std::int64_t>{32768, 65536, 131072, 262144, 524288, 1048576};
   }
-  std::vector<Choice> choices = a.strategies.empty() ? plan::all_choices() : a.strategies;
+  std::vector<Candidate> choices = a.strategies.empty() ? plan::candidates() : a.strategies;
 
   print_header(std::cout, c, m, w);
-  const std::vector<Row> rows = predict_all(c, m, w, seqlens, choices);
+  const std::vector<Row> rows = plan::predict_all(c, m, w, seqlens, choices);
   for (const Row& row : rows) print_row(std::cout, row);
   for (const Row& row : rows)
     if (row.best < 0) std::cout << what_would_fit(c, m, w, row.seqlen, choices) << "\n";

@@ -1,6 +1,7 @@
 // `burst plan`: predicts time, traffic and memory per rank of every strategy for a described
 // cluster and model shape, recommends one, and calibrates the model on this machine
-// (plan_model.h has the cost model, plan_calibrate.h the measurements).
+// (the cost model and the measuring are the library's, burst/plan.h; plan_report.h prints,
+// plan_calibration.h reads and writes calibration files).
 #pragma once
 
 #include <span>

@@ -36,18 +36,6 @@ void store(const Tensor& t, const float* values) {
   }
 }
 
-// Normal(0, 1) values, so scores have a realistic spread and no tensor is all zeros. One
-// generator feeds q, k, v, dO in that order, so --backward does not change q, k and v.
-Tensor random_tensor(std::mt19937_64& rng, DType dtype, std::int64_t b, std::int64_t s,
-                     std::int64_t h, std::int64_t d) {
-  Tensor t(dtype, b, s, h, d);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> values(static_cast<std::size_t>(t.view().numel()));
-  for (float& x : values) x = normal(rng);
-  store(t, values.data());
-  return t;
-}
-
 std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::ostringstream os;
   os << "(";
@@ -119,6 +107,19 @@ void make_random(const RunArgs& args, Problem& p) {
 }
 
 }  // namespace
+
+// Normal(0, 1) values, so scores have a realistic spread and no tensor is all zeros. One
+// generator feeds q, k, v, dO in that order, so --backward does not change q, k and v.
+Tensor random_tensor(std::mt19937_64& rng, DType dtype, std::int64_t b, std::int64_t s,
+                     std::int64_t h, std::int64_t d) {
+  Tensor t(dtype, b, s, h, d);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> values(static_cast<std::size_t>(t.view().numel()));
+  for (float& x : values) x = normal(rng);
+  store(t, values.data());
+  return t;
+}
+
 
 Problem make_problem(const RunArgs& args) {
   const bool any_file = !args.k_path.empty() || !args.v_path.empty() || !args.do_path.empty();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 
 #include "burst/attention.h"
@@ -26,6 +27,9 @@ struct Problem {
   std::int64_t head_dim() const { return q.view().d; }
   DType dtype() const { return q.view().dtype; }
 };
+
+// Normal(0, 1) values in `dtype` (bf16 rounded to nearest even), drawn from `rng` in order.
+Tensor random_tensor(std::mt19937_64& rng, DType dtype, std::int64_t b, std::int64_t s, std::int64_t h, std::int64_t d);
 
 // Builds the problem the arguments describe: validates sizes (or the .npy shapes), fills the
 // inputs, and sets bottom-right aligned positions, mask, scale, threads and isa.

@@ -172,6 +172,10 @@ class Communicator {
   // share a node) so tests can pretend to have several nodes on one machine.
   const std::vector<int>& node_of_rank() const { return node_of_rank_; }
   int node_count() const;
+  // Pretends nodes of `ranks_per_node` consecutive ranks (rank r on node r / L), as
+  // BURST_RANKS_PER_NODE does, for a program that takes it as a setting. Call it on every
+  // rank alike before splitting or wrapping this communicator: those copy its nodes.
+  void set_ranks_per_node(int ranks_per_node);
 
   Traffic& traffic() { return traffic_; }
   const Traffic& traffic() const { return traffic_; }
@@ -228,6 +232,11 @@ struct Setting {
 // ("ranks disagree on the inputs: ..."), may be empty. Collective; one 8-byte all-gather when
 // the ranks agree.
 void check_agreement(Communicator& comm, std::span<const Setting> settings, std::string_view what = {});
+
+// Bytes one rank sends in all_reduce_sum of `count` elements of `element_bytes` over `ranks`
+// ranks: a ring reduce-scatter and a ring all-gather of ceil(count / ranks)-element chunks,
+// P - 1 steps each. The one formula of it (strategies and the layer use it).
+std::uint64_t all_reduce_bytes(std::uint64_t count, std::size_t element_bytes, int ranks);
 
 // Default timeout: BURST_TIMEOUT seconds (a positive number), else 60 s.
 std::chrono::milliseconds default_timeout();

@@ -80,14 +80,14 @@ Parameters shard_parameters(const Parameters& full, const LayerShape& shape, con
 
 struct LayerOptions {
   Strategy strategy = Strategy::kBurst;
-  BurstOptions attention;       // seqlen N, layout, mask, threads, ... of the attention core
+  StrategyOptions attention;    // seqlen N, layout, mask, threads, ... of the attention core
   DType dtype = DType::kF32;    // the attention core's Q, K, V and dO
   double rope_base = 10000.0;   // 0: no rotary embedding
 };
 
 // What one forward or backward call did on this rank.
 struct LayerStats {
-  RingStats attention;                 // the attention core (tensor parallelism: local)
+  StrategyStats attention;             // the attention core (tensor parallelism: local)
   std::uint64_t layer_bytes_sent = 0;  // the layer's own collectives (tp: X, Y, dY, dX)
   std::uint64_t grad_bytes_sent = 0;   // the weight-gradient all-reduce (backward)
   double seconds = 0, attention_seconds = 0, projection_seconds = 0;
@@ -106,6 +106,25 @@ struct LayerTraffic {
 };
 LayerTraffic expected_layer_traffic(Strategy strategy, const LayerShape& shape, std::int64_t batch,
                                     const std::vector<std::int64_t>& shard_lengths, int rank);
+
+// Memory of one rank running the layer (forward, and backward when asked) on its rows, bytes,
+// phase by phase as layer.cpp allocates: X and Y rows (backward: dY, dX and the weight
+// gradients), the saved activations, the temporaries, and the attention core's buffers
+// (StrategyInfo::workspace; `kernel` is one local kernel call's scratch). The parameters are
+// apart: a program may share one copy of the full weights among its ranks.
+struct MemoryPart {
+  std::string name;
+  double bytes = 0;
+};
+struct LayerMemory {
+  double parameters = 0;  // the weights a rank reads: all of them, or its heads' (tensor parallelism)
+  double saved = 0;       // the activations forward saves for backward (AttentionLayer::saved_bytes)
+  std::vector<MemoryPart> forward, backward;  // each pass at its peak, parameters aside
+  double held = 0;  // after the passes: rows, saved activations and the gradients' buffers
+};
+LayerMemory layer_memory(Strategy strategy, const LayerShape& shape, std::int64_t batch,
+                         const std::vector<std::int64_t>& shard_lengths, DType dtype, bool backward,
+                         const StrategyOptions& options, const PassBytes& kernel);
 
 // One rank's share of the layer. Forward saves what backward needs (X, the rotated Q and K,
 // V, O and lse); a backward must follow its forward.

@@ -67,8 +67,8 @@ struct Start {
   Gathered keys;
 };
 
-Start start(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v, const BurstOptions& o,
-            RingStats& stats) {
+Start start(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v, const DistributedOptions& o,
+            StrategyStats& stats) {
   Start s{detail::check_and_plan(comm, q, k, v, o), {}, {}};
   s.mark = detail::mark_traffic(comm);
   const auto t0 = Clock::now();
@@ -79,9 +79,9 @@ Start start(Communicator& comm, const TensorView& q, const TensorView& k, const 
 
 }  // namespace
 
-RingStats allgather_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                            const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
-  RingStats stats;
+StrategyStats allgather_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const RowStatsView& lse, const DistributedOptions& o) {
+  StrategyStats stats;
   const Start st = start(comm, q, k, v, o, stats);
   const detail::Plan& plan = st.plan;
   const detail::TrafficMark& mark = st.mark;
@@ -98,10 +98,10 @@ RingStats allgather_forward(Communicator& comm, const TensorView& q, const Tenso
   return stats;
 }
 
-RingStats allgather_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                             const TensorView& out, const RowStatsView& lse, const TensorView& dout,
-                             const TensorView& dq, const TensorView& dk, const TensorView& dv, const BurstOptions& o) {
-  RingStats stats;
+StrategyStats allgather_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                                 const TensorView& out, const RowStatsView& lse, const TensorView& dout,
+                                 const TensorView& dq, const TensorView& dk, const TensorView& dv, const DistributedOptions& o) {
+  StrategyStats stats;
   const Start st = start(comm, q, k, v, o, stats);
   const detail::Plan& plan = st.plan;
   const detail::TrafficMark& mark = st.mark;

@@ -62,7 +62,7 @@ bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64
 }
 
 // Waits for requests, adding the time to the exposed-communication total.
-void wait_timed(std::span<Request> requests, Communicator& comm, RingStats& stats) {
+void wait_timed(std::span<Request> requests, Communicator& comm, StrategyStats& stats) {
   const auto t0 = Clock::now();
   comm::wait_all(requests, comm.deadline());
   stats.wait_seconds += seconds_since(t0);
@@ -101,7 +101,7 @@ struct Travel {
 // Runs one ring step's kernel work when the shards can meet (else counts a skipped step),
 // adding its time to the step statistics.
 template <class Work>
-void timed_step(RingStats& stats, bool needed, Work&& work) {
+void timed_step(StrategyStats& stats, bool needed, Work&& work) {
   const auto t0 = Clock::now();
   if (needed) {
     work();
@@ -115,13 +115,13 @@ void timed_step(RingStats& stats, bool needed, Work&& work) {
 }
 
 // Zeroes contrib and adds origin j's contribution of this rank into it.
-void compute_step(const Travel& spec, int j, const char* bundle, float* contrib, std::size_t acc, RingStats& stats) {
+void compute_step(const Travel& spec, int j, const char* bundle, float* contrib, std::size_t acc, StrategyStats& stats) {
   std::fill_n(contrib, acc, 0.0f);
   timed_step(stats, spec.interacts(j), [&] { spec.compute(j, bundle, contrib); });
 }
 
 void travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
-            RingStats& stats) {
+            StrategyStats& stats) {
   const std::size_t wire_bytes = dtype_size(wire);
   const int p = comm.world_size(), r = comm.rank();
   const int right = (r + 1) % p, left = (r - 1 + p) % p;
@@ -213,7 +213,7 @@ DoubleRing make_double_ring(Communicator& comm) {
   return d;
 }
 
-void add_traffic(const DoubleRing& d, RingStats& stats) {
+void add_traffic(const DoubleRing& d, StrategyStats& stats) {
   stats.bytes_sent += d.intra->traffic().total_sent(comm::Op::kPointToPoint) + d.inter->traffic().total_sent(comm::Op::kPointToPoint);
   stats.bytes_received += d.intra->traffic().total_received(comm::Op::kPointToPoint) +
                           d.inter->traffic().total_received(comm::Op::kPointToPoint);
@@ -226,7 +226,7 @@ void add_traffic(const DoubleRing& d, RingStats& stats) {
 // steps. Every rank sends P - 1 shards, as in the single ring.
 void double_ring_forward(Communicator& comm, const std::function<std::size_t(int)>& half_bytes,
                          AlignedBuffer (&buffers)[2], const std::function<void(int, char*)>& compute_on,
-                         RingStats& stats) {
+                         StrategyStats& stats) {
   const DoubleRing d = make_double_ring(comm);
   std::size_t max_bytes = 0;
   for (int j = 0; j < comm.world_size(); ++j) max_bytes = std::max(max_bytes, 2 * half_bytes(j));
@@ -268,7 +268,7 @@ void double_ring_forward(Communicator& comm, const std::function<std::size_t(int
 // order of the outer steps. Per rank: P - 1 bundle sends and P accumulator sends, as in the
 // single ring; memory independent of P.
 void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
-                        RingStats& stats) {
+                        StrategyStats& stats) {
   const DoubleRing d = make_double_ring(comm);
   const std::size_t wire_bytes = dtype_size(wire);
   std::size_t max_bundle = 0, max_acc = 0;
@@ -340,7 +340,7 @@ void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_
 
 // The backward pipeline over the ring the options ask for.
 void run_travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, const BurstOptions& o,
-                RingStats& stats) {
+                StrategyStats& stats) {
   if (o.double_ring && comm.node_count() > 1) {
     travel_double_ring(comm, spec, own_bundle, home, o.gradient_wire, stats);
   } else {
@@ -366,39 +366,12 @@ BackwardScheme parse_scheme(const std::string& text, const std::string& what) {
   fail(what, ": expected auto, q or kv, got '", text, "'");
 }
 
-std::uint64_t backward_bytes(BackwardScheme scheme, const std::vector<std::int64_t>& lengths, std::int64_t b,
-                             std::int64_t hq, std::int64_t hkv, std::int64_t d, std::size_t e, std::size_t wire) {
-  const auto p = static_cast<std::uint64_t>(lengths.size());
-  std::uint64_t tokens = 0;
-  for (std::int64_t n : lengths) tokens += static_cast<std::uint64_t>(n);
-  const auto ub = static_cast<std::uint64_t>(b), ud = static_cast<std::uint64_t>(d);
-  // Summed over ranks, each bundle makes P - 1 hops and each accumulator P hops.
-  std::uint64_t bundle_per_token = 0, acc_per_token = 0;
-  if (scheme == BackwardScheme::kKeyValue) {
-    bundle_per_token = 2 * static_cast<std::uint64_t>(hkv) * ud * e;
-    acc_per_token = 2 * static_cast<std::uint64_t>(hkv) * ud * wire;
-  } else {
-    bundle_per_token = static_cast<std::uint64_t>(hq) * (2 * ud * e + 8);
-    acc_per_token = static_cast<std::uint64_t>(hq) * ud * wire;
-  }
-  if (p == 1) return 0;
-  return ub * tokens * (bundle_per_token * (p - 1) + acc_per_token * p) / p;
-}
-
-BackwardScheme choose_scheme(const std::vector<std::int64_t>& lengths, std::int64_t b, std::int64_t hq,
-                             std::int64_t hkv, std::int64_t d, std::size_t e) {
-  return backward_bytes(BackwardScheme::kKeyValue, lengths, b, hq, hkv, d, e) <
-                 backward_bytes(BackwardScheme::kQuery, lengths, b, hq, hkv, d, e)
-             ? BackwardScheme::kKeyValue
-             : BackwardScheme::kQuery;
-}
-
-RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                        const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
-  const Plan plan = check_and_plan(comm, q, k, v, o);
+StrategyStats burst_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                            const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
+  const Plan plan = check_and_plan(comm, q, k, v, o, detail::ring_settings(o));
   const int p = comm.world_size(), r = comm.rank();
   const int right = (r + 1) % p, left = (r - 1 + p) % p;
-  RingStats stats;
+  StrategyStats stats;
   const detail::TrafficMark mark = mark_traffic(comm);
 
   // K and V of origin o travel as one message: K [b, n_o, hkv, d] then V, dense.
@@ -485,15 +458,15 @@ RingStats burst_forward(Communicator& comm, const TensorView& q, const TensorVie
   return stats;
 }
 
-RingStats burst_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                         const TensorView& out, const RowStatsView& lse, const TensorView& dout,
-                         const TensorView& dq, const TensorView& dk, const TensorView& dv,
-                         const BurstOptions& o) {
-  const Plan plan = check_and_plan(comm, q, k, v, o);
+StrategyStats burst_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                             const TensorView& out, const RowStatsView& lse, const TensorView& dout,
+                             const TensorView& dq, const TensorView& dk, const TensorView& dv,
+                             const BurstOptions& o) {
+  const Plan plan = check_and_plan(comm, q, k, v, o, detail::ring_settings(o));
   detail::check_backward_tensors(q, k, out, dout, dq, dk, dv);
 
   const int r = comm.rank();
-  RingStats stats;
+  StrategyStats stats;
   const detail::TrafficMark mark = mark_traffic(comm);
   const std::size_t e = dtype_size(q.dtype);
   const std::int64_t b = q.b, hq = q.h, hkv = k.h, d = q.d;

@@ -24,7 +24,7 @@ std::string side_text(std::int64_t side) { return side < 0 ? "unbounded" : std::
 
 // Everything ranks must agree on, as people read it, so a disagreement names the setting and
 // both values ("rank 1 has layout striped but rank 0 has zigzag").
-std::vector<comm::Setting> settings_of(const TensorView& q, const TensorView& k, const BurstOptions& o) {
+std::vector<comm::Setting> settings_of(const TensorView& q, const TensorView& k, const DistributedOptions& o) {
   return {{"batch", std::to_string(q.b)},
           {"n_heads_q", std::to_string(q.h)},
           {"n_heads_kv", std::to_string(k.h)},
@@ -34,17 +34,22 @@ std::vector<comm::Setting> settings_of(const TensorView& q, const TensorView& k,
           {"layout", o.positions.empty() ? layout_name(o.layout) : "explicit positions"},
           {"causal", o.mask.causal ? "true" : "false"},
           {"window", side_text(o.mask.window_left) + "," + side_text(o.mask.window_right)},
-          {"scale", o.scale ? number_text(*o.scale) : "1/sqrt(head_dim)"},
-          {"backward scheme", scheme_name(o.backward_scheme)},
-          {"gradient wire dtype", std::string(dtype_name(o.gradient_wire))},
-          {"double ring", o.double_ring ? "on" : "off"}};
+          {"scale", o.scale ? number_text(*o.scale) : "1/sqrt(head_dim)"}};
 }
 
 }  // namespace
 
+std::vector<comm::Setting> ring_settings(const RingOptions& o) {
+  return {{"backward scheme", scheme_name(o.backward_scheme)},
+          {"gradient wire dtype", std::string(dtype_name(o.gradient_wire))},
+          {"double ring", o.double_ring ? "on" : "off"}};
+}
+
 Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                    const BurstOptions& o) {
-  comm::check_agreement(comm, settings_of(q, k, o));
+                    const DistributedOptions& o, std::span<const comm::Setting> settings) {
+  std::vector<comm::Setting> signature = settings_of(q, k, o);
+  signature.insert(signature.end(), settings.begin(), settings.end());
+  comm::check_agreement(comm, signature);
   // Shard lengths differ by design: checked against the layout below.
   const std::array<std::int64_t, 3> rows{q.s, k.s, v.s};
   std::vector<std::array<std::int64_t, 3>> all(static_cast<std::size_t>(comm.world_size()));
@@ -81,7 +86,7 @@ Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k
   return plan;
 }
 
-kernels::AttentionOptions kernel_options(const BurstOptions& o, Communicator& comm) {
+kernels::AttentionOptions kernel_options(const DistributedOptions& o, Communicator& comm) {
   kernels::AttentionOptions k;
   k.mask = o.mask;
   k.scale = o.scale;
@@ -114,7 +119,7 @@ TrafficMark mark_traffic(const Communicator& comm) {
 }
 
 void add_traffic_since(const Communicator& comm, const TrafficMark& mark, std::initializer_list<comm::Op> ops,
-                       RingStats& stats) {
+                       StrategyStats& stats) {
   for (comm::Op op : ops) {
     const auto i = static_cast<std::size_t>(op);
     stats.bytes_sent += comm.traffic().total_sent(op) - mark.sent[i];

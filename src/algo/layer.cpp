@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "algo/common.h"
+#include "algo/costs.h"
 #include "burst/error.h"
 #include "burst/kernels.h"
 
@@ -35,7 +36,6 @@ void collective(comm::Communicator& comm, LayerStats& stats, std::uint64_t Layer
   stats.collective_seconds += seconds_since(t0);
 }
 
-bool is_tensor_parallel(Strategy s) { return s == Strategy::kTpV1 || s == Strategy::kTpV3; }
 
 // Every rank's rows [b, n_p, 1, D] (this rank's: `shard`) into global token order.
 void gather_sequence(comm::Communicator& comm, const TensorView& shard,
@@ -101,12 +101,6 @@ void check_matrix(const MatrixView& m, const char* name, std::int64_t rows, std:
   BURST_CHECK(m.rows == rows && m.cols == cols, name, ": expected ", rows, "x", cols, ", got ", m.rows, "x", m.cols);
 }
 
-std::uint64_t all_reduce_bytes(std::uint64_t count, int ranks) {
-  if (ranks <= 1 || count == 0) return 0;
-  const auto p = static_cast<std::uint64_t>(ranks);
-  return 2 * (p - 1) * ((count + p - 1) / p) * sizeof(float);
-}
-
 }  // namespace
 
 std::string LayerShape::describe() const {
@@ -119,8 +113,8 @@ HeadShard all_heads(const LayerShape& shape) { return HeadShard{0, shape.heads, 
 
 HeadShard tensor_parallel_heads(const LayerShape& shape, int world, int rank) {
   const std::int64_t p = world;
-  BURST_CHECK(shape.heads % p == 0, "tensor parallelism: heads (", shape.heads, ") must be a multiple of the ",
-              p, " ranks");
+  const std::string why = costs::tensor_parallel_reason(shape.heads, shape.kv_heads, world);
+  BURST_CHECK(why.empty(), why);
   HeadShard h;
   h.q_count = shape.heads / p;
   h.q_first = rank * h.q_count;
@@ -128,8 +122,6 @@ HeadShard tensor_parallel_heads(const LayerShape& shape, int world, int rank) {
     h.kv_count = shape.kv_heads / p;
     h.kv_first = rank * h.kv_count;
   } else {
-    BURST_CHECK(p % shape.kv_heads == 0, "tensor parallelism: kv_heads (", shape.kv_heads,
-                ") must divide or be a multiple of the ", p, " ranks");
     h.kv_count = 1;
     h.kv_sharers = static_cast<int>(p / shape.kv_heads);
     h.kv_first = rank / h.kv_sharers;
@@ -183,27 +175,21 @@ Parameters shard_parameters(const Parameters& full, const LayerShape& shape, con
 LayerTraffic expected_layer_traffic(Strategy strategy, const LayerShape& shape, std::int64_t batch,
                                     const std::vector<std::int64_t>& shard_lengths, int rank) {
   const int ranks = static_cast<int>(shard_lengths.size());
-  std::int64_t n_total = 0;
-  for (std::int64_t n : shard_lengths) n_total += n;
-  const auto row = static_cast<std::uint64_t>(batch * shape.model_dim) * sizeof(float);
+  const StrategyInfo& info = strategy_info(strategy);
+  const StrategyBytes own = info.layer_bytes(batch * shape.model_dim, shard_lengths, rank);
   LayerTraffic t;
-  if (strategy == Strategy::kTpV3) {
-    const auto mine = static_cast<std::uint64_t>(shard_lengths[static_cast<std::size_t>(rank)]);
-    const std::uint64_t per_pass = (static_cast<std::uint64_t>(ranks - 1) * mine + (n_total - mine)) * row;
-    t.forward = per_pass;
-    t.backward = per_pass;
-  } else if (strategy == Strategy::kTpV1) {
-    const auto count = static_cast<std::uint64_t>(batch * n_total * shape.model_dim);
-    t.forward = all_reduce_bytes(count, ranks);
-    t.backward = t.forward;
-  }
-  if (is_tensor_parallel(strategy)) {
+  t.forward = own.forward;
+  t.backward = own.backward;
+  // The weight gradients are summed over the ranks sharing a weight: every rank for sequence
+  // parallelism, the replicas of a key/value head under tensor parallelism.
+  if (info.layer_only) {
     const HeadShard h = tensor_parallel_heads(shape, ranks, rank);
-    t.grads = all_reduce_bytes(static_cast<std::uint64_t>(2 * shape.model_dim * h.kv_count * shape.head_dim),
-                               h.kv_sharers);
+    t.grads = comm::all_reduce_bytes(static_cast<std::uint64_t>(2 * shape.model_dim * h.kv_count * shape.head_dim),
+                                     sizeof(float), h.kv_sharers);
   } else {
     const Parameters sizes_only(1, shape.heads, shape.kv_heads, shape.head_dim);
-    t.grads = all_reduce_bytes(sizes_only.count() * static_cast<std::uint64_t>(shape.model_dim), ranks);
+    t.grads = comm::all_reduce_bytes(sizes_only.count() * static_cast<std::uint64_t>(shape.model_dim), sizeof(float),
+                                     ranks);
   }
   return t;
 }
@@ -239,7 +225,7 @@ AttentionLayer::AttentionLayer(comm::Communicator& comm, const LayerShape& shape
   }
 }
 
-bool AttentionLayer::tensor_parallel() const { return is_tensor_parallel(options_.strategy); }
+bool AttentionLayer::tensor_parallel() const { return layer_only(options_.strategy); }
 
 void AttentionLayer::check_inputs(const Parameters& params, const TensorView& x, const char* x_name) const {
   const std::int64_t d = shape_.head_dim, dim = shape_.model_dim;

@@ -57,7 +57,7 @@ struct Setup {
   float scale = 0;
 };
 
-Setup setup(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v, const BurstOptions& o) {
+Setup setup(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v, const DistributedOptions& o) {
   Setup s;
   s.plan = detail::check_and_plan(comm, q, k, v, o);
   for (std::int64_t n : s.plan.lengths) {
@@ -71,7 +71,7 @@ Setup setup(Communicator& comm, const TensorView& q, const TensorView& k, const 
 
 // One ring pass of a [b, n, h, d] shard (K or V) around the ring, double buffered; calls
 // visit(origin, shard view) for every rank's shard, this rank's first.
-void ring_pass(Communicator& comm, const Setup& s, const TensorView& own, RingStats& stats,
+void ring_pass(Communicator& comm, const Setup& s, const TensorView& own, StrategyStats& stats,
                const std::function<void(int, const TensorView&)>& visit) {
   const int p = comm.world_size(), r = comm.rank();
   const std::size_t elem = dtype_size(own.dtype);
@@ -103,7 +103,7 @@ void ring_pass(Communicator& comm, const Setup& s, const TensorView& own, RingSt
 
 // Fills the score columns of shard j: scale Q K_j^T, masked to -inf (global positions).
 void fill_scores(Scores& sc, const Setup& s, int r, int j, const TensorView& q, const TensorView& kj,
-                 const BurstOptions& o) {
+                 const DistributedOptions& o) {
   const std::int64_t group = q.h / kj.h, nj = kj.s;
   const auto& qpos = s.plan.positions[static_cast<std::size_t>(r)];
   const auto& kpos = s.plan.positions[static_cast<std::size_t>(j)];
@@ -125,7 +125,7 @@ void fill_scores(Scores& sc, const Setup& s, int r, int j, const TensorView& q, 
 
 // C (m x d) += alpha op(A) B for score columns: with a mask, A is 0 at masked pairs, and a
 // non-finite row of B must not reach through them the rows of C masked from it.
-void product(const BurstOptions& o, bool trans_a, std::int64_t m, std::int64_t d, std::int64_t k, float alpha,
+void product(const DistributedOptions& o, bool trans_a, std::int64_t m, std::int64_t d, std::int64_t k, float alpha,
              const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
              const kernels::detail::TilePairs& pairs, std::vector<float>& scratch) {
   if (!o.mask.masks_anything()) {
@@ -138,8 +138,8 @@ void product(const BurstOptions& o, bool trans_a, std::int64_t m, std::int64_t d
 }
 
 // Scores of every key, rows complete: one K ring pass.
-Scores all_scores(Communicator& comm, const Setup& s, const TensorView& q, const TensorView& k, const BurstOptions& o,
-                  RingStats& stats) {
+Scores all_scores(Communicator& comm, const Setup& s, const TensorView& q, const TensorView& k, const DistributedOptions& o,
+                  StrategyStats& stats) {
   Scores sc(q.b, q.h, q.s, s.total);
   ring_pass(comm, s, k, stats, [&](int j, const TensorView& kj) { fill_scores(sc, s, comm.rank(), j, q, kj, o); });
   return sc;
@@ -151,12 +151,12 @@ std::uint64_t ring_rsa_score_bytes(std::int64_t b, std::int64_t hq, std::int64_t
   return static_cast<std::uint64_t>(b * hq * shard * seqlen) * 4;
 }
 
-RingStats ring_rsa_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                           const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
+StrategyStats ring_rsa_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& out, const RowStatsView& lse, const DistributedOptions& o) {
   const Setup s = setup(comm, q, k, v, o);
   kernels::detail::check_same_shape(out, "out", q, "q");
   kernels::detail::check_stats(lse, "lse", q.b, q.h, q.s);
-  RingStats stats;
+  StrategyStats stats;
   const detail::TrafficMark mark = detail::mark_traffic(comm);
   Scores sc = all_scores(comm, s, q, k, o, stats);
   // Row softmax over all N keys: P = exp(S - lse); a row that sees nothing is 0, lse -inf.
@@ -216,12 +216,12 @@ RingStats ring_rsa_forward(Communicator& comm, const TensorView& q, const Tensor
   return stats;
 }
 
-RingStats ring_rsa_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                            const TensorView& out, const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
-                            const TensorView& dk, const TensorView& dv, const BurstOptions& o) {
+StrategyStats ring_rsa_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& out, const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
+                                const TensorView& dk, const TensorView& dv, const DistributedOptions& o) {
   const Setup s = setup(comm, q, k, v, o);
   detail::check_backward_tensors(q, k, out, dout, dq, dk, dv);
-  RingStats stats;
+  StrategyStats stats;
   const detail::TrafficMark mark = detail::mark_traffic(comm);
   const kernels::TileOps& ops = kernels::tile_ops(o.isa);
   RowStats delta(q.b, q.h, q.s);

@@ -11,14 +11,14 @@
 namespace burst::algo {
 
 // Same contract as burst_forward / burst_backward (shards in options.layout, global
-// positions); options.backward_scheme, double_ring and gradient_wire do not apply.
-RingStats ring_rsa_forward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
-                           const TensorView& v, const TensorView& out, const RowStatsView& lse,
-                           const BurstOptions& options);
-RingStats ring_rsa_backward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
-                            const TensorView& v, const TensorView& out, const RowStatsView& lse,
-                            const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                            const TensorView& dv, const BurstOptions& options);
+// positions); they read only the options every strategy shares.
+StrategyStats ring_rsa_forward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                               const DistributedOptions& options);
+StrategyStats ring_rsa_backward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                                const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                                const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                                const TensorView& dv, const DistributedOptions& options);
 
 // Bytes of the materialised score rows this rank holds: b h n_r N fp32 (the forward keeps
 // one such matrix, the backward two).

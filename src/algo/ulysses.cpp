@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "algo/common.h"
+#include "algo/costs.h"
 #include "algo/head_exchange.h"
 #include "burst/error.h"
 
@@ -15,20 +16,22 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// The registry's rule (costs.cpp), so its message is the one planners and tools print.
 void check_heads(const Communicator& comm, const TensorView& q, const TensorView& k) {
-  BURST_CHECK(q.h % comm.world_size() == 0, "ulysses: n_heads_q must be divisible by the ", comm.world_size(),
-              " ranks, got ", q.h);
-  BURST_CHECK(k.h % comm.world_size() == 0, "ulysses: n_heads_kv must be divisible by the ", comm.world_size(),
-              " ranks, got ", k.h, " (K/V heads are not replicated; use burst or ring)");
+  ProblemShape shape;
+  shape.n_heads_q = q.h;
+  shape.n_heads_kv = k.h;
+  const std::string why = costs::ulysses_cannot_run(shape, comm.world_size(), {}, false);
+  BURST_CHECK(why.empty(), why);
 }
 
 }  // namespace
 
-RingStats ulysses_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                          const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
+StrategyStats ulysses_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                              const TensorView& out, const RowStatsView& lse, const DistributedOptions& o) {
   const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o);
   check_heads(comm, q, k);
-  RingStats stats;
+  StrategyStats stats;
   const detail::TrafficMark mark = detail::mark_traffic(comm);
   HeadExchange x(comm, plan);
   auto t0 = Clock::now();
@@ -52,13 +55,13 @@ RingStats ulysses_forward(Communicator& comm, const TensorView& q, const TensorV
   return stats;
 }
 
-RingStats ulysses_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                           const TensorView& out, const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
-                           const TensorView& dk, const TensorView& dv, const BurstOptions& o) {
+StrategyStats ulysses_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& out, const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
+                               const TensorView& dk, const TensorView& dv, const DistributedOptions& o) {
   const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o);
   check_heads(comm, q, k);
   detail::check_backward_tensors(q, k, out, dout, dq, dk, dv);
-  RingStats stats;
+  StrategyStats stats;
   const detail::TrafficMark mark = detail::mark_traffic(comm);
   HeadExchange x(comm, plan);
   RowStats delta(q.b, q.h, q.s);

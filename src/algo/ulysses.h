@@ -10,13 +10,13 @@
 namespace burst::algo {
 
 // Same contract as burst_forward / burst_backward (shards in options.layout, global
-// positions); options.backward_scheme, double_ring and gradient_wire do not apply.
-RingStats ulysses_forward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
-                          const TensorView& v, const TensorView& out, const RowStatsView& lse,
-                          const BurstOptions& options);
-RingStats ulysses_backward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
-                           const TensorView& v, const TensorView& out, const RowStatsView& lse,
-                           const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                           const TensorView& dv, const BurstOptions& options);
+// positions); they read only the options every strategy shares.
+StrategyStats ulysses_forward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                              const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                              const DistributedOptions& options);
+StrategyStats ulysses_backward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                               const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                               const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                               const TensorView& dv, const DistributedOptions& options);
 
 }  // namespace burst::algo

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "algo/common.h"
+#include "algo/costs.h"
 #include "algo/head_exchange.h"
 #include "burst/error.h"
 
@@ -23,11 +24,13 @@ struct Hybrid {
 };
 
 Hybrid make_hybrid(Communicator& comm, const detail::Plan& plan, const TensorView& q, const TensorView& k,
-                   const BurstOptions& o) {
+                   const StrategyOptions& o) {
   const int p = comm.world_size(), u = o.ulysses_degree;
-  BURST_CHECK(u >= 1 && p % u == 0, "ulysses_degree: expected a divisor of the ", p, " ranks, got ", u);
-  BURST_CHECK(q.h % u == 0 && k.h % u == 0, "ulysses_degree: n_heads_q (", q.h, ") and n_heads_kv (", k.h,
-              ") must be divisible by ", u);
+  ProblemShape shape;
+  shape.n_heads_q = q.h;
+  shape.n_heads_kv = k.h;
+  const std::string why = costs::usp_cannot_run(shape, p, o, false);
+  BURST_CHECK(why.empty(), why);
   Hybrid h;
   const int group = comm.rank() / u, index = comm.rank() % u;
   h.group = comm.split(group, index);
@@ -36,7 +39,7 @@ Hybrid make_hybrid(Communicator& comm, const detail::Plan& plan, const TensorVie
     h.group_plan.positions.push_back(plan.positions[static_cast<std::size_t>(group * u + i)]);
     h.group_plan.lengths.push_back(plan.lengths[static_cast<std::size_t>(group * u + i)]);
   }
-  h.ring_options = o;
+  h.ring_options = o;  // the ring's settings and the shared ones
   h.ring_options.positions.clear();
   for (int g = 0; g < p / u; ++g) {  // a group's tokens, in member order
     std::vector<std::int64_t> tokens;
@@ -49,15 +52,22 @@ Hybrid make_hybrid(Communicator& comm, const detail::Plan& plan, const TensorVie
   return h;
 }
 
-void add_exchange_traffic(const Communicator& group, const detail::TrafficMark& mark, RingStats& stats) {
+// What the ranks must agree on besides the shapes: the ring's settings and the group size.
+std::vector<comm::Setting> settings_of(const StrategyOptions& o) {
+  std::vector<comm::Setting> s = detail::ring_settings(o);
+  s.push_back({"ulysses degree", std::to_string(o.ulysses_degree)});
+  return s;
+}
+
+void add_exchange_traffic(const Communicator& group, const detail::TrafficMark& mark, StrategyStats& stats) {
   detail::add_traffic_since(group, mark, {comm::Op::kAllToAll}, stats);
 }
 
 }  // namespace
 
-RingStats usp_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                      const TensorView& out, const RowStatsView& lse, const BurstOptions& o) {
-  const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o);
+StrategyStats usp_forward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                          const TensorView& out, const RowStatsView& lse, const StrategyOptions& o) {
+  const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o, settings_of(o));
   Hybrid h = make_hybrid(comm, plan, q, k, o);
   HeadExchange x(*h.group, h.group_plan);
   const detail::TrafficMark mark = detail::mark_traffic(*h.group);
@@ -66,7 +76,7 @@ RingStats usp_forward(Communicator& comm, const TensorView& q, const TensorView&
   double exchange = seconds_since(t0);
   Tensor oh(out.dtype, q.b, x.n_total, q.h / o.ulysses_degree, q.d);
   RowStats lh(q.b, q.h / o.ulysses_degree, x.n_total);
-  RingStats stats = burst_forward(*h.ring, qh.view(), kh.view(), vh.view(), oh.view(), lh.view(), h.ring_options);
+  StrategyStats stats = burst_forward(*h.ring, qh.view(), kh.view(), vh.view(), oh.view(), lh.view(), h.ring_options);
   t0 = Clock::now();
   x.to_sequence(oh.view(), out);
   x.stats_to_sequence(lh.view(), lse);
@@ -75,10 +85,10 @@ RingStats usp_forward(Communicator& comm, const TensorView& q, const TensorView&
   return stats;
 }
 
-RingStats usp_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
-                       const TensorView& out, const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
-                       const TensorView& dk, const TensorView& dv, const BurstOptions& o) {
-  const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o);
+StrategyStats usp_backward(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v,
+                           const TensorView& out, const RowStatsView& lse, const TensorView& dout, const TensorView& dq,
+                           const TensorView& dk, const TensorView& dv, const StrategyOptions& o) {
+  const detail::Plan plan = detail::check_and_plan(comm, q, k, v, o, settings_of(o));
   detail::check_backward_tensors(q, k, out, dout, dq, dk, dv);
   Hybrid h = make_hybrid(comm, plan, q, k, o);
   HeadExchange x(*h.group, h.group_plan);
@@ -90,7 +100,7 @@ RingStats usp_backward(Communicator& comm, const TensorView& q, const TensorView
   const int u = o.ulysses_degree;
   Tensor dqh(DType::kF32, q.b, x.n_total, q.h / u, q.d), dkh(DType::kF32, k.b, x.n_total, k.h / u, k.d),
       dvh(DType::kF32, k.b, x.n_total, k.h / u, k.d);
-  RingStats stats = burst_backward(*h.ring, qh.view(), kh.view(), vh.view(), oh.view(), lh.view(), doh.view(),
+  StrategyStats stats = burst_backward(*h.ring, qh.view(), kh.view(), vh.view(), oh.view(), lh.view(), doh.view(),
                                    dqh.view(), dkh.view(), dvh.view(), h.ring_options);
   t0 = Clock::now();
   x.to_sequence(dqh.view(), dq);

@@ -5,19 +5,19 @@
 // turns the results back. U = 1 is the ring, U = P is Ulysses.
 #pragma once
 
-#include "burst/burst_attention.h"
+#include "burst/strategy.h"
 
 namespace burst::algo {
 
 // Same contract as burst_forward / burst_backward; U is options.ulysses_degree, which must
 // divide the world size, n_heads_q and n_heads_kv. The ring part honours backward_scheme,
 // double_ring and gradient_wire.
-RingStats usp_forward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
-                      const TensorView& v, const TensorView& out, const RowStatsView& lse,
-                      const BurstOptions& options);
-RingStats usp_backward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
-                       const TensorView& v, const TensorView& out, const RowStatsView& lse,
-                       const TensorView& dout, const TensorView& dq, const TensorView& dk,
-                       const TensorView& dv, const BurstOptions& options);
+StrategyStats usp_forward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                          const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                          const StrategyOptions& options);
+StrategyStats usp_backward(comm::Communicator& comm, const TensorView& q, const TensorView& k,
+                           const TensorView& v, const TensorView& out, const RowStatsView& lse,
+                           const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                           const TensorView& dv, const StrategyOptions& options);
 
 }  // namespace burst::algo

@@ -140,6 +140,11 @@ void Communicator::set_topology(std::vector<int> node_of_rank) {
   node_of_rank_ = std::move(node_of_rank);
 }
 
+void Communicator::set_ranks_per_node(int ranks_per_node) {
+  BURST_CHECK(ranks_per_node >= 1, "ranks_per_node: expected a positive integer, got ", ranks_per_node);
+  for (int r = 0; r < size_; ++r) node_of_rank_[static_cast<std::size_t>(r)] = r / ranks_per_node;
+}
+
 void Communicator::inherit_topology(const Communicator& parent, const std::vector<int>& parent_ranks) {
   BURST_CHECK(static_cast<int>(parent_ranks.size()) == size_, "topology: expected ", size_,
               " parent ranks, got ", parent_ranks.size());
@@ -291,6 +296,12 @@ void Communicator::ring_all_reduce(T* data, std::size_t count) {
              tag_of(Op::kAllReduce), Op::kAllReduce);
   }
   std::copy(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(count), data);
+}
+
+std::uint64_t all_reduce_bytes(std::uint64_t count, std::size_t element_bytes, int ranks) {
+  if (ranks <= 1 || count == 0) return 0;
+  const auto p = static_cast<std::uint64_t>(ranks);
+  return 2 * (p - 1) * ((count + p - 1) / p) * element_bytes;
 }
 
 void Communicator::reduce_scatter_sum(const float* send, float* recv, std::size_t count) {

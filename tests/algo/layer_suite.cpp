@@ -208,20 +208,35 @@ void check_layer_case(comm::Communicator& c, const LayerCase& lc) {
   EXPECT_EQ(r.backward.layer_bytes_sent, t.backward);
   EXPECT_EQ(r.forward.grad_bytes_sent, 0u);
   EXPECT_EQ(r.backward.grad_bytes_sent, t.grads);
+  // The attention core's: the registry's formula (the layer's O is fp32).
+  algo::StrategyOptions options;
+  options.ulysses_degree = lc.ulysses_degree;
+  algo::ProblemShape core;
+  core.batch = kBatch;
+  core.n_heads_q = lc.heads;
+  core.n_heads_kv = lc.kv_heads;
+  core.head_dim = kHeadDim;
+  core.element_bytes = dtype_size(lc.dtype);
+  core.output_bytes = sizeof(float);
+  const algo::StrategyBytes want = algo::strategy_info(lc.strategy).bytes(core, lengths, c.rank(), options);
+  EXPECT_EQ(r.forward.attention.bytes_sent + r.forward.attention.bytes_saved, want.forward) << "attention forward";
+  EXPECT_EQ(r.backward.attention.bytes_sent, want.backward) << "attention backward";
   if (tensor_parallel(lc.strategy)) {
     EXPECT_EQ(r.forward.attention.bytes_sent + r.backward.attention.bytes_sent, 0u) << "tp attention is local";
   }
 
-  // Memory: parameters are the heads held; saved activations are X (tp: every token), the
-  // Q, K, V the core reads, fp32 O and lse.
-  const std::int64_t tokens = tensor_parallel(lc.strategy) ? lc.seqlen : static_cast<std::int64_t>(r.positions.size());
-  const auto q_heads = tensor_parallel(lc.strategy) ? lc.heads / c.world_size() : lc.heads;
-  const std::int64_t kv_heads = r.heads.kv_count;
-  EXPECT_EQ(r.grads.bytes(), static_cast<std::size_t>(4 * kModelDim * (2 * q_heads + 2 * kv_heads) * kHeadDim));
-  const std::size_t e_bytes = dtype_size(lc.dtype);
-  const auto rows = static_cast<std::size_t>(kBatch * tokens);
-  EXPECT_EQ(r.saved_bytes, rows * (4 * kModelDim + e_bytes * static_cast<std::size_t>((q_heads + 2 * kv_heads) * kHeadDim) +
-                                   4 * static_cast<std::size_t>(q_heads * kHeadDim) + 4 * static_cast<std::size_t>(q_heads)));
+  // Memory: the registry's parameters (the heads held) and saved activations (X, tp: every
+  // token; the Q, K, V the core reads, fp32 O and lse) against what the layer holds.
+  const algo::LayerMemory m = algo::layer_memory(lc.strategy, shape, kBatch, lengths, lc.dtype, true, options, {});
+  EXPECT_EQ(static_cast<double>(r.grads.bytes()), m.parameters);
+  // The formula sizes a rank by the longest shard (an upper bound for the others).
+  const bool longest = tensor_parallel(lc.strategy) ||
+                       lengths[static_cast<std::size_t>(c.rank())] == *std::max_element(lengths.begin(), lengths.end());
+  if (longest) {
+    EXPECT_EQ(static_cast<double>(r.saved_bytes), m.saved);
+  } else {
+    EXPECT_LT(static_cast<double>(r.saved_bytes), m.saved);
+  }
 }
 
 }  // namespace burst::testing

@@ -6,10 +6,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <sstream>
+#include <random>
 #include <tuple>
 
 #include "burst_suite.h"
 #include "burst/local_world.h"
+#include "burst/strategy.h"
 
 namespace burst {
 namespace {
@@ -42,10 +44,9 @@ INSTANTIATE_TEST_SUITE_P(RanksLayouts, BurstRing,
                            return name.str();
                          });
 
-// Nodes of 2 ranks (BURST_RANKS_PER_NODE): 2 and 3 nodes, every layout and mask, forward
-// and both backward schemes over the double ring.
+// Nodes of 2 ranks (Communicator::set_ranks_per_node): 2 and 3 nodes, every layout and
+// mask, forward and both backward schemes over the double ring.
 TEST(BurstRing, DoubleRing) {
-  setenv("BURST_RANKS_PER_NODE", "2", 1);
   for (int ranks : {4, 6})
     for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
       for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kWindow})
@@ -53,18 +54,21 @@ TEST(BurstRing, DoubleRing) {
           for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
             BurstCase bc{layout, mask, 2, seqlen, scheme, DType::kF32, true};
             comm::run_local_ranks(ranks, [&](comm::Communicator& c) {
+              c.set_ranks_per_node(2);
               ASSERT_EQ(c.node_count(), ranks / 2);
               testing::check_burst_case(c, bc);
             });
           }
   // A bf16 gradient wire over the double ring.
   comm::run_local_ranks(6, [](comm::Communicator& c) {
+    c.set_ranks_per_node(2);
     testing::check_burst_case(c, BurstCase{Layout::kZigzag, MaskKind::kCausal, 1, 101, BackwardScheme::kQuery,
                                            DType::kF32, true, DType::kBF16});
   });
   // Nodes of unequal size cannot form the double ring: every rank says so.
   try {
     comm::run_local_ranks(5, [](comm::Communicator& c) {
+      c.set_ranks_per_node(2);
       testing::check_burst_case(c, BurstCase{Layout::kContiguous, MaskKind::kNone, 1, 96, BackwardScheme::kQuery,
                                              DType::kF32, true});
     });
@@ -73,7 +77,6 @@ TEST(BurstRing, DoubleRing) {
     EXPECT_NE(std::string(e.what()).find("every node needs the same number of ranks, node 0 has 2 and node 2 has 1"),
               std::string::npos) << e.what();
   }
-  unsetenv("BURST_RANKS_PER_NODE");
 }
 
 TEST(BurstRing, Bf16GradientWire) {
@@ -245,6 +248,164 @@ TEST(BurstRing, MismatchedValueShapeFailsOnEveryRank) {
     }
   });
   EXPECT_EQ(refused.load(), 2);
+}
+
+}  // namespace
+}  // namespace burst
+
+namespace burst {
+namespace {
+
+void fill(const TensorView& t, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  const auto n = static_cast<std::size_t>(t.numel());
+  for (std::size_t i = 0; i < n; ++i) {
+    if (t.dtype == DType::kF32) {
+      static_cast<float*>(t.data)[i] = dist(rng);
+    } else {
+      static_cast<bf16_bits*>(t.data)[i] = float_to_bf16(dist(rng));
+    }
+  }
+}
+
+// Every strategy of the registry that runs on several ranks, with outputs in the inputs'
+// dtype (bf16 O travels back in bf16 through Ulysses' and usp's all-to-alls): each rank's
+// counted bytes against the registry's formula for that rank, unequal shards included.
+TEST(Registry, BytesMatchTheCommunicatorsCounters) {
+  int cases = 0;
+  for (const algo::StrategyInfo& info : algo::strategies())
+    for (int ranks : {1, 2, 3, 4})
+      for (std::int64_t seqlen : {96, 101})
+        for (auto [heads, kv_heads] : {std::pair<std::int64_t, std::int64_t>{4, 4}, {4, 2}})
+          for (bool causal : {false, true})
+            for (DType dtype : {DType::kF32, DType::kBF16}) {
+              algo::StrategyOptions o;
+              o.seqlen = seqlen;
+              o.layout = causal ? Layout::kZigzag : Layout::kContiguous;
+              o.mask.causal = causal;
+              o.ulysses_degree = ranks % 2 == 0 ? 2 : 1;
+              algo::ProblemShape shape;
+              shape.n_heads_q = heads;
+              shape.n_heads_kv = kv_heads;
+              shape.head_dim = 16;
+              shape.element_bytes = shape.output_bytes = dtype_size(dtype);
+              if (!info.cannot_run(shape, ranks, o, false).empty()) continue;
+              SCOPED_TRACE(std::string(info.name) + " P=" + std::to_string(ranks) + " N=" + std::to_string(seqlen) +
+                           " heads " + std::to_string(heads) + "/" + std::to_string(kv_heads) +
+                           (causal ? " causal " : " ") + std::string(dtype_name(dtype)));
+              const std::vector<std::int64_t> lengths = algo::shard_lengths(seqlen, ranks, o.layout);
+              comm::run_local_ranks(ranks, [&](comm::Communicator& c) {
+                const std::int64_t n = lengths[static_cast<std::size_t>(c.rank())];
+                Tensor q(dtype, 1, n, heads, 16), k(dtype, 1, n, kv_heads, 16), v(dtype, 1, n, kv_heads, 16),
+                    dout(dtype, 1, n, heads, 16), out(dtype, 1, n, heads, 16);
+                const auto seed = static_cast<std::uint64_t>(c.rank()) * 4;
+                fill(q.view(), seed);
+                fill(k.view(), seed + 1);
+                fill(v.view(), seed + 2);
+                fill(dout.view(), seed + 3);
+                RowStats lse(1, heads, n);
+                Tensor dq(DType::kF32, 1, n, heads, 16), dk(DType::kF32, 1, n, kv_heads, 16),
+                    dv(DType::kF32, 1, n, kv_heads, 16);
+                const algo::StrategyStats fs = info.forward(c, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
+                const algo::StrategyStats bs = info.backward(c, q.view(), k.view(), v.view(), out.view(), lse.view(),
+                                                             dout.view(), dq.view(), dk.view(), dv.view(), o);
+                const algo::StrategyBytes want = info.bytes(shape, lengths, c.rank(), o);
+                EXPECT_EQ(fs.bytes_saved, 0u) << "rank " << c.rank();
+                EXPECT_EQ(fs.bytes_sent, want.forward) << "rank " << c.rank() << " forward";
+                EXPECT_EQ(bs.bytes_sent, want.backward) << "rank " << c.rank() << " backward";
+                if (info.ring_options) {
+                  EXPECT_EQ(bs.scheme, want.scheme);
+                }
+              });
+              ++cases;
+            }
+  EXPECT_GT(cases, 300);
+}
+
+// The double ring's per-rank bytes are the ring's for equal shards (nodes of 2 and 3).
+TEST(Registry, DoubleRingBytesMatchTheCommunicatorsCounters) {
+  for (auto [ranks, per_node] : {std::pair<int, int>{4, 2}, {6, 3}, {6, 2}})
+    for (bool causal : {false, true}) {
+      algo::StrategyOptions o;
+      o.seqlen = 96;
+      o.layout = causal ? Layout::kZigzag : Layout::kContiguous;
+      o.mask.causal = causal;
+      o.double_ring = true;
+      algo::ProblemShape shape;
+      shape.n_heads_q = shape.n_heads_kv = 4;
+      shape.head_dim = 16;
+      const std::vector<std::int64_t> lengths = algo::shard_lengths(96, ranks, o.layout);
+      comm::run_local_ranks(ranks, [&](comm::Communicator& c) {
+        c.set_ranks_per_node(per_node);
+        const std::int64_t n = lengths[static_cast<std::size_t>(c.rank())];
+        Tensor q(DType::kF32, 1, n, 4, 16), out(DType::kF32, 1, n, 4, 16), dq(DType::kF32, 1, n, 4, 16),
+            dk(DType::kF32, 1, n, 4, 16), dv(DType::kF32, 1, n, 4, 16);
+        fill(q.view(), static_cast<std::uint64_t>(c.rank()));
+        RowStats lse(1, 4, n);
+        const algo::StrategyInfo& burst = algo::strategy_info(algo::Strategy::kBurst);
+        const algo::StrategyStats fs = burst.forward(c, q.view(), q.view(), q.view(), out.view(), lse.view(), o);
+        const algo::StrategyStats bs = burst.backward(c, q.view(), q.view(), q.view(), out.view(), lse.view(), q.view(),
+                                                      dq.view(), dk.view(), dv.view(), o);
+        const algo::StrategyBytes want = burst.bytes(shape, lengths, c.rank(), o);
+        EXPECT_EQ(fs.bytes_sent, want.forward) << "P=" << ranks << " L=" << per_node << " rank " << c.rank();
+        EXPECT_EQ(bs.bytes_sent, want.backward) << "P=" << ranks << " L=" << per_node << " rank " << c.rank();
+      });
+    }
+}
+
+// The registry's mean backward (algo::backward_bytes) is what the scheme choice compares.
+TEST(Registry, SchemeChoiceIsTheCheaperMeanBackward) {
+  for (int ranks : {2, 4, 8})
+    for (std::int64_t kv : {8, 2}) {
+      const auto lengths = algo::shard_lengths(4096, ranks, Layout::kZigzag);
+      const auto scheme = algo::choose_scheme(lengths, 2, 8, kv, 64, 2);
+      EXPECT_EQ(scheme, kv == 8 ? BackwardScheme::kQuery : BackwardScheme::kKeyValue);
+      algo::ProblemShape shape;
+      shape.batch = 2;
+      shape.n_heads_q = 8;
+      shape.n_heads_kv = kv;
+      shape.head_dim = 64;
+      shape.element_bytes = shape.output_bytes = 2;
+      std::uint64_t sum = 0;
+      for (int r = 0; r < ranks; ++r) {
+        const algo::StrategyBytes b = algo::strategy_info(algo::Strategy::kBurst).bytes(shape, lengths, r, {});
+        EXPECT_EQ(b.scheme, scheme);
+        sum += b.backward;
+      }
+      EXPECT_EQ(sum / static_cast<std::uint64_t>(ranks), algo::backward_bytes(scheme, lengths, 2, 8, kv, 64, 2));
+    }
+}
+
+// The registry: names round-trip, every entry sits at its enum, unknown names list the known.
+TEST(Registry, NamesAndOrder) {
+  for (const algo::StrategyInfo& info : algo::strategies()) {
+    EXPECT_EQ(&algo::strategy_info(info.strategy), &info);
+    EXPECT_EQ(algo::parse_strategy(std::string(info.name), "strategy"), info.strategy);
+  }
+  try {
+    algo::find_strategy("fast", "--strategy");
+    ADD_FAILURE() << "an unknown name was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--strategy: expected one of local, burst, ring"), std::string::npos)
+        << e.what();
+  }
+}
+
+// shard_lengths (what formulas and estimates size shards by) is the size of every shard_plan
+// entry, for every layout, around rounding edges.
+TEST(Layouts, ShardLengthsAreThePlansSizes) {
+  for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+    for (int world = 1; world <= 8; ++world)
+      for (std::int64_t n : {std::int64_t{world}, std::int64_t{world} + 1, std::int64_t{97}, std::int64_t{1025},
+                             std::int64_t{4501}}) {
+        const auto plan = algo::shard_plan(n, world, layout);
+        const auto lengths = algo::shard_lengths(n, world, layout);
+        ASSERT_EQ(lengths.size(), plan.size());
+        for (std::size_t r = 0; r < plan.size(); ++r)
+          EXPECT_EQ(lengths[r], static_cast<std::int64_t>(plan[r].size()))
+              << algo::layout_name(layout) << " n " << n << " world " << world << " rank " << r;
+      }
 }
 
 }  // namespace

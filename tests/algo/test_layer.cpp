@@ -17,12 +17,12 @@ using algo::Strategy;
 using testing::LayerCase;
 using testing::MaskKind;
 
-// Heads and kv heads a strategy can split over `ranks` (Ulysses needs both divisible; tensor
-// parallelism needs Hq divisible and Hkv a divisor or multiple of P).
+// Heads and kv heads a strategy can split over `ranks` as a layer: the registry's rule.
 bool fits(Strategy s, int ranks, std::int64_t heads, std::int64_t kv_heads) {
-  if (s == Strategy::kUlysses) return heads % ranks == 0 && kv_heads % ranks == 0;
-  if (algo::layer_only(s)) return heads % ranks == 0 && (kv_heads % ranks == 0 || ranks % kv_heads == 0);
-  return true;
+  algo::ProblemShape shape;
+  shape.n_heads_q = heads;
+  shape.n_heads_kv = kv_heads;
+  return algo::strategy_info(s).cannot_run(shape, ranks, {}, true).empty();
 }
 
 class LayerStrategies : public ::testing::TestWithParam<std::tuple<int, Strategy>> {};
@@ -105,7 +105,7 @@ TEST(Layer, CoreCallsRefuseTensorParallel) {
   comm::run_local_ranks(1, [](comm::Communicator& c) {
     Tensor q(DType::kF32, 1, 8, 1, 8);
     RowStats lse(1, 1, 8);
-    algo::BurstOptions o;
+    algo::StrategyOptions o;
     o.seqlen = 8;
     try {
       algo::strategy_forward(Strategy::kTpV1, c, q.view(), q.view(), q.view(), q.view(), lse.view(), o);

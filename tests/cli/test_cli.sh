@@ -70,7 +70,7 @@ else
   bad "run --help lists the flags"
 fi
 # One help style, no line wider than 100 columns, for every subcommand.
-for cmd in "" run bench plan; do
+for cmd in "" run bench plan decode; do
   wide=$("$BURST" $cmd --help | awk 'length($0) > 100 { print length($0) ": " $0 }')
   if [ -z "$wide" ] && "$BURST" $cmd --help | grep -q "^usage: burst"; then
     ok "burst $cmd --help: usage line, at most 100 columns"
@@ -90,7 +90,7 @@ expect_error "did you mean (bench)" "did you mean --seqlens?" bench --seqlen 512
 expect_error "did you mean (plan)" "did you mean --cluster?" plan --cluser this
 
 # --- argument errors -----------------------------------------------------------------------
-expect_error "unknown command" "command: expected run, bench or plan" frobnicate
+expect_error "unknown command" "command: expected run, bench, plan or decode" frobnicate
 expect_error "unknown flag" "got '--bogus'" run --bogus
 expect_error "missing value" "--seqlen: expected a value" run --seqlen
 expect_error "non-integer size" "--seqlen: expected an integer, got 'abc'" run --seqlen abc

@@ -1,27 +1,21 @@
-#include "plan_calibrate.h"
-#include "output.h"
-
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
 #include <mutex>
 #include <random>
-#include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
-#include "burst/linear.h"
-#include "burst/world.h"
 #include "burst/error.h"
-#include "burst/tensor.h"
-#include "json.h"
 #include "burst/kernels.h"
-#include "memory.h"
+#include "burst/linear.h"
+#include "burst/plan.h"
+#include "burst/tensor.h"
 
-namespace burst::cli::plan {
+namespace burst::plan {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -112,34 +106,6 @@ std::string utc_now() {
   return buf;
 }
 
-// The value after "key": in a flat JSON object (numbers and strings only).
-std::string raw_value(const std::string& text, const std::string& key, const std::string& what) {
-  const std::string quoted = "\"" + key + "\"";
-  const auto at = text.find(quoted);
-  BURST_CHECK(at != std::string::npos, what, ": calibration has no \"", key, "\"");
-  auto pos = text.find(':', at + quoted.size());
-  BURST_CHECK(pos != std::string::npos, what, ": calibration \"", key, "\" has no value");
-  ++pos;
-  while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\n')) ++pos;
-  if (pos < text.size() && text[pos] == '"') {
-    const auto end = text.find('"', pos + 1);
-    BURST_CHECK(end != std::string::npos, what, ": calibration \"", key, "\" is an unterminated string");
-    return text.substr(pos + 1, end - pos - 1);
-  }
-  auto end = pos;
-  while (end < text.size() && text[end] != ',' && text[end] != '\n' && text[end] != '}') ++end;
-  return text.substr(pos, end - pos);
-}
-
-double number_value(const std::string& text, const std::string& key, const std::string& what) {
-  const std::string raw = raw_value(text, key, what);
-  char* end = nullptr;
-  const double x = std::strtod(raw.c_str(), &end);
-  BURST_CHECK(end != raw.c_str() && *end == '\0' && x > 0, what, ": calibration \"", key,
-              "\": expected a positive number, got '", raw, "'");
-  return x;
-}
-
 // Forward and backward rates add and average as pairs.
 std::pair<double, double> operator+(std::pair<double, double> a, std::pair<double, double> b) {
   return {a.first + b.first, a.second + b.second};
@@ -173,13 +139,21 @@ T on_every_core(int threads, Fn&& fn) {
 
 }  // namespace
 
-Calibration calibrate(std::ostream& log, bool& root) {
+double available_memory() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  double kb = 0;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024.0;
+  }
+  return 0;
+}
+
+Calibration measure_compute(std::ostream& log, int threads) {
   Calibration c;
   c.cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   c.memory_bytes = available_memory();
   c.measured_at = utc_now();
-  // Under mpirun every process measures its own core; in one process, one thread per core.
-  const int threads = comm::launched_by_mpi() ? 1 : c.cores;
   log << "calibrating: attention kernels fp32 (2 heads x 4096 tokens, d 128), one thread on each of " << threads
       << " core(s)\n" << std::flush;
   using Rates = std::pair<double, double>;
@@ -195,107 +169,36 @@ Calibration calibrate(std::ostream& log, bool& root) {
   log << "calibrating: projection GEMM and memory copy\n" << std::flush;
   c.gemm_f32 = on_every_core<double>(threads, [] { return gemm_rate(); });
   c.memory_bandwidth = on_every_core<double>(threads, [] { return copy_bandwidth(); });
-
-  // Ring steps between two ranks: each sends to the next and receives from the previous.
-  log << "calibrating: link (ring steps of 8 B and 64 MiB between 2 ranks)\n" << std::flush;
-  std::mutex mutex;
-  root = false;
-  comm::run_world(2, [&](comm::Communicator& comm) {
-    const int p = comm.world_size(), r = comm.rank();
-    BURST_CHECK(p >= 2, "--calibrate: the link needs at least 2 ranks, got ", p);
-    constexpr std::size_t kBig = std::size_t{64} << 20;
-    std::vector<char> send(kBig, 1), recv(kBig, 0);
-    const int right = (r + 1) % p, left = (r - 1 + p) % p;
-    auto step = [&](std::size_t bytes, int tag) { comm.sendrecv(send.data(), bytes, right, recv.data(), bytes, left, tag); };
-    auto timed = [&](std::size_t bytes, int iterations) {
-      comm.barrier();
-      const auto t0 = Clock::now();
-      for (int i = 0; i < iterations; ++i) step(bytes, 7);
-      double s = std::chrono::duration<double>(Clock::now() - t0).count() / iterations;
-      // The slowest rank's time.
-      std::vector<double> all(static_cast<std::size_t>(p));
-      comm.all_gather(&s, all.data(), sizeof(double));
-      return *std::max_element(all.begin(), all.end());
-    };
-    timed(8, 10);
-    const double small = timed(8, 200);
-    timed(kBig, 1);
-    const double big = timed(kBig, 5);
-    if (r == 0) {
-      std::lock_guard lock(mutex);
-      root = true;
-      c.link_backend = std::string(comm.backend());
-      c.link_latency = small;
-      c.link_bandwidth = static_cast<double>(kBig) / std::max(big - small, 1e-9);
-    }
-  });
   return c;
 }
 
-std::string calibration_json(const Calibration& c) {
-  JsonObject j;
-  j.string("measured_at", c.measured_at);
-  j.integer("cores", c.cores);
-  j.number("memory_bytes", c.memory_bytes);
-  j.number("attention_forward_flops_fp32", c.attention_forward_f32);
-  j.number("attention_backward_flops_fp32", c.attention_backward_f32);
-  j.number("attention_forward_flops_bf16", c.attention_forward_bf16);
-  j.number("attention_backward_flops_bf16", c.attention_backward_bf16);
-  j.number("attention_forward_flops_fp32_causal", c.attention_forward_f32_causal);
-  j.number("attention_backward_flops_fp32_causal", c.attention_backward_f32_causal);
-  j.number("attention_forward_flops_bf16_causal", c.attention_forward_bf16_causal);
-  j.number("attention_backward_flops_bf16_causal", c.attention_backward_bf16_causal);
-  j.number("gemm_flops_fp32", c.gemm_f32);
-  j.number("memory_bandwidth", c.memory_bandwidth);
-  j.string("link_backend", c.link_backend);
-  j.number("link_bandwidth", c.link_bandwidth);
-  j.number("link_latency", c.link_latency);
-  return j.text();
-}
-
-void save_calibration(const std::string& path, const Calibration& c) {
-  Outputs outputs;
-  outputs.expect_file("--calibration", path);
-  outputs.write_text(path, calibration_json(c));
-  outputs.commit();
-}
-
-Calibration load_calibration(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  BURST_CHECK(in.good(), what, ": no calibration file '", path, "' (run burst plan --calibrate first)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
-  Calibration c;
-  c.measured_at = raw_value(text, "measured_at", what);
-  c.cores = static_cast<int>(number_value(text, "cores", what));
-  c.memory_bytes = number_value(text, "memory_bytes", what);
-  c.attention_forward_f32 = number_value(text, "attention_forward_flops_fp32", what);
-  c.attention_backward_f32 = number_value(text, "attention_backward_flops_fp32", what);
-  c.attention_forward_bf16 = number_value(text, "attention_forward_flops_bf16", what);
-  c.attention_backward_bf16 = number_value(text, "attention_backward_flops_bf16", what);
-  auto optional = [&](const char* key) {
-    std::string quoted(1, '"');
-    quoted += key;
-    quoted += '"';
-    if (text.find(quoted) == std::string::npos) return 0.0;
-    const std::string raw = raw_value(text, key, what);
-    char* end = nullptr;
-    const double x = std::strtod(raw.c_str(), &end);
-    BURST_CHECK(end != raw.c_str() && *end == '\0' && x >= 0, what, ": calibration \"", key,
-                "\": expected a number >= 0, got '", raw, "'");
-    return x;
+// Ring steps between the ranks: each sends to the next and receives from the previous; the
+// slowest rank's time counts.
+void measure_link(comm::Communicator& comm, Calibration& into) {
+  const int p = comm.world_size(), r = comm.rank();
+  BURST_CHECK(p >= 2, "--calibrate: the link needs at least 2 ranks, got ", p);
+  constexpr std::size_t kBig = std::size_t{64} << 20;
+  std::vector<char> send(kBig, 1), recv(kBig, 0);
+  const int right = (r + 1) % p, left = (r - 1 + p) % p;
+  auto step = [&](std::size_t bytes, int tag) { comm.sendrecv(send.data(), bytes, right, recv.data(), bytes, left, tag); };
+  auto timed = [&](std::size_t bytes, int iterations) {
+    comm.barrier();
+    const auto t0 = Clock::now();
+    for (int i = 0; i < iterations; ++i) step(bytes, 7);
+    double s = std::chrono::duration<double>(Clock::now() - t0).count() / iterations;
+    std::vector<double> all(static_cast<std::size_t>(p));
+    comm.all_gather(&s, all.data(), sizeof(double));
+    return *std::max_element(all.begin(), all.end());
   };
-  c.attention_forward_f32_causal = optional("attention_forward_flops_fp32_causal");
-  c.attention_backward_f32_causal = optional("attention_backward_flops_fp32_causal");
-  c.attention_forward_bf16_causal = optional("attention_forward_flops_bf16_causal");
-  c.attention_backward_bf16_causal = optional("attention_backward_flops_bf16_causal");
-  c.gemm_f32 = number_value(text, "gemm_flops_fp32", what);
-  c.memory_bandwidth = number_value(text, "memory_bandwidth", what);
-  c.link_backend = raw_value(text, "link_backend", what);
-  c.link_bandwidth = number_value(text, "link_bandwidth", what);
-  c.link_latency = number_value(text, "link_latency", what);
-  return c;
+  timed(8, 10);
+  const double small = timed(8, 200);
+  timed(kBig, 1);
+  const double big = timed(kBig, 5);
+  if (r == 0) {
+    into.link_backend = std::string(comm.backend());
+    into.link_latency = small;
+    into.link_bandwidth = static_cast<double>(kBig) / std::max(big - small, 1e-9);
+  }
 }
 
 Cluster cluster_from_calibration(const Calibration& c, int ranks, DType dtype) {
@@ -318,7 +221,8 @@ Cluster cluster_from_calibration(const Calibration& c, int ranks, DType dtype) {
   // MPI moves a posted transfer behind the kernels (their progress hook); the in-process
   // backend copies inside the posting call, on the rank's own time.
   cl.overlap = c.link_backend == "mpi";
+  cl.slot_per_rank = false;  // the ranks share the measured cores
   return cl;
 }
 
-}  // namespace burst::cli::plan
+}  // namespace burst::plan

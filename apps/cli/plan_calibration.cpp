@@ -1,0 +1,110 @@
+#include "plan_calibration.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "burst/error.h"
+#include "json.h"
+#include "output.h"
+
+namespace burst::cli {
+namespace {
+
+// The value after "key": in a flat JSON object (numbers and strings only).
+std::string raw_value(const std::string& text, const std::string& key, const std::string& what) {
+  const std::string quoted = "\"" + key + "\"";
+  const auto at = text.find(quoted);
+  BURST_CHECK(at != std::string::npos, what, ": calibration has no \"", key, "\"");
+  auto pos = text.find(':', at + quoted.size());
+  BURST_CHECK(pos != std::string::npos, what, ": calibration \"", key, "\" has no value");
+  ++pos;
+  while (pos < text.size() && (text[pos] == ' ' || text[pos] == '\n')) ++pos;
+  if (pos < text.size() && text[pos] == '"') {
+    const auto end = text.find('"', pos + 1);
+    BURST_CHECK(end != std::string::npos, what, ": calibration \"", key, "\" is an unterminated string");
+    return text.substr(pos + 1, end - pos - 1);
+  }
+  auto end = pos;
+  while (end < text.size() && text[end] != ',' && text[end] != '\n' && text[end] != '}') ++end;
+  return text.substr(pos, end - pos);
+}
+
+double number_value(const std::string& text, const std::string& key, const std::string& what) {
+  const std::string raw = raw_value(text, key, what);
+  char* end = nullptr;
+  const double x = std::strtod(raw.c_str(), &end);
+  BURST_CHECK(end != raw.c_str() && *end == '\0' && x > 0, what, ": calibration \"", key,
+              "\": expected a positive number, got '", raw, "'");
+  return x;
+}
+
+}  // namespace
+
+std::string calibration_json(const plan::Calibration& c) {
+  JsonObject j;
+  j.string("measured_at", c.measured_at);
+  j.integer("cores", c.cores);
+  j.number("memory_bytes", c.memory_bytes);
+  j.number("attention_forward_flops_fp32", c.attention_forward_f32);
+  j.number("attention_backward_flops_fp32", c.attention_backward_f32);
+  j.number("attention_forward_flops_bf16", c.attention_forward_bf16);
+  j.number("attention_backward_flops_bf16", c.attention_backward_bf16);
+  j.number("attention_forward_flops_fp32_causal", c.attention_forward_f32_causal);
+  j.number("attention_backward_flops_fp32_causal", c.attention_backward_f32_causal);
+  j.number("attention_forward_flops_bf16_causal", c.attention_forward_bf16_causal);
+  j.number("attention_backward_flops_bf16_causal", c.attention_backward_bf16_causal);
+  j.number("gemm_flops_fp32", c.gemm_f32);
+  j.number("memory_bandwidth", c.memory_bandwidth);
+  j.string("link_backend", c.link_backend);
+  j.number("link_bandwidth", c.link_bandwidth);
+  j.number("link_latency", c.link_latency);
+  return j.text();
+}
+
+void save_calibration(const std::string& path, const plan::Calibration& c) {
+  Outputs outputs;
+  outputs.expect_file("--calibration", path);
+  outputs.write_text(path, calibration_json(c));
+  outputs.commit();
+}
+
+plan::Calibration load_calibration(const std::string& path, const std::string& what) {
+  std::ifstream in(path);
+  BURST_CHECK(in.good(), what, ": no calibration file '", path, "' (run burst plan --calibrate first)");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  plan::Calibration c;
+  c.measured_at = raw_value(text, "measured_at", what);
+  c.cores = static_cast<int>(number_value(text, "cores", what));
+  c.memory_bytes = number_value(text, "memory_bytes", what);
+  c.attention_forward_f32 = number_value(text, "attention_forward_flops_fp32", what);
+  c.attention_backward_f32 = number_value(text, "attention_backward_flops_fp32", what);
+  c.attention_forward_bf16 = number_value(text, "attention_forward_flops_bf16", what);
+  c.attention_backward_bf16 = number_value(text, "attention_backward_flops_bf16", what);
+  auto optional = [&](const char* key) {
+    std::string quoted(1, '"');
+    quoted += key;
+    quoted += '"';
+    if (text.find(quoted) == std::string::npos) return 0.0;
+    const std::string raw = raw_value(text, key, what);
+    char* end = nullptr;
+    const double x = std::strtod(raw.c_str(), &end);
+    BURST_CHECK(end != raw.c_str() && *end == '\0' && x >= 0, what, ": calibration \"", key,
+                "\": expected a number >= 0, got '", raw, "'");
+    return x;
+  };
+  c.attention_forward_f32_causal = optional("attention_forward_flops_fp32_causal");
+  c.attention_backward_f32_causal = optional("attention_backward_flops_fp32_causal");
+  c.attention_forward_bf16_causal = optional("attention_forward_flops_bf16_causal");
+  c.attention_backward_bf16_causal = optional("attention_backward_flops_bf16_causal");
+  c.gemm_f32 = number_value(text, "gemm_flops_fp32", what);
+  c.memory_bandwidth = number_value(text, "memory_bandwidth", what);
+  c.link_backend = raw_value(text, "link_backend", what);
+  c.link_bandwidth = number_value(text, "link_bandwidth", what);
+  c.link_latency = number_value(text, "link_latency", what);
+  return c;
+}
+
+}  // namespace burst::cli

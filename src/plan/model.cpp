@@ -1,0 +1,507 @@
+#include "burst/plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+
+#include "burst/layout.h"
+#include "burst/error.h"
+#include "burst/kernels.h"
+
+namespace burst::plan {
+namespace {
+
+// Shard lengths of the layout the planner assumes: zigzag for causal problems (balanced
+// work), contiguous otherwise.
+std::vector<std::int64_t> shard_lengths(std::int64_t seqlen, int ranks, bool causal) {
+  return algo::shard_lengths(seqlen, ranks, causal ? algo::Layout::kZigzag : algo::Layout::kContiguous);
+}
+
+// Time of one pass, split into its parts.
+struct Pass {
+  double seconds = 0, compute = 0, wire = 0;
+  double inter_bytes = 0;
+  void add_compute(double s) {
+    seconds += s;
+    compute += s;
+  }
+  // Not overlapped with anything (collectives).
+  void add_blocking(double wire_seconds) {
+    seconds += wire_seconds;
+    wire += wire_seconds;
+  }
+};
+
+// The link a ring's slowest hop uses: with several nodes one hop per node crosses, and every
+// step waits for it.
+const Link& ring_link(const Cluster& c) { return c.nodes > 1 ? c.inter : c.intra; }
+
+// A ring of `steps` steps whose compute totals `compute` and whose step transfer takes
+// `step_wire` (from the second step on, posted while the previous step computes), plus a
+// trailing transfer at the end.
+void ring_pass(Pass& pass, const Cluster& c, int steps, double compute, double step_wire, double tail_wire) {
+  const double per_step = compute / steps;
+  const double wire = (steps - 1) * step_wire + tail_wire;
+  double t = 0;
+  if (c.overlap) {
+    t = per_step + (steps - 1) * std::max(per_step, step_wire) + tail_wire;
+  } else {
+    t = compute + wire;
+  }
+  pass.seconds += t;
+  pass.compute += compute;
+  pass.wire += wire;
+}
+
+// The double ring: I outer steps, each an L-step intra ring; the inter-node hop of the next
+// outer step is posted at the start and hides behind the L intra steps.
+void double_ring_pass(Pass& pass, const Cluster& c, double compute, double step_bytes, double step_msgs,
+                      double tail_bytes) {
+  const int nodes = c.nodes, local = c.ranks_per_node;
+  const double per_step = compute / (nodes * local);
+  const double intra = c.intra.seconds(step_bytes, step_msgs), inter = c.inter.seconds(step_bytes, step_msgs);
+  const double intra_cycle = c.overlap ? per_step + (local - 1) * std::max(per_step, intra)
+                                       : local * per_step + (local - 1) * intra;
+  const double outer = c.overlap ? std::max(intra_cycle, inter) : intra_cycle + inter;
+  const double tail = nodes > 1 ? c.inter.seconds(tail_bytes, 1) : c.intra.seconds(tail_bytes, 1);
+  pass.seconds += (nodes - 1) * outer + intra_cycle + tail;
+  pass.compute += compute;
+  pass.wire += nodes * (local - 1) * intra + (nodes - 1) * inter + tail;
+  pass.inter_bytes += (nodes - 1) * step_bytes + (nodes > 1 ? tail_bytes : 0);
+}
+
+// A collective of `bytes` per rank over every rank. Ring collectives (all-gather,
+// reduce-scatter, all-reduce) wait on their slowest hop each step; pairwise exchanges (all-to-all,
+// and the layer's all-to-allv gathers) send equal parts to every peer, each over its own link.
+enum class Pattern { kRing, kPairwise };
+void collective(Pass& pass, const Cluster& c, int ranks, int ranks_per_node, Pattern pattern, double bytes,
+                double messages) {
+  if (ranks <= 1 || bytes <= 0) return;
+  const bool crosses = ranks > ranks_per_node;
+  double wire = 0;
+  if (pattern == Pattern::kRing || !crosses) {
+    const Link& link = crosses ? c.inter : c.intra;
+    wire = link.seconds(bytes, messages);
+    if (crosses) pass.inter_bytes += bytes * (static_cast<double>(ranks) / ranks_per_node) / ranks;
+  } else {
+    const double peers = ranks - 1, local = ranks_per_node - 1;
+    const double intra_part = bytes * local / peers, inter_part = bytes - intra_part;
+    wire = c.intra.seconds(intra_part, messages * local / peers) + c.inter.seconds(inter_part, messages * (peers - local) / peers);
+    pass.inter_bytes += inter_part;
+  }
+  pass.add_blocking(wire);
+}
+
+double visible(const Workload& w) {
+  kernels::AttentionOptions o;
+  o.mask.causal = w.causal;
+  return kernels::visible_fraction(w.seqlen, w.seqlen, o);
+}
+
+// Everything one layer (or the attention core) of a strategy does, per rank.
+struct LayerCost {
+  Pass forward, backward;
+  double forward_bytes = 0, backward_bytes = 0;
+};
+
+// The registry's options the planner runs a candidate with.
+algo::StrategyOptions options_of(const Candidate& cand, const ModelShape& m, const Cluster& c) {
+  algo::StrategyOptions o;
+  o.double_ring = cand.double_ring;
+  if (cand.strategy == algo::Strategy::kUsp) o.ulysses_degree = usp_degree(m, c);
+  return o;
+}
+
+// The attention core as the registry sees it: the model's heads, or a rank's under tensor
+// parallelism (which runs its heads over every token).
+algo::ProblemShape core_shape(const Candidate& cand, const ModelShape& m, const Workload& w, int ranks) {
+  const bool tp = algo::layer_only(cand.strategy);
+  algo::ProblemShape s;
+  s.batch = w.batch;
+  const algo::HeadShard heads = tp ? algo::tensor_parallel_heads(m.layer(), ranks, 0) : algo::all_heads(m.layer());
+  s.n_heads_q = heads.q_count;
+  s.n_heads_kv = heads.kv_count;
+  s.head_dim = m.head_dim;
+  s.element_bytes = w.element_bytes;
+  s.output_bytes = w.output_bytes;
+  return s;
+}
+
+// The attention core's passes on one rank.
+void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, const Workload& w,
+               const std::vector<std::int64_t>& lengths, LayerCost& cost) {
+  const int p = c.ranks();
+  const double b = static_cast<double>(w.batch), n_total = static_cast<double>(w.seqlen);
+  const double hq = static_cast<double>(m.heads), d = static_cast<double>(m.head_dim);
+  const double share = c.rank_share();
+  const bool causal_rates = w.causal && c.attention_forward_flops_causal > 0 && c.attention_backward_flops_causal > 0;
+  const double fwd_rate = (causal_rates ? c.attention_forward_flops_causal : c.attention_forward_flops) * share;
+  const double bwd_rate = (causal_rates ? c.attention_backward_flops_causal : c.attention_backward_flops) * share;
+  // Counted FLOPs of this rank's share of the whole problem.
+  const double flops = 4.0 * b * hq * n_total * n_total * d * visible(w) / p;
+  const double fwd = flops / fwd_rate, bwd = 2.5 * flops / bwd_rate;
+
+  const algo::StrategyOptions options = options_of(cand, m, c);
+  // Every rank's bytes, averaged as the library's reports average them.
+  const algo::MeanBytes mean = algo::mean_bytes(cand.strategy, core_shape(cand, m, w, p), lengths, options);
+  const double fsum = mean.forward, bsum = mean.backward, bundle = mean.backward_bundle, trailing = mean.backward_trailing;
+  cost.forward_bytes += fsum;
+  cost.backward_bytes += bsum;
+  const int l = c.ranks_per_node;
+
+  switch (cand.strategy) {
+    case algo::Strategy::kBurst:
+    case algo::Strategy::kRing: {
+      if (cand.double_ring) {
+        double_ring_pass(cost.forward, c, fwd, p > 1 ? fsum / (p - 1) : 0, 1, 0);
+        if (w.backward) {
+          double_ring_pass(cost.backward, c, bwd, p > 1 ? bundle / (p - 1) + trailing / p : 0, 2,
+                           p > 1 ? trailing / p : 0);
+        }
+        break;
+      }
+      const Link& link = ring_link(c);
+      const double share_inter = c.nodes > 1 ? static_cast<double>(c.nodes) / p : 0.0;
+      ring_pass(cost.forward, c, p, fwd, p > 1 ? link.seconds(fsum / (p - 1), 1) : 0, 0);
+      cost.forward.inter_bytes += fsum * share_inter;
+      if (w.backward) {
+        const double step = p > 1 ? link.seconds(bundle / (p - 1) + trailing / p, 2) : 0;
+        ring_pass(cost.backward, c, p, bwd, step, p > 1 ? link.seconds(trailing / p, 1) : 0);
+        cost.backward.inter_bytes += bsum * share_inter;
+      }
+      break;
+    }
+    case algo::Strategy::kRingRsa: {
+      // Materialised scores: Q K^T and P V as plain GEMMs over every key (no mask skipping),
+      // and the score rows [b, h, n, N] fp32 streamed through memory: written by the K pass,
+      // read and written by the softmax, read by the V pass.
+      const double gemm = c.gemm_flops * share;
+      const double full = 4.0 * b * hq * n_total * n_total * d / p;
+      const double scores = b * hq * (n_total / p) * n_total * sizeof(float);
+      const double mem = scores / (c.memory_bandwidth * share);
+      const Link& link = ring_link(c);
+      const double half = p > 1 ? link.seconds(fsum / 2 / (p - 1), 1) : 0;
+      ring_pass(cost.forward, c, p, full / 2 / gemm + mem, half, 0);  // K pass: S = Q K^T
+      cost.forward.add_compute(2 * mem);                             // softmax in place
+      ring_pass(cost.forward, c, p, full / 2 / gemm + mem, half, 0);  // V pass: O = P V
+      if (c.nodes > 1) cost.forward.inter_bytes += fsum * c.nodes / p;
+      if (w.backward) {
+        // K (scores again), V (dP) and K (dQ) passes, then dK and dV all-reduced.
+        const double third = 2.5 * full / gemm / 3 + 2 * mem;
+        const double step = p > 1 ? link.seconds(bundle / 3 / (p - 1), 1) : 0;
+        for (int pass = 0; pass < 3; ++pass) ring_pass(cost.backward, c, p, third, step, 0);
+        collective(cost.backward, c, p, l, Pattern::kRing, trailing, 4.0 * (p - 1));
+        if (c.nodes > 1) cost.backward.inter_bytes += bundle * c.nodes / p;
+      }
+      break;
+    }
+    case algo::Strategy::kAllGather: {
+      collective(cost.forward, c, p, l, Pattern::kRing, fsum, p - 1);
+      cost.forward.add_compute(fwd);
+      if (w.backward) {
+        collective(cost.backward, c, p, l, Pattern::kRing, bundle, p - 1);
+        cost.backward.add_compute(bwd);
+        collective(cost.backward, c, p, l, Pattern::kRing, trailing, p - 1);
+      }
+      break;
+    }
+    case algo::Strategy::kUlysses: {
+      // Sequence shards to head shards, one kernel over the whole sequence, and back.
+      collective(cost.forward, c, p, l, Pattern::kPairwise, fsum, 2.0 * (p - 1));
+      cost.forward.add_compute(fwd);
+      if (w.backward) {
+        collective(cost.backward, c, p, l, Pattern::kPairwise, bsum, 2.0 * (p - 1));
+        cost.backward.add_compute(bwd);
+      }
+      break;
+    }
+    case algo::Strategy::kUsp: {
+      // The group all-to-alls and the ring over the groups, timed apart (the registry's
+      // ring_* figures are the ring's share).
+      const int u = options.ulysses_degree, groups = p / u;
+      const double ring_f = mean.ring_forward, ring_bundle = mean.ring_bundle, ring_tail = mean.ring_trailing;
+      const double ring_b = ring_bundle + ring_tail;
+      const bool group_in_node = u <= l;
+      Cluster group_view = c;  // the group's all-to-all stays inside a node when it fits
+      if (group_in_node) group_view.nodes = 1;
+      collective(cost.forward, group_view, u, std::min(u, l), Pattern::kPairwise, fsum - ring_f, 2.0 * (u - 1));
+      // Ring members r, r + U, ... lie on different nodes when P > L.
+      const Link& link = p > l ? c.inter : c.intra;
+      ring_pass(cost.forward, c, groups, fwd, groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0);
+      if (w.backward) {
+        collective(cost.backward, group_view, u, std::min(u, l), Pattern::kPairwise, bsum - ring_b, 2.0 * (u - 1));
+        const double step = groups > 1 ? link.seconds(ring_bundle / (groups - 1) + ring_tail / groups, 2) : 0;
+        ring_pass(cost.backward, c, groups, bwd, step, groups > 1 ? link.seconds(ring_tail / groups, 1) : 0);
+      }
+      if (p > l) {
+        cost.forward.inter_bytes += ring_f;
+        cost.backward.inter_bytes += w.backward ? ring_b : 0;
+      }
+      break;
+    }
+    case algo::Strategy::kLocal:
+    case algo::Strategy::kTpV1:
+    case algo::Strategy::kTpV3:
+      // Local attention over the whole sequence for this rank's heads.
+      cost.forward.add_compute(fwd);
+      if (w.backward) cost.backward.add_compute(bwd);
+      break;
+  }
+}
+
+// Parameters of one layer (attention and MLP) and of the embeddings.
+double layer_parameters(const ModelShape& m, bool with_mlp) {
+  const double dim = static_cast<double>(m.model_dim), hd = static_cast<double>(m.head_dim);
+  const double attention = dim * static_cast<double>(2 * m.heads + 2 * m.kv_heads) * hd;
+  return attention + (with_mlp ? 3.0 * dim * static_cast<double>(m.mlp_dim) : 0.0);
+}
+
+double sum(const std::vector<algo::MemoryPart>& parts) {
+  double total = 0;
+  for (const algo::MemoryPart& part : parts) total += part.bytes;
+  return total;
+}
+
+// Per-rank memory: the registry's figures for the core and the layer; for the whole model,
+// its weights, K/V cache and activations around one layer's core. The kernels' scratch is
+// per tile and left out (small next to the rest, and the GPUs' own).
+double memory_estimate(const Candidate& cand, const Cluster& c, const ModelShape& m, const Workload& w,
+                       const std::vector<std::int64_t>& lengths) {
+  const int p = c.ranks();
+  const bool tp = algo::layer_only(cand.strategy);
+  const algo::StrategyOptions options = options_of(cand, m, c);
+  if (w.scope == Scope::kLayer) {
+    const algo::LayerMemory l = algo::layer_memory(cand.strategy, m.layer(), w.batch, lengths,
+                                                   w.element_bytes == 2 ? DType::kBF16 : DType::kF32, w.backward,
+                                                   options, {});
+    return l.parameters + std::max(sum(l.forward), sum(l.backward));
+  }
+  // The core on this rank: its shards (tensor parallelism: its heads over every token).
+  const algo::ProblemShape shape = core_shape(cand, m, w, p);
+  const algo::RankMemory core = algo::rank_memory(cand.strategy, shape, tp ? std::vector<std::int64_t>{w.seqlen} : lengths,
+                                                  options, {});
+  if (w.scope == Scope::kCore) return core.peak(w.backward);
+
+  // The whole model. Rows and heads this rank's activations hold.
+  const double b = static_cast<double>(w.batch), big_n = static_cast<double>(w.seqlen);
+  const double n = static_cast<double>(*std::max_element(lengths.begin(), lengths.end()));
+  const double d = static_cast<double>(m.head_dim), dim = static_cast<double>(m.model_dim);
+  const double e = static_cast<double>(w.element_bytes), f = static_cast<double>(m.mlp_dim);
+  const double rows = tp ? big_n : n;
+  const double hq_r = static_cast<double>(shape.n_heads_q), g_r = static_cast<double>(shape.n_heads_kv);
+  const double f_r = tp ? f / p : f;
+  const double x_rows = cand.strategy == algo::Strategy::kTpV3 ? big_n + n : rows;  // tp-v3 keeps the gathered X
+  // Weights (tensor parallelism splits them, embeddings included).
+  const double layers = m.layers;
+  const double params = layers * layer_parameters(m, true) + 2.0 * static_cast<double>(m.vocab) * dim;
+  const double a = static_cast<double>(w.activation_bytes);
+  const double qkv = b * rows * (hq_r + 2 * g_r) * d * e + b * rows * hq_r * d * e;
+  const double mlp = 3 * b * rows * f_r * a;
+  const double x = b * x_rows * dim * a + b * rows * dim * a;
+  if (!w.backward) {
+    // First-token inference: the K/V cache of every layer, one layer's activations at a time.
+    const double weights = params * static_cast<double>(w.weight_bytes) / (tp ? p : 1);
+    const double cache = layers * 2 * b * rows * g_r * d * e;
+    return weights + cache + x + std::max(qkv + core.workspace.forward, qkv + mlp);
+  }
+  // Training: fp32 weights and gradients (no optimizer state), every layer's saved
+  // activations, one layer's backward buffers (the core's gradients: dO, dq, dk, dv).
+  const double weights = 2 * 4 * params / (tp ? p : 1);
+  const double saved_layer = x + qkv + b * rows * 4 * hq_r + b * rows * (3 * f_r) * a;
+  const double core_grads = core.inputs.backward - core.inputs.forward + core.outputs.backward - core.outputs.forward;
+  return weights + layers * saved_layer + core.workspace.forward + core_grads + core.workspace.backward;
+}
+
+}  // namespace
+
+int Cluster::threads_per_rank() const { return std::max(1, compute_slots / std::max(1, ranks_per_node)); }
+
+double Cluster::rank_share() const {
+  const int threads = threads_per_rank();
+  const double busy = static_cast<double>(threads) * ranks_per_node;
+  return threads * std::min(1.0, compute_slots / busy);
+}
+
+std::string scope_name(Scope scope) {
+  switch (scope) {
+    case Scope::kCore: return "core";
+    case Scope::kLayer: return "layer";
+    case Scope::kModel: return "model";
+  }
+  return "?";
+}
+
+Scope parse_scope(const std::string& text, const std::string& what) {
+  for (Scope scope : {Scope::kCore, Scope::kLayer, Scope::kModel})
+    if (scope_name(scope) == text) return scope;
+  fail(what, ": expected core, layer or model, got '", text, "'");
+}
+
+Workload make_workload(std::int64_t batch, bool causal, bool backward, Scope scope, DType dtype) {
+  Workload w;
+  w.batch = batch;
+  w.causal = causal;
+  w.backward = backward;
+  w.scope = scope;
+  w.element_bytes = w.weight_bytes = dtype_size(dtype);
+  w.output_bytes = w.activation_bytes = scope == Scope::kLayer ? sizeof(float) : dtype_size(dtype);
+  return w;
+}
+
+// The planner's candidates: the registry's distributed strategies, and the double ring.
+const std::vector<Candidate>& candidates() {
+  static const std::vector<Candidate> all = {
+      {algo::Strategy::kBurst, false},   {algo::Strategy::kBurst, true},      {algo::Strategy::kRing, false},
+      {algo::Strategy::kRingRsa, false}, {algo::Strategy::kUlysses, false},   {algo::Strategy::kUsp, false},
+      {algo::Strategy::kAllGather, false}, {algo::Strategy::kTpV1, false}, {algo::Strategy::kTpV3, false}};
+  return all;
+}
+
+std::string Candidate::name() const { return algo::strategy_name(strategy) + (double_ring ? "-double" : ""); }
+
+Candidate parse_candidate(const std::string& text, const std::string& what) {
+  std::string names;
+  for (const Candidate& c : candidates()) {
+    if (c.name() == text) return c;
+    if (!names.empty()) names += '|';
+    names += c.name();
+  }
+  fail(what, ": expected ", names, ", got '", text, "'");
+}
+
+int usp_degree(const ModelShape& m, const Cluster& c) {
+  int best = 1;
+  for (int u = 2; u <= c.ranks(); ++u) {
+    if (c.ranks() % u == 0 && m.heads % u == 0 && m.kv_heads % u == 0 && c.ranks_per_node % u == 0) best = u;
+  }
+  return best;
+}
+
+std::string infeasible_reason(const Candidate& cand, const ModelShape& m, const Cluster& c, Scope scope) {
+  const int p = c.ranks();
+  const algo::StrategyOptions options = options_of(cand, m, c);
+  if (cand.strategy == algo::Strategy::kUsp && options.ulysses_degree == 1)
+    return "no Ulysses group size > 1 divides the heads and a node";
+  algo::ProblemShape shape;
+  shape.n_heads_q = m.heads;
+  shape.n_heads_kv = m.kv_heads;
+  const std::string why = algo::strategy_info(cand.strategy).cannot_run(shape, p, options, scope != Scope::kCore);
+  if (!why.empty()) return why;
+  if (cand.double_ring && c.nodes == 1) return "one node: the double ring is the single ring";
+  return "";
+}
+
+Prediction predict(const Candidate& cand, const Cluster& c, const ModelShape& m, const Workload& w) {
+  Prediction pr;
+  pr.candidate = cand;
+  pr.infeasible = infeasible_reason(cand, m, c, w.scope);
+  const int p = c.ranks();
+  BURST_CHECK(w.seqlen >= p, "--seqlen: ", w.seqlen, " tokens cannot shard over ", p, " ranks");
+  if (!pr.infeasible.empty()) return pr;
+  const std::vector<std::int64_t> lengths = shard_lengths(w.seqlen, p, w.causal);
+  const int l = c.ranks_per_node;
+  const bool tp = algo::layer_only(cand.strategy);
+
+  LayerCost layer;
+  core_cost(cand, c, m, w, lengths, layer);
+
+  if (w.scope != Scope::kCore) {
+    // Projections (and the MLP for the whole model) as GEMMs over this rank's rows and heads.
+    const double b = static_cast<double>(w.batch), big_n = static_cast<double>(w.seqlen);
+    const double rows = tp ? big_n : big_n / p;
+    const algo::ProblemShape heads = core_shape(cand, m, w, p);
+    const double hq_r = static_cast<double>(heads.n_heads_q), g_r = static_cast<double>(heads.n_heads_kv);
+    const double dim = static_cast<double>(m.model_dim), d = static_cast<double>(m.head_dim);
+    double gemm = 2 * b * rows * dim * (hq_r + 2 * g_r) * d + 2 * b * rows * hq_r * d * dim;
+    const bool mlp = w.scope == Scope::kModel && m.mlp_dim > 0;
+    if (mlp) gemm += 6 * b * rows * dim * static_cast<double>(m.mlp_dim) / (tp ? p : 1);
+    const double rate = c.gemm_flops * c.rank_share();
+    layer.forward.add_compute(gemm / rate);
+    if (w.backward) layer.backward.add_compute(2 * gemm / rate);
+
+    // The layer's own collectives (tensor parallelism: twice per layer with the MLP block,
+    // whose input and output have X's shape) and the weight-gradient all-reduce.
+    const algo::LayerShape shape = m.layer();
+    double lf = 0, lb = 0, grads = 0;
+    for (int r = 0; r < p; ++r) {
+      const algo::LayerTraffic t = algo::expected_layer_traffic(cand.strategy, shape, w.batch, lengths, r);
+      lf += static_cast<double>(t.forward);
+      lb += static_cast<double>(t.backward);
+      grads += static_cast<double>(t.grads);
+    }
+    // The library's layer is fp32 (expected_layer_traffic counts 4-byte rows); the model's
+    // activations travel in their own dtype. Weight gradients stay fp32.
+    const double activation_scale = static_cast<double>(w.activation_bytes) / sizeof(float);
+    lf *= activation_scale / p;
+    lb *= activation_scale / p;
+    grads /= p;
+    const double blocks = mlp ? 2 : 1;
+    // tp-v3's gathers and scatters go to every peer at once (all-to-allv).
+    const Pattern pattern = cand.strategy == algo::Strategy::kTpV3 ? Pattern::kPairwise : Pattern::kRing;
+    for (int i = 0; i < static_cast<int>(blocks); ++i) {
+      collective(layer.forward, c, p, l, pattern, lf, 2.0 * (p - 1));
+      if (w.backward) collective(layer.backward, c, p, l, pattern, lb, 2.0 * (p - 1));
+    }
+    layer.forward_bytes += blocks * lf;
+    if (w.backward) {
+      layer.backward_bytes += blocks * lb;
+      if (mlp && !tp) {
+        const auto mlp_weights = static_cast<std::uint64_t>(3 * m.model_dim * m.mlp_dim);
+        grads += static_cast<double>(comm::all_reduce_bytes(mlp_weights, sizeof(float), p));
+      }
+      collective(layer.backward, c, p, l, Pattern::kRing, grads, 2.0 * (p - 1));
+      layer.backward_bytes += grads;
+    }
+  }
+  if (!w.backward) layer.backward_bytes = 0;
+
+  const double layers = w.scope == Scope::kModel ? m.layers : 1;
+  pr.forward_seconds = layers * layer.forward.seconds;
+  pr.backward_seconds = layers * layer.backward.seconds;
+  pr.compute_seconds = layers * (layer.forward.compute + layer.backward.compute);
+  pr.comm_seconds = layers * (layer.forward.wire + layer.backward.wire);
+  pr.exposed_seconds = pr.seconds() - pr.compute_seconds;
+  pr.forward_bytes = layers * layer.forward_bytes;
+  pr.backward_bytes = layers * layer.backward_bytes;
+  pr.inter_bytes = layers * (layer.forward.inter_bytes + layer.backward.inter_bytes);
+  pr.memory_bytes = memory_estimate(cand, c, m, w, lengths);
+  pr.out_of_memory = c.memory_bytes > 0 && pr.memory_bytes > c.memory_bytes;
+  return pr;
+}
+
+int recommend(const std::vector<Prediction>& predictions) {
+  int best = -1;
+  for (std::size_t i = 0; i < predictions.size(); ++i) {
+    const Prediction& p = predictions[i];
+    if (!p.runs()) continue;
+    if (best < 0) {
+      best = static_cast<int>(i);
+      continue;
+    }
+    const Prediction& q = predictions[static_cast<std::size_t>(best)];
+    const double bytes_p = p.forward_bytes + p.backward_bytes, bytes_q = q.forward_bytes + q.backward_bytes;
+    // Within 0.5% counts as a tie, decided by bytes (less traffic, less risk).
+    const bool faster = p.seconds() < q.seconds() * 0.995;
+    const bool tie = !faster && p.seconds() <= q.seconds() * 1.005;
+    if (faster || (tie && bytes_p < bytes_q)) best = static_cast<int>(i);
+  }
+  return best;
+}
+
+std::vector<Row> predict_all(const Cluster& c, const ModelShape& m, const Workload& base,
+                             const std::vector<std::int64_t>& seqlens, const std::vector<Candidate>& cands) {
+  std::vector<Row> rows;
+  for (std::int64_t s : seqlens) {
+    Workload w = base;
+    w.seqlen = s;
+    Row row;
+    row.seqlen = s;
+    for (const Candidate& cand : cands) row.predictions.push_back(predict(cand, c, m, w));
+    row.best = recommend(row.predictions);
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+}  // namespace burst::plan

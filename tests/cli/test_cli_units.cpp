@@ -1,0 +1,149 @@
+// Parts of the `burst` command checked without running it: `burst plan`'s flags, output and
+// calibration files, and `burst run`'s memory estimate from input files.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "burst/error.h"
+#include "burst/npy.h"
+#include "burst/plan.h"
+#include "memory.h"
+#include "plan.h"
+#include "plan_calibration.h"
+
+namespace burst {
+namespace {
+
+// ---- The command ----
+
+int plan_main(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return cli::run_plan(std::span<char* const>(argv.data(), argv.size()));
+}
+
+void expect_error(std::vector<std::string> args, const std::string& start) {
+  try {
+    plan_main(std::move(args));
+    ADD_FAILURE() << "expected an error starting with " << start;
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(start, 0), 0u) << e.what();
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << "one line: " << e.what();
+  }
+}
+
+TEST(PlanCommand, ErrorsNameTheFlag) {
+  expect_error({"--seqlen", "32X"}, "--seqlen:");
+  expect_error({"--seqlen"}, "--seqlen:");
+  expect_error({"--cluster", "9xH100"}, "--cluster:");
+  expect_error({"--model", "gpt"}, "--model:");
+  expect_error({"--flops", "-3"}, "--flops:");
+  expect_error({"--ranks", "0"}, "--ranks:");
+  expect_error({"--ranks", "12", "--nodes", "5"}, "--ranks:");
+  expect_error({"--strategy", "burst,fast"}, "--strategy:");
+  expect_error({"--scope", "all"}, "--scope:");
+  expect_error({"--frobnicate"}, "arguments:");
+  expect_error({"--causal=yes"}, "--causal:");
+  expect_error({"--cluster", "this", "--calibration", "/nonexistent/calibration.json"}, "--cluster this:");
+  expect_error({"--model", "custom"}, "--model:");
+}
+
+TEST(PlanCommand, RunsPresetsAndWritesJson) {
+  testing::internal::CaptureStdout();
+  const std::string json = ::testing::TempDir() + "/plan.json";
+  EXPECT_EQ(plan_main({"--paper", "--json", json}), 0);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("recommended: "), std::string::npos);
+  EXPECT_NE(out.find("BurstAttention"), std::string::npos);
+  EXPECT_NE(out.find("(5.13)"), std::string::npos);
+  std::ifstream in(json);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_NE(ss.str().find("\"out_of_memory\": true"), std::string::npos);
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--help"}), 0);
+  EXPECT_NE(testing::internal::GetCapturedStdout().find("--link-gbps"), std::string::npos);
+}
+
+// A calibration file reads back what was written; causal rates are optional (older files).
+TEST(PlanCalibrationFile, RoundTrip) {
+  plan::Calibration cal;
+  cal.cores = 2;
+  cal.memory_bytes = 16e9;
+  cal.attention_forward_f32 = 80e9;
+  cal.attention_backward_f32 = 60e9;
+  cal.attention_forward_bf16 = 110e9;
+  cal.attention_backward_bf16 = 90e9;
+  cal.gemm_f32 = 90e9;
+  cal.attention_forward_f32_causal = 70e9;
+  cal.memory_bandwidth = 10e9;
+  cal.link_backend = "local";
+  cal.link_bandwidth = 5e9;
+  cal.link_latency = 30e-6;
+  cal.measured_at = "now";
+  const std::string path = ::testing::TempDir() + "/plan_calibration.json";
+  cli::save_calibration(path, cal);
+  const plan::Calibration back = cli::load_calibration(path, "--cluster this");
+  EXPECT_DOUBLE_EQ(back.attention_forward_f32, 80e9);
+  EXPECT_DOUBLE_EQ(back.attention_forward_f32_causal, 70e9);
+  EXPECT_DOUBLE_EQ(back.attention_backward_f32_causal, 0);
+  EXPECT_EQ(back.link_backend, "local");
+  EXPECT_EQ(back.cores, 2);
+  EXPECT_THROW(cli::load_calibration(::testing::TempDir() + "/missing.json", "--cluster this"), Error);
+}
+
+// The memory estimate of a run from .npy files is the estimate of the files' sizes, read from
+// their headers, not of the size flags' defaults (32768 tokens); a file of the wrong rank
+// fails there, naming the flag.
+TEST(MemoryEstimate, SizesComeFromTheInputFiles) {
+  const std::string dir = testing::TempDir() + "/burst_memory_estimate";
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, std::vector<std::int64_t> shape) {
+    std::int64_t count = 1;
+    for (std::int64_t x : shape) count *= x;
+    const std::vector<float> zeros(static_cast<std::size_t>(count), 0.0f);
+    write_npy(dir + "/" + name, zeros.data(), shape);
+    return dir + "/" + name;
+  };
+  cli::RunArgs files;
+  files.strategy = algo::Strategy::kRingRsa;
+  files.q_path = write("q.npy", {1, 190, 4, 64});
+  files.k_path = write("k.npy", {1, 190, 2, 64});
+  files.v_path = write("v.npy", {1, 190, 2, 64});
+  cli::RunArgs flags;
+  flags.strategy = algo::Strategy::kRingRsa;
+  flags.seqlen = 190;
+  flags.heads = 4;
+  flags.kv_heads = 2;
+  flags.head_dim = 64;
+  const double from_files = cli::estimate_memory(files, 2, 2, 1).this_machine;
+  EXPECT_EQ(from_files, cli::estimate_memory(flags, 2, 2, 1).this_machine);
+  EXPECT_LT(from_files, 1e8);  // the default 32768 tokens would need tens of GB
+
+  cli::RunArgs layer;
+  layer.layer = true;
+  layer.x_path = write("x.npy", {2, 300, 96});
+  cli::RunArgs layer_flags;
+  layer_flags.layer = true;
+  layer_flags.batch = 2;
+  layer_flags.seqlen = 300;
+  layer_flags.model_dim = 96;
+  EXPECT_EQ(cli::estimate_memory(layer, 2, 2, 1).this_machine, cli::estimate_memory(layer_flags, 2, 2, 1).this_machine);
+
+  files.q_path = write("q3.npy", {190, 4, 64});
+  try {
+    (void)cli::estimate_memory(files, 2, 2, 1);
+    ADD_FAILURE() << "a 3-D --q file was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--q: expected a 4-D array"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace burst
