@@ -2,11 +2,16 @@
 // Torch tensors are read through their Python attributes (data_ptr, dtype, shape, stride),
 // so the module needs no libtorch headers and builds in seconds; the Python side allocates
 // every output and keeps the tensors alive for the length of a call. Every call into the
-// library runs with the GIL released.
+// library runs with the GIL released (the torch.distributed communicator takes it back for
+// the moment of each post).
 //
-// Errors: burst::comm::CommError (MPI failures, timeouts) -> burst.CommError, a subclass of
-// RuntimeError (burst.CommTimeoutError for timeouts); any other burst::Error (bad shapes,
-// options, disagreeing ranks) -> ValueError; both keep the library's message.
+// Communicators: one rank of this process, a duplicate of an mpi4py communicator, or a
+// torch.distributed ProcessGroup (torch_group.h). Strategies come from the library's table
+// (burst/strategy.h): names, what each cannot run, and its byte formulas.
+//
+// Errors: burst::comm::CommError (failed transfers, lost peers, timeouts, disagreeing ranks)
+// -> burst.CommError, a subclass of RuntimeError (burst.CommTimeoutError for timeouts); any
+// other burst::Error (bad shapes, options) -> ValueError; both keep the library's message.
 #ifndef BURST_HAVE_MPI4PY
 #define BURST_HAVE_MPI4PY 0
 #endif
@@ -29,38 +34,49 @@
 #include <string>
 #include <vector>
 
-#include "burst/layout.h"
-#include "burst/strategy.h"
-#include "burst/local_world.h"
-#include "burst/world.h"
 #include "burst/error.h"
 #include "burst/kernels.h"
+#include "burst/layout.h"
+#include "burst/local_world.h"
+#include "burst/strategy.h"
+#include "burst/version.h"
+#include "burst/world.h"
+#include "plan_binding.h"
+#include "torch_group.h"
 
 namespace py = pybind11;
 
 namespace burst::python {
 namespace {
 
-// A communicator for Python: one rank of this process, or a duplicate of an mpi4py
-// communicator. Calls on one communicator are serialised, since its transfers must pair up
-// in the same order on every rank.
+// A communicator for Python: one rank of this process, a duplicate of an mpi4py
+// communicator, or a torch.distributed ProcessGroup. Calls on one communicator are
+// serialised, since its transfers must pair up in the same order on every rank.
 class PyCommunicator {
  public:
-  explicit PyCommunicator(const py::object& mpi_comm) {
-    if (mpi_comm.is_none()) {
-      comm_ = comm::single_rank_communicator();
-      return;
-    }
+  explicit PyCommunicator(std::unique_ptr<comm::Communicator> c) : comm_(std::move(c)) {}
+
+  static std::unique_ptr<PyCommunicator> single() {
+    return std::make_unique<PyCommunicator>(comm::single_rank_communicator());
+  }
+
+  static std::unique_ptr<PyCommunicator> from_mpi4py(const py::object& mpi_comm) {
 #if BURST_HAVE_MPI4PY
     if (import_mpi4py() < 0) throw py::error_already_set();
     MPI_Comm* handle = PyMPIComm_Get(mpi_comm.ptr());  // TypeError when it is no mpi4py Comm
     if (handle == nullptr) throw py::error_already_set();
     py::gil_scoped_release release;  // collective: other Python threads may run meanwhile
-    comm_ = comm::mpi_communicator_from(handle);
+    return std::make_unique<PyCommunicator>(comm::mpi_communicator_from(handle));
 #else
+    (void)mpi_comm;
     throw py::value_error("comm: this build of burst has no mpi4py support (install python3-mpi4py and "
-                          "rebuild with BURST_WITH_MPI=ON), so comm must be None");
+                          "rebuild with BURST_WITH_MPI=ON); a torch.distributed group works without it");
 #endif
+  }
+
+  // Collective over the group (the ranks exchange host names).
+  static std::unique_ptr<PyCommunicator> from_process_group(const py::object& group, std::vector<int> global_ranks) {
+    return std::make_unique<PyCommunicator>(process_group_communicator(group, std::move(global_ranks)));
   }
 
   comm::Communicator& get() { return *comm_; }
@@ -81,18 +97,18 @@ class PyCommunicator {
     comm_->set_timeout(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5)));
   }
 
-  // Sum of every rank's `length`: the global sequence length of shards. Collective.
-  std::int64_t total_length(std::int64_t length) {
+  // Every rank's `value`, in rank order. Collective.
+  std::vector<std::int64_t> all_gather_int(std::int64_t value) {
     std::vector<std::int64_t> all(static_cast<std::size_t>(comm_->world_size()));
-    {
-      py::gil_scoped_release release;
-      std::lock_guard lock(mutex_);
-      comm_->all_gather(&length, all.data(), sizeof(length));
-    }
-    std::int64_t sum = 0;
-    for (std::int64_t n : all) sum += n;
-    return sum;
+    py::gil_scoped_release release;
+    std::lock_guard lock(mutex_);
+    comm_->all_gather(&value, all.data(), sizeof(value));
+    return all;
   }
+
+  // recv (a contiguous CPU tensor of world_size x the bytes of send) receives every rank's
+  // send in rank order. Collective.
+  void all_gather_bytes(const py::handle& send, const py::handle& recv);
 
  private:
   std::unique_ptr<comm::Communicator> comm_;
@@ -101,15 +117,18 @@ class PyCommunicator {
 
 // What one attention() call computes, besides its tensors.
 struct Settings {
-  algo::Strategy strategy = algo::Strategy::kBurst;
-  algo::BurstOptions options;
+  const algo::StrategyInfo* strategy = nullptr;
+  algo::StrategyOptions options;
 };
 
 Settings make_settings(const std::string& strategy, const std::string& layout, std::int64_t seqlen, bool causal,
                        std::int64_t window_left, std::int64_t window_right, std::optional<float> scale,
                        const std::string& backward_scheme, int ulysses_degree, int threads) {
   Settings s;
-  s.strategy = algo::parse_strategy(strategy, "strategy");
+  s.strategy = &algo::find_strategy(strategy, "strategy");
+  BURST_CHECK(!s.strategy->layer_only, "strategy: ", strategy,
+              " shards a layer's weights by heads and runs only as a layer (burst run --layer), not on attention "
+              "shards");
   s.options.layout = algo::parse_layout(layout, "layout");
   s.options.backward_scheme = algo::parse_scheme(backward_scheme, "backward_scheme");
   BURST_CHECK(seqlen >= 1, "seqlen: expected >= 1, got ", seqlen);
@@ -123,6 +142,38 @@ Settings make_settings(const std::string& strategy, const std::string& layout, s
   BURST_CHECK(threads >= 1, "threads: expected >= 1, got ", threads);
   s.options.threads = threads;
   return s;
+}
+
+// The problem as the table's formulas read it.
+algo::ProblemShape problem_shape(std::int64_t batch, std::int64_t n_heads_q, std::int64_t n_heads_kv,
+                                 std::int64_t head_dim, std::size_t element_bytes, std::size_t output_bytes) {
+  algo::ProblemShape shape;
+  shape.batch = batch, shape.n_heads_q = n_heads_q, shape.n_heads_kv = n_heads_kv, shape.head_dim = head_dim;
+  shape.element_bytes = element_bytes, shape.output_bytes = output_bytes;
+  return shape;
+}
+
+// Why the settings' strategy cannot run the problem over `ranks` ranks; "" when it can.
+std::string cannot_run(const Settings& s, std::int64_t batch, std::int64_t n_heads_q, std::int64_t n_heads_kv,
+                       std::int64_t head_dim, int ranks) {
+  return s.strategy->cannot_run(problem_shape(batch, n_heads_q, n_heads_kv, head_dim, 4, 4), ranks, s.options, false);
+}
+
+// The bytes rank `rank` sends in one forward and one backward by the strategy's formula,
+// when the ranks' shards have `shard_lengths` tokens.
+py::dict strategy_bytes(const Settings& s, std::int64_t batch, std::int64_t n_heads_q, std::int64_t n_heads_kv,
+                        std::int64_t head_dim, std::size_t element_bytes, std::size_t output_bytes,
+                        const std::vector<std::int64_t>& shard_lengths, int rank) {
+  BURST_CHECK(rank >= 0 && static_cast<std::size_t>(rank) < shard_lengths.size(), "rank: expected 0 to ",
+              shard_lengths.size(), " - 1, got ", rank);
+  const algo::StrategyBytes b = s.strategy->bytes(
+      problem_shape(batch, n_heads_q, n_heads_kv, head_dim, element_bytes, output_bytes), shard_lengths, rank,
+      s.options);
+  py::dict d;
+  d["forward"] = b.forward;
+  d["backward"] = b.backward;
+  d["scheme"] = algo::scheme_name(b.scheme);
+  return d;
 }
 
 std::string attr_string(const py::handle& obj, const char* attr) { return py::str(obj.attr(attr)).cast<std::string>(); }
@@ -194,10 +245,23 @@ RowStatsView stats_view(const py::handle& t, const char* name) {
   return v;
 }
 
-py::dict stats_dict(const algo::RingStats& s) {
+void PyCommunicator::all_gather_bytes(const py::handle& send, const py::handle& recv) {
+  const TorchTensor s = read_tensor(send, "send", 1), r = read_tensor(recv, "recv", 1);
+  BURST_CHECK(s.dtype == "torch.uint8" && r.dtype == "torch.uint8",
+              "all_gather_bytes: expected torch.uint8 tensors, got ", s.dtype, " and ", r.dtype);
+  BURST_CHECK(s.strides[0] == 1 && r.strides[0] == 1, "all_gather_bytes: expected contiguous tensors");
+  BURST_CHECK(r.shape[0] == s.shape[0] * comm_->world_size(), "recv: expected ", s.shape[0] * comm_->world_size(),
+              " bytes (world_size x send), got ", r.shape[0]);
+  py::gil_scoped_release release;
+  std::lock_guard lock(mutex_);
+  comm_->all_gather(s.data, r.data, static_cast<std::size_t>(s.shape[0]));
+}
+
+py::dict stats_dict(const algo::StrategyStats& s) {
   py::dict d;
   d["bytes_sent"] = s.bytes_sent;
   d["bytes_received"] = s.bytes_received;
+  d["bytes_saved"] = s.bytes_saved;
   d["compute_seconds"] = s.compute_seconds;
   d["wait_seconds"] = s.wait_seconds;
   d["steps_computed"] = s.steps_computed;
@@ -222,11 +286,11 @@ py::dict forward(PyCommunicator& c, const Settings& s, const py::handle& q, cons
   const TensorView ov = tensor_view(out, "out");
   const RowStatsView lv = stats_view(lse, "lse");
   check_inputs(qv, kv, vv, s);
-  algo::RingStats stats;
+  algo::StrategyStats stats;
   {
     py::gil_scoped_release release;
     std::lock_guard lock(c.mutex());
-    stats = algo::strategy_forward(s.strategy, c.get(), qv, kv, vv, ov, lv, s.options);
+    stats = s.strategy->forward(c.get(), qv, kv, vv, ov, lv, s.options);
   }
   return stats_dict(stats);
 }
@@ -239,11 +303,11 @@ py::dict backward(PyCommunicator& c, const Settings& s, const py::handle& q, con
   const RowStatsView lv = stats_view(lse, "lse");
   const TensorView dqv = tensor_view(dq, "dq"), dkv = tensor_view(dk, "dk"), dvv = tensor_view(dv, "dv");
   check_inputs(qv, kv, vv, s);
-  algo::RingStats stats;
+  algo::StrategyStats stats;
   {
     py::gil_scoped_release release;
     std::lock_guard lock(c.mutex());
-    stats = algo::strategy_backward(s.strategy, c.get(), qv, kv, vv, ov, lv, dov, dqv, dkv, dvv, s.options);
+    stats = s.strategy->backward(c.get(), qv, kv, vv, ov, lv, dov, dqv, dkv, dvv, s.options);
   }
   return stats_dict(stats);
 }
@@ -255,6 +319,7 @@ PYBIND11_MODULE(_burst, m) {
   using namespace burst::python;
   namespace algo = burst::algo;
   m.doc() = "Burst's C++ core; use the burst package, not this module";
+  bind_plan(m);  // burst.plan: the cost model (plan_binding.cpp)
 
   static py::exception<burst::comm::CommError> comm_error(m, "CommError", PyExc_RuntimeError);
   static py::exception<burst::comm::TimeoutError> timeout_error(m, "CommTimeoutError", comm_error.ptr());
@@ -271,12 +336,16 @@ PYBIND11_MODULE(_burst, m) {
   });
 
   py::class_<PyCommunicator>(m, "Communicator")
-      .def(py::init<const py::object&>(), py::arg("mpi_comm") = py::none())
+      .def_static("single", &PyCommunicator::single)
+      .def_static("from_mpi4py", &PyCommunicator::from_mpi4py, py::arg("comm"))
+      .def_static("from_process_group", &PyCommunicator::from_process_group, py::arg("group"),
+                  py::arg("global_ranks"))
       .def_property_readonly("rank", &PyCommunicator::rank)
       .def_property_readonly("world_size", &PyCommunicator::world_size)
       .def_property_readonly("backend", &PyCommunicator::backend)
       .def_property("timeout", &PyCommunicator::timeout, &PyCommunicator::set_timeout)
-      .def("total_length", &PyCommunicator::total_length, py::arg("length"));
+      .def("all_gather_int", &PyCommunicator::all_gather_int, py::arg("value"))
+      .def("all_gather_bytes", &PyCommunicator::all_gather_bytes, py::arg("send"), py::arg("recv"));
 
   py::class_<Settings>(m, "Settings");
   m.def("make_settings", &make_settings, py::arg("strategy"), py::arg("layout"), py::arg("seqlen"),
@@ -284,6 +353,17 @@ PYBIND11_MODULE(_burst, m) {
         py::arg("backward_scheme"), py::arg("ulysses_degree"), py::arg("threads"));
   m.def("forward", &forward);
   m.def("backward", &backward);
+  m.def("cannot_run", &cannot_run, py::arg("settings"), py::arg("batch"), py::arg("n_heads_q"),
+        py::arg("n_heads_kv"), py::arg("head_dim"), py::arg("ranks"));
+  m.def("strategy_bytes", &strategy_bytes, py::arg("settings"), py::arg("batch"), py::arg("n_heads_q"),
+        py::arg("n_heads_kv"), py::arg("head_dim"), py::arg("element_bytes"), py::arg("output_bytes"),
+        py::arg("shard_lengths"), py::arg("rank"));
+  // The strategies attention() runs (the table's, less the layer-only ones), in its order.
+  py::list names;
+  for (const algo::StrategyInfo& info : algo::strategies()) {
+    if (!info.layer_only) names.append(std::string(info.name));
+  }
+  m.attr("strategies") = py::tuple(names);
   m.def(
       "positions",
       [](std::int64_t seqlen, int world_size, int rank, const std::string& layout) {
@@ -295,6 +375,8 @@ PYBIND11_MODULE(_burst, m) {
       },
       py::arg("seqlen"), py::arg("world_size"), py::arg("rank"), py::arg("layout"));
   m.attr("mpi4py_support") = static_cast<bool>(BURST_HAVE_MPI4PY);
+  // The library's version, which the package reports as burst.__version__.
+  m.attr("__version__") = burst::version();
   // The Python side checks `threads` against it before it reaches a C++ int.
   m.attr("max_threads") = burst::kernels::kMaxThreads;
 }

@@ -11,6 +11,7 @@ packages=(
   libopenmpi-dev openmpi-bin                      # the MPI communicator backend and mpirun
   python3-dev pybind11-dev                        # the Python module (python/)
   python3-torch python3-mpi4py python3-pytest     # its autograd op, MPI communicators, tests
+  python3-pip python3-venv python3-setuptools python3-wheel  # pip install . (setup.py) and its venv test
   fortunes                                        # English text for examples/llama and its test
   iproute2 util-linux procps                      # multihost stage: namespaces, links (ip), shaping (tc), ps
 )

@@ -246,6 +246,8 @@ def report(args):
     for r in runs:
         name = "single process, torch attention" if r["attention"] == "torch" else \
             f"{r['ranks']} rank{'s' if r['ranks'] > 1 else ''}, {r['strategy']} {r['layout']}"
+        if r.get("data_parallel", 1) > 1:  # torchrun_train.py's data x sequence grid
+            name += f" ({r['data_parallel']} data x {r['sequence_parallel']} sequence)"
         curves[name] = r["losses"]
     names = list(curves)
     base = curves[names[0]]

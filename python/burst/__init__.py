@@ -1,18 +1,27 @@
 """Burst: exact distributed attention on CPUs (BurstAttention), as a PyTorch autograd op.
 
-    import burst
-    out = burst.attention(q, k, v, causal=True, comm=MPI.COMM_WORLD, layout="zigzag")
+    import burst, torch.distributed as dist
+    dist.init_process_group("gloo")                    # under torchrun
+    sharding = burst.Sharding(dist.group.WORLD)        # zigzag layout by default
+    q, k, v = (sharding.shard(t) for t in (q_all, k_all, v_all))
+    out = burst.attention(q, k, v, causal=True, sharding=sharding)
 
-Each rank passes its own [b, s_local, h, d] shards; burst.shard / burst.gather move tensors
-between global token order and shards, burst.positions gives a shard's global positions
-(for rotary embeddings). Bad arguments raise ValueError (TypeError for a wrong type);
-communication failures raise burst.CommError, a RuntimeError (burst.CommTimeoutError when
-a wait passes its deadline).
+Each rank passes its own [b, s_local, h, d] shards; a burst.Sharding ties a communicator (a
+torch.distributed group, an mpi4py communicator, or None for one process) to a layout and
+shards, gathers and gives the global positions of tokens (for rotary embeddings).
+burst.nn.BurstAttention and burst.nn.AttentionLayer are the nn.Module forms. Bad arguments
+raise ValueError (TypeError for a wrong type); communication failures raise burst.CommError,
+a RuntimeError (burst.CommTimeoutError when a wait passes its deadline).
 """
 
-from ._burst import CommError, CommTimeoutError, mpi4py_support
-from ._layout import LAYOUTS, gather, positions, shard, unshard
-from ._ops import Communicator, attention
+from . import nn
+from ._burst import CommError, CommTimeoutError, __version__, mpi4py_support
+from ._comm import Communicator
+from ._layout import DEFAULT_LAYOUT, LAYOUTS, gather, positions, shard, unshard
+from ._ops import STRATEGIES, attention, expected_bytes
+from ._plan import plan, plan_clusters, plan_models
+from ._sharding import Sharding
 
-__all__ = ["attention", "Communicator", "shard", "unshard", "gather", "positions", "CommError",
-           "CommTimeoutError", "LAYOUTS", "mpi4py_support"]
+__all__ = ["attention", "expected_bytes", "Sharding", "Communicator", "nn", "shard", "unshard", "gather",
+           "positions", "CommError", "CommTimeoutError", "LAYOUTS", "DEFAULT_LAYOUT", "STRATEGIES", "mpi4py_support",
+           "__version__", "plan", "plan_clusters", "plan_models"]

@@ -1,67 +1,21 @@
-"""burst.attention: exact distributed attention as a PyTorch autograd op."""
+"""burst.attention: exact distributed attention as a PyTorch autograd op, called like
+flash-attn's flash_attn_func where the two share a meaning."""
 
-import atexit
+import functools
+import inspect
+import math
 import operator
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from . import _burst
-from ._layout import INT_MAX, MAX_SEQLEN, MAX_WINDOW, int_argument, is_integer, real_argument
+from ._comm import resolve
+from ._layout import DEFAULT_LAYOUT, INT_MAX, MAX_SEQLEN, MAX_WINDOW, check_layout, int_argument, is_integer, \
+    positions, real_argument
+from ._sharding import Sharding
 
-
-class Communicator:
-    """The ranks an attention call spans: this process alone (comm None) or the processes of
-    an mpi4py communicator. Creating one from mpi4py is collective: it duplicates the MPI
-    communicator, so Burst's messages never meet the caller's. timeout: seconds every wait
-    may take (default BURST_TIMEOUT, else 60); a rank that waits longer raises
-    burst.CommTimeoutError."""
-
-    def __init__(self, comm=None, timeout=None):
-        self.mpi = comm
-        self._impl = _burst.Communicator(comm)
-        if timeout is not None:
-            self.timeout = timeout
-
-    @property
-    def rank(self):
-        return self._impl.rank
-
-    @property
-    def world_size(self):
-        return self._impl.world_size
-
-    @property
-    def timeout(self):
-        return self._impl.timeout
-
-    @timeout.setter
-    def timeout(self, seconds):
-        self._impl.timeout = real_argument("timeout", seconds)  # the range is checked in C++
-
-
-# One burst communicator per mpi4py communicator object passed as comm=, made on its first
-# use (every rank passes its objects in the same order, so the collective creations pair
-# up). Holding the mpi4py object keeps its id from being reused. Cleared at exit, before
-# mpi4py finalises MPI.
-_from_mpi4py = {}
-_single = None
-atexit.register(_from_mpi4py.clear)
-
-
-def _communicator(comm):
-    global _single
-    if isinstance(comm, Communicator):
-        return comm
-    if comm is None:
-        if _single is None:
-            _single = Communicator()
-        return _single
-    cached = _from_mpi4py.get(id(comm))
-    if cached is None or cached.mpi is not comm:
-        cached = Communicator(comm)
-        _from_mpi4py[id(comm)] = cached
-    return cached
+STRATEGIES = _burst.strategies
 
 
 def _check_tensor(t, name):
@@ -73,22 +27,31 @@ def _check_tensor(t, name):
         raise ValueError(f"{name}: expected every dimension of [b, s, h, d] to be at least 1, got shape {list(t.shape)}")
 
 
-def _window_sides(window):
-    """(left, right) of a window argument; -1 is an unbounded side."""
-    if window is None:
-        return -1, -1
-    expected = (f"None, an int from 0 to {MAX_WINDOW} or a (left, right) pair of ints from -1 (unbounded) "
-                f"to {MAX_WINDOW}")
-    if is_integer(window):
+def _window_side(x):
+    return is_integer(x) and -1 <= operator.index(x) <= MAX_WINDOW
+
+
+def _window_sides(window_size, window):
+    """(left, right) from window_size=(left, right) or the older window= (an int w for
+    (w, w), or a pair); -1 is an unbounded side."""
+    if window_size is not None and window is not None:
+        raise ValueError(f"window_size and window: expected one of them (window is the older name), got "
+                         f"window_size={window_size!r} and window={window!r}")
+    pair = f"a (left, right) pair of ints from -1 (unbounded) to {MAX_WINDOW}"
+    if window is not None and is_integer(window):
         if not 0 <= operator.index(window) <= MAX_WINDOW:
-            raise ValueError(f"window: expected {expected}, got {operator.index(window)}")
+            raise ValueError(f"window: expected None, an int from 0 to {MAX_WINDOW} or {pair}, got "
+                             f"{operator.index(window)}")
         return operator.index(window), operator.index(window)
+    name, value = ("window_size", window_size) if window is None else ("window", window)
+    if value is None:
+        return -1, -1
     try:
-        sides = tuple(window)
+        sides = tuple(value)
     except TypeError:
         sides = ()
-    if len(sides) != 2 or not all(is_integer(x) and -1 <= operator.index(x) <= MAX_WINDOW for x in sides):
-        raise ValueError(f"window: expected {expected}, got {window!r}")
+    if len(sides) != 2 or not all(_window_side(x) for x in sides):
+        raise ValueError(f"{name}: expected {pair}, got {value!r}")
     return operator.index(sides[0]), operator.index(sides[1])
 
 
@@ -98,71 +61,155 @@ def _string(name, value):
     return value
 
 
+def _flag(name, value):
+    if not (value is True or value is False or (is_integer(value) and operator.index(value) in (0, 1))):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 class _Attention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, settings, comm):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         b, s, h, _ = q.shape
-        out = torch.empty_like(q, memory_format=torch.contiguous_format)
-        lse = torch.empty((b, h, s), dtype=torch.float32)
-        _burst.forward(comm._impl, settings, q, k, v, out, lse)
+        # NaN-filled, so an element the library failed to write cannot pass for a result.
+        out = torch.full(q.shape, float("nan"), dtype=q.dtype)
+        lse = torch.full((b, h, s), float("nan"), dtype=torch.float32)
+        comm.last_stats = {"forward": _burst.forward(comm._impl, settings, q, k, v, out, lse)}
+        ctx.mark_non_differentiable(lse)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.settings, ctx.comm = settings, comm
-        return out
+        return out, lse
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, dout):
+    def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
         dout = dout.to(q.dtype).contiguous()
-        dq = torch.empty(q.shape, dtype=torch.float32)
-        dk = torch.empty(k.shape, dtype=torch.float32)
-        dv = torch.empty(v.shape, dtype=torch.float32)
-        _burst.backward(ctx.comm._impl, ctx.settings, q, k, v, out, lse, dout, dq, dk, dv)
+        dq = torch.full(q.shape, float("nan"), dtype=torch.float32)
+        dk = torch.full(k.shape, float("nan"), dtype=torch.float32)
+        dv = torch.full(v.shape, float("nan"), dtype=torch.float32)
+        ctx.comm.last_stats["backward"] = _burst.backward(ctx.comm._impl, ctx.settings, q, k, v, out, lse, dout, dq,
+                                                          dk, dv)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None
 
 
-def attention(q, k, v, causal=False, window=None, scale=None, strategy="burst", layout="contiguous",
-              comm=None, seqlen=None, backward_scheme="auto", ulysses_degree=1, threads=1):
-    """Returns softmax(scale q k^T, masked) v over the whole sequence, for this rank's queries.
-
-    q [b, s_local, n_heads_q, d], k and v [b, s_local, n_heads_kv, d]: this rank's shards in
-    the layout's local order (burst.shard makes them), float32 or bfloat16, on the CPU;
-    n_heads_q a multiple of n_heads_kv (grouped-query attention). The result is shaped and
-    typed like q; its backward runs the distributed backward and yields gradients in the
-    inputs' dtypes. Arithmetic is fp32 throughout.
-
-    causal: key position <= query position (global positions). window: None, an int w (keys
-    within w positions of the query on either side) or (left, right), -1 being unbounded.
-    scale: default 1/sqrt(d). strategy: burst, ring, allgather, ulysses, ring-rsa or usp
-    (ulysses_degree ranks per Ulysses group). layout: contiguous, zigzag or striped.
-    comm: None (one rank) or an mpi4py communicator (or a burst.Communicator). seqlen: the
-    global length (default: the sum of the ranks' shard lengths, one small collective).
-    backward_scheme (burst only): auto, q (BurstAttention's) or kv (RingAttention's).
-    threads: kernel threads of this rank. Every rank of comm must make the same calls.
-    Arguments are checked before any communication: a bad one raises ValueError naming it,
-    the expected and the actual value (TypeError for a wrong type, e.g. a float count).
-    """
+def _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group, comm, layout, strategy,
+             seqlen, backward_scheme, ulysses_degree, threads, scale, window):
+    """Checks attention's arguments; returns the call's settings, communicator, layout and
+    global length."""
     # Every argument is checked before the first collective, so a bad one fails alike on
     # every rank instead of leaving the others waiting.
     for t, name in ((q, "q"), (k, "k"), (v, "v")):
         _check_tensor(t, name)
-    if not (causal is True or causal is False or causal in (0, 1)):
-        raise TypeError(f"causal: expected True or False, got {causal!r}")
-    left, right = _window_sides(window)
+    causal = _flag("causal", causal)
+    if real_argument("dropout_p", dropout_p) != 0.0:
+        raise ValueError(f"dropout_p: expected 0.0 (Burst has no attention dropout), got {dropout_p!r}")
+    left, right = _window_sides(window_size, window)
+    if softmax_scale is not None and scale is not None:
+        raise ValueError(f"softmax_scale and scale: expected one of them (scale is the older name), got "
+                         f"softmax_scale={softmax_scale!r} and scale={scale!r}")
+    scale_name = "softmax_scale" if softmax_scale is not None else "scale"
+    scale = softmax_scale if softmax_scale is not None else scale
     if scale is not None:
-        scale = real_argument("scale", scale)  # finiteness is checked in C++
+        scale = real_argument(scale_name, scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"{scale_name}: expected a finite number, got {scale}")
     threads = int_argument("threads", threads, 1, _burst.max_threads)
     ulysses_degree = int_argument("ulysses_degree", ulysses_degree, 1, INT_MAX)
     if seqlen is not None:
         seqlen = int_argument("seqlen", seqlen, 1, MAX_SEQLEN)
-    for name, value in (("strategy", strategy), ("layout", layout), ("backward_scheme", backward_scheme)):
+    for name, value in (("strategy", strategy), ("backward_scheme", backward_scheme)):
         _string(name, value)
-    c = _communicator(comm)
+    if layout is not None:
+        check_layout(layout)
+    if sharding is not None:
+        if not isinstance(sharding, Sharding):
+            raise TypeError(f"sharding: expected a burst.Sharding, got {type(sharding).__name__}")
+        if layout is not None and layout != sharding.layout:
+            raise ValueError(f"layout: '{layout}' disagrees with the sharding's layout '{sharding.layout}'; pass "
+                             f"the sharding alone")
+        c = sharding.communicator
+        if (group is not None or comm is not None) and resolve(group, comm) is not c:
+            raise ValueError("group/comm: not the communicator of the sharding; pass the sharding alone")
+        layout = sharding.layout
+    else:
+        c = resolve(group, comm)
+        layout = DEFAULT_LAYOUT if layout is None else layout
     if seqlen is None:
-        seqlen = c._impl.total_length(q.shape[1])
-    settings = _burst.make_settings(strategy=strategy, layout=layout, seqlen=seqlen, causal=bool(causal),
+        seqlen = sum(c._impl.all_gather_int(q.shape[1]))
+    settings = _burst.make_settings(strategy=strategy, layout=layout, seqlen=seqlen, causal=causal,
                                     window_left=left, window_right=right, scale=scale,
                                     backward_scheme=backward_scheme, ulysses_degree=ulysses_degree,
                                     threads=threads)
-    return _Attention.apply(q, k, v, settings, c)
+    return settings, c, layout, seqlen
+
+
+def _attention(q, k, v, *, softmax_scale=None, causal=False, window_size=None, return_lse=False, dropout_p=0.0,
+               sharding=None, group=None, comm=None, layout=None, strategy="burst", seqlen=None,
+               backward_scheme="auto", ulysses_degree=1, threads=1, scale=None, window=None):
+    """Returns softmax(softmax_scale q k^T, masked) v over the whole sequence, for this rank's
+    queries; with return_lse=True, (out, lse).
+
+    q [b, s_local, n_heads_q, d], k and v [b, s_local, n_heads_kv, d]: this rank's shards in
+    the layout's local order (Sharding.shard makes them), float32 or bfloat16, on the CPU;
+    n_heads_q a multiple of n_heads_kv (grouped-query attention). out is shaped and typed like
+    q; its backward runs the distributed backward and yields gradients in the inputs' dtypes.
+    lse [b, n_heads_q, s_local] float32 is the natural log of the sum of exp(scores) of each
+    query row (-inf for a row that sees no key), not differentiable. Arithmetic is fp32.
+
+    Every argument after v is keyword-only. As in flash-attn: softmax_scale (default
+    1/sqrt(d)), causal (key position <= query position, in global positions), window_size
+    (left, right): keys from position i - left to i + right, -1 for an unbounded side (None
+    or (-1, -1): no window), return_lse, dropout_p (0 only: Burst has no dropout).
+    The ranks: sharding (a burst.Sharding: communicator and layout together, the safe way), or
+    group (a torch.distributed ProcessGroup) / comm (an mpi4py communicator or a
+    burst.Communicator) with layout ("zigzag" by default, "contiguous", "striped") for shards
+    made some other way; none of them: this process alone.
+    strategy: one of burst.STRATEGIES (burst, ring, ring-rsa, ulysses, usp, allgather, local).
+    seqlen: the global length (default: the sum of the ranks' shard lengths, one small
+    collective). backward_scheme (burst): auto, q (BurstAttention's) or kv (RingAttention's).
+    ulysses_degree (usp): ranks per Ulysses group. threads: kernel threads of this rank.
+    scale and window: the older names of softmax_scale and window_size (window may be an int
+    w for (w, w)). Every rank of the communicator must make the same calls.
+
+    Arguments are checked before any communication: a bad one raises ValueError naming it,
+    the expected and the actual value (TypeError for a wrong type); communication failures
+    raise burst.CommError (burst.CommTimeoutError past the deadline).
+    """
+    return_lse = _flag("return_lse", return_lse)
+    settings, c, _, _ = _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group, comm,
+                                 layout, strategy, seqlen, backward_scheme, ulysses_degree, threads, scale, window)
+    out, lse = _Attention.apply(q, k, v, settings, c)
+    return (out, lse) if return_lse else out
+
+
+@functools.wraps(_attention)
+def attention(q, k, v, *positional, **options):
+    if positional:
+        raise TypeError(f"attention: every argument after v is keyword-only (softmax_scale=, causal=, "
+                        f"window_size=, ...), got {len(positional)} more positional: {positional!r}. Positional "
+                        f"arguments are refused so that a call ported from flash-attn (dropout_p, softmax_scale, "
+                        f"causal) or from an older burst (causal, window, scale) cannot change meaning silently")
+    return _attention(q, k, v, **options)
+
+
+attention.__signature__ = inspect.signature(_attention)
+
+
+def expected_bytes(q, k, v, *, softmax_scale=None, causal=False, window_size=None, dropout_p=0.0, sharding=None,
+                   group=None, comm=None, layout=None, strategy="burst", seqlen=None, backward_scheme="auto",
+                   ulysses_degree=1, threads=1, scale=None, window=None):
+    """Returns {"forward": ..., "backward": ...}: the bytes this rank sends in one forward and
+    one backward of burst.attention called with the same arguments, by the strategy's byte
+    formula (the library's strategy table, as the CLI and the planner read it). The forward
+    figure includes what a K/V ring spares under a mask (Communicator.last_stats: bytes_sent +
+    bytes_saved); the backward one is bytes_sent. Collective when seqlen is not given."""
+    settings, c, layout, n = _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group, comm,
+                                      layout, strategy, seqlen, backward_scheme, ulysses_degree, threads, scale,
+                                      window)
+    lengths = [len(positions(n, c.world_size, r, layout)) for r in range(c.world_size)]
+    size = q.element_size()
+    result = _burst.strategy_bytes(settings, q.shape[0], q.shape[2], k.shape[2], q.shape[3], size, size, lengths,
+                                   c.rank)
+    return {"forward": result["forward"], "backward": result["backward"]}

@@ -24,20 +24,27 @@ def visible(n, causal, window):
     return ok
 
 
-def attention(q, k, v, causal=False, window=None, scale=None):
-    """Attention over the whole sequence in float64, differentiable by torch.
-    q [b, n, hq, d], k and v [b, n, hkv, d]; query head h reads kv head h // (hq // hkv).
-    Rows that see no key give 0."""
-    q, k, v = q.double(), k.double(), v.double()
-    group = q.shape[2] // k.shape[2]
-    k = k.repeat_interleave(group, dim=2)
-    v = v.repeat_interleave(group, dim=2)
+def _scores(q, k, causal, window, scale):
+    """Masked scaled scores [b, hq, n, n] in float64; query head h reads kv head h // (hq // hkv)."""
+    q, k = q.double(), k.double()
+    k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
     scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else scale
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
-    mask = visible(q.shape[1], causal, window)
-    scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
+    return scores.masked_fill(~visible(q.shape[1], causal, window), float("-inf"))
+
+
+def attention(q, k, v, causal=False, window=None, scale=None):
+    """Attention over the whole sequence in float64, differentiable by torch.
+    q [b, n, hq, d], k and v [b, n, hkv, d]. Rows that see no key give 0."""
+    v = v.double().repeat_interleave(q.shape[2] // v.shape[2], dim=2)
+    probs = torch.softmax(_scores(q, k, causal, window, scale), dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
     return torch.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+def lse(q, k, causal=False, window=None, scale=None):
+    """[b, hq, n] float64: log of the sum of exp(score) over the keys each query sees; -inf
+    for a row that sees none."""
+    return torch.logsumexp(_scores(q, k, causal, window, scale), dim=-1)
 
 
 def max_abs_score(q, k, scale=None):
@@ -58,6 +65,24 @@ def backward_tolerance(d, seqlen_k, s_max, bf16=False):
     """4 u (d (1 + S) + sk + d). In bf16 two roundings add 2^-8 each: the output the backward
     reads for delta = rowsum(dO O) is bf16, and so is the gradient returned."""
     return 4 * U * (d * (1 + s_max) + seqlen_k + d) + (2 * BF16_ROUNDING if bf16 else 0.0)
+
+
+def lse_tolerance(d, seqlen_k, s_max, lse_max):
+    """Absolute error of lse: the relative error of the row sum (the forward's bound) plus
+    one rounding of the logarithm, 2 u |lse|."""
+    return forward_tolerance(d, seqlen_k, s_max) + 2 * U * lse_max
+
+
+def lse_error(got, ref):
+    """max |got - ref| over the rows both see keys in; inf when they disagree on which rows
+    see none (-inf) or got has a NaN."""
+    got = got.double()
+    finite = torch.isfinite(ref)
+    if torch.isnan(got).any() or not torch.equal(torch.isfinite(got), finite):
+        return math.inf
+    if not torch.equal(got[~finite], ref[~finite]):
+        return math.inf
+    return (got[finite] - ref[finite]).abs().max().item() if finite.any() else 0.0
 
 
 def relative_error(got, ref, floor=0.0):

@@ -1,8 +1,10 @@
-"""One attention case end to end, on whatever ranks `comm` spans: global random tensors (the
-same on every rank, from the seed), this rank's shards through burst.attention and its
-backward, the results gathered and compared with the float64 torch reference of the whole
-problem under the written tolerances. Every rank checks the gathered results, so a failure
-fails on all ranks alike and no rank is left waiting."""
+"""One attention case end to end, on whatever ranks `comm` spans (None, an mpi4py
+communicator, a torch.distributed group or a burst.Communicator): global random tensors (the
+same on every rank, from the seed), this rank's shards through a burst.Sharding, attention
+with its lse and backward, the results gathered and compared with the float64 torch
+reference of the whole problem under the written tolerances, and the bytes this rank sent
+against the strategy's formula (burst.expected_bytes: the library's table). Every rank checks the gathered
+results, so a failure fails on all ranks alike and no rank is left waiting."""
 
 import attention_reference as ref
 import torch
@@ -20,28 +22,32 @@ def random_inputs(b, n, hq, hkv, d, dtype, seed):
     return [t.to(dtype) for t in (q, k, v, dout)]
 
 
-def check_case(comm=None, strategy="burst", layout="contiguous", causal=False, window=None, hq=4, hkv=2,
-               d=16, n=37, b=2, dtype=torch.float32, seed=1, **options):
-    """Runs one case and asserts its forward and gradient errors are within the tolerances;
-    returns the errors and tolerances."""
-    rank = 0 if comm is None else comm.rank
-    world_size = 1 if comm is None else comm.size
+def check_case(comm=None, strategy="burst", layout="zigzag", causal=False, window=None, hq=4, hkv=2, d=16, n=37,
+               b=2, dtype=torch.float32, seed=1, **options):
+    """Runs one case and asserts its forward, lse and gradient errors are within the
+    tolerances and its bytes equal the formula's; returns the errors and tolerances."""
+    sharding = burst.Sharding(comm, layout)
+    world_size = sharding.world_size
     q, k, v, dout = random_inputs(b, n, hq, hkv, d, dtype, seed)
-    shards = [burst.shard(t, rank, world_size, layout).requires_grad_() for t in (q, k, v)]
-    out = burst.attention(*shards, causal=causal, window=window, strategy=strategy, layout=layout, comm=comm,
-                          **options)
+    shards = [sharding.shard(t).requires_grad_() for t in (q, k, v)]
+    out, lse = burst.attention(*shards, causal=causal, window=window, strategy=strategy, sharding=sharding,
+                               return_lse=True, **options)
     assert out.dtype == dtype and out.shape == shards[0].shape
-    out.backward(burst.shard(dout, rank, world_size, layout))
+    assert lse.dtype == torch.float32 and lse.shape == (b, hq, shards[0].shape[1])
+    out.backward(sharding.shard(dout))
     for s in shards:
         assert s.grad.dtype == dtype and s.grad.shape == s.shape
+    stats = sharding.communicator.last_stats
 
-    got = {name: burst.gather(t, comm, layout) for name, t in
+    got = {name: sharding.gather(t) for name, t in
            (("out", out), ("dq", shards[0].grad), ("dk", shards[1].grad), ("dv", shards[2].grad))}
+    got_lse = sharding.gather(lse, dim=2)
 
     leaves = [t.double().requires_grad_() for t in (q, k, v)]
     expected = ref.attention(*leaves, causal=causal, window=window, scale=options.get("scale"))
     expected.backward(dout.double())
     want = {"out": expected.detach(), "dq": leaves[0].grad, "dk": leaves[1].grad, "dv": leaves[2].grad}
+    want_lse = ref.lse(q, k, causal=causal, window=window, scale=options.get("scale"))
 
     s_max = ref.max_abs_score(q, k, options.get("scale"))
     bf16 = dtype == torch.bfloat16
@@ -55,8 +61,19 @@ def check_case(comm=None, strategy="burst", layout="contiguous", causal=False, w
             tol = ref.backward_tolerance(d, n, s_max, bf16)
             err = ref.relative_error(got[name], want[name], floors[name])
         report[name] = (err, tol)
+    lse_max = want_lse[torch.isfinite(want_lse)].abs().max().item()
+    report["lse"] = (ref.lse_error(got_lse, want_lse), ref.lse_tolerance(d, n, s_max, lse_max))
     case = (f"strategy={strategy} layout={layout} causal={causal} window={window} heads={hq}/{hkv} d={d} n={n} "
             f"b={b} {dtype} ranks={world_size} {options}")
     for name, (err, tol) in report.items():
         assert err <= tol, f"{case}: {name} error {err:.3g} > tolerance {tol:.3g}"
+
+    formula = burst.expected_bytes(*shards, causal=causal, window=window, strategy=strategy, sharding=sharding,
+                                   seqlen=n, **options)
+    sent = {"forward": stats["forward"]["bytes_sent"] + stats["forward"]["bytes_saved"],
+            "backward": stats["backward"]["bytes_sent"]}
+    for phase in ("forward", "backward"):
+        assert sent[phase] == formula[phase], \
+            f"{case}: rank {sharding.rank} sent {sent[phase]} bytes in the {phase}, the formula says {formula[phase]}"
+    report["bytes"] = sent
     return report

@@ -67,7 +67,7 @@ def test_explicit_seqlen_and_communicator():
     assert (comm.rank, comm.world_size) == (WORLD.rank, P)
     n = 5 * P + 3
     q, k, v, _ = random_inputs(1, n, 2, 2, 8, torch.float32, seed=11)
-    shards = [burst.shard(t, WORLD.rank, P, "striped") for t in (q, k, v)]
+    shards = [burst.shard(t, P, WORLD.rank, "striped") for t in (q, k, v)]
     a = burst.attention(*shards, causal=True, layout="striped", comm=comm, seqlen=n)
     b = burst.attention(*shards, causal=True, layout="striped", comm=WORLD)
     assert torch.equal(a, b)
@@ -77,13 +77,13 @@ def test_explicit_seqlen_and_communicator():
 def test_gather_is_the_inverse_of_shard():
     x = torch.randn(2, 4 * P + 3, 5, generator=torch.Generator().manual_seed(12))
     for layout in burst.LAYOUTS:
-        assert torch.equal(burst.gather(burst.shard(x, WORLD.rank, P, layout), WORLD, layout), x)
+        assert torch.equal(burst.gather(burst.shard(x, P, WORLD.rank, layout), WORLD, layout), x)
 
 
 def test_wrong_seqlen_raises_value_error_on_every_rank():
     n = 4 * P + 1
     q, k, v, _ = random_inputs(1, n, 2, 2, 8, torch.float32, seed=13)
-    shards = [burst.shard(t, WORLD.rank, P, "contiguous") for t in (q, k, v)]
+    shards = [burst.shard(t, P, WORLD.rank, "contiguous") for t in (q, k, v)]
     with pytest.raises(ValueError, match="tokens"):
         burst.attention(*shards, comm=WORLD, seqlen=n + P)
 
@@ -93,7 +93,7 @@ def test_disagreeing_ranks_raise_comm_error_on_every_rank():
     argument of this rank: burst.CommError, a RuntimeError, naming the setting and both values."""
     n = 4 * P + 1
     q, k, v, _ = random_inputs(1, n, 2, 2, 8, torch.float32, seed=14)
-    shards = [burst.shard(t, WORLD.rank, P, "contiguous") for t in (q, k, v)]
+    shards = [burst.shard(t, P, WORLD.rank, "contiguous") for t in (q, k, v)]
     with pytest.raises(burst.CommError, match="ranks disagree: rank 1 has causal true but rank 0 has false"):
         burst.attention(*shards, comm=WORLD, causal=WORLD.rank == 1)
 

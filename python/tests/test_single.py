@@ -1,6 +1,10 @@
-"""The Python module on one rank (comm=None): attention and its gradients against torch's
-float64 attention, gradcheck, the layout helpers, and the errors of bad arguments.
+"""The Python module on one rank (comm=None): attention, its lse and gradients against
+torch's float64 attention, gradcheck, the layout helpers and Sharding, the nn modules, the
+flash-attn call shape, and the errors of bad arguments.
 Run: PYTHONPATH=build/python python3 -m pytest python/tests/test_single.py"""
+
+import inspect
+import re
 
 import attention_reference as ref
 import pytest
@@ -9,7 +13,7 @@ from cases import check_case, random_inputs
 
 import burst
 
-STRATEGIES = ["burst", "ring", "allgather", "ulysses", "ring-rsa", "usp"]
+STRATEGIES = list(burst.STRATEGIES)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -141,7 +145,7 @@ def test_layout_helpers(world_size, layout, n):
     assert got == want
     assert sorted(sum(got, [])) == list(range(n))
     x = torch.randn(2, n, 3, 4).to(torch.bfloat16)
-    shards = [burst.shard(x, r, p, layout) for r in range(p)]
+    shards = [burst.shard(x, p, r, layout) for r in range(p)]
     for r in range(p):
         assert torch.equal(shards[r], x[:, got[r]])
     assert torch.equal(burst.unshard(shards, layout), x)
@@ -172,6 +176,22 @@ def _bad_calls():
         ("layout", lambda: burst.positions(10, 2, 0, "diagonal")),
         ("rank", lambda: burst.positions(10, 2, 2, "contiguous")),
         ("shards", lambda: burst.unshard([])),
+        # flash-attn's names and the sharding
+        ("dropout_p", lambda: burst.attention(q, k, v, dropout_p=0.1)),
+        ("window_size", lambda: burst.attention(q, k, v, window_size=3)),
+        ("window_size", lambda: burst.attention(q, k, v, window_size=(2, -2))),
+        ("window_size and window", lambda: burst.attention(q, k, v, window_size=(2, 2), window=2)),
+        ("softmax_scale and scale", lambda: burst.attention(q, k, v, softmax_scale=0.5, scale=0.5)),
+        ("softmax_scale", lambda: burst.attention(q, k, v, softmax_scale=float("inf"))),
+        ("layout", lambda: burst.attention(q, k, v, layout="striped", sharding=burst.Sharding())),
+        ("layout", lambda: burst.Sharding(None, "spiral")),
+        ("strategy", lambda: burst.attention(q, k, v, strategy="tp-v1")),
+        # shard's old argument order (x, rank, world_size) names a rank outside the world
+        ("burst.shard takes \\(x, world_size, rank\\)", lambda: burst.shard(q, 1, 4)),
+        ("burst.shard takes \\(x, world_size, rank\\)", lambda: burst.shard(q, 0, 2)),
+        ("n_kv_heads", lambda: burst.nn.AttentionLayer(32, 4, 3)),
+        ("head_dim", lambda: burst.nn.AttentionLayer(30, 4)),
+        ("rope_base", lambda: burst.nn.AttentionLayer(32, 4, rope_base=0.5)),
     ]
 
 
@@ -186,8 +206,147 @@ def test_wrong_types_raise_type_error():
     q, k, v, _ = random_inputs(1, 4, 1, 1, 8, torch.float32, seed=8)
     with pytest.raises(TypeError, match="q"):
         burst.attention(q.numpy(), k, v)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="comm: expected None, a torch.distributed ProcessGroup"):
         burst.attention(q, k, v, comm="world")
+    with pytest.raises(TypeError, match="group: expected None, a torch.distributed ProcessGroup"):
+        burst.Sharding(group=3)
+    with pytest.raises(TypeError, match="sharding"):
+        burst.attention(q, k, v, sharding="zigzag")
+    with pytest.raises(TypeError, match="causal"):
+        burst.attention(q, k, v, causal=None)
+
+
+def test_arguments_after_v_are_keyword_only():
+    """flash_attn_func(q, k, v, dropout_p, softmax_scale, causal) ported positionally, or an
+    older burst call attention(q, k, v, True), is refused instead of running with a scale of
+    float(True)."""
+    q, k, v, _ = random_inputs(1, 4, 1, 1, 8, torch.float32, seed=8)
+    for args in [(0.0, None, True), (True,)]:
+        with pytest.raises(TypeError, match="keyword-only"):
+            burst.attention(q, k, v, *args)
+    parameters = inspect.signature(burst.attention).parameters
+    assert [name for name, p in parameters.items() if p.kind != p.KEYWORD_ONLY] == ["q", "k", "v"]
+    assert {"softmax_scale", "causal", "window_size", "return_lse", "dropout_p"} <= set(parameters)
+
+
+def test_flash_attn_names_match_the_older_ones():
+    q, k, v, _ = random_inputs(2, 23, 4, 2, 8, torch.float32, seed=10)
+    new = burst.attention(q, k, v, softmax_scale=0.4, causal=True, window_size=(5, -1), dropout_p=0.0)
+    old = burst.attention(q, k, v, scale=0.4, causal=True, window=(5, -1))
+    assert torch.equal(new, old)
+    assert torch.equal(burst.attention(q, k, v, window_size=(-1, -1)), burst.attention(q, k, v))
+    assert torch.equal(burst.attention(q, k, v, window_size=(3, 3)), burst.attention(q, k, v, window=3))
+
+
+@pytest.mark.parametrize("causal,window", [(False, None), (True, None), (False, (2, 0)), (True, (0, 0))])
+def test_lse(causal, window):
+    """lse [b, h, s] against log-sum-exp of the float64 scores (natural log, scaled scores)."""
+    q, k, v, _ = random_inputs(2, 29, 4, 2, 16, torch.float32, seed=11)
+    out, lse = burst.attention(q, k, v, causal=causal, window_size=window, return_lse=True)
+    assert lse.shape == (2, 4, 29) and lse.dtype == torch.float32 and not lse.requires_grad
+    want = ref.lse(q, k, causal=causal, window=window)
+    tol = ref.lse_tolerance(16, 29, ref.max_abs_score(q, k), want.abs().max().item())
+    assert ref.lse_error(lse, want) <= tol
+    assert torch.equal(out, burst.attention(q, k, v, causal=causal, window_size=window))
+
+
+def test_lse_backward_ignores_lse():
+    """lse is not differentiable: a loss on out alone gives the same gradients with or
+    without return_lse, and lse carries no graph."""
+    q, k, v, dout = random_inputs(1, 12, 2, 2, 8, torch.float32, seed=12)
+    grads = []
+    for return_lse in (False, True):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        result = burst.attention(*leaves, causal=True, return_lse=return_lse)
+        out = result[0] if return_lse else result
+        out.backward(dout)
+        grads.append([t.grad for t in leaves])
+        if return_lse:
+            assert result[1].grad_fn is None
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+def test_sharding_on_one_process():
+    sharding = burst.Sharding()
+    assert (sharding.world_size, sharding.rank, sharding.layout) == (1, 0, "zigzag")
+    assert burst.DEFAULT_LAYOUT == "zigzag"
+    x = torch.randn(2, 11, 3)
+    assert torch.equal(sharding.shard(x), x) and torch.equal(sharding.gather(x), x)
+    assert sharding.positions(11).tolist() == list(range(11)) and sharding.seqlen(11) == 11
+    q, k, v, _ = random_inputs(1, 9, 2, 2, 8, torch.float32, seed=13)
+    assert torch.equal(burst.attention(q, k, v, sharding=sharding, layout="zigzag"),
+                       burst.attention(q, k, v))
+
+
+def test_version_is_the_libraries():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", burst.__version__)
+    assert burst.__version__ == burst._burst.__version__
+
+
+def test_mpi4py_is_not_imported():
+    """A torchrun user never needs mpi4py: importing burst and running it leaves it out."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, burst; q = torch.randn(1, 4, 1, 8); burst.attention(q, q, q, causal=True); "
+            "burst.nn.BurstAttention()(q, q, q); print('mpi4py' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("strategy", ["burst", "local"])
+def test_burst_attention_module(strategy):
+    q, k, v, dout = random_inputs(2, 17, 4, 2, 8, torch.float32, seed=14)
+    module = burst.nn.BurstAttention(causal=True, strategy=strategy, softmax_scale=0.3)
+    assert list(module.parameters()) == [] and "zigzag" in repr(module)
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    out = module(*leaves)
+    out.backward(dout)
+    want = [t.clone().requires_grad_() for t in (q, k, v)]
+    burst.attention(*want, causal=True, softmax_scale=0.3).backward(dout)
+    assert torch.equal(out, burst.attention(q, k, v, causal=True, softmax_scale=0.3))
+    for a, b in zip(leaves, want):
+        assert torch.equal(a.grad, b.grad)
+    out2, lse = module(q, k, v, return_lse=True)
+    assert torch.equal(out2, out.detach()) and lse.shape == (2, 4, 17)
+
+
+def _layer_reference(layer, x, weights=None, causal=True):
+    """The layer's math in float64 with torch ops on the whole sequence: y, and the largest
+    |score| (the S of the tolerance policy). weights: float64 wq, wk, wv, wo to use (default
+    the layer's, detached)."""
+    b, n, _ = x.shape
+    h, g, d = layer.n_heads, layer.n_kv_heads, layer.head_dim
+    x = x.double()
+    w = weights or {name: getattr(layer, name).weight.detach().double() for name in ("wq", "wk", "wv", "wo")}
+    q = (x @ w["wq"].T).view(b, n, h, d)
+    k = (x @ w["wk"].T).view(b, n, g, d)
+    v = (x @ w["wv"].T).view(b, n, g, d)
+    pos = torch.arange(n)
+    q, k = burst.nn.rotate(q, pos, layer.rope_base), burst.nn.rotate(k, pos, layer.rope_base)
+    o = ref.attention(q, k, v, causal=causal)
+    return o.reshape(b, n, h * d) @ w["wo"].T, ref.max_abs_score(q, k)
+
+
+def layer_tolerance(layer, n, s_max):
+    """Attention's forward bound plus the fp32 products around it: the input projections
+    (length dim) and the output one (length n_heads head_dim), 2 u per term each, and a few
+    roundings of the rotation."""
+    dim, hd = layer.wq.in_features, layer.n_heads * layer.head_dim
+    return ref.forward_tolerance(layer.head_dim, n, s_max) + 2 * ref.U * (dim + hd + 8)
+
+
+def test_attention_layer_matches_float64():
+    torch.manual_seed(15)
+    layer = burst.nn.AttentionLayer(32, 4, 2)
+    x = torch.randn(2, 21, 32)
+    y = layer(x)
+    want, s_max = _layer_reference(layer, x)
+    assert y.shape == x.shape
+    assert ref.relative_error(y.detach(), want.detach()) <= layer_tolerance(layer, 21, s_max)
+    y.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters())
 
 
 def test_communicator():

@@ -63,9 +63,9 @@ case("timeout '5'", TypeError, ["timeout: expected", "'5'"], lambda: burst.Commu
 case("positions seqlen 2**70", ValueError, ["seqlen: expected", str(big)], lambda: burst.positions(big, 1, 0))
 case("positions world_size 2**40", ValueError, ["world_size: expected", str(2**40)], lambda: burst.positions(8, 2**40, 0))
 case("positions rank 2**70", ValueError, ["rank: expected", "0 to 1", str(big)], lambda: burst.positions(8, 2, big))
-case("shard rank 2**70", ValueError, ["rank: expected", str(big)], lambda: burst.shard(q, big, 2))
-case("shard dim 7", ValueError, ["dim: expected", "-4 to 3", "got 7"], lambda: burst.shard(q, 0, 2, dim=7))
-case("shard of 0 tokens", ValueError, ["x: expected", "[1, 0, 2, 16]"], lambda: burst.shard(rand(1, 0, 2, 16), 0, 2))
+case("shard rank 2**70", ValueError, ["rank: expected", str(big)], lambda: burst.shard(q, 2, big))
+case("shard dim 7", ValueError, ["dim: expected", "-4 to 3", "got 7"], lambda: burst.shard(q, 2, 0, dim=7))
+case("shard of 0 tokens", ValueError, ["x: expected", "[1, 0, 2, 16]"], lambda: burst.shard(rand(1, 0, 2, 16), 2, 0))
 case("unshard dim 5", ValueError, ["dim: expected", "got 5"], lambda: burst.unshard([q, k], dim=5))
 case("gather dim 9", ValueError, ["dim: expected", "got 9"], lambda: burst.gather(q, None, dim=9))
 

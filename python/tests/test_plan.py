@@ -1,0 +1,42 @@
+"""burst.plan: the library's cost model from Python, against the command's figures."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import burst
+
+BURST = os.path.join(os.path.dirname(burst.__file__), "..", "..", "bin", "burst")
+
+
+def test_plan_matches_the_command(tmp_path):
+    rows = burst.plan([32768, 65536], cluster="8xA100-PCIe", model="llama2-7b", backward=False)
+    assert [r["seqlen"] for r in rows] == [32768, 65536]
+    names = [s["strategy"] for s in rows[0]["strategies"]]
+    assert names[:3] == ["burst", "burst-double", "ring"] and "tp-v3" in names
+    if not os.path.exists(BURST):
+        pytest.skip("no burst command next to the module")
+    path = tmp_path / "plan.json"
+    subprocess.run([BURST, "plan", "--cluster", "8xA100-PCIe", "--forward-only", "--seqlen", "32K,64K", "--json",
+                    str(path)], check=True, capture_output=True)
+    data = json.loads(path.read_text())
+    for row, want in zip(rows, data["results"]):
+        assert row["recommended"] == want["recommended"]
+        for got, exp in zip(row["strategies"], want["strategies"]):
+            assert got["strategy"] == exp["strategy"]
+            assert got["out_of_memory"] == exp["out_of_memory"]
+            assert got["seconds"] == pytest.approx(exp["seconds"] or 0, rel=1e-8)
+
+
+def test_plan_errors_name_the_argument():
+    with pytest.raises(ValueError, match="^scope: expected core, layer or model"):
+        burst.plan(4096, scope="all")
+    with pytest.raises(ValueError, match="^strategies: expected burst"):
+        burst.plan(4096, strategies=["fast"])
+    with pytest.raises(ValueError, match="^ranks: expected a multiple of the 2 nodes"):
+        burst.plan(4096, ranks=3, nodes=2)
+    with pytest.raises(ValueError, match="^cluster: "):
+        burst.plan(4096, cluster="9xH100")
+    assert "8xA100-PCIe" in burst.plan_clusters() and "llama2-13b" in burst.plan_models()
