@@ -10,14 +10,17 @@
 //   throttle.h         links slowed to a modelled rate, to emulate slow networks
 //   layout.h           how tokens are sharded over ranks (contiguous, zigzag, striped)
 //   burst_attention.h  BurstAttention's forward and backward over a communicator
-//   strategy.h         every strategy behind one call (burst, ring, allgather, ulysses, ...)
+//   strategy.h         every strategy in one table: forward, backward, bytes, memory, limits
+//   plan.h             the cost model: time, bytes and memory per rank on a described cluster
 //   linear.h, layer.h  the attention layer (projections, RoPE) under any strategy
+//   decode.h           long-context inference: a sharded KV cache, prefill, decode steps
 //   npy.h              .npy files
 #pragma once
 
 #include "burst/attention.h"
 #include "burst/burst_attention.h"
 #include "burst/communicator.h"
+#include "burst/decode.h"
 #include "burst/dtype.h"
 #include "burst/error.h"
 #include "burst/kernels.h"
@@ -26,6 +29,7 @@
 #include "burst/linear.h"
 #include "burst/local_world.h"
 #include "burst/npy.h"
+#include "burst/plan.h"
 #include "burst/strategy.h"
 #include "burst/tensor.h"
 #include "burst/throttle.h"

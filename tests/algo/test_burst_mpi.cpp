@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "burst_suite.h"
+#include "decode_suite.h"
 #include "layer_suite.h"
 #include "burst/world.h"
 #include "../comm/mpi_gtest_main.h"
@@ -46,6 +47,24 @@ TEST(BurstMpi, OtherStrategies) {
       }
 }
 
+// Long-context inference: prefill, decode steps and chunks on MPI ranks, every strategy.
+TEST(BurstMpi, Decode) {
+  for (algo::DecodeStrategy s :
+       {algo::DecodeStrategy::kBurst, algo::DecodeStrategy::kTensorParallel, algo::DecodeStrategy::kRing})
+    for (std::int64_t group : {1, 2}) {
+      testing::DecodeCase dc;
+      dc.strategy = s;
+      dc.group = group;
+      dc.window = group == 2 ? 20 : -1;
+      testing::check_decode_case(testing::mpi_world(), dc);
+    }
+  testing::DecodeCase chunks;
+  chunks.chunk = 5;
+  chunks.steps = 4;
+  chunks.dtype = DType::kBF16;
+  testing::check_decode_case(testing::mpi_world(), chunks);
+}
+
 TEST(BurstMpi, Usp) {
   const int ranks = testing::mpi_world().world_size();
   for (int degree : {1, 2}) {
@@ -64,14 +83,18 @@ TEST(BurstMpi, Layer) {
                                   algo::Strategy::kUlysses, algo::Strategy::kRingRsa, algo::Strategy::kUsp,
                                   algo::Strategy::kTpV1, algo::Strategy::kTpV3})
     for (auto [heads, kv_heads] : {std::pair<std::int64_t, std::int64_t>{4, 4}, {4, 2}}) {
-      if (strategy == algo::Strategy::kUlysses && kv_heads % ranks != 0) continue;
-      if (algo::layer_only(strategy) && kv_heads % ranks != 0 && ranks % kv_heads != 0) continue;
       testing::LayerCase lc;
+      lc.ulysses_degree = strategy == algo::Strategy::kUsp ? 2 : 1;
+      algo::ProblemShape shape;  // what the registry says the layer can split
+      shape.n_heads_q = heads;
+      shape.n_heads_kv = kv_heads;
+      algo::StrategyOptions options;
+      options.ulysses_degree = lc.ulysses_degree;
+      if (!algo::strategy_info(strategy).cannot_run(shape, ranks, options, true).empty()) continue;
       lc.strategy = strategy;
       lc.layout = Layout::kZigzag;
       lc.heads = heads;
       lc.kv_heads = kv_heads;
-      lc.ulysses_degree = strategy == algo::Strategy::kUsp ? 2 : 1;
       testing::check_layer_case(testing::mpi_world(), lc);
     }
 }
