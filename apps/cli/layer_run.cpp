@@ -1,4 +1,5 @@
 #include "layer_run.h"
+#include "layer_report.h"
 
 #include <algorithm>
 #include <chrono>
@@ -39,13 +40,6 @@ constexpr double kToleranceBF16 = 3e-2;
 // the full backward when b h N^2 d <= 2^31.
 constexpr double kAllRows = 536870912.0, kBackward = 2147483648.0;
 
-struct LayerProblem {
-  algo::LayerShape shape;
-  std::int64_t batch = 0, seqlen = 0;
-  Tensor x, dy;  // [b, N, 1, D]; dy holds data only with --backward
-  algo::Parameters weights;
-  bool from_files = false;
-};
 
 Tensor normal_tensor(std::mt19937_64& rng, std::int64_t b, std::int64_t s, std::int64_t dim) {
   Tensor t(DType::kF32, b, s, 1, dim);
@@ -113,30 +107,6 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Per-rank figures, as every rank's mean or the slowest rank's.
-struct PassFigures {
-  double seconds = 0, attention = 0, projections = 0, collectives = 0;
-  double core_bytes = 0, layer_bytes = 0, layer_formula = 0, grad_bytes = 0, grad_formula = 0;
-  double exposed = 0;  // attention core's wait (slowest rank)
-  std::vector<double> intra_node_bytes, inter_node_bytes;  // sent by each rank, per link class
-};
-
-struct LayerReport {
-  std::string strategy, backend, layout;
-  int ranks = 0, threads = 0;
-  std::vector<int> node_of_rank;
-  PassFigures forward, backward;
-  bool has_backward = false;
-  double param_mb = 0, saved_mb = 0, peak_alloc_mb = 0, estimate_mb = 0;
-  std::string memory_scope;
-  std::int64_t verified_rows = 0;
-  bool backward_verified = false;
-  double y_error = 0, dx_error = 0, dw_error = 0, tolerance = 0;
-  bool passed() const {
-    return y_error <= tolerance && (!backward_verified || (dx_error <= tolerance && dw_error <= tolerance));
-  }
-};
-
 double normwise(const std::vector<double>& ref, const float* got, std::size_t count) {
   double scale = 0, diff = 0;
   for (std::size_t i = 0; i < count; ++i) {
@@ -165,116 +135,60 @@ reference::LayerInputs reference_inputs(const LayerProblem& p, const RunArgs& ar
   return in;
 }
 
-std::string mb(double bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f MB", bytes / 1e6);
-  return buf;
-}
-
-void print_layer(std::ostream& os, const RunArgs& args, const LayerProblem& p, const LayerReport& r) {
-  char line[512];
-  os << "layer     b " << p.batch << ", seqlen " << p.seqlen << ", D " << p.shape.model_dim << ", heads "
-     << p.shape.heads << "/" << p.shape.kv_heads << ", head_dim " << p.shape.head_dim << ", "
-     << dtype_name(args.dtype) << " attention core, mask " << (args.causal ? "causal" : "none")
-     << (args.has_window() ? " + window" : "") << ", rope base " << args.rope_base << ", "
-     << (p.from_files ? "npy" : "random (seed " + std::to_string(args.seed) + ")") << "\n";
-  os << "strategy  " << r.strategy << ": " << r.ranks << " ranks (" << r.backend << "), layout " << r.layout
-     << ", threads per rank " << r.threads << ", blas " << kernels::blas_info().core << ", median of "
-     << args.repeat << "\n\n";
-  std::snprintf(line, sizeof line, "%-9s %10s %10s %12s %12s %10s\n", "pass", "seconds", "attention",
-                "projections", "collectives", "exposed");
-  os << line;
-  auto row = [&](const char* name, const PassFigures& f) {
-    std::snprintf(line, sizeof line, "%-9s %10.4f %10.4f %12.4f %12.4f %10.4f\n", name, f.seconds, f.attention,
-                  f.projections, f.collectives, f.exposed);
-    os << line;
-  };
-  row("forward", r.forward);
-  if (r.has_backward) row("backward", r.backward);
-  os << "\nsent per rank (mean)\n";
-  auto sent = [&](const char* name, const PassFigures& f) {
-    os << "  " << name << ": attention core " << mb(f.core_bytes) << ", layer collectives " << mb(f.layer_bytes)
-       << " (formula " << mb(f.layer_formula) << ")";
-    if (f.grad_formula > 0 || f.grad_bytes > 0)
-      os << ", weight-gradient all-reduce " << mb(f.grad_bytes) << " (formula " << mb(f.grad_formula) << ")";
-    os << "; total " << mb(f.core_bytes + f.layer_bytes + f.grad_bytes) << "\n";
-  };
-  sent("forward ", r.forward);
-  if (r.has_backward) sent("backward", r.backward);
-  os << "memory    per rank: parameters " << mb(r.param_mb * 1e6) << ", saved activations " << mb(r.saved_mb * 1e6)
-     << "; peak Burst allocations " << mb(r.peak_alloc_mb * 1e6) << " (per " << r.memory_scope << "), estimated "
-     << mb(r.estimate_mb * 1e6) << " for this machine\n";
-  os << "\nverified  y on " << r.verified_rows << " of " << p.seqlen << " rows: " << std::scientific;
-  os.precision(2);
-  os << r.y_error;
-  if (r.backward_verified) {
-    os << "; dx " << r.dx_error << ", weight gradients " << r.dw_error;
-  } else if (r.has_backward) {
-    os << "; gradients not verified (too large for the reference)";
-  }
-  os << std::defaultfloat << "\nresult    " << (r.passed() ? "ok" : "FAILED") << " (tolerance " << r.tolerance << ")\n";
-}
-
-std::string layer_json(const RunArgs& args, const LayerProblem& p, const LayerReport& r) {
-  JsonObject j;
-  j.boolean("layer", true);
-  j.integer("batch", p.batch);
-  j.integer("seqlen", p.seqlen);
-  j.integer("model_dim", p.shape.model_dim);
-  j.integer("heads", p.shape.heads);
-  j.integer("kv_heads", p.shape.kv_heads);
-  j.integer("head_dim", p.shape.head_dim);
-  j.string("dtype", std::string(dtype_name(args.dtype)));
-  j.boolean("causal", args.causal);
-  j.number("rope_base", args.rope_base);
-  j.string("strategy", r.strategy);
-  j.string("backend", r.backend);
-  j.integer("ranks", r.ranks);
-  j.integer("threads_per_rank", r.threads);
-  j.string("layout", r.layout);
-  j.integer("repeat", args.repeat);
-  auto list = [](const auto& values) {
-    std::string text;
-    for (const auto x : values) {
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "%.17g", static_cast<double>(x));
-      text += (text.empty() ? "" : ", ") + std::string(buf);
+// The full weight gradients on rank 0 from every rank's block of heads (tensor parallelism:
+// rank r holds the columns of Wq, Wk, Wv and the rows of Wo of its heads). Collective.
+algo::Parameters gather_head_blocks(comm::Communicator& c, const algo::Parameters& grads, const algo::LayerShape& shape,
+                                    std::int64_t dim) {
+  std::vector<float> all(grads.count() * static_cast<std::size_t>(c.world_size()));
+  c.all_gather(grads.data(), all.data(), grads.bytes());
+  if (c.rank() != 0) return {};
+  algo::Parameters full(dim, shape.heads, shape.kv_heads, shape.head_dim);
+  const std::int64_t d = shape.head_dim;
+  for (int r = 0; r < c.world_size(); ++r) {
+    const algo::HeadShard h = algo::tensor_parallel_heads(shape, c.world_size(), r);
+    const float* src = all.data() + static_cast<std::size_t>(r) * grads.count();
+    const algo::MatrixView block[] = {grads.wq(), grads.wk(), grads.wv(), grads.wo()};
+    const algo::MatrixView whole[] = {full.wq(), full.wk(), full.wv(), full.wo()};
+    const std::int64_t first[] = {h.q_first, h.kv_first, h.kv_first, h.q_first};
+    for (int m = 0; m < 4; ++m) {
+      const float* b = src + (block[m].data - grads.data());
+      for (std::int64_t i = 0; i < block[m].rows; ++i) {
+        float* to = m == 3 ? whole[m].data + (first[m] * d + i) * whole[m].ld : whole[m].data + i * whole[m].ld + first[m] * d;
+        std::copy_n(b + i * block[m].ld, block[m].cols, to);
+      }
     }
-    return "[" + text + "]";
-  };
-  j.raw("node_of_rank", list(r.node_of_rank));
-  auto pass = [&](const PassFigures& f) {
-    JsonObject o;
-    o.number("seconds", f.seconds);
-    o.number("attention_seconds", f.attention);
-    o.number("projection_seconds", f.projections);
-    o.number("collective_seconds", f.collectives);
-    o.number("exposed_seconds", f.exposed);
-    o.number("attention_bytes_sent_per_rank", f.core_bytes);
-    o.number("layer_bytes_sent_per_rank", f.layer_bytes);
-    o.number("layer_bytes_formula", f.layer_formula);
-    o.number("grad_bytes_sent_per_rank", f.grad_bytes);
-    o.number("grad_bytes_formula", f.grad_formula);
-    o.number("bytes_sent_per_rank", f.core_bytes + f.layer_bytes + f.grad_bytes);
-    o.raw("intra_node_bytes_by_rank", list(f.intra_node_bytes));
-    o.raw("inter_node_bytes_by_rank", list(f.inter_node_bytes));
-    return o.text();
-  };
-  j.raw("forward", pass(r.forward));
-  j.raw("backward", r.has_backward ? pass(r.backward) : "null");
-  j.number("parameters_mb_per_rank", r.param_mb);
-  j.number("saved_activations_mb_per_rank", r.saved_mb);
-  j.number("peak_alloc_mb", r.peak_alloc_mb);
-  j.number("memory_estimate_mb", r.estimate_mb);
-  j.string("memory_scope", r.memory_scope);
-  j.integer("verified_rows", r.verified_rows);
-  j.boolean("backward_verified", r.backward_verified);
-  j.number("y_error", r.y_error);
-  j.optional("dx_error", r.backward_verified ? std::optional<double>(r.dx_error) : std::nullopt);
-  j.optional("weight_grad_error", r.backward_verified ? std::optional<double>(r.dw_error) : std::nullopt);
-  j.number("tolerance", r.tolerance);
-  j.boolean("passed", r.passed());
-  return j.text();
+  }
+  return full;
+}
+
+// Y (and dX and the weight gradients when affordable) against the double layer reference:
+// every row and gradient of small problems, sampled rows of Y otherwise.
+void verify_layer(const LayerProblem& p, const RunArgs& args, const kernels::MaskSpec& mask, const Tensor& y,
+                  const Tensor& dx, const algo::Parameters& g, LayerReport& report) {
+  const reference::LayerInputs in = reference_inputs(p, args, mask);
+  const double work = static_cast<double>(p.batch * p.shape.heads) * static_cast<double>(p.seqlen) *
+                      static_cast<double>(p.seqlen) * static_cast<double>(p.shape.head_dim);
+  const std::size_t row = static_cast<std::size_t>(p.shape.model_dim);
+  if (args.backward && work <= kBackward) {
+    const reference::LayerResult ref = reference::layer(in, p.dy.data<float>());
+    report.verified_rows = p.seqlen;
+    report.y_error = normwise(ref.y, y.data<float>(), ref.y.size());
+    report.dx_error = normwise(ref.dx, dx.data<float>(), ref.dx.size());
+    report.dw_error = std::max({normwise(ref.dwq, g.wq().data, ref.dwq.size()), normwise(ref.dwk, g.wk().data, ref.dwk.size()),
+                                normwise(ref.dwv, g.wv().data, ref.dwv.size()), normwise(ref.dwo, g.wo().data, ref.dwo.size())});
+    report.backward_verified = true;
+    return;
+  }
+  std::vector<std::int64_t> rows;
+  const std::int64_t count = work <= kAllRows ? p.seqlen : std::min<std::int64_t>(p.seqlen, 32);
+  for (std::int64_t i = 0; i < count; ++i) rows.push_back(count == p.seqlen ? i : i * (p.seqlen - 1) / (count - 1));
+  const reference::LayerResult ref = reference::layer_rows(in, rows);
+  std::vector<float> got(ref.y.size());
+  for (std::int64_t ib = 0; ib < p.batch; ++ib)
+    for (std::size_t i = 0; i < rows.size(); ++i)
+      std::copy_n(y.view().row<float>(ib, rows[i], 0), row, got.data() + (static_cast<std::size_t>(ib) * rows.size() + i) * row);
+  report.verified_rows = static_cast<std::int64_t>(rows.size());
+  report.y_error = normwise(ref.y, got.data(), got.size());
 }
 
 }  // namespace
@@ -428,28 +342,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
     algo::Parameters full;
     if (args.backward) {
       if (tp) {
-        // Every rank's head block, placed back into the full matrices.
-        std::vector<float> all(grads.count() * static_cast<std::size_t>(c.world_size()));
-        c.all_gather(grads.data(), all.data(), grads.bytes());
-        if (root) {
-          full = algo::Parameters(dim, p.shape.heads, p.shape.kv_heads, p.shape.head_dim);
-          const std::int64_t d = p.shape.head_dim;
-          for (int r = 0; r < c.world_size(); ++r) {
-            const algo::HeadShard h = algo::tensor_parallel_heads(p.shape, c.world_size(), r);
-            const float* src = all.data() + static_cast<std::size_t>(r) * grads.count();
-            const algo::MatrixView block[] = {grads.wq(), grads.wk(), grads.wv(), grads.wo()};
-            const algo::MatrixView whole[] = {full.wq(), full.wk(), full.wv(), full.wo()};
-            const std::int64_t first[] = {h.q_first, h.kv_first, h.kv_first, h.q_first};
-            for (int m = 0; m < 4; ++m) {
-              const float* b = src + (block[m].data - grads.data());
-              for (std::int64_t i = 0; i < block[m].rows; ++i) {
-                float* to = m == 3 ? whole[m].data + (first[m] * d + i) * whole[m].ld
-                                   : whole[m].data + i * whole[m].ld + first[m] * d;
-                std::copy_n(b + i * block[m].ld, block[m].cols, to);
-              }
-            }
-          }
-        }
+        full = gather_head_blocks(c, grads, p.shape, dim);
       } else if (root) {
         full = std::move(grads);
       }
@@ -490,34 +383,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
     }
   }
 
-  // Verification against the double layer reference.
-  const kernels::MaskSpec mask = opt.attention.mask;
-  const reference::LayerInputs in = reference_inputs(p, args, mask);
-  const double work = static_cast<double>(p.batch * p.shape.heads) * static_cast<double>(p.seqlen) *
-                      static_cast<double>(p.seqlen) * static_cast<double>(p.shape.head_dim);
-  const std::size_t row = static_cast<std::size_t>(p.shape.model_dim);
-  if (args.backward && work <= kBackward) {
-    const reference::LayerResult ref = reference::layer(in, p.dy.data<float>());
-    report.verified_rows = p.seqlen;
-    report.y_error = normwise(ref.y, y_global.data<float>(), ref.y.size());
-    report.dx_error = normwise(ref.dx, dx_global.data<float>(), ref.dx.size());
-    const algo::Parameters& g = grads_global;
-    report.dw_error = std::max({normwise(ref.dwq, g.wq().data, ref.dwq.size()), normwise(ref.dwk, g.wk().data, ref.dwk.size()),
-                                normwise(ref.dwv, g.wv().data, ref.dwv.size()), normwise(ref.dwo, g.wo().data, ref.dwo.size())});
-    report.backward_verified = true;
-  } else {
-    std::vector<std::int64_t> rows;
-    const std::int64_t count = work <= kAllRows ? p.seqlen : std::min<std::int64_t>(p.seqlen, 32);
-    for (std::int64_t i = 0; i < count; ++i) rows.push_back(count == p.seqlen ? i : i * (p.seqlen - 1) / (count - 1));
-    const reference::LayerResult ref = reference::layer_rows(in, rows);
-    std::vector<float> got(ref.y.size());
-    for (std::int64_t ib = 0; ib < p.batch; ++ib)
-      for (std::size_t i = 0; i < rows.size(); ++i)
-        std::copy_n(y_global.view().row<float>(ib, rows[i], 0), row,
-                    got.data() + (static_cast<std::size_t>(ib) * rows.size() + i) * row);
-    report.verified_rows = static_cast<std::int64_t>(rows.size());
-    report.y_error = normwise(ref.y, got.data(), got.size());
-  }
+  verify_layer(p, args, opt.attention.mask, y_global, dx_global, grads_global, report);
   print_layer(std::cout, args, p, report);
   if (!args.json_path.empty()) outputs.write_text(args.json_path, layer_json(args, p, report));
   outputs.commit();
