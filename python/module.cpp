@@ -41,79 +41,95 @@
 #include "burst/strategy.h"
 #include "burst/version.h"
 #include "burst/world.h"
+#include "decode_binding.h"
+#include "module.h"
 #include "plan_binding.h"
 #include "torch_group.h"
 
 namespace py = pybind11;
 
 namespace burst::python {
-namespace {
 
-// A communicator for Python: one rank of this process, a duplicate of an mpi4py
-// communicator, or a torch.distributed ProcessGroup. Calls on one communicator are
-// serialised, since its transfers must pair up in the same order on every rank.
-class PyCommunicator {
- public:
-  explicit PyCommunicator(std::unique_ptr<comm::Communicator> c) : comm_(std::move(c)) {}
-
-  static std::unique_ptr<PyCommunicator> single() {
-    return std::make_unique<PyCommunicator>(comm::single_rank_communicator());
-  }
-
-  static std::unique_ptr<PyCommunicator> from_mpi4py(const py::object& mpi_comm) {
+std::unique_ptr<PyCommunicator> PyCommunicator::from_mpi4py(const py::object& mpi_comm) {
 #if BURST_HAVE_MPI4PY
-    if (import_mpi4py() < 0) throw py::error_already_set();
-    MPI_Comm* handle = PyMPIComm_Get(mpi_comm.ptr());  // TypeError when it is no mpi4py Comm
-    if (handle == nullptr) throw py::error_already_set();
-    py::gil_scoped_release release;  // collective: other Python threads may run meanwhile
-    return std::make_unique<PyCommunicator>(comm::mpi_communicator_from(handle));
+  if (import_mpi4py() < 0) throw py::error_already_set();
+  MPI_Comm* handle = PyMPIComm_Get(mpi_comm.ptr());  // TypeError when it is no mpi4py Comm
+  if (handle == nullptr) throw py::error_already_set();
+  py::gil_scoped_release release;  // collective: other Python threads may run meanwhile
+  return std::make_unique<PyCommunicator>(comm::mpi_communicator_from(handle));
 #else
-    (void)mpi_comm;
-    throw py::value_error("comm: this build of burst has no mpi4py support (install python3-mpi4py and "
-                          "rebuild with BURST_WITH_MPI=ON); a torch.distributed group works without it");
+  (void)mpi_comm;
+  throw py::value_error("comm: this build of burst has no mpi4py support (install python3-mpi4py and "
+                        "rebuild with BURST_WITH_MPI=ON); a torch.distributed group works without it");
 #endif
-  }
+}
 
-  // Collective over the group (the ranks exchange host names).
-  static std::unique_ptr<PyCommunicator> from_process_group(const py::object& group, std::vector<int> global_ranks) {
-    return std::make_unique<PyCommunicator>(process_group_communicator(group, std::move(global_ranks)));
-  }
+namespace {
+std::string attr_string(const py::handle& obj, const char* attr) { return py::str(obj.attr(attr)).cast<std::string>(); }
+}  // namespace
 
-  comm::Communicator& get() { return *comm_; }
-  std::mutex& mutex() { return mutex_; }
-  int rank() const { return comm_->rank(); }
-  int world_size() const { return comm_->world_size(); }
-  std::string backend() const { return std::string(comm_->backend()); }
-  double timeout() const { return std::chrono::duration<double>(comm_->timeout()).count(); }
-  // Deadlines count in milliseconds on a clock of int64 nanoseconds: below 1 ms every wait
-  // would time out at once, and past kMaxTimeout the deadline would overflow.
-  static constexpr double kMinTimeout = 1e-3, kMaxTimeout = 1e9;
-  void set_timeout(double seconds) {
-    if (!(seconds >= kMinTimeout && seconds <= kMaxTimeout)) {
-      std::ostringstream os;
-      os << "timeout: expected " << kMinTimeout << " to " << kMaxTimeout << " seconds, got " << seconds;
-      throw py::value_error(os.str());
+// Reads a torch tensor, checking it is a CPU tensor of `ndim` dimensions with a contiguous
+// last one.
+TorchTensor read_tensor(const py::handle& t, const char* name, std::size_t ndim) {
+  if (!py::hasattr(t, "data_ptr") || !py::hasattr(t, "stride")) {
+    throw py::type_error(std::string(name) + ": expected a torch.Tensor, got " + attr_string(py::type::of(t), "__name__"));
+  }
+  const std::string device = attr_string(t.attr("device"), "type");
+  if (device != "cpu") throw py::value_error(std::string(name) + ": expected a CPU tensor, got device " + device);
+  TorchTensor l;
+  l.shape = py::cast<std::vector<std::int64_t>>(t.attr("shape"));
+  l.strides = py::cast<std::vector<std::int64_t>>(t.attr("stride")());
+  l.dtype = attr_string(t, "dtype");
+  if (l.shape.size() != ndim) {
+    throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
+                          std::to_string(l.shape.size()));
+  }
+  // Before data_ptr: torch gives an empty tensor a null address, which would hide the
+  // actual problem.
+  for (const std::int64_t n : l.shape) {
+    if (n < 1) {
+      std::string shape;
+      for (const std::int64_t m : l.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(m);
+      throw py::value_error(std::string(name) + ": expected every dimension to be at least 1, got shape [" + shape + "]");
     }
-    comm_->set_timeout(std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0 + 0.5)));
   }
-
-  // Every rank's `value`, in rank order. Collective.
-  std::vector<std::int64_t> all_gather_int(std::int64_t value) {
-    std::vector<std::int64_t> all(static_cast<std::size_t>(comm_->world_size()));
-    py::gil_scoped_release release;
-    std::lock_guard lock(mutex_);
-    comm_->all_gather(&value, all.data(), sizeof(value));
-    return all;
+  if (l.strides.back() != 1 && l.shape.back() > 1) {
+    throw py::value_error(std::string(name) + ": expected a contiguous last dimension, got stride " +
+                          std::to_string(l.strides.back()));
   }
+  l.data = reinterpret_cast<void*>(t.attr("data_ptr")().cast<std::uintptr_t>());
+  return l;
+}
 
-  // recv (a contiguous CPU tensor of world_size x the bytes of send) receives every rank's
-  // send in rank order. Collective.
-  void all_gather_bytes(const py::handle& send, const py::handle& recv);
+// A [b, s, h, d] view of a float32 or bfloat16 torch tensor.
+TensorView tensor_view(const py::handle& t, const char* name) {
+  const TorchTensor l = read_tensor(t, name, 4);
+  TensorView v;
+  if (l.dtype == "torch.float32") {
+    v.dtype = DType::kF32;
+  } else if (l.dtype == "torch.bfloat16") {
+    v.dtype = DType::kBF16;
+  } else {
+    throw py::value_error(std::string(name) + ": expected dtype torch.float32 or torch.bfloat16, got " + l.dtype);
+  }
+  v.data = l.data;
+  v.b = l.shape[0], v.s = l.shape[1], v.h = l.shape[2], v.d = l.shape[3];
+  v.stride_b = l.strides[0], v.stride_s = l.strides[1], v.stride_h = l.strides[2];
+  return v;
+}
 
- private:
-  std::unique_ptr<comm::Communicator> comm_;
-  std::mutex mutex_;
-};
+// A [b, h, s] view of a float32 torch tensor with a contiguous last dimension.
+RowStatsView stats_view(const py::handle& t, const char* name) {
+  const TorchTensor l = read_tensor(t, name, 3);
+  if (l.dtype != "torch.float32") throw py::value_error(std::string(name) + ": expected dtype torch.float32, got " + l.dtype);
+  RowStatsView v;
+  v.data = static_cast<float*>(l.data);
+  v.b = l.shape[0], v.h = l.shape[1], v.s = l.shape[2];
+  v.stride_b = l.strides[0], v.stride_h = l.strides[1];
+  return v;
+}
+
+namespace {
 
 // What one attention() call computes, besides its tensors.
 struct Settings {
@@ -176,74 +192,7 @@ py::dict strategy_bytes(const Settings& s, std::int64_t batch, std::int64_t n_he
   return d;
 }
 
-std::string attr_string(const py::handle& obj, const char* attr) { return py::str(obj.attr(attr)).cast<std::string>(); }
-
-// A torch tensor's address, shape, element strides and dtype name.
-struct TorchTensor {
-  std::vector<std::int64_t> shape, strides;
-  void* data = nullptr;
-  std::string dtype;
-};
-// Reads a torch tensor, checking it is a CPU tensor of `ndim` dimensions with a contiguous
-// last one.
-TorchTensor read_tensor(const py::handle& t, const char* name, std::size_t ndim) {
-  if (!py::hasattr(t, "data_ptr") || !py::hasattr(t, "stride")) {
-    throw py::type_error(std::string(name) + ": expected a torch.Tensor, got " + attr_string(py::type::of(t), "__name__"));
-  }
-  const std::string device = attr_string(t.attr("device"), "type");
-  if (device != "cpu") throw py::value_error(std::string(name) + ": expected a CPU tensor, got device " + device);
-  TorchTensor l;
-  l.shape = py::cast<std::vector<std::int64_t>>(t.attr("shape"));
-  l.strides = py::cast<std::vector<std::int64_t>>(t.attr("stride")());
-  l.dtype = attr_string(t, "dtype");
-  if (l.shape.size() != ndim) {
-    throw py::value_error(std::string(name) + ": expected " + std::to_string(ndim) + " dimensions, got " +
-                          std::to_string(l.shape.size()));
-  }
-  // Before data_ptr: torch gives an empty tensor a null address, which would hide the
-  // actual problem.
-  for (const std::int64_t n : l.shape) {
-    if (n < 1) {
-      std::string shape;
-      for (const std::int64_t m : l.shape) shape += (shape.empty() ? "" : ", ") + std::to_string(m);
-      throw py::value_error(std::string(name) + ": expected every dimension to be at least 1, got shape [" + shape + "]");
-    }
-  }
-  if (l.strides.back() != 1 && l.shape.back() > 1) {
-    throw py::value_error(std::string(name) + ": expected a contiguous last dimension, got stride " +
-                          std::to_string(l.strides.back()));
-  }
-  l.data = reinterpret_cast<void*>(t.attr("data_ptr")().cast<std::uintptr_t>());
-  return l;
-}
-
-// A [b, s, h, d] view of a float32 or bfloat16 torch tensor.
-TensorView tensor_view(const py::handle& t, const char* name) {
-  const TorchTensor l = read_tensor(t, name, 4);
-  TensorView v;
-  if (l.dtype == "torch.float32") {
-    v.dtype = DType::kF32;
-  } else if (l.dtype == "torch.bfloat16") {
-    v.dtype = DType::kBF16;
-  } else {
-    throw py::value_error(std::string(name) + ": expected dtype torch.float32 or torch.bfloat16, got " + l.dtype);
-  }
-  v.data = l.data;
-  v.b = l.shape[0], v.s = l.shape[1], v.h = l.shape[2], v.d = l.shape[3];
-  v.stride_b = l.strides[0], v.stride_s = l.strides[1], v.stride_h = l.strides[2];
-  return v;
-}
-
-// A [b, h, s] view of a float32 torch tensor with a contiguous last dimension.
-RowStatsView stats_view(const py::handle& t, const char* name) {
-  const TorchTensor l = read_tensor(t, name, 3);
-  if (l.dtype != "torch.float32") throw py::value_error(std::string(name) + ": expected dtype torch.float32, got " + l.dtype);
-  RowStatsView v;
-  v.data = static_cast<float*>(l.data);
-  v.b = l.shape[0], v.h = l.shape[1], v.s = l.shape[2];
-  v.stride_b = l.strides[0], v.stride_h = l.strides[1];
-  return v;
-}
+}  // namespace
 
 void PyCommunicator::all_gather_bytes(const py::handle& send, const py::handle& recv) {
   const TorchTensor s = read_tensor(send, "send", 1), r = read_tensor(recv, "recv", 1);
@@ -256,6 +205,8 @@ void PyCommunicator::all_gather_bytes(const py::handle& send, const py::handle& 
   std::lock_guard lock(mutex_);
   comm_->all_gather(s.data, r.data, static_cast<std::size_t>(s.shape[0]));
 }
+
+namespace {
 
 py::dict stats_dict(const algo::StrategyStats& s) {
   py::dict d;
@@ -346,6 +297,7 @@ PYBIND11_MODULE(_burst, m) {
       .def_property("timeout", &PyCommunicator::timeout, &PyCommunicator::set_timeout)
       .def("all_gather_int", &PyCommunicator::all_gather_int, py::arg("value"))
       .def("all_gather_bytes", &PyCommunicator::all_gather_bytes, py::arg("send"), py::arg("recv"));
+  bind_decode(m);  // burst.KvCache: prefill and decoding over a sharded KV cache (decode_binding.cpp)
 
   py::class_<Settings>(m, "Settings");
   m.def("make_settings", &make_settings, py::arg("strategy"), py::arg("layout"), py::arg("seqlen"),

@@ -9,7 +9,8 @@
 Each rank passes its own [b, s_local, h, d] shards; a burst.Sharding ties a communicator (a
 torch.distributed group, an mpi4py communicator, or None for one process) to a layout and
 shards, gathers and gives the global positions of tokens (for rotary embeddings).
-burst.nn.BurstAttention and burst.nn.AttentionLayer are the nn.Module forms. Bad arguments
+burst.nn.BurstAttention and burst.nn.AttentionLayer are the nn.Module forms; burst.KvCache
+holds a KV cache sharded over the ranks for prefill and token-by-token decoding. Bad arguments
 raise ValueError (TypeError for a wrong type); communication failures raise burst.CommError,
 a RuntimeError (burst.CommTimeoutError when a wait passes its deadline).
 """
@@ -17,6 +18,7 @@ a RuntimeError (burst.CommTimeoutError when a wait passes its deadline).
 from . import nn
 from ._burst import CommError, CommTimeoutError, __version__, mpi4py_support
 from ._comm import Communicator
+from ._decode import DECODE_STRATEGIES, KvCache
 from ._layout import DEFAULT_LAYOUT, LAYOUTS, gather, positions, shard, unshard
 from ._ops import STRATEGIES, attention, expected_bytes
 from ._plan import plan, plan_clusters, plan_models
@@ -24,4 +26,4 @@ from ._sharding import Sharding
 
 __all__ = ["attention", "expected_bytes", "Sharding", "Communicator", "nn", "shard", "unshard", "gather",
            "positions", "CommError", "CommTimeoutError", "LAYOUTS", "DEFAULT_LAYOUT", "STRATEGIES", "mpi4py_support",
-           "__version__", "plan", "plan_clusters", "plan_models"]
+           "__version__", "plan", "plan_clusters", "plan_models", "KvCache", "DECODE_STRATEGIES"]
