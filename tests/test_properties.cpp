@@ -254,6 +254,45 @@ TEST(Properties, FullyMaskedRows) {
   EXPECT_LE(testing::relative_error(g.dk.view(), ref_grad.dk), testing::backward_tolerance(p.d, p.sk, ref.max_abs_score));
 }
 
+// A row whose visible scores are all -inf (possible only with infinite inputs: here every key
+// of kv head 0 in batch 0 holds +inf where the queries reading it hold -1) is an empty row on
+// every implementation, also inside fully visible tiles: O = 0, lse = -inf, P = 0 (never
+// exp(-inf - -inf) = NaN), so dK and dV of those keys are exactly 0; dQ = sum dS K meets
+// 0 * inf and is NaN, as in the reference (IEEE arithmetic over visible pairs).
+TEST(Properties, RowsOfMinusInfScoresAreEmpty) {
+  Problem p;
+  const float inf = std::numeric_limits<float>::infinity();
+  for (std::int64_t is = 0; is < p.sk; ++is) p.k.view().row<float>(0, is, 0)[0] = inf;
+  for (std::int64_t is = 0; is < p.sq; ++is)
+    for (std::int64_t ih = 0; ih < p.hq / p.hkv; ++ih) p.q.view().row<float>(0, is, ih)[0] = -1.0f;
+  Tensor dout = testing::random_tensor(DType::kF32, p.b, p.sq, p.hq, p.d, 47);
+  AttentionOptions opt;
+  opt.block_m = 32;
+  opt.block_n = 48;
+  opt.threads = 2;
+  const auto ref = reference::forward(p.q.view(), p.k.view(), p.v.view(), opt);
+  const auto ref_grad = reference::backward(p.q.view(), p.k.view(), p.v.view(), dout.view(), opt);
+  for (kernels::Isa isa : testing::isas_under_test()) {
+    opt.isa = isa;
+    const std::string where = kernels::isa_name(isa);
+    const auto r = run_forward(p.q.view(), p.k.view(), p.v.view(), opt);
+    for (std::int64_t is = 0; is < p.sq; ++is) ASSERT_EQ(r.lse.view().row(0, 0)[is], kNegInf) << where;
+    EXPECT_LE(testing::relative_error(r.out.view(), ref.out), 1e-5) << where;
+    EXPECT_LE(testing::lse_error(r.lse.view(), ref.lse), 1e-5) << where;
+    const Gradients g = attention_backward(p.q.view(), p.k.view(), p.v.view(), r.out.view(), r.lse.view(),
+                                           dout.view(), opt);
+    for (std::int64_t is = 0; is < p.sk; ++is)
+      for (std::int64_t x = 0; x < p.d; ++x) {
+        ASSERT_EQ(g.dk.view().row<float>(0, is, 0)[x], 0.0f) << where;
+        ASSERT_EQ(g.dv.view().row<float>(0, is, 0)[x], 0.0f) << where;
+      }
+    const double btol = testing::backward_tolerance(p.d, p.sk, 10.0);
+    EXPECT_LE(testing::relative_error(g.dq.view(), ref_grad.dq), btol) << where;
+    EXPECT_LE(testing::relative_error(g.dk.view(), ref_grad.dk), btol) << where;
+    EXPECT_LE(testing::relative_error(g.dv.view(), ref_grad.dv), btol) << where;
+  }
+}
+
 // The double reference's gradients against central differences of the double reference's
 // forward, on tiny shapes; the kernels are checked against that reference in test_sweep.
 TEST(Properties, ReferenceGradientsMatchFiniteDifferences) {
@@ -419,6 +458,35 @@ TEST(Properties, RunTwiceIsBitwiseIdentical) {
     EXPECT_TRUE(testing::bitwise_equal(g1.dq.view(), g2.dq.view())) << threads;
     EXPECT_TRUE(testing::bitwise_equal(g1.dk.view(), g2.dk.view())) << threads;
     EXPECT_TRUE(testing::bitwise_equal(g1.dv.view(), g2.dv.view())) << threads;
+  }
+}
+
+// Results do not depend on the thread count, bit for bit, on every implementation: every
+// output has one writer per tile and a fixed summation order (the fused route adds dQ terms
+// in key-block order whichever thread computed them).
+TEST(Properties, ThreadCountDoesNotChangeResults) {
+  Problem p;
+  AttentionOptions opt = causal_bottom_right(p);
+  opt.mask.window_left = 90;
+  opt.block_m = 32;
+  opt.block_n = 16;
+  Tensor dout = testing::random_tensor(DType::kF32, p.b, p.sq, p.hq, p.d, 63);
+  for (kernels::Isa isa : testing::isas_under_test()) {
+    opt.isa = isa;
+    opt.threads = 1;
+    const auto f1 = run_forward(p.q.view(), p.k.view(), p.v.view(), opt);
+    const auto g1 = attention_backward(p.q.view(), p.k.view(), p.v.view(), f1.out.view(), f1.lse.view(), dout.view(), opt);
+    for (int threads : {2, 3, 5}) {
+      opt.threads = threads;
+      const std::string where = kernels::isa_name(isa) + " threads " + std::to_string(threads);
+      const auto f = run_forward(p.q.view(), p.k.view(), p.v.view(), opt);
+      const auto g = attention_backward(p.q.view(), p.k.view(), p.v.view(), f.out.view(), f.lse.view(), dout.view(), opt);
+      EXPECT_TRUE(testing::bitwise_equal(f.out.view(), f1.out.view())) << where;
+      EXPECT_TRUE(testing::bitwise_equal(f.lse.view(), f1.lse.view())) << where;
+      EXPECT_TRUE(testing::bitwise_equal(g.dq.view(), g1.dq.view())) << where;
+      EXPECT_TRUE(testing::bitwise_equal(g.dk.view(), g1.dk.view())) << where;
+      EXPECT_TRUE(testing::bitwise_equal(g.dv.view(), g1.dv.view())) << where;
+    }
   }
 }
 

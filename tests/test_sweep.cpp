@@ -165,6 +165,22 @@ std::vector<Case> catalog() {
     c.dtype = DType::kBF16;
     add(c);
   }
+  // Tiles whose sizes are not multiples of the fused route's 16-lane vectors or 6-row
+  // register blocks (lanes padding, ragged strips), with a window and GQA.
+  for (auto [bm, bn] : {std::pair{40, 24}, {24, 40}, {16, 7}}) {
+    Case c;
+    c.name = "tile" + std::to_string(bm) + "x" + std::to_string(bn) + "_window_causal";
+    c.sq = 131;
+    c.sk = 140;
+    c.q_offset = c.sk - c.sq;
+    c.hq = 4;
+    c.hkv = 2;
+    c.d = 20;
+    c.mask = {true, 50, -1};
+    c.block_m = bm;
+    c.block_n = bn;
+    add(c);
+  }
   // Batch > 1 and strided [b, h, s, d] storage.
   {
     Case c;

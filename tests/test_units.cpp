@@ -165,6 +165,281 @@ TEST(TileOps, MaskMatchesDefinition) {
   }
 }
 
+// The fused fp32 route's lanes-layout products (tile_ops.h) against double sums, over ragged
+// row blocks, lane strips and d (micro-kernel remainders), strided b, with and without the
+// rescale factor; elements past `lanes` and past nb / d rows are never written.
+TEST(TileOps, LanesProductsMatchDouble) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::mt19937 gen(17);
+  std::normal_distribution<float> dist;
+  int tested = 0;
+  for (Isa isa : testing::isas_under_test()) {
+    const auto& ops = kernels::tile_ops(isa);
+    if (ops.scores_lanes == nullptr) continue;
+    ++tested;
+    for (int nb : {1, 5, 6, 7, 13}) {
+      for (int lanes : {16, 48, 64, 80}) {
+        for (int d : {1, 5, 6, 7, 64}) {
+          const std::int64_t ld_b = d + 3, ld = lanes + 16;
+          std::vector<float> b(static_cast<std::size_t>(nb * ld_b)), a_t(static_cast<std::size_t>(d * ld)),
+              t(static_cast<std::size_t>(nb * ld)), factor(static_cast<std::size_t>(lanes));
+          for (auto* v : {&b, &a_t, &t, &factor})
+            for (float& x : *v) x = dist(gen);
+          // out = 0.5 b a_t  (nb x lanes)
+          std::vector<float> out(static_cast<std::size_t>((nb + 1) * ld), nan);
+          ops.scores_lanes(b.data(), ld_b, nb, a_t.data(), ld, lanes, d, 0.5f, out.data(), ld);
+          for (int j = 0; j <= nb; ++j) {
+            for (int i = 0; i < ld; ++i) {
+              const float got = out[static_cast<std::size_t>(j * ld + i)];
+              if (j == nb || i >= lanes) {
+                ASSERT_TRUE(std::isnan(got)) << "wrote outside the tile " << nb << "x" << lanes << "x" << d;
+                continue;
+              }
+              double ref = 0, mag = 0;
+              for (int x = 0; x < d; ++x) {
+                const double p = static_cast<double>(b[static_cast<std::size_t>(j * ld_b + x)]) * a_t[static_cast<std::size_t>(x * ld + i)];
+                ref += p;
+                mag += std::fabs(p);
+              }
+              ASSERT_NEAR(got, 0.5 * ref, 0.5 * mag * (d + 1) * 6e-8 + 1e-30) << kernels::isa_name(isa) << " scores " << nb << "x" << lanes << "x" << d;
+            }
+          }
+          // c_t = c_t diag(factor) + b^T t  (d x lanes), c_t starting random
+          for (bool with_factor : {false, true}) {
+            std::vector<float> c(static_cast<std::size_t>((d + 1) * ld), nan), c0(c.size());
+            for (int x = 0; x < d; ++x)
+              for (int i = 0; i < lanes; ++i) c[static_cast<std::size_t>(x * ld + i)] = dist(gen);
+            c0 = c;
+            ops.accumulate_lanes(b.data(), ld_b, nb, d, t.data(), ld, lanes, with_factor ? factor.data() : nullptr,
+                                 c.data(), ld);
+            for (int x = 0; x <= d; ++x) {
+              for (int i = 0; i < ld; ++i) {
+                const std::size_t at = static_cast<std::size_t>(x * ld + i);
+                if (x == d || i >= lanes) {
+                  ASSERT_TRUE(std::isnan(c[at])) << "wrote outside the tile " << nb << "x" << lanes << "x" << d;
+                  continue;
+                }
+                double ref = static_cast<double>(c0[at]) * (with_factor ? factor[static_cast<std::size_t>(i)] : 1.0f);
+                double mag = std::fabs(ref);
+                for (int j = 0; j < nb; ++j) {
+                  const double p = static_cast<double>(b[static_cast<std::size_t>(j * ld_b + x)]) * t[static_cast<std::size_t>(j * ld + i)];
+                  ref += p;
+                  mag += std::fabs(p);
+                }
+                ASSERT_NEAR(c[at], ref, mag * (nb + 2) * 6e-8 + 1e-30) << kernels::isa_name(isa) << " accumulate " << nb << "x" << lanes << "x" << d;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  if (tested == 0) GTEST_SKIP() << "no lanes-layout products on this processor (fp32 runs on the BLAS route)";
+}
+
+// The lanes exp keeps exp_approx's contract, seen through online_softmax_lanes on a tile whose
+// first row is 0 (so the probabilities are exp(score)): within 3 ulp on [-87.3, 0], 0 below
+// -87.336 and for -inf, NaN for NaN; a lane of -inf scores stays empty (p 0, factor 1).
+TEST(TileOps, LanesExpAccuracyAndEdges) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> grid;
+  for (float t = -87.3f; t <= 0.0f; t += 0.0073f) grid.push_back(t);
+  for (float t = -1.0f; t <= 0.0f; t += 1e-4f) grid.push_back(t);
+  grid.push_back(-0.0f);
+  const int lanes = 16, n = static_cast<int>((grid.size() + lanes - 1) / lanes) + 1;
+  grid.resize(static_cast<std::size_t>((n - 1) * lanes), 0.0f);
+  for (Isa isa : testing::isas_under_test()) {
+    const auto& ops = kernels::tile_ops(isa);
+    if (ops.online_softmax_lanes == nullptr) continue;
+    std::vector<float> s(static_cast<std::size_t>(lanes), 0.0f);
+    s.insert(s.end(), grid.begin(), grid.end());
+    std::vector<float> row_max(lanes, -inf), row_sum(lanes, 0.0f), factor(lanes);
+    ops.online_softmax_lanes(s.data(), lanes, n, lanes, row_max.data(), row_sum.data(), factor.data());
+    double worst = 0.0;
+    for (std::size_t i = 0; i < grid.size(); ++i) {
+      const double ref = std::exp(static_cast<double>(grid[i]));
+      worst = std::max(worst, std::fabs(s[i + lanes] - ref) / std::ldexp(1.0, std::ilogb(ref) - 23));
+    }
+    EXPECT_LE(worst, 3.0) << kernels::isa_name(isa);
+    // Edges, one per lane below a row of zeros; lane 8 holds -inf in both rows (empty).
+    std::vector<float> edge = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, -inf, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f,
+                               -inf, -1e30f, -200.0f, -87.5f, -88.0f, nan, 0.0f, -1.0f, -inf, -3.0f, -3.0f, -3.0f, -3.0f, -3.0f, -3.0f, -3.0f};
+    std::fill(row_max.begin(), row_max.end(), -inf);
+    std::fill(row_sum.begin(), row_sum.end(), 0.0f);
+    ops.online_softmax_lanes(edge.data(), lanes, 2, lanes, row_max.data(), row_sum.data(), factor.data());
+    for (int l = 0; l < 5; ++l) EXPECT_EQ(edge[static_cast<std::size_t>(lanes + l)], 0.0f) << kernels::isa_name(isa) << " lane " << l;
+    EXPECT_TRUE(std::isnan(edge[lanes + 5]) && std::isnan(row_sum[5])) << kernels::isa_name(isa);
+    EXPECT_EQ(edge[lanes + 6], 1.0f) << kernels::isa_name(isa);
+    EXPECT_EQ(edge[8], 0.0f) << kernels::isa_name(isa);
+    EXPECT_EQ(edge[lanes + 8], 0.0f) << kernels::isa_name(isa);
+    EXPECT_EQ(row_max[8], -inf) << kernels::isa_name(isa);
+    EXPECT_EQ(row_sum[8], 0.0f) << kernels::isa_name(isa);
+    EXPECT_EQ(factor[8], 1.0f) << kernels::isa_name(isa);
+  }
+}
+
+// The lanes online softmax gives what the row online softmax gives on the transposed tile,
+// over two tiles (the state carries), with masked (-inf) scores, empty rows, and a NaN among
+// masked scores and among finite ones, in every lane position.
+TEST(TileOps, LanesSoftmaxMatchesRowSoftmax) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::mt19937 gen(23);
+  std::normal_distribution<float> dist(0.0f, 3.0f);
+  const int queries = 32, keys = 21;
+  auto close = [](float got, float want) {
+    if (std::isnan(want)) return std::isnan(got);
+    if (want == 0.0f || std::isinf(want)) return got == want;
+    return std::fabs(got - want) <= 8e-7f * std::fabs(want);
+  };
+  for (Isa isa : testing::isas_under_test()) {
+    const auto& ops = kernels::tile_ops(isa);
+    if (ops.online_softmax_lanes == nullptr) continue;
+    for (int at = 0; at < queries; ++at) {
+      float max_r[queries], sum_r[queries], f_r[queries], max_l[queries], sum_l[queries], f_l[queries];
+      for (int i = 0; i < queries; ++i) {
+        max_r[i] = max_l[i] = -inf;
+        sum_r[i] = sum_l[i] = 0.0f;
+      }
+      for (int tile = 0; tile < 2; ++tile) {
+        std::vector<float> rows(static_cast<std::size_t>(queries * keys));  // queries x keys
+        for (int i = 0; i < queries; ++i) {
+          for (int j = 0; j < keys; ++j) {
+            float x = dist(gen);
+            if (i % 4 == 1 && j % 3 != 0) x = -inf;  // partly masked rows
+            if (i % 4 == 2) x = -inf;                // rows empty in this tile
+            rows[static_cast<std::size_t>(i * keys + j)] = x;
+          }
+        }
+        if (tile == 0) {
+          rows[static_cast<std::size_t>(at * keys + at % keys)] = nan;  // NaN in row `at`
+          rows[static_cast<std::size_t>(((at + 2) % queries) * keys + 5)] = nan;
+        }
+        std::vector<float> lanes(static_cast<std::size_t>(keys * queries));  // keys x queries
+        for (int i = 0; i < queries; ++i)
+          for (int j = 0; j < keys; ++j)
+            lanes[static_cast<std::size_t>(j * queries + i)] = rows[static_cast<std::size_t>(i * keys + j)];
+        ops.online_softmax(rows.data(), keys, queries, keys, max_r, sum_r, f_r);
+        ops.online_softmax_lanes(lanes.data(), queries, keys, queries, max_l, sum_l, f_l);
+        for (int i = 0; i < queries; ++i) {
+          const std::string where = kernels::isa_name(isa) + " NaN at " + std::to_string(at) + " tile " +
+                                    std::to_string(tile) + " query " + std::to_string(i);
+          ASSERT_TRUE(close(sum_l[i], sum_r[i])) << where << ": sum " << sum_l[i] << " vs " << sum_r[i];
+          // A poisoned row (NaN sum, for good) keeps no meaningful max, factor or
+          // probabilities: the row max drops NaN in either order, so they may differ.
+          if (std::isnan(sum_r[i])) continue;
+          ASSERT_TRUE(close(max_l[i], max_r[i])) << where << ": max " << max_l[i] << " vs " << max_r[i];
+          ASSERT_TRUE(close(f_l[i], f_r[i])) << where << ": factor " << f_l[i] << " vs " << f_r[i];
+          for (int j = 0; j < keys; ++j) {
+            const float want = rows[static_cast<std::size_t>(i * keys + j)];
+            const float got = lanes[static_cast<std::size_t>(j * queries + i)];
+            ASSERT_TRUE(close(got, want)) << where << " key " << j << ": " << got << " vs " << want;
+          }
+        }
+      }
+    }
+  }
+}
+
+// probs_and_ds_lanes gives what its separate steps give (scores_lanes twice, probs_from_lse,
+// ds_from_dp): the same sums, exp within a few ulp, the same zeros and NaN; rows with
+// lse = -inf get P = 0 and rows with lse NaN get NaN. Ragged rows, lanes and d.
+TEST(TileOps, ProbsAndDsMatchTheirSeparateSteps) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::mt19937 gen(37);
+  std::normal_distribution<float> dist;
+  int tested = 0;
+  for (Isa isa : testing::isas_under_test()) {
+    const auto& ops = kernels::tile_ops(isa);
+    if (ops.probs_and_ds_lanes == nullptr) continue;
+    ++tested;
+    for (int nb : {1, 5, 6, 7, 13}) {
+      for (int lanes : {16, 32, 48, 80}) {
+        for (int d : {1, 7, 64}) {
+          const std::int64_t ld_b = d + 5, ld = lanes + 16;
+          std::vector<float> b1(static_cast<std::size_t>(nb * ld_b)), b2(b1.size()), a1(static_cast<std::size_t>(d * ld)),
+              a2(a1.size()), lse(static_cast<std::size_t>(nb)), delta(lse.size());
+          for (auto* v : {&b1, &b2, &a1, &a2, &delta})
+            for (float& x : *v) x = dist(gen);
+          for (float& x : lse) x = 2.0f + dist(gen);
+          lse[0] = -inf;
+          if (nb > 2) lse[2] = nan;
+          std::vector<float> p_want(static_cast<std::size_t>(nb * ld), nan), ds_want(p_want), p_got(p_want), ds_got(p_want);
+          ops.scores_lanes(b1.data(), ld_b, nb, a1.data(), ld, lanes, d, 0.3f, p_want.data(), ld);
+          ops.scores_lanes(b2.data(), ld_b, nb, a2.data(), ld, lanes, d, 1.0f, ds_want.data(), ld);
+          ops.probs_from_lse(p_want.data(), ld, nb, lanes, lse.data());
+          ops.ds_from_dp(ds_want.data(), ld, p_want.data(), ld, nb, lanes, delta.data());
+          ops.probs_and_ds_lanes(b1.data(), ld_b, b2.data(), ld_b, nb, a1.data(), a2.data(), ld, lanes, d, 0.3f,
+                                 lse.data(), delta.data(), p_got.data(), ds_got.data(), ld);
+          for (std::size_t i = 0; i < p_want.size(); ++i) {
+            for (auto [got, want] : {std::pair{p_got[i], p_want[i]}, std::pair{ds_got[i], ds_want[i]}}) {
+              if (std::isnan(want)) {
+                ASSERT_TRUE(std::isnan(got)) << kernels::isa_name(isa) << " at " << i;
+              } else {
+                // Both exps lie within 3 ulp of exp, so within 6 ulp (< 1.5e-6 relative) of each other.
+                ASSERT_NEAR(got, want, 1.5e-6f * std::fabs(want) + 1e-30f)
+                    << kernels::isa_name(isa) << " " << nb << "x" << lanes << "x" << d << " at " << i;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  if (tested == 0) GTEST_SKIP() << "no fused probs_and_ds on this processor";
+}
+
+// The mask seen from keys (lanes layout) selects exactly the pairs the mask selects.
+TEST(Detail, TransposedMaskSelectsTheSamePairs) {
+  std::mt19937 gen(31);
+  std::uniform_int_distribution<int> pos(0, 30), win(-1, 9);
+  for (int trial = 0; trial < 20000; ++trial) {
+    const kernels::MaskSpec mask{gen() % 2 == 0, win(gen), win(gen)};
+    const kernels::MaskSpec t = kernels::detail::transposed_mask(mask);
+    const int q = pos(gen), k = pos(gen);
+    ASSERT_EQ(t.visible(k, q), mask.visible(q, k))
+        << "causal " << mask.causal << " window " << mask.window_left << "," << mask.window_right << " q " << q << " k " << k;
+  }
+}
+
+// Says which route fp32 takes on every implementation this host runs, so the test output
+// shows which ones the kernel tests exercised: the fused route wherever the instruction set
+// has the lanes products (unless BURST_FP32_ROUTE=blas), BLAS tiles on the rest.
+TEST(Kernels, Fp32RouteOfEveryImplementation) {
+  std::string fused, blas;
+  for (Isa isa : testing::isas_under_test()) {
+    const auto& ops = kernels::tile_ops(isa);
+    const bool takes_fused = kernels::detail::fused_route(ops, DType::kF32);
+    std::string& list = takes_fused ? fused : blas;
+    list += (list.empty() ? "" : ", ") + kernels::isa_name(isa);
+    if (ops.scores_lanes == nullptr) {
+      EXPECT_FALSE(takes_fused) << kernels::isa_name(isa);
+    }
+    EXPECT_FALSE(kernels::detail::fused_route(ops, DType::kBF16)) << "bf16 keeps its routes";
+  }
+  std::printf("fp32 route: fused on [%s], BLAS tiles on [%s]\n", fused.c_str(), blas.c_str());
+  EXPECT_FALSE(blas.empty() && fused.empty());
+}
+
+// AMX-BF16 detection agrees with the kernel's view of the processor (/proc/cpuinfo), and the
+// test output says that no AMX path ran: none exists yet (src/kernels/README.md, "AMX").
+TEST(Kernels, AmxBf16DetectionAgreesWithTheOs) {
+  const kernels::AmxStatus& amx = kernels::amx_bf16_status();
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  bool listed = false, found_flags = false;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    found_flags = true;
+    listed = line.find(" amx_bf16") != std::string::npos && line.find(" amx_tile") != std::string::npos;
+    break;
+  }
+  if (found_flags) {
+    EXPECT_EQ(amx.cpu && amx.os, listed) << amx.why;
+  }
+  EXPECT_TRUE(!amx.permitted || (amx.cpu && amx.os));
+  std::printf("AMX-BF16: %s; the AMX path was not exercised (no AMX kernel exists yet)\n", amx.why.c_str());
+}
+
 // classify() may only claim "none" or "full" when every pair agrees.
 TEST(Detail, ClassifyIsSound) {
   std::mt19937 gen(5);
@@ -305,6 +580,61 @@ TEST(Memory, KernelWorkspaceDoesNotGrowWithSequence) {
   }
 }
 
+// workspace_bytes reports exactly what a call allocates, on every route: fp32 and bf16,
+// forward and backward, default and odd tiles, for every implementation this host runs.
+TEST(Memory, WorkspaceBytesMatchesWhatCallsAllocate) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    for (Isa isa : testing::isas_under_test()) {
+      for (int block : {0, 40}) {
+        Tensor q = testing::random_tensor(dtype, 1, 300, 2, 48, 1);
+        Tensor k = testing::random_tensor(dtype, 1, 300, 2, 48, 2);
+        Tensor v = testing::random_tensor(dtype, 1, 300, 2, 48, 3);
+        kernels::AttentionOptions opt;
+        opt.threads = 2;
+        opt.isa = isa;
+        opt.block_m = block;
+        opt.block_n = block / 2;
+        const kernels::WorkspaceBytes want = kernels::workspace_bytes(dtype, 48, opt);
+        Tensor out(DType::kF32, 1, 300, 2, 48), dq(DType::kF32, 1, 300, 2, 48), dk(DType::kF32, 1, 300, 2, 48),
+            dv(DType::kF32, 1, 300, 2, 48);
+        RowStats lse(1, 2, 300), delta(1, 2, 300);
+        kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
+        kernels::compute_delta(out.view(), out.view(), delta.view(), 2);
+        dq.fill_zero();
+        dk.fill_zero();
+        dv.fill_zero();
+        const std::string where = std::string(dtype_name(dtype)) + " " + kernels::isa_name(isa) + " block " +
+                                  std::to_string(block);
+        reset_memory_peak();
+        std::size_t before = memory_stats().current;
+        kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), opt);
+        EXPECT_EQ(static_cast<std::int64_t>(memory_stats().peak - before), want.forward) << where;
+        reset_memory_peak();
+        before = memory_stats().current;
+        kernels::attention_backward(q.view(), k.view(), v.view(), q.view(), lse.view(), delta.view(), dq.view(),
+                                    dk.view(), dv.view(), opt);
+        EXPECT_EQ(static_cast<std::int64_t>(memory_stats().peak - before), want.backward) << where;
+      }
+    }
+  }
+}
+
+// The default tile follows the L2 size: today's 256 x 256 (d <= 128) and 128 x 128 (d = 256)
+// at 1 MiB, smaller tiles for smaller caches.
+TEST(Kernels, DefaultTileFollowsTheCache) {
+  using kernels::default_tile_for_cache;
+  const std::int64_t mib = 1 << 20;
+  EXPECT_EQ(default_tile_for_cache(128, mib).block_m, 256);
+  EXPECT_EQ(default_tile_for_cache(64, mib).block_n, 256);
+  EXPECT_EQ(default_tile_for_cache(256, mib).block_m, 128);
+  EXPECT_EQ(default_tile_for_cache(128, mib / 2).block_m, 128);
+  EXPECT_EQ(default_tile_for_cache(128, mib / 4).block_m, 64);
+  EXPECT_EQ(default_tile_for_cache(256, 2 * mib).block_m, 256);
+  EXPECT_EQ(default_tile_for_cache(256, 0).block_m, 32);
+  const kernels::Tile here = kernels::default_tile(128);
+  std::printf("default tile at d = 128 on this processor: %d x %d\n", here.block_m, here.block_n);
+}
+
 // The progress hook runs once per computed tile of the calling thread, and only there.
 TEST(Kernels, ProgressHookRunsOnTheCallingThread) {
   Tensor q = testing::random_tensor(DType::kF32, 1, 600, 2, 32, 1);
@@ -324,13 +654,54 @@ TEST(Kernels, ProgressHookRunsOnTheCallingThread) {
   EXPECT_EQ(calls, 200);
   calls = 0;
   attention_backward(q.view(), k.view(), v.view(), f.out.view(), f.lse.view(), q.view(), opt);
-  EXPECT_EQ(calls, 400);  // both passes visit every tile
+  // The BLAS route's two passes visit every tile twice, the fused route's one pass once.
+  const bool fused = kernels::detail::fused_route(kernels::tile_ops(opt.isa), DType::kF32);
+  EXPECT_EQ(calls, fused ? 200 : 400);
   opt.threads = 2;
   calls = 0;
   attention_forward(q.view(), k.view(), v.view(), opt, DType::kF32);
   attention_backward(q.view(), k.view(), v.view(), f.out.view(), f.lse.view(), q.view(), opt);
   EXPECT_GT(calls, 0);
   EXPECT_FALSE(other_thread);
+}
+
+// A progress hook that throws ends the call with its exception on every thread count, also
+// while other threads wait for their turn to add dQ terms (the fused backward): no hang. The
+// hook runs on the calling thread only, so with several threads it may see fewer tiles than
+// `after`; then the call completes.
+TEST(Kernels, ProgressHookExceptionEndsTheCall) {
+  Tensor q = testing::random_tensor(DType::kF32, 1, 600, 2, 32, 1);
+  Tensor k = testing::random_tensor(DType::kF32, 1, 600, 2, 32, 2);
+  Tensor v = testing::random_tensor(DType::kF32, 1, 600, 2, 32, 3);
+  kernels::AttentionOptions opt;
+  opt.block_m = opt.block_n = 32;
+  ForwardOutputs f = attention_forward(q.view(), k.view(), v.view(), opt, DType::kF32);
+  int thrown = 0;
+  for (int threads : {1, 2, 3}) {
+    for (int after : {0, 7, 150}) {
+      opt.threads = threads;
+      int calls = 0;
+      opt.progress = [&] {
+        if (calls++ == after) throw std::runtime_error("stop at " + std::to_string(after));
+      };
+      for (bool backward : {true, false}) {
+        calls = 0;
+        bool threw = false;
+        try {
+          if (backward) {
+            attention_backward(q.view(), k.view(), v.view(), f.out.view(), f.lse.view(), q.view(), opt);
+          } else {
+            attention_forward(q.view(), k.view(), v.view(), opt, DType::kF32);
+          }
+        } catch (const std::runtime_error&) {
+          threw = true;
+        }
+        EXPECT_EQ(threw, calls > after) << threads << " threads, backward " << backward << ", after " << after;
+        thrown += threw;
+      }
+    }
+  }
+  EXPECT_GE(thrown, 6);  // one thread: every case throws
 }
 
 class Npy : public ::testing::Test {

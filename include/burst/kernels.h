@@ -79,12 +79,26 @@ struct AttentionOptions {
 constexpr std::int64_t kMaxHeadDim = 256;
 
 // Default tile (block_m, block_n) for a head dim: as large as keeps a forward tile's working
-// set (Q, accumulator, K, V, scores) within a 1 MiB L2, because each K/V tile loaded is then
-// reused by more query rows (docs/performance.md has the measurements).
+// set (Q, accumulator, K, V, scores) within this processor's L2 (default_tile_for_cache with
+// the L2 size per core the system reports, 1 MiB if it reports none), because each K/V tile
+// loaded is then reused by more query rows (docs/performance.md has the measurements).
 struct Tile {
   int block_m, block_n;
 };
 Tile default_tile(std::int64_t head_dim);
+// The largest square tile of 256, 128, 64 or 32 rows whose forward working set,
+// 4 (2 d m + m n + 2 n d) bytes, fits 3/4 of `l2_bytes`: 256 x 256 for d <= 128 and 128 x 128
+// for d = 256 with a 1 MiB L2.
+Tile default_tile_for_cache(std::int64_t head_dim, std::int64_t l2_bytes);
+
+// Bytes a forward and a backward call allocate beyond their arguments: the per-thread tile
+// workspaces for options.threads threads, on the route such a call takes (fused fp32, bf16
+// dot products or BLAS tiles; docs/performance.md), with options' tile or the default one.
+// Memory estimates use this rather than repeat the kernels' array lists.
+struct WorkspaceBytes {
+  std::int64_t forward = 0, backward = 0;
+};
+WorkspaceBytes workspace_bytes(DType dtype, std::int64_t head_dim, const AttentionOptions& options = {});
 
 // Computes out = softmax(scale * q k^T, masked) v and its lse.
 // q [b, seqlen_q, n_heads_q, d]; k, v [b, seqlen_k, n_heads_kv, d] (same dtype as q);

@@ -1,11 +1,19 @@
-// Backward driver. Two passes keep every output written by exactly one task, so results are
-// bitwise reproducible for any thread count and no thread needs more than tile-sized memory:
+// Backward driver. On the BLAS route two passes keep every output written by exactly one
+// task, so results are bitwise reproducible for any thread count and no thread needs more
+// than tile-sized memory:
 //   pass 1, one task per (batch, kv head, key block):    dK_j, dV_j over all query blocks
 //           and the `group` query heads that share the kv head;
 //   pass 2, one task per (batch, query head, query block): dQ_i over all key blocks.
 // Both passes recompute P = exp(scale Q K^T - lse) and dS = P (dP - delta) per tile; the
 // price is two extra GEMMs per tile (7 instead of 5), paid to avoid atomics or O(s) buffers.
+// The fused fp32 route (key_block_grads_fused) keeps those guarantees in one pass of five
+// products: pass 1's tasks also add dQ terms, in a fixed order (DqTurns).
 #include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <vector>
 
 #include "burst/error.h"
 #include "core/thread_pool.h"
@@ -181,7 +189,257 @@ void query_block_grads(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
   detail::add_rows(c.dq, ib, q0, rows, ih, dq_acc);
 }
 
+// The fused fp32 route (tile_ops.h, lanes layout): one pass, five products per tile instead
+// of seven. One task per (batch, kv head, key block) packs K^T and V^T once (lanes = the
+// block's keys) and, per query tile of the `group` heads, reads Q and dO rows in place:
+//   S = scale Q K^T, dP = dO V^T, P = exp(S - lse), dS = P (dP - delta)  (rows x lanes)
+//   dV^T += dO^T P, dK^T += Q^T dS  (d x lanes, the task's own, as in pass 1)
+//   dQ_i += scale dS K_j            (rows x d, added to dq in place)
+// dQ rows are shared by every key-block task, so their additions are ordered: tile (i, j)
+// adds its term to dq_i only after the tiles (i, 0..j-1) have added theirs (DqTurns), which
+// is the order one thread takes. The sums are the same for any thread count, so results stay
+// bitwise reproducible. Tasks start in increasing order (ThreadPool), so the lowest running
+// task never waits; the others keep up to kDqLag computed terms pending before they wait.
+class DqTurns {
+ public:
+  explicit DqTurns(std::int64_t tiles) : done_(static_cast<std::size_t>(tiles)) {
+    for (auto& d : done_) d.store(0, std::memory_order_relaxed);
+  }
+  // Blocks until query tile `at` has the terms of key blocks 0..jb-1 in dq.
+  void wait(std::int64_t at, std::int64_t jb) {
+    std::atomic<std::int64_t>& done = done_[static_cast<std::size_t>(at)];
+    for (std::int64_t seen = done.load(std::memory_order_acquire); seen != jb;
+         seen = done.load(std::memory_order_acquire)) {
+      if (aborted_.load(std::memory_order_acquire)) std::rethrow_exception(error_);
+      done.wait(seen, std::memory_order_acquire);
+    }
+  }
+  // Whether query tile `at` has the terms of key blocks 0..jb-1 (never blocks).
+  bool ready(std::int64_t at, std::int64_t jb) {
+    if (aborted_.load(std::memory_order_acquire)) std::rethrow_exception(error_);
+    return done_[static_cast<std::size_t>(at)].load(std::memory_order_acquire) == jb;
+  }
+  // Marks key block jb's term of query tile `at` as added.
+  void release(std::int64_t at, std::int64_t jb) {
+    std::atomic<std::int64_t>& done = done_[static_cast<std::size_t>(at)];
+    done.store(jb + 1, std::memory_order_release);
+    done.notify_all();
+  }
+  // A task failed (a progress hook threw): wakes every waiter, which rethrows the same error
+  // instead of waiting for a turn that will not come.
+  void abort(std::exception_ptr error) {
+    if (claimed_.exchange(true)) return;  // the first failure is the one reported
+    error_ = std::move(error);
+    aborted_.store(true, std::memory_order_release);  // publishes error_ to the waiters
+    for (auto& done : done_) {
+      done.fetch_add(std::int64_t{1} << 40, std::memory_order_acq_rel);
+      done.notify_all();
+    }
+  }
+
+ private:
+  std::vector<std::atomic<std::int64_t>> done_;
+  std::atomic<bool> claimed_{false}, aborted_{false};
+  std::exception_ptr error_;
+};
+
+// dQ terms a task may hold computed but not yet added while it computes the next tile: it
+// runs up to this many query tiles ahead of the task before it, so a stall on one core
+// (another process, an interrupt) does not stall the other at once. On the shared 2-core
+// Xeon, 2-thread backward over 1-thread: 1.46 - 1.73x without lag, 1.73 - 2.07x with 3,
+// 7 no better (docs/performance.md).
+constexpr int kDqLag = 2;
+
+enum LanesArray { kLKt, kLVt, kLP, kLDS, kLDKt, kLDVt, kLKRows, kLDQ };
+
+struct LanesScratch {
+  float *k_t, *v_t, *p, *ds, *dk_t, *dv_t, *k_rows, *dq;
+  std::int64_t *qpos, *kpos;
+};
+
+// The query tiles of one task whose dQ terms wait for their turn, oldest first; a tile with
+// no term (fully masked) still takes its turn, to pass it on in order.
+struct PendingDq {
+  std::int64_t turn, ih, q0;
+  int rows;
+  const float* term;  // rows x dp, or null
+};
+
+LanesScratch lanes_scratch_of(const detail::Workspace& ws, int worker) {
+  return {ws.floats(worker, kLKt),  ws.floats(worker, kLVt),    ws.floats(worker, kLP),
+          ws.floats(worker, kLDS),  ws.floats(worker, kLDKt),   ws.floats(worker, kLDVt),
+          ws.floats(worker, kLKRows), ws.floats(worker, kLDQ), ws.ints(worker, 0),
+          ws.ints(worker, 1)};
+}
+
+// K^T, V^T, dK^T, dV^T (d x np); P (m x np, or n x dp if larger: once dV is updated it holds
+// the zeroed copy of K a partial tile's dQ term may need), dS (m x np); K rows padded to
+// dp = lanes_padded(d) columns (n x dp); kDqLag + 1 dQ term slots (m x dp), the one free
+// also serving as accumulate_lanes_visible's finite copy of a Q or dO tile (m x d).
+detail::WorkspaceLayout lanes_layout(const Geometry& g) {
+  const std::int64_t np = lanes_padded(g.block_n), dp = lanes_padded(g.d), m = g.block_m, n = g.block_n, d = g.d;
+  return {{d * np, d * np, std::max(m * np, n * dp), m * np, d * np, d * np, n * dp, (kDqLag + 1) * m * dp},
+          {m, n}};
+}
+
+// Q, dO (m x d); K, V (n x d); P, dS (m x n); two accumulators and a finite copy (max(m, n) x
+// d); packed keys and values for the bf16 dot-product route.
+detail::WorkspaceLayout blas_layout(const Geometry& g, bool bf16_dot) {
+  const std::int64_t m = g.block_m, n = g.block_n, d = g.d;
+  const std::int64_t acc = std::max(m, n) * d;
+  const std::int64_t packed = bf16_dot ? bf16_packed_words(n, d) : 0;
+  return {{m * d, m * d, n * d, n * d, m * n, m * n, acc, acc, packed, packed, acc}, {m, n}};
+}
+
+// Rows [k0, k0 + cols) of K as a row-major tile padded to dp columns (zeros), the right
+// operand of dQ = dS K; returns whether one of its values is not finite.
+bool pack_key_rows(const TensorView& k, std::int64_t ib, std::int64_t k0, int cols, std::int64_t kvh, std::int64_t dp,
+                   float* rows) {
+  bool non_finite = false;
+  for (int j = 0; j < cols; ++j) {
+    const float* src = k.row<const float>(ib, k0 + j, kvh);
+    float* dst = rows + j * dp;
+    for (std::int64_t x = 0; x < k.d; ++x) {
+      dst[x] = src[x];
+      non_finite |= !std::isfinite(src[x]);
+    }
+    std::fill(dst + k.d, dst + dp, 0.0f);
+  }
+  return non_finite;
+}
+
+void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t kvh, std::int64_t jb, int worker,
+                           DqTurns& turns) {
+  const Geometry& g = c.g;
+  const LanesScratch w = lanes_scratch_of(c.ws, worker);
+  const std::int64_t ld = lanes_padded(g.block_n), dp = lanes_padded(g.d), k0 = jb * g.block_n;
+  const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
+  const int lanes = static_cast<int>(lanes_padded(cols));
+  const int d = static_cast<int>(g.d);
+  detail::pack_lanes(c.k, ib, k0, cols, kvh, w.k_t, ld);  // K^T
+  detail::pack_lanes(c.v, ib, k0, cols, kvh, w.v_t, ld);  // V^T
+  const bool k_non_finite = pack_key_rows(c.k, ib, k0, cols, kvh, dp, w.k_rows);
+  std::fill_n(w.dk_t, d * ld, 0.0f);
+  std::fill_n(w.dv_t, d * ld, 0.0f);
+
+  // Adds the pending dQ terms whose turn has come, oldest first; with `all`, or while every
+  // slot is taken, waits for the turns.
+  constexpr int slots = kDqLag + 1;  // pending entries: the lag, plus the one just pushed
+  PendingDq pending[slots];
+  int first = 0, count = 0;
+  std::int64_t issued = 0;  // dQ terms so far; term t uses slot t % slots
+  auto flush = [&](bool all) {
+    while (count > 0) {
+      const PendingDq& e = pending[first];
+      if (!turns.ready(e.turn, jb)) {
+        if (!all && count < slots) return;
+        turns.wait(e.turn, jb);
+      }
+      if (e.term != nullptr) {
+        for (int i = 0; i < e.rows; ++i) {
+          float* dst = c.dq.row<float>(ib, e.q0 + i, e.ih);
+          const float* src = e.term + i * dp;
+          for (int x = 0; x < d; ++x) dst[x] += src[x];
+        }
+      }
+      turns.release(e.turn, jb);
+      first = (first + 1) % slots;
+      --count;
+    }
+  };
+  auto push = [&](const PendingDq& e) {
+    pending[(first + count) % slots] = e;
+    ++count;
+    flush(false);
+  };
+
+  bool have_kpos = false;
+  for (std::int64_t ih = kvh * g.group; ih < (kvh + 1) * g.group; ++ih) {
+    for (std::int64_t iqb = 0; iqb < g.n_qblocks; ++iqb) {
+      const std::int64_t turn = (ib * g.n_heads_q + ih) * g.n_qblocks + iqb;
+      const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
+      if (vis == TileVisibility::kNone) {
+        push({turn, ih, 0, 0, nullptr});  // nothing to add; the turn passes on in order
+        continue;
+      }
+      if (worker == 0 && c.opt.progress) c.opt.progress();
+      const std::int64_t q0 = iqb * g.block_m;
+      const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
+      const float* q = c.q.row<const float>(ib, q0, ih);
+      const float* dout = c.dout.row<const float>(ib, q0, ih);
+      // S = scale Q K^T and dP = dO V^T  (rows x lanes: a query per row, a key per lane), then
+      // P = exp(S - lse), dS = P (dP - delta); masked pairs zeroed afterwards (tile_probs_and_ds).
+      const float* lse = c.lse.row(ib, ih) + q0;
+      const float* delta = c.delta.row(ib, ih) + q0;
+      if (c.ops.probs_and_ds_lanes != nullptr) {
+        c.ops.probs_and_ds_lanes(q, c.q.stride_s, dout, c.dout.stride_s, rows, w.k_t, w.v_t, ld, lanes, d, g.scale,
+                                 lse, delta, w.p, w.ds, ld);
+      } else {
+        c.ops.scores_lanes(q, c.q.stride_s, rows, w.k_t, ld, lanes, d, g.scale, w.p, ld);
+        c.ops.scores_lanes(dout, c.dout.stride_s, rows, w.v_t, ld, lanes, d, 1.0f, w.ds, ld);
+        c.ops.probs_from_lse(w.p, ld, rows, lanes, lse);
+        c.ops.ds_from_dp(w.ds, ld, w.p, ld, rows, lanes, delta);
+      }
+      const bool partial = vis == TileVisibility::kPartial;
+      // This tile's dQ term slot: free (at most kDqLag terms are pending), so it serves as
+      // the finite-copy scratch of the products below until the term is written.
+      float* term = w.dq + (issued++ % slots) * g.block_m * dp;
+      if (partial) {
+        if (!have_kpos) {
+          detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
+          have_kpos = true;
+        }
+        detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
+        c.ops.apply_mask(w.p, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
+        c.ops.apply_mask(w.ds, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
+        // dV^T += dO^T P and dK^T += Q^T dS (d x lanes), non-finite rows kept to their pairs.
+        const detail::TilePairs pairs{w.kpos, w.qpos, false, c.opt.mask};
+        detail::accumulate_lanes_visible(c.ops, dout, c.dout.stride_s, rows, d, w.p, ld, lanes, cols, nullptr,
+                                         w.dv_t, ld, pairs, term);
+        detail::accumulate_lanes_visible(c.ops, q, c.q.stride_s, rows, d, w.ds, ld, lanes, cols, nullptr, w.dk_t, ld,
+                                         pairs, term);
+      } else {
+        c.ops.accumulate_lanes(dout, c.dout.stride_s, rows, d, w.p, ld, lanes, nullptr, w.dv_t, ld);
+        c.ops.accumulate_lanes(q, c.q.stride_s, rows, d, w.ds, ld, lanes, nullptr, w.dk_t, ld);
+      }
+      // dQ term = scale dS K  (rows x dp; the products run over the block's cols keys). In a
+      // partial tile a non-finite K value reaches only the queries that see its key: the
+      // product runs on a zeroed copy (in P, dead once dV has it) and those terms are added
+      // over visible pairs.
+      const bool zeroed = partial && k_non_finite;
+      if (zeroed) {
+        for (std::int64_t i = 0; i < cols * dp; ++i) w.p[i] = std::isfinite(w.k_rows[i]) ? w.k_rows[i] : 0.0f;
+      }
+      c.ops.scores_lanes(w.ds, ld, rows, zeroed ? w.p : w.k_rows, dp, static_cast<int>(dp), cols, g.scale, term, dp);
+      if (zeroed) {
+        for (int j = 0; j < cols; ++j) {
+          for (int x = 0; x < d; ++x) {
+            const float kv = w.k_rows[j * dp + x];
+            if (std::isfinite(kv)) continue;
+            for (int i = 0; i < rows; ++i) {
+              if (c.opt.mask.visible(w.qpos[i], w.kpos[j])) term[i * dp + x] += g.scale * w.ds[i * ld + j] * kv;
+            }
+          }
+        }
+      }
+      push({turn, ih, q0, rows, term});
+    }
+  }
+  flush(true);
+  detail::add_lanes(c.dk, ib, k0, cols, kvh, w.dk_t, ld, g.scale);
+  detail::add_lanes(c.dv, ib, k0, cols, kvh, w.dv_t, ld, 1.0f);
+}
+
 }  // namespace
+
+namespace detail {
+
+WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype) {
+  if (fused_route(ops, dtype)) return lanes_layout(g);
+  return blas_layout(g, dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr);
+}
+
+}  // namespace detail
 
 void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& dout, const RowStatsView& lse,
@@ -203,14 +461,25 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   const detail::BlockBounds qb = detail::block_bounds(opt.q_pos, g.seqlen_q, g.block_m);
   const detail::BlockBounds kb = detail::block_bounds(opt.k_pos, g.seqlen_k, g.block_n);
   ThreadPool& pool = ThreadPool::for_this_thread(opt.threads);
-  const std::int64_t m = g.block_m, n = g.block_n, d = g.d;
-  const std::int64_t acc = std::max(m, n) * d;
   const bool bf16_dot = q.dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr;
-  const std::int64_t packed = bf16_dot ? bf16_packed_words(n, d) : 0;
-  const detail::Workspace ws({m * d, m * d, n * d, n * d, m * n, m * n, acc, acc, packed, packed, acc},
-                             {m, n}, pool.size());
+  const bool fused = detail::fused_route(ops, q.dtype);
+  const detail::Workspace ws(detail::backward_workspace_layout(g, ops, q.dtype), pool.size());
   const BackwardCall call{q, k, v, dout, lse, delta, dq, dk, dv, opt, g, ops, qb, kb, ws, bf16_dot};
 
+  if (fused) {
+    DqTurns turns(g.b * g.n_heads_q * g.n_qblocks);
+    pool.parallel_for(g.b * g.n_heads_kv * g.n_kblocks, [&](std::int64_t task, int worker) {
+      const std::int64_t jb = task % g.n_kblocks;
+      const std::int64_t kvh = (task / g.n_kblocks) % g.n_heads_kv;
+      try {
+        key_block_grads_fused(call, task / (g.n_kblocks * g.n_heads_kv), kvh, jb, worker, turns);
+      } catch (...) {
+        turns.abort(std::current_exception());
+        throw;
+      }
+    });
+    return;
+  }
   pool.parallel_for(g.b * g.n_heads_kv * g.n_kblocks, [&](std::int64_t task, int worker) {
     const std::int64_t jb = task % g.n_kblocks;
     const std::int64_t kvh = (task / g.n_kblocks) % g.n_heads_kv;

@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include <unistd.h>
 
 #include "burst/error.h"
 #include "core/thread_pool.h"
@@ -129,15 +133,21 @@ Rows load_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, 
   return {scratch, t.d};
 }
 
-Workspace::Workspace(std::vector<std::int64_t> float_sizes, std::vector<std::int64_t> int_sizes,
-                     int workers) {
+std::size_t WorkspaceLayout::bytes_per_worker() const {
+  std::size_t bytes = 0;
+  for (std::int64_t n : floats) bytes += (static_cast<std::size_t>(n) * 4 + 63) / 64 * 64;
+  for (std::int64_t n : ints) bytes += (static_cast<std::size_t>(n) * 8 + 63) / 64 * 64;
+  return bytes;
+}
+
+Workspace::Workspace(const WorkspaceLayout& layout, int workers) {
   auto place = [this](std::int64_t bytes) {
     const std::size_t at = per_worker_;
     per_worker_ += (static_cast<std::size_t>(bytes) + 63) / 64 * 64;
     return at;
   };
-  for (std::int64_t n : float_sizes) float_offsets_.push_back(place(n * 4));
-  for (std::int64_t n : int_sizes) int_offsets_.push_back(place(n * 8));
+  for (std::int64_t n : layout.floats) float_offsets_.push_back(place(n * 4));
+  for (std::int64_t n : layout.ints) int_offsets_.push_back(place(n * 8));
   buffer_ = AlignedBuffer(per_worker_ * static_cast<std::size_t>(workers));
 }
 
@@ -185,6 +195,69 @@ void sgemm_visible(bool trans_a, int m, int n, int k, float alpha, const float* 
   }
 }
 
+bool fused_route(const TileOps& ops, DType dtype) {
+  static const bool forced_blas = [] {
+    const char* env = std::getenv("BURST_FP32_ROUTE");
+    if (env == nullptr || *env == '\0') return false;
+    const std::string route = env;
+    BURST_CHECK(route == "fused" || route == "blas", "BURST_FP32_ROUTE: expected fused or blas, got '", route,
+                "'");
+    return route == "blas";
+  }();
+  return dtype == DType::kF32 && ops.scores_lanes != nullptr && ops.accumulate_lanes != nullptr && !forced_blas;
+}
+
+void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h, float* dst,
+                std::int64_t ld) {
+  const std::int64_t lanes = lanes_padded(rows);
+  for (std::int64_t x = 0; x < t.d; ++x) std::fill(dst + x * ld + rows, dst + x * ld + lanes, 0.0f);
+  for (int i = 0; i < rows; ++i) {
+    const float* src = t.row<const float>(ib, s0 + i, h);
+    for (std::int64_t x = 0; x < t.d; ++x) dst[x * ld + i] = src[x];
+  }
+}
+
+MaskSpec transposed_mask(const MaskSpec& mask) {
+  // visible(q, k) <=> q - left <= k <= q + up, up = min(right, 0 if causal): so, from the
+  // key's side, k - up <= q <= k + left.
+  std::int64_t up = mask.window_right;
+  if (mask.causal) up = up < 0 ? 0 : std::min<std::int64_t>(up, 0);
+  return MaskSpec{false, up, mask.window_left};
+}
+
+void accumulate_lanes_visible(const TileOps& ops, const float* b, std::int64_t ld_b, int nb, int d,
+                              const float* t, std::int64_t ld_t, int lanes, int count, const float* factor,
+                              float* c_t, std::int64_t ld_c, const TilePairs& pairs, float* scratch) {
+  if (!any_non_finite(b, ld_b, nb, d)) {
+    ops.accumulate_lanes(b, ld_b, nb, d, t, ld_t, lanes, factor, c_t, ld_c);
+    return;
+  }
+  for (int r = 0; r < nb; ++r) {
+    for (int x = 0; x < d; ++x) {
+      const float v = b[r * ld_b + x];
+      scratch[r * d + x] = std::isfinite(v) ? v : 0.0f;
+    }
+  }
+  ops.accumulate_lanes(scratch, d, nb, d, t, ld_t, lanes, factor, c_t, ld_c);
+  for (int r = 0; r < nb; ++r) {
+    for (int x = 0; x < d; ++x) {
+      const float v = b[r * ld_b + x];
+      if (std::isfinite(v)) continue;
+      for (int i = 0; i < count; ++i) {
+        if (pairs.visible(i, r)) c_t[x * ld_c + i] += t[r * ld_t + i] * v;
+      }
+    }
+  }
+}
+
+void add_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
+               const float* src, std::int64_t ld, float alpha) {
+  for (int i = 0; i < rows; ++i) {
+    float* dst = t.row<float>(ib, s0 + i, h);
+    for (std::int64_t x = 0; x < t.d; ++x) dst[x] += alpha * src[x * ld + i];
+  }
+}
+
 void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
               const float* src) {
   for (int i = 0; i < rows; ++i) {
@@ -198,8 +271,37 @@ void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, s
 
 namespace burst::kernels {
 
+Tile default_tile_for_cache(std::int64_t head_dim, std::int64_t l2_bytes) {
+  int rows = 256;
+  for (; rows > 32; rows /= 2) {
+    const std::int64_t m = rows, working_set = 4 * (2 * head_dim * m + m * m + 2 * m * head_dim);
+    if (4 * working_set <= 3 * l2_bytes) break;
+  }
+  return {rows, rows};
+}
+
 Tile default_tile(std::int64_t head_dim) {
-  return head_dim <= 128 ? Tile{256, 256} : Tile{128, 128};
+  static const std::int64_t l2_bytes = [] {
+    const long reported = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return reported > 0 ? static_cast<std::int64_t>(reported) : std::int64_t{1} << 20;
+  }();
+  return default_tile_for_cache(head_dim, l2_bytes);
+}
+
+WorkspaceBytes workspace_bytes(DType dtype, std::int64_t head_dim, const AttentionOptions& options) {
+  BURST_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "head_dim: expected 1..", kMaxHeadDim, ", got ", head_dim);
+  BURST_CHECK(options.threads >= 1, "threads: expected >= 1, got ", options.threads);
+  const Tile tile = default_tile(head_dim);
+  detail::Geometry g;
+  g.d = head_dim;
+  g.block_m = options.block_m > 0 ? options.block_m : tile.block_m;
+  g.block_n = options.block_n > 0 ? options.block_n : tile.block_n;
+  const TileOps& ops = tile_ops(options.isa);
+  const auto total = [&](const detail::WorkspaceLayout& layout) {
+    return static_cast<std::int64_t>(layout.bytes_per_worker()) * options.threads;
+  };
+  return {total(detail::forward_workspace_layout(g, ops, dtype)),
+          total(detail::backward_workspace_layout(g, ops, dtype))};
 }
 
 void check_inputs(const TensorView& q, const TensorView& k, const TensorView& v, const AttentionOptions& options) {

@@ -55,12 +55,18 @@ struct Rows {
 Rows load_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
                float* scratch, const TileOps& ops);
 
+// The arrays of one worker's scratch: element counts of its fp32 and int64 arrays.
+struct WorkspaceLayout {
+  std::vector<std::int64_t> floats, ints;
+  // Bytes per worker, each array rounded up to 64 bytes as Workspace places them.
+  std::size_t bytes_per_worker() const;
+};
+
 // Per-worker scratch: a fixed list of fp32 and int64 arrays per worker, each 64-byte aligned,
 // carved from one allocation made per kernel call (O(tile) per worker).
 class Workspace {
  public:
-  Workspace(std::vector<std::int64_t> float_sizes, std::vector<std::int64_t> int_sizes,
-            int workers);
+  Workspace(const WorkspaceLayout& layout, int workers);
   float* floats(int worker, std::size_t index) const {
     return reinterpret_cast<float*>(base(worker) + float_offsets_[index]);
   }
@@ -101,8 +107,41 @@ void sgemm_visible(bool trans_a, int m, int n, int k, float alpha, const float* 
                    std::int64_t lda, const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
                    const TilePairs& pairs, float* scratch);
 
+// The scratch of one forward or backward call per worker, on the route the call takes
+// (forward.cpp, backward.cpp): what the calls allocate and what workspace_bytes reports.
+WorkspaceLayout forward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype);
+WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype);
+
+// The fused fp32 route (tile_ops.h, lanes layout): taken when the instruction set has the
+// lanes products, the inputs are fp32, and BURST_FP32_ROUTE is not "blas" (which forces the
+// per-tile BLAS route, e.g. to compare the two). bf16 inputs keep their routes.
+bool fused_route(const TileOps& ops, DType dtype);
+
+// Rows [s0, s0 + rows) of head h of batch ib (fp32) transposed into lanes layout:
+// dst[x * ld + i] = t[ib, s0 + i, h, x], lanes rows..lanes_padded(rows) zeroed.
+void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h, float* dst,
+                std::int64_t ld);
+
+// The mask seen from a lanes-layout tile whose rows are keys and whose lanes are queries:
+// apply_mask(s, ld, keys, queries, kpos, qpos, transposed_mask(mask), fill) masks exactly
+// the pairs apply_mask(s^T, ..., qpos, kpos, mask, fill) does.
+MaskSpec transposed_mask(const MaskSpec& mask);
+
+// c_t (d x lanes, ld_c) = c_t diag(factor) + b^T t, b nb x d (ld_b), t nb x lanes (ld_t), for a
+// partially masked tile whose t is 0 at every masked pair: TileOps::accumulate_lanes, except
+// that a non-finite element of b reaches only the lanes that see its row (pairs.visible(lane,
+// row of b), for the first `count` lanes: the tokens, without padding), like sgemm_visible;
+// `scratch` holds nb x d floats.
+void accumulate_lanes_visible(const TileOps& ops, const float* b, std::int64_t ld_b, int nb, int d,
+                              const float* t, std::int64_t ld_t, int lanes, int count, const float* factor,
+                              float* c_t, std::int64_t ld_c, const TilePairs& pairs, float* scratch);
+
 // Adds `rows` x d of src (leading dimension d) into the fp32 rows of t.
 void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
               const float* src);
+// Adds alpha times `rows` lanes of the lanes-layout src (d x lanes, leading dimension ld) into
+// the fp32 rows of t: t[ib, s0 + i, h, x] += alpha src[x * ld + i].
+void add_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
+               const float* src, std::int64_t ld, float alpha);
 
 }  // namespace burst::kernels::detail

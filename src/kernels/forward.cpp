@@ -29,10 +29,10 @@ struct ForwardScratch {
 
 enum ForwardArray { kQ, kK, kV, kS, kAcc, kRowMax, kRowSum, kFactor, kKPacked, kVFinite };
 
-detail::Workspace forward_workspace(const Geometry& g, int workers, bool bf16_dot) {
+detail::WorkspaceLayout blas_layout(const Geometry& g, bool bf16_dot) {
   const std::int64_t m = g.block_m, n = g.block_n, d = g.d;
   const std::int64_t packed = bf16_dot ? bf16_packed_words(n, d) : 0;
-  return detail::Workspace({m * d, n * d, n * d, m * n, m * d, m, m, m, packed, n * d}, {m, n}, workers);
+  return {{m * d, n * d, n * d, m * n, m * d, m, m, m, packed, n * d}, {m, n}};
 }
 
 ForwardScratch scratch_of(const detail::Workspace& ws, int worker) {
@@ -142,6 +142,102 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
   }
 }
 
+// The fused fp32 route (tile_ops.h, lanes layout): the task's state is held transposed, one
+// lane per query of the block: Q^T and O^T (d x lanes), and per tile S^T (block_n x lanes).
+// K and V rows are read in place; nothing is packed per tile.
+struct LanesScratch {
+  float *q_t, *o_t, *s_t, *row_max, *row_sum, *factor;
+  float* v_finite;  // V with non-finite elements zeroed (accumulate_lanes_visible's scratch)
+  std::int64_t *qpos, *kpos;
+  std::int64_t ld;  // lanes_padded(block_m): the leading dimension of every lanes array
+};
+
+enum LanesArray { kLQ, kLO, kLS, kLRowMax, kLRowSum, kLFactor, kLVFinite };
+
+detail::WorkspaceLayout lanes_layout(const Geometry& g) {
+  const std::int64_t mp = lanes_padded(g.block_m), n = g.block_n, d = g.d;
+  return {{d * mp, d * mp, n * mp, mp, mp, mp, n * d}, {g.block_m, n}};
+}
+
+LanesScratch lanes_scratch_of(const detail::Workspace& ws, const Geometry& g, int worker) {
+  return {ws.floats(worker, kLQ),      ws.floats(worker, kLO),      ws.floats(worker, kLS),
+          ws.floats(worker, kLRowMax), ws.floats(worker, kLRowSum), ws.floats(worker, kLFactor),
+          ws.floats(worker, kLVFinite), ws.ints(worker, 0),         ws.ints(worker, 1),
+          lanes_padded(g.block_m)};
+}
+
+void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
+                         const LanesScratch& w, bool calling_thread) {
+  const Geometry& g = c.g;
+  const std::int64_t q0 = iqb * g.block_m;
+  const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
+  const int lanes = static_cast<int>(lanes_padded(rows));
+  const std::int64_t kvh = ih / g.group, ld = w.ld;
+  const int d = static_cast<int>(g.d);
+  float* lse_row = c.lse.row(ib, ih) + q0;
+
+  // Running state as in forward_block; padded lanes start empty and are never stored.
+  detail::pack_lanes(c.q, ib, q0, rows, ih, w.q_t, ld);
+  std::fill_n(w.o_t, d * ld, 0.0f);
+  for (int i = 0; i < lanes; ++i) {
+    if (i < rows && c.continue_state && lse_row[i] != kNegInf) {
+      w.row_max[i] = lse_row[i];
+      w.row_sum[i] = 1.0f;
+      const float* o = c.out.row<const float>(ib, q0 + i, ih);
+      for (int x = 0; x < d; ++x) w.o_t[x * ld + i] = o[x];
+    } else {
+      w.row_max[i] = kNegInf;
+      w.row_sum[i] = 0.0f;
+    }
+  }
+
+  const MaskSpec lanes_mask = detail::transposed_mask(c.opt.mask);
+  bool have_qpos = false;
+  for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
+    const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
+    if (vis == TileVisibility::kNone) continue;
+    if (calling_thread && c.opt.progress) c.opt.progress();
+    const std::int64_t k0 = jb * g.block_n;
+    const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
+    const float* k = c.k.row<const float>(ib, k0, kvh);
+    const float* v = c.v.row<const float>(ib, k0, kvh);
+
+    // S^T = scale K Q^T  (cols x lanes)
+    c.ops.scores_lanes(k, c.k.stride_s, cols, w.q_t, ld, lanes, d, g.scale, w.s_t, ld);
+    if (vis == TileVisibility::kPartial) {
+      if (!have_qpos) {
+        detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
+        have_qpos = true;
+      }
+      detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
+      c.ops.apply_mask(w.s_t, ld, cols, rows, w.kpos, w.qpos, lanes_mask, kNegInf);
+    }
+    c.ops.online_softmax_lanes(w.s_t, ld, cols, lanes, w.row_max, w.row_sum, w.factor);
+    // O^T = O^T diag(factor) + V^T P^T  (d x lanes); P is 0 at masked pairs, which must not
+    // let a non-finite V row reach the queries masked from it.
+    if (vis == TileVisibility::kPartial) {
+      detail::accumulate_lanes_visible(c.ops, v, c.v.stride_s, cols, d, w.s_t, ld, lanes, rows, w.factor, w.o_t,
+                                       ld, {w.qpos, w.kpos, true, c.opt.mask}, w.v_finite);
+    } else {
+      c.ops.accumulate_lanes(v, c.v.stride_s, cols, d, w.s_t, ld, lanes, w.factor, w.o_t, ld);
+    }
+  }
+
+  // Normalise as forward_block does, transposing back: O = acc / sum, lse = max + log(sum).
+  float* row = w.v_finite;  // free now: one output row
+  for (int i = 0; i < rows; ++i) {
+    const bool empty = w.row_sum[i] == 0.0f;
+    const float inv = empty ? 0.0f : 1.0f / w.row_sum[i];
+    for (int x = 0; x < d; ++x) row[x] = empty ? 0.0f : w.o_t[x * ld + i] * inv;
+    lse_row[i] = empty ? kNegInf : w.row_max[i] + std::log(w.row_sum[i]);
+    if (c.out.dtype == DType::kF32) {
+      std::copy_n(row, d, c.out.row<float>(ib, q0 + i, ih));
+    } else {
+      c.ops.f32_to_bf16(row, c.out.row<bf16_bits>(ib, q0 + i, ih), d);
+    }
+  }
+}
+
 void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const RowStatsView& lse, const AttentionOptions& opt,
                  bool continue_state) {
@@ -157,7 +253,8 @@ void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
   const detail::BlockBounds kb = detail::block_bounds(opt.k_pos, g.seqlen_k, g.block_n);
   ThreadPool& pool = ThreadPool::for_this_thread(opt.threads);
   const bool bf16_dot = q.dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr;
-  const detail::Workspace workspace = forward_workspace(g, pool.size(), bf16_dot);
+  const bool fused = detail::fused_route(ops, q.dtype);
+  const detail::Workspace workspace(detail::forward_workspace_layout(g, ops, q.dtype), pool.size());
   const ForwardCall call{q, k, v, out, lse, opt, g, ops, qb, kb, continue_state, bf16_dot};
 
   const std::int64_t tasks = g.b * g.n_heads_q * g.n_qblocks;
@@ -165,11 +262,24 @@ void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
     const std::int64_t iqb = task % g.n_qblocks;
     const std::int64_t ih = (task / g.n_qblocks) % g.n_heads_q;
     const std::int64_t ib = task / (g.n_qblocks * g.n_heads_q);
-    forward_block(call, ib, ih, iqb, scratch_of(workspace, worker), worker == 0);
+    if (fused) {
+      forward_block_lanes(call, ib, ih, iqb, lanes_scratch_of(workspace, g, worker), worker == 0);
+    } else {
+      forward_block(call, ib, ih, iqb, scratch_of(workspace, worker), worker == 0);
+    }
   });
 }
 
 }  // namespace
+
+namespace detail {
+
+WorkspaceLayout forward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype) {
+  if (fused_route(ops, dtype)) return lanes_layout(g);
+  return blas_layout(g, dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr);
+}
+
+}  // namespace detail
 
 void attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
                        const TensorView& out, const RowStatsView& lse,

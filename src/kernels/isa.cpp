@@ -1,3 +1,8 @@
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <cstdlib>
 
 #include "core/cpu.h"
@@ -19,7 +24,42 @@ bool supported(Isa isa) {
   return false;
 }
 
+std::uint64_t read_xcr0() {
+  std::uint32_t lo = 0, hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (static_cast<std::uint64_t>(hi) << 32) | lo;
+}
+
+AmxStatus detect_amx() {
+  AmxStatus s;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || ((d >> 22) & 1u) == 0 || ((d >> 24) & 1u) == 0) {
+    s.why = "the processor reports no amx_bf16 and amx_tile (cpuid 7.0 EDX bits 22, 24)";
+    return s;
+  }
+  s.cpu = true;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || ((c >> 27) & 1u) == 0 || (read_xcr0() & 0x60000u) != 0x60000u) {
+    s.why = "the OS has not enabled the AMX tile state (XCR0 bits 17, 18)";
+    return s;
+  }
+  s.os = true;
+  constexpr long kArchGetXcompPerm = 0x1022, kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+    s.why = "Linux refused ARCH_REQ_XCOMP_PERM for the tile data state";
+    return s;
+  }
+  unsigned long granted = 0;
+  s.permitted = syscall(SYS_arch_prctl, kArchGetXcompPerm, &granted) == 0 && ((granted >> kXfeatureXtiledata) & 1u);
+  s.why = s.permitted ? "usable" : "ARCH_GET_XCOMP_PERM does not list the tile data state";
+  return s;
+}
+
 }  // namespace
+
+const AmxStatus& amx_bf16_status() {
+  static const AmxStatus status = detect_amx();
+  return status;
+}
 
 std::string isa_name(Isa isa) {
   switch (isa) {

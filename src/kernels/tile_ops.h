@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "burst/dtype.h"
 #include "burst/kernels.h"
@@ -49,12 +50,61 @@ struct TileOps {
   void (*gemm_bf16_qkt)(const bf16_bits* q, std::int64_t ld_q, int rows,
                         const std::uint32_t* packed, int cols, int d, float alpha, float* s,
                         std::int64_t ld_s);
+
+  // The fused fp32 route (src/kernels/README.md, docs/performance.md). Its tiles are held
+  // transposed, in "lanes" layout: one vector lane per token of the task's own block (the
+  // queries of a forward task, the keys of a backward task), so per-token state of the
+  // forward (row max, row sum, rescale factor) is a vector and the online softmax needs no
+  // horizontal reductions. The other side's rows are read in place, row-major, one broadcast
+  // element at a time: nothing is packed per tile. `lanes` counts are padded to kLaneAlign
+  // and every lanes-layout array has a leading dimension that is a multiple of kLaneAlign;
+  // padded lanes compute junk that is never stored. These are null where the instruction set
+  // has no register-blocked kernels (generic): the route is then BLAS.
+  //
+  // out[j, i] = alpha * sum_x b[j, x] a_t[x, i]    for j < nb, i < lanes  (S^T = K Q^T ...)
+  void (*scores_lanes)(const float* b, std::int64_t ld_b, int nb, const float* a_t, std::int64_t ld_a,
+                       int lanes, int d, float alpha, float* out, std::int64_t ld_out);
+  // c_t[x, i] = c_t[x, i] factor[i] + sum_j b[j, x] t[j, i]  for x < d, i < lanes; factor
+  // may be null (1).                                  (O^T = O^T diag(f) + V^T P^T ...)
+  void (*accumulate_lanes)(const float* b, std::int64_t ld_b, int nb, int d, const float* t,
+                           std::int64_t ld_t, int lanes, const float* factor, float* c_t,
+                           std::int64_t ld_c);
+  // online_softmax on a lanes-layout tile s (n key rows x lanes query lanes): the same
+  // per-query semantics, with row_max, row_sum and rescale indexed by lane.
+  void (*online_softmax_lanes)(float* s, std::int64_t ld, int n, int lanes, float* row_max,
+                               float* row_sum, float* rescale);
+  // Both score products of a backward tile and its score gradient in one pass: with rows j
+  // of b1, b2 (a query each) against lanes-layout a1, a2 (a key per lane, shared ld_a),
+  //   s = alpha b1 a1, dp = b2 a2, p = exp(s - lse[j]) (0 where lse[j] = -inf),
+  //   ds = p (dp - delta[j])     (nb rows x lanes, ld_out),
+  // the arithmetic of scores_lanes twice and then probs_from_lse and ds_from_dp, without the
+  // tiles' round trips through memory. Null where the instruction set lacks the registers
+  // for it (AVX2): the separate calls serve there.
+  void (*probs_and_ds_lanes)(const float* b1, std::int64_t ld_b1, const float* b2, std::int64_t ld_b2, int nb,
+                             const float* a1, const float* a2, std::int64_t ld_a, int lanes, int d, float alpha,
+                             const float* lse, const float* delta, float* p, float* ds, std::int64_t ld_out);
 };
+
+// Lanes-layout arrays are padded to a multiple of this many tokens (one AVX-512 vector).
+constexpr int kLaneAlign = 16;
+constexpr std::int64_t lanes_padded(std::int64_t n) { return (n + kLaneAlign - 1) / kLaneAlign * kLaneAlign; }
 
 constexpr int kBf16Panel = 32;
 constexpr std::int64_t bf16_packed_words(std::int64_t cols, std::int64_t d) {
   return (cols + kBf16Panel - 1) / kBf16Panel * kBf16Panel * ((d + 1) / 2);
 }
+
+// AMX-BF16 (Sapphire Rapids and later Xeons), detected for the slot an AMX implementation
+// will take (README.md, "AMX"); no kernel executes AMX instructions yet. cpu: cpuid 7.0 EDX
+// reports amx_bf16 (bit 22) and amx_tile (bit 24); os: XCR0 enables the tile state (bits 17,
+// 18); permitted: Linux granted this process the tile data state (arch_prctl
+// ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18), requested once, on the first call, and
+// only where cpu and os hold. `why` says which step failed, for logs and test output.
+struct AmxStatus {
+  bool cpu = false, os = false, permitted = false;
+  std::string why;
+};
+const AmxStatus& amx_bf16_status();
 
 // The table for `isa` (kAuto resolved as resolve_isa does); throws if the processor lacks it.
 const TileOps& tile_ops(Isa isa);
