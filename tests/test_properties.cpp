@@ -303,7 +303,7 @@ TEST(Properties, ReferenceGradientsMatchFiniteDifferences) {
     Tensor v = testing::random_tensor(DType::kF32, b, sk, hkv, d, 53);
     Tensor dout = testing::random_tensor(DType::kF32, b, sq, hq, d, 54);
     AttentionOptions opt;
-    opt.mask = {causal, 3, -1};
+    opt.mask = {causal, 3, -1, {}};
     opt.q_pos.offset = sk - sq;
     const auto grads = reference::backward(q.view(), k.view(), v.view(), dout.view(), opt);
     const std::vector<double> g_out = testing::to_double(dout.view());

@@ -4,11 +4,13 @@
 // subtracted afterwards, so both "writes every element" and "accumulates" are checked.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <tuple>
 
 #include "burst/kernels.h"
 #include "support.h"
@@ -25,6 +27,7 @@ struct Case {
   kernels::MaskSpec mask;
   std::int64_t q_offset = 0, k_offset = 0;
   std::vector<std::int64_t> q_ids, k_ids;  // explicit positions (zigzag, striped)
+  std::vector<std::int64_t> documents;     // boundaries of packed documents (mask.documents)
   DType dtype = DType::kF32;
   bool bhsd = false;  // store tensors as [b, h, s, d] and pass strided views
   int block_m = 0, block_n = 0;  // 0: the kernels' default tile
@@ -105,7 +108,7 @@ std::vector<Case> catalog() {
     Case c;
     c.name = "window" + std::to_string(l) + "_" + std::to_string(r) + (causal ? "_causal" : "");
     c.sq = c.sk = 150;
-    c.mask = {causal, l, r};
+    c.mask = {causal, l, r, {}};
     add(c);
   }
   // Unequal lengths: bottom-right causal; more queries than keys leaves early rows empty.
@@ -133,13 +136,13 @@ std::vector<Case> catalog() {
   };
   using testing::striped_positions;
   using testing::zigzag_positions;
-  shard_pair("zigzag_q1_k2", zigzag_positions(403, 4, 1), zigzag_positions(403, 4, 2), {true, -1, -1}, DType::kF32);
-  shard_pair("zigzag_q3_k0", zigzag_positions(403, 4, 3), zigzag_positions(403, 4, 0), {true, -1, -1}, DType::kF32);
-  shard_pair("zigzag_q0_k3", zigzag_positions(403, 4, 0), zigzag_positions(403, 4, 3), {true, -1, -1}, DType::kF32);
-  shard_pair("striped_q2_k0", striped_positions(301, 3, 2), striped_positions(301, 3, 0), {true, -1, -1}, DType::kF32);
-  shard_pair("striped_q0_k2", striped_positions(301, 3, 0), striped_positions(301, 3, 2), {true, -1, -1}, DType::kF32);
-  shard_pair("striped_window", striped_positions(301, 3, 1), striped_positions(301, 3, 1), {false, 20, 20}, DType::kF32);
-  shard_pair("zigzag_bf16", zigzag_positions(403, 4, 2), zigzag_positions(403, 4, 1), {true, -1, -1}, DType::kBF16);
+  shard_pair("zigzag_q1_k2", zigzag_positions(403, 4, 1), zigzag_positions(403, 4, 2), {true, -1, -1, {}}, DType::kF32);
+  shard_pair("zigzag_q3_k0", zigzag_positions(403, 4, 3), zigzag_positions(403, 4, 0), {true, -1, -1, {}}, DType::kF32);
+  shard_pair("zigzag_q0_k3", zigzag_positions(403, 4, 0), zigzag_positions(403, 4, 3), {true, -1, -1, {}}, DType::kF32);
+  shard_pair("striped_q2_k0", striped_positions(301, 3, 2), striped_positions(301, 3, 0), {true, -1, -1, {}}, DType::kF32);
+  shard_pair("striped_q0_k2", striped_positions(301, 3, 0), striped_positions(301, 3, 2), {true, -1, -1, {}}, DType::kF32);
+  shard_pair("striped_window", striped_positions(301, 3, 1), striped_positions(301, 3, 1), {false, 20, 20, {}}, DType::kF32);
+  shard_pair("zigzag_bf16", zigzag_positions(403, 4, 2), zigzag_positions(403, 4, 1), {true, -1, -1, {}}, DType::kBF16);
   // bf16 storage.
   for (bool causal : {false, true}) {
     Case c;
@@ -176,11 +179,73 @@ std::vector<Case> catalog() {
     c.hq = 4;
     c.hkv = 2;
     c.d = 20;
-    c.mask = {true, 50, -1};
+    c.mask = {true, 50, -1, {}};
     c.block_m = bm;
     c.block_n = bn;
     add(c);
   }
+  // Packed documents (block-diagonal masks): documents of length 1, shorter and longer than a
+  // tile, one document only, many tiny ones; with causal, windows, GQA, bf16, unequal
+  // lengths, small tiles and the shard positions of a ring.
+  auto boundaries = [](const std::vector<std::int64_t>& lengths) {
+    std::vector<std::int64_t> c{0};
+    for (std::int64_t l : lengths) c.push_back(c.back() + l);
+    return c;
+  };
+  const std::vector<std::int64_t> mixed = boundaries({1, 40, 3, 130, 1, 60, 65});  // 300 tokens
+  std::vector<std::int64_t> tiny_lengths;
+  for (std::int64_t i = 0, total = 0; total < 257; ++i) {
+    tiny_lengths.push_back(std::min<std::int64_t>(1 + (i * 7) % 3, 257 - total));
+    total += tiny_lengths.back();
+  }
+  const std::vector<std::int64_t> tiny = boundaries(tiny_lengths);
+  struct DocCase {
+    const char* name;
+    std::vector<std::int64_t> documents;
+    kernels::MaskSpec mask;
+    DType dtype;
+    int block_m, block_n;
+  };
+  for (const DocCase& dc : {DocCase{"docs_mixed", mixed, {false, -1, -1, {}}, DType::kF32, 0, 0},
+                            DocCase{"docs_mixed_causal", mixed, {true, -1, -1, {}}, DType::kF32, 0, 0},
+                            DocCase{"docs_mixed_causal_tile16x7", mixed, {true, -1, -1, {}}, DType::kF32, 16, 7},
+                            DocCase{"docs_window20_causal", mixed, {true, 20, -1, {}}, DType::kF32, 32, 64},
+                            DocCase{"docs_window5_5", mixed, {false, 5, 5, {}}, DType::kF32, 0, 0},
+                            DocCase{"docs_mixed_causal_bf16", mixed, {true, -1, -1, {}}, DType::kBF16, 0, 0},
+                            DocCase{"docs_tiny_causal", tiny, {true, -1, -1, {}}, DType::kF32, 40, 24},
+                            DocCase{"docs_tiny", tiny, {false, -1, -1, {}}, DType::kBF16, 0, 0},
+                            DocCase{"docs_one_causal", boundaries({300}), {true, -1, -1, {}}, DType::kF32, 64, 128}}) {
+    Case c;
+    c.name = dc.name;
+    c.sq = c.sk = dc.documents.back();
+    c.hq = 4;
+    c.hkv = 2;
+    c.d = dc.dtype == DType::kBF16 ? 128 : 40;
+    c.mask = dc.mask;
+    c.documents = dc.documents;
+    c.dtype = dc.dtype;
+    c.block_m = dc.block_m;
+    c.block_n = dc.block_n;
+    add(c);
+  }
+  {
+    // The last 97 queries of the mixed documents against all their keys.
+    Case c;
+    c.name = "docs_sq97_sk300_causal";
+    c.sq = 97;
+    c.sk = 300;
+    c.q_offset = c.sk - c.sq;
+    c.mask.causal = true;
+    c.documents = mixed;
+    add(c);
+  }
+  for (auto [name, rank_q, rank_k] : {std::tuple{"docs_zigzag_q1_k2", 1, 2}, {"docs_zigzag_q3_k0", 3, 0}, {"docs_zigzag_q2_k2", 2, 2}}) {
+    shard_pair(name, zigzag_positions(300, 4, rank_q), zigzag_positions(300, 4, rank_k), {true, -1, -1, {}}, DType::kF32);
+    cases.back().documents = mixed;
+  }
+  shard_pair("docs_striped_q0_k2", striped_positions(300, 3, 0), striped_positions(300, 3, 2), {true, -1, -1, {}},
+             DType::kF32);
+  cases.back().documents = mixed;
   // Batch > 1 and strided [b, h, s, d] storage.
   {
     Case c;
@@ -237,6 +302,7 @@ TEST_P(Sweep, MatchesDoubleReference) {
 
   AttentionOptions opt;
   opt.mask = c.mask;
+  opt.mask.documents = c.documents;  // the case's own copy outlives the calls
   opt.q_pos = {c.q_ids.empty() ? nullptr : c.q_ids.data(), c.q_offset};
   opt.k_pos = {c.k_ids.empty() ? nullptr : c.k_ids.data(), c.k_offset};
   opt.threads = 2;

@@ -154,7 +154,7 @@ TEST(TileOps, Bf16DotProductGemm) {
 
 TEST(TileOps, MaskMatchesDefinition) {
   std::vector<std::int64_t> qpos = {5, 0, 9, 3}, kpos = {0, 2, 4, 6, 8, 10, 3};
-  for (kernels::MaskSpec mask : {kernels::MaskSpec{true, -1, -1}, {false, 2, 1}, {true, 3, -1}, {false, 0, 0}}) {
+  for (kernels::MaskSpec mask : {kernels::MaskSpec{true, -1, -1, {}}, {false, 2, 1, {}}, {true, 3, -1, {}}, {false, 0, 0, {}}}) {
     for (Isa isa : testing::isas_under_test()) {
       std::vector<float> s(qpos.size() * kpos.size(), 1.0f);
       kernels::tile_ops(isa).apply_mask(s.data(), 7, 4, 7, qpos.data(), kpos.data(), mask, -3.0f);
@@ -393,7 +393,7 @@ TEST(Detail, TransposedMaskSelectsTheSamePairs) {
   std::mt19937 gen(31);
   std::uniform_int_distribution<int> pos(0, 30), win(-1, 9);
   for (int trial = 0; trial < 20000; ++trial) {
-    const kernels::MaskSpec mask{gen() % 2 == 0, win(gen), win(gen)};
+    const kernels::MaskSpec mask{gen() % 2 == 0, win(gen), win(gen), {}};
     const kernels::MaskSpec t = kernels::detail::transposed_mask(mask);
     const int q = pos(gen), k = pos(gen);
     ASSERT_EQ(t.visible(k, q), mask.visible(q, k))
@@ -445,7 +445,7 @@ TEST(Detail, ClassifyIsSound) {
   std::mt19937 gen(5);
   std::uniform_int_distribution<int> pos(0, 40), win(-1, 12);
   for (int trial = 0; trial < 20000; ++trial) {
-    kernels::MaskSpec mask{gen() % 2 == 0, win(gen), win(gen)};
+    kernels::MaskSpec mask{gen() % 2 == 0, win(gen), win(gen), {}};
     int q0 = pos(gen), q1 = q0 + pos(gen) % 6, k0 = pos(gen), k1 = k0 + pos(gen) % 6;
     const auto vis = kernels::detail::classify(mask, q0, q1, k0, k1);
     int visible = 0, total = 0;
@@ -491,7 +491,7 @@ TEST(ErrorMeasure, GradientFloorPassesExactZerosAndCatchesBugs) {
     Tensor q = testing::random_tensor(DType::kF32, 1, s, 2, d, 71), k = testing::random_tensor(DType::kF32, 1, s, 2, d, 72),
            v = testing::random_tensor(DType::kF32, 1, s, 2, d, 73), dout = testing::random_tensor(DType::kF32, 1, s, 2, d, 74);
     kernels::AttentionOptions opt;
-    opt.mask = {false, 0, 0};
+    opt.mask = {false, 0, 0, {}};
     const auto ref = reference::backward(q.view(), k.view(), v.view(), dout.view(), opt);
     for (double x : ref.dq) ASSERT_EQ(x, 0.0);
     const auto floors = testing::gradient_floors(q.view(), k.view(), v.view(), dout.view(), 1.0 / std::sqrt(double{d}));

@@ -208,7 +208,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
   opt.dtype = args.dtype;
   opt.rope_base = args.rope_base;
   kernels::AttentionOptions kernel;
-  kernel.mask = kernels::MaskSpec{args.causal, args.window_left, args.window_right};
+  kernel.mask = kernels::MaskSpec{args.causal, args.window_left, args.window_right, {}};
   kernel.isa = args.isa;
   kernel.block_m = args.block_m;
   kernel.block_n = args.block_n;

@@ -10,9 +10,11 @@
 //   GQA       n_heads_q = group * n_heads_kv; query head h reads kv head h / group.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -35,12 +37,45 @@ struct MaskSpec {
   bool causal = false;             // key <= query
   std::int64_t window_left = -1;   // key >= query - window_left
   std::int64_t window_right = -1;  // key <= query + window_right
+  // Packed documents: the boundaries 0 = c_0 < c_1 < ... < c_D = N of D documents laid back
+  // to back in one sequence of N tokens (flash-attn's cu_seqlens); a query sees only keys of
+  // its own document, on top of causal and the window. Empty: one document (no boundary).
+  // The array is the caller's and must outlive every call that reads the mask; positions
+  // must then lie in [0, N).
+  std::span<const std::int64_t> documents;
 
-  bool visible(std::int64_t q, std::int64_t k) const {
-    return (!causal || k <= q) && (window_left < 0 || k >= q - window_left) &&
-           (window_right < 0 || k <= q + window_right);
+  // Index of the document holding `position` (0 without documents).
+  std::int64_t document_of(std::int64_t position) const {
+    if (documents.empty()) return 0;
+    return std::upper_bound(documents.begin(), documents.end(), position) - documents.begin() - 1;
   }
-  bool masks_anything() const { return causal || window_left >= 0 || window_right >= 0; }
+  // The keys a query at q sees form one run of positions, [first, last] (empty when
+  // last < first): its window, cut at q for causal and at the ends of its document.
+  struct KeyRange {
+    std::int64_t first, last;
+  };
+  KeyRange key_range(std::int64_t q) const {
+    constexpr std::int64_t kFar = std::int64_t{1} << 62;
+    KeyRange r{window_left >= 0 ? q - window_left : -kFar, window_right >= 0 ? q + window_right : kFar};
+    if (causal) r.last = std::min(r.last, q);
+    if (!documents.empty()) {
+      const auto doc = static_cast<std::size_t>(document_of(q));
+      r.first = std::max(r.first, documents[doc]);
+      r.last = std::min(r.last, documents[doc + 1] - 1);
+    }
+    return r;
+  }
+  bool visible(std::int64_t q, std::int64_t k) const {
+    if (!((!causal || k <= q) && (window_left < 0 || k >= q - window_left) &&
+          (window_right < 0 || k <= q + window_right))) {
+      return false;
+    }
+    return documents.empty() || document_of(q) == document_of(k);
+  }
+  bool has_documents() const { return documents.size() > 2; }
+  bool masks_anything() const {
+    return causal || window_left >= 0 || window_right >= 0 || has_documents();
+  }
 };
 
 // Instruction-set implementations of the tile work, best first. kAuto takes the best one the

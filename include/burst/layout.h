@@ -5,8 +5,20 @@
 //               2P - 1 - r, which balances causal work. When N < 2P: token r and, for
 //               r < N - P, token N - 1 - r (the same rule at N = 2P)
 //   striped:    rank r holds tokens r, r + P, r + 2P, ...
-// Any N >= P works and gives every rank at least one token; shards differ by at most a
-// chunk's rounding (no padding).
+//   doc-zigzag: zigzag inside every packed document (MaskSpec::documents): a document of
+//               L >= 2P tokens is cut into 2P chunks and ranks take chunk pairs (c, 2P-1-c),
+//               the pairs rotating one rank per document so rounding does not pile up on one
+//               rank; a shorter document goes whole to the rank with the least work so far
+//               (longest first), so it needs no other rank's keys. Without documents:
+//               zigzag
+//   balanced:   contiguous shards cut where the mask's work (visible query-key pairs,
+//               documents included) splits evenly: whole documents mostly stay on one rank,
+//               so most ring steps and K/V sends are skipped; shard lengths differ (a causal
+//               mask gives early ranks more tokens)
+// Any N >= P works and gives every rank at least one token; contiguous, zigzag and striped
+// shards differ by at most a chunk's rounding (no padding). The mask's windows and causal
+// flag shape only the balanced layout's cuts and doc-zigzag's work counts; documents shape
+// both.
 #pragma once
 
 #include <cstdint>
@@ -14,25 +26,39 @@
 #include <vector>
 
 #include "burst/communicator.h"
+#include "burst/kernels.h"
 #include "burst/tensor.h"
 
 namespace burst::algo {
 
-enum class Layout { kContiguous, kZigzag, kStriped };
+enum class Layout { kContiguous, kZigzag, kStriped, kDocZigzag, kBalanced };
 
 std::string layout_name(Layout layout);
-// Parses "contiguous", "zigzag", "striped"; throws naming `what` otherwise.
+// Parses a layout_name; throws naming `what` and listing the names otherwise.
 Layout parse_layout(const std::string& text, const std::string& what);
+// Every layout, in the enum's order.
+std::vector<Layout> layouts();
+// Whether the layout's shards depend on the mask (doc-zigzag, balanced).
+bool layout_reads_mask(Layout layout);
 
-// Global positions of rank `rank`'s tokens, in the shard's local order (increasing).
-std::vector<std::int64_t> shard_positions(std::int64_t n_global, int world_size, int rank, Layout layout);
+// Global positions of rank `rank`'s tokens, in the shard's local order (increasing). `mask`
+// (with documents ending at n_global) is read by the layouts that balance work.
+std::vector<std::int64_t> shard_positions(std::int64_t n_global, int world_size, int rank, Layout layout,
+                                          const kernels::MaskSpec& mask = {});
 
 // The positions of every rank's shard.
-std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n_global, int world_size, Layout layout);
+std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n_global, int world_size, Layout layout,
+                                                  const kernels::MaskSpec& mask = {});
 
 // The number of tokens of every rank's shard (the sizes of shard_plan's vectors), computed
-// without listing positions, so sizing a huge problem costs nothing.
-std::vector<std::int64_t> shard_lengths(std::int64_t n_global, int world_size, Layout layout);
+// without listing positions for the layouts that do not read the mask, so sizing a huge
+// problem costs nothing.
+std::vector<std::int64_t> shard_lengths(std::int64_t n_global, int world_size, Layout layout,
+                                        const kernels::MaskSpec& mask = {});
+
+// The visible (query, key) pairs of queries at `queries` against all keys 0..n_global-1: a
+// rank's share of the attention work (the kernels skip masked tiles), for load balance.
+double visible_pairs(const std::vector<std::int64_t>& queries, std::int64_t n_global, const kernels::MaskSpec& mask);
 
 // shard[:, i] = global[:, positions[i]] for every batch, head and element: (b, N, h, d) ->
 // (b, n_r, h, d). Both views may be strided and of either dtype, but the same dtype.

@@ -38,26 +38,28 @@ int tag(int kind, int step) { return kind * kTagSpan + step % kTagSpan; }
 
 // ---- helpers ------------------------------------------------------------------------------
 
-// Whether any query of shard `qr` may see any key of shard `kr`: exact for contiguous runs;
-// shards with many runs (striped) are taken as one run, which can only say "yes" too often.
+// Whether any query of shard `q` sees any key of shard `k`, exactly. The keys that a run of
+// consecutive query positions within one document sees form one run of positions, from the
+// first query's first key to the last query's last key (MaskSpec::key_range); a binary
+// search in the sorted keys tells whether any lies in it.
 bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& q,
                      const std::vector<std::int64_t>& k) {
   if (!mask.masks_anything()) return true;
-  auto runs = [](const std::vector<std::int64_t>& p) {
-    std::vector<std::pair<std::int64_t, std::int64_t>> out;
-    for (std::int64_t x : p) {
-      if (!out.empty() && out.back().second + 1 == x) {
-        out.back().second = x;
-      } else {
-        out.emplace_back(x, x);
-      }
+  std::vector<std::int64_t> keys(k);
+  if (!std::is_sorted(keys.begin(), keys.end())) std::sort(keys.begin(), keys.end());
+  for (std::size_t i = 0; i < q.size();) {
+    std::size_t j = i;
+    if (mask.documents.empty()) {
+      while (j + 1 < q.size() && q[j + 1] == q[j] + 1) ++j;
+    } else {
+      const std::int64_t end = mask.documents[static_cast<std::size_t>(mask.document_of(q[i])) + 1];
+      while (j + 1 < q.size() && q[j + 1] == q[j] + 1 && q[j + 1] < end) ++j;
     }
-    if (out.size() > 8) out = {{p.front(), p.back()}};
-    return out;
-  };
-  for (auto [ql, qh] : runs(q))
-    for (auto [kl, kh] : runs(k))
-      if (kernels::detail::classify(mask, ql, qh, kl, kh) != kernels::detail::TileVisibility::kNone) return true;
+    const std::int64_t first = mask.key_range(q[i]).first, last = mask.key_range(q[j]).last;
+    const auto it = std::lower_bound(keys.begin(), keys.end(), first);
+    if (it != keys.end() && *it <= last) return true;
+    i = j + 1;
+  }
   return false;
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "burst/error.h"
+#include "core/hash.h"
 #include "kernels/detail.h"
 
 namespace burst::algo::detail {
@@ -17,6 +18,15 @@ std::string number_text(double x) {
   std::ostringstream os;
   os.precision(9);  // enough to tell any two floats apart
   os << x;
+  return os.str();
+}
+
+// The documents as a short text that differs when the boundaries do: their count and a hash.
+std::string documents_text(const kernels::MaskSpec& mask) {
+  if (mask.documents.empty()) return "none";
+  std::ostringstream os;
+  os << mask.documents.size() - 1 << " (boundary hash " << std::hex
+     << hash_bytes(mask.documents.data(), mask.documents.size() * sizeof(std::int64_t)) << ")";
   return os.str();
 }
 
@@ -34,7 +44,8 @@ std::vector<comm::Setting> settings_of(const TensorView& q, const TensorView& k,
           {"layout", o.positions.empty() ? layout_name(o.layout) : "explicit positions"},
           {"causal", o.mask.causal ? "true" : "false"},
           {"window", side_text(o.mask.window_left) + "," + side_text(o.mask.window_right)},
-          {"scale", o.scale ? number_text(*o.scale) : "1/sqrt(head_dim)"}};
+          {"scale", o.scale ? number_text(*o.scale) : "1/sqrt(head_dim)"},
+          {"documents", documents_text(o.mask)}};
 }
 
 }  // namespace
@@ -62,9 +73,13 @@ Plan check_and_plan(Communicator& comm, const TensorView& q, const TensorView& k
   kernels::detail::check_qkv(q, k, v, shapes);
   BURST_CHECK(o.seqlen >= comm.world_size(), "seqlen: expected at least one token per rank (",
               comm.world_size(), "), got ", o.seqlen);
+  if (!o.mask.documents.empty()) {
+    BURST_CHECK(o.mask.documents.back() == o.seqlen, "documents: expected the last boundary to be the sequence length ",
+                o.seqlen, ", got ", o.mask.documents.back());
+  }
   Plan plan;
   if (o.positions.empty()) {
-    plan.positions = shard_plan(o.seqlen, comm.world_size(), o.layout);
+    plan.positions = shard_plan(o.seqlen, comm.world_size(), o.layout, o.mask);
   } else {
     BURST_CHECK(static_cast<int>(o.positions.size()) == comm.world_size(), "positions: expected one list per rank (",
                 comm.world_size(), "), got ", o.positions.size());

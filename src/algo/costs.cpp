@@ -139,6 +139,13 @@ std::string local_cannot_run(const ProblemShape&, int ranks, const StrategyOptio
 
 std::string any_cannot_run(const ProblemShape&, int, const StrategyOptions&, bool) { return ""; }
 
+std::string ring_rsa_cannot_run(const ProblemShape&, int, const StrategyOptions& o, bool) {
+  if (o.mask.has_documents())
+    return "ring-rsa: packed documents are not supported (its materialised score rows are masked by position "
+           "only); use burst or ring, which also skip the steps whose documents do not meet";
+  return "";
+}
+
 // K/V heads are not replicated: both head counts must split over the ranks.
 std::string ulysses_cannot_run(const ProblemShape& s, int ranks, const StrategyOptions&, bool) {
   if (s.n_heads_q % ranks != 0)

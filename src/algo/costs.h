@@ -13,6 +13,7 @@ namespace burst::algo::costs {
 // Why a strategy cannot run (the registry's cannot_run), "" when it can.
 std::string local_cannot_run(const ProblemShape& shape, int ranks, const StrategyOptions& options, bool as_layer);
 std::string any_cannot_run(const ProblemShape& shape, int ranks, const StrategyOptions& options, bool as_layer);
+std::string ring_rsa_cannot_run(const ProblemShape& shape, int ranks, const StrategyOptions& options, bool as_layer);
 std::string ulysses_cannot_run(const ProblemShape& shape, int ranks, const StrategyOptions& options, bool as_layer);
 std::string usp_cannot_run(const ProblemShape& shape, int ranks, const StrategyOptions& options, bool as_layer);
 std::string tp_cannot_run(const ProblemShape& shape, int ranks, const StrategyOptions& options, bool as_layer);

@@ -1,8 +1,10 @@
 #include "burst/layout.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "burst/error.h"
+#include "kernels/detail.h"
 
 namespace burst::algo {
 
@@ -11,21 +13,163 @@ std::string layout_name(Layout layout) {
     case Layout::kContiguous: return "contiguous";
     case Layout::kZigzag: return "zigzag";
     case Layout::kStriped: return "striped";
+    case Layout::kDocZigzag: return "doc-zigzag";
+    case Layout::kBalanced: return "balanced";
   }
   return "?";
 }
 
-Layout parse_layout(const std::string& text, const std::string& what) {
-  for (Layout l : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped}) {
-    if (text == layout_name(l)) return l;
-  }
-  fail(what, ": expected contiguous, zigzag or striped, got '", text, "'");
+std::vector<Layout> layouts() {
+  return {Layout::kContiguous, Layout::kZigzag, Layout::kStriped, Layout::kDocZigzag, Layout::kBalanced};
 }
 
-std::vector<std::int64_t> shard_positions(std::int64_t n, int world, int rank, Layout layout) {
+bool layout_reads_mask(Layout layout) { return layout == Layout::kDocZigzag || layout == Layout::kBalanced; }
+
+Layout parse_layout(const std::string& text, const std::string& what) {
+  std::string names;
+  for (Layout l : layouts()) {
+    if (text == layout_name(l)) return l;
+    names += names.empty() ? "" : ", ";
+    names += layout_name(l);
+  }
+  fail(what, ": expected one of ", names, ", got '", text, "'");
+}
+
+double visible_pairs(const std::vector<std::int64_t>& queries, std::int64_t n, const kernels::MaskSpec& mask) {
+  double pairs = 0.0;
+  for (std::int64_t q : queries) {
+    const kernels::MaskSpec::KeyRange r = mask.key_range(q);
+    const std::int64_t lo = std::max<std::int64_t>(r.first, 0), hi = std::min(r.last, n - 1);
+    if (hi >= lo) pairs += static_cast<double>(hi - lo + 1);
+  }
+  return pairs;
+}
+
+namespace {
+
+void check_world(std::int64_t n, int world, Layout layout) {
+  BURST_CHECK(world >= 1, "shard: expected at least one rank, got ", world);
+  BURST_CHECK(n >= world, "seqlen: ", layout_name(layout), " sharding needs at least one token per rank (", world,
+              "), got ", n);
+}
+
+void check_mask(std::int64_t n, const kernels::MaskSpec& mask) {
+  kernels::detail::check_documents(mask);
+  if (!mask.documents.empty()) {
+    BURST_CHECK(mask.documents.back() == n, "documents: expected the last boundary to be the sequence length ", n,
+                ", got ", mask.documents.back());
+  }
+}
+
+// Visible pairs of the queries [first, last) against every key, query by query.
+std::vector<double> row_work(std::int64_t first, std::int64_t last, std::int64_t n, const kernels::MaskSpec& mask) {
+  std::vector<double> w;
+  w.reserve(static_cast<std::size_t>(last - first));
+  for (std::int64_t q = first; q < last; ++q) {
+    const kernels::MaskSpec::KeyRange r = mask.key_range(q);
+    const std::int64_t lo = std::max<std::int64_t>(r.first, 0), hi = std::min(r.last, n - 1);
+    w.push_back(hi >= lo ? static_cast<double>(hi - lo + 1) : 0.0);
+  }
+  return w;
+}
+
+// Contiguous cuts of equal work: rank r starts at the first token where the work before it
+// reaches r / P of the total, keeping at least one token per rank.
+std::vector<std::vector<std::int64_t>> balanced_plan(std::int64_t n, int world, const kernels::MaskSpec& mask) {
+  const std::vector<double> w = row_work(0, n, n, mask);
+  std::vector<double> before(static_cast<std::size_t>(n) + 1, 0.0);
+  for (std::int64_t i = 0; i < n; ++i) before[static_cast<std::size_t>(i) + 1] = before[static_cast<std::size_t>(i)] + w[static_cast<std::size_t>(i)];
+  const double total = before.back();
+  std::vector<std::int64_t> cut(static_cast<std::size_t>(world) + 1, n);
+  cut[0] = 0;
+  for (int r = 1; r < world; ++r) {
+    const double target = total * r / world;
+    std::int64_t c = std::lower_bound(before.begin(), before.end(), target) - before.begin();
+    // The closer of the two tokens around the target, then room for one token per rank.
+    if (c > 0 && target - before[static_cast<std::size_t>(c) - 1] < before[static_cast<std::size_t>(c)] - target) --c;
+    c = std::max(c, cut[static_cast<std::size_t>(r) - 1] + 1);
+    cut[static_cast<std::size_t>(r)] = std::min(c, n - (world - r));
+  }
+  std::vector<std::vector<std::int64_t>> plan(static_cast<std::size_t>(world));
+  for (int r = 0; r < world; ++r)
+    for (std::int64_t t = cut[static_cast<std::size_t>(r)]; t < cut[static_cast<std::size_t>(r) + 1]; ++t)
+      plan[static_cast<std::size_t>(r)].push_back(t);
+  return plan;
+}
+
+// Zigzag inside every document (layout.h).
+std::vector<std::vector<std::int64_t>> doc_zigzag_plan(std::int64_t n, int world, const kernels::MaskSpec& mask) {
+  const std::int64_t p = world, chunks = 2 * p;
+  std::vector<std::int64_t> bounds(mask.documents.begin(), mask.documents.end());
+  if (bounds.empty()) bounds = {0, n};
+  std::vector<std::vector<std::int64_t>> plan(static_cast<std::size_t>(world));
+  std::vector<double> work(static_cast<std::size_t>(world), 0.0);
+  auto take = [&](std::int64_t rank, std::int64_t first, std::int64_t last) {
+    const std::vector<double> w = row_work(first, last, n, mask);
+    for (double x : w) work[static_cast<std::size_t>(rank)] += x;
+    for (std::int64_t t = first; t < last; ++t) plan[static_cast<std::size_t>(rank)].push_back(t);
+  };
+  struct Short {
+    std::int64_t first, last;
+    double work;
+  };
+  std::vector<Short> shorts;
+  std::int64_t rotation = 0;
+  for (std::size_t d = 0; d + 1 < bounds.size(); ++d) {
+    const std::int64_t a = bounds[d], length = bounds[d + 1] - a;
+    if (length < chunks) {
+      double w = 0.0;
+      for (double x : row_work(a, bounds[d + 1], n, mask)) w += x;
+      shorts.push_back({a, bounds[d + 1], w});
+      continue;
+    }
+    auto start = [&](std::int64_t c) { return a + c * length / chunks; };
+    for (std::int64_t c = 0; c < p; ++c) {
+      const std::int64_t rank = (c + rotation) % p;
+      take(rank, start(c), start(c + 1));
+      take(rank, start(chunks - 1 - c), start(chunks - c));
+    }
+    ++rotation;
+  }
+  // Short documents whole, longest work first, each to the rank with the least work (then the
+  // fewest tokens, then the lowest rank).
+  std::stable_sort(shorts.begin(), shorts.end(), [](const Short& x, const Short& y) { return x.work > y.work; });
+  for (const Short& sd : shorts) {
+    int best = 0;
+    for (int r = 1; r < world; ++r) {
+      const auto ur = static_cast<std::size_t>(r), ub = static_cast<std::size_t>(best);
+      if (work[ur] < work[ub] || (work[ur] == work[ub] && plan[ur].size() < plan[ub].size())) best = r;
+    }
+    take(best, sd.first, sd.last);
+  }
+  for (auto& shard : plan) std::sort(shard.begin(), shard.end());
+  // Fewer documents than ranks can leave a rank empty: it takes the last token of the
+  // largest shard (n >= P makes one exist with two or more).
+  for (auto& shard : plan) {
+    if (!shard.empty()) continue;
+    auto& largest = *std::max_element(plan.begin(), plan.end(), [](const auto& x, const auto& y) { return x.size() < y.size(); });
+    shard.push_back(largest.back());
+    largest.pop_back();
+  }
+  return plan;
+}
+
+}  // namespace
+
+std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n, int world, Layout layout, const kernels::MaskSpec& mask) {
+  check_world(n, world, layout);
+  check_mask(n, mask);
+  if (layout == Layout::kBalanced) return balanced_plan(n, world, mask);
+  if (layout == Layout::kDocZigzag) return doc_zigzag_plan(n, world, mask);
+  std::vector<std::vector<std::int64_t>> plan;
+  for (int r = 0; r < world; ++r) plan.push_back(shard_positions(n, world, r, layout, mask));
+  return plan;
+}
+
+std::vector<std::int64_t> shard_positions(std::int64_t n, int world, int rank, Layout layout, const kernels::MaskSpec& mask) {
   BURST_CHECK(world >= 1 && rank >= 0 && rank < world, "shard: rank ", rank, " outside world of ", world);
-  BURST_CHECK(n >= world, "seqlen: ", layout_name(layout), " sharding needs at least one token per rank (",
-              world, "), got ", n);
+  check_world(n, world, layout);
+  if (layout_reads_mask(layout)) return shard_plan(n, world, layout, mask)[static_cast<std::size_t>(rank)];
   std::vector<std::int64_t> out;
   auto add_range = [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t t = lo; t < hi; ++t) out.push_back(t);
@@ -52,21 +196,21 @@ std::vector<std::int64_t> shard_positions(std::int64_t n, int world, int rank, L
     case Layout::kStriped:
       for (std::int64_t t = rank; t < n; t += world) out.push_back(t);
       break;
+    case Layout::kDocZigzag:
+    case Layout::kBalanced:
+      break;  // above
   }
   return out;
 }
 
-std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n, int world, Layout layout) {
-  std::vector<std::vector<std::int64_t>> plan;
-  for (int r = 0; r < world; ++r) plan.push_back(shard_positions(n, world, r, layout));
-  return plan;
-}
-
 // Counts what shard_positions lists (tests/plan checks both agree for every layout).
-std::vector<std::int64_t> shard_lengths(std::int64_t n, int world, Layout layout) {
-  BURST_CHECK(world >= 1 && n >= world, "seqlen: ", layout_name(layout),
-              " sharding needs at least one token per rank (", world, "), got ", n);
+std::vector<std::int64_t> shard_lengths(std::int64_t n, int world, Layout layout, const kernels::MaskSpec& mask) {
+  check_world(n, world, layout);
   std::vector<std::int64_t> lengths;
+  if (layout_reads_mask(layout)) {
+    for (const auto& shard : shard_plan(n, world, layout, mask)) lengths.push_back(static_cast<std::int64_t>(shard.size()));
+    return lengths;
+  }
   const std::int64_t p = world, chunks = 2 * p;
   auto start = [&](std::int64_t c) { return c * n / chunks; };  // zigzag's chunk c
   for (std::int64_t r = 0; r < p; ++r) {
@@ -78,6 +222,8 @@ std::vector<std::int64_t> shard_lengths(std::int64_t n, int world, Layout layout
                                      : start(r + 1) - start(r) + start(chunks - r) - start(chunks - 1 - r));
         break;
       case Layout::kStriped: lengths.push_back((n - r + p - 1) / p); break;
+      case Layout::kDocZigzag:
+      case Layout::kBalanced: break;  // above
     }
   }
   return lengths;

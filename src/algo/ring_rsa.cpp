@@ -60,6 +60,9 @@ struct Setup {
 Setup setup(Communicator& comm, const TensorView& q, const TensorView& k, const TensorView& v, const DistributedOptions& o) {
   Setup s;
   s.plan = detail::check_and_plan(comm, q, k, v, o);
+  // After the agreement check, so every rank refuses alike.
+  BURST_CHECK(!o.mask.has_documents(), "strategy ring-rsa: packed documents are not supported (its materialised score "
+              "rows are masked by position only); use burst or ring");
   for (std::int64_t n : s.plan.lengths) {
     s.offsets.push_back(s.total);
     s.total += n;

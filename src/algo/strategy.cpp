@@ -110,7 +110,7 @@ const StrategyInfo kStrategies[] = {
      forward_of<burst_forward>, ring_backward,
      ring_bytes, ring_workspace, no_layer_bytes},
     {Strategy::kRingRsa, "ring-rsa", "the paper's RingAttention baseline: materialised scores, K and V rings",
-     false, false, "K, V, K rings + all-reduce", any_cannot_run,
+     false, false, "K, V, K rings + all-reduce", ring_rsa_cannot_run,
      forward_of<ring_rsa_forward>, backward_of<ring_rsa_backward>,
      ring_rsa_bytes, ring_rsa_workspace, no_layer_bytes},
     {Strategy::kUlysses, "ulysses", "DeepSpeed-Ulysses: all-to-all to head shards and back",

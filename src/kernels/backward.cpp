@@ -444,8 +444,10 @@ WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops,
 void attention_backward(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& dout, const RowStatsView& lse,
                         const RowStatsView& delta, const TensorView& dq, const TensorView& dk,
-                        const TensorView& dv, const AttentionOptions& opt) {
-  const Geometry g = detail::check_qkv(q, k, v, opt);
+                        const TensorView& dv, const AttentionOptions& options) {
+  const Geometry g = detail::check_qkv(q, k, v, options);
+  std::optional<detail::DocumentCoordinates> coordinates;
+  const AttentionOptions& opt = detail::resolve_documents(options, g.seqlen_q, g.seqlen_k, coordinates);
   detail::check_same_shape(dout, "dout", q, "q");
   detail::check_dtype(dout, "dout", q.dtype);
   detail::check_stats(lse, "lse", g.b, g.n_heads_q, g.seqlen_q);

@@ -45,6 +45,56 @@ void check_stats(const RowStatsView& stats, const char* name, std::int64_t b, st
 
 static_assert(kMaxThreads == ThreadPool::kMaxThreads, "one limit on threads per rank");
 
+void check_documents(const MaskSpec& mask) {
+  const auto& c = mask.documents;
+  if (c.empty()) return;
+  BURST_CHECK(c.size() >= 2, "documents: expected at least 2 boundaries (0 and the sequence length), got ", c.size());
+  BURST_CHECK(c.front() == 0, "documents: expected the first boundary to be 0, got ", c.front());
+  for (std::size_t i = 1; i < c.size(); ++i) {
+    BURST_CHECK(c[i] > c[i - 1], "documents: expected increasing boundaries (every document at least one token), got ",
+                c[i - 1], " then ", c[i], " at index ", i);
+  }
+  BURST_CHECK(c.back() <= (std::int64_t{1} << 31), "documents: expected at most 2^31 tokens, got ", c.back());
+}
+
+namespace {
+
+// Coordinates of `n` positions (see resolve_documents).
+std::vector<std::int64_t> document_coordinates(const MaskSpec& mask, const Positions& pos, std::int64_t n,
+                                               const char* what) {
+  const std::int64_t total = mask.documents.back();
+  std::vector<std::int64_t> out(static_cast<std::size_t>(n));
+  std::int64_t doc = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t p = pos.at(i);
+    BURST_CHECK(p >= 0 && p < total, what, ": expected positions in [0, ", total, ") (the documents' tokens), got ", p,
+                " at index ", i);
+    // Positions usually ascend: try the current document before searching.
+    const auto d = static_cast<std::size_t>(doc);
+    if (!(mask.documents[d] <= p && p < mask.documents[d + 1])) doc = mask.document_of(p);
+    out[static_cast<std::size_t>(i)] = p + doc * total;
+  }
+  return out;
+}
+
+}  // namespace
+
+const AttentionOptions& resolve_documents(const AttentionOptions& options, std::int64_t seqlen_q,
+                                          std::int64_t seqlen_k, std::optional<DocumentCoordinates>& storage) {
+  const MaskSpec& m = options.mask;
+  if (m.documents.empty()) return options;
+  DocumentCoordinates& c = storage.emplace(DocumentCoordinates{options, {}, {}});
+  const std::int64_t total = m.documents.back();
+  c.q_ids = document_coordinates(m, options.q_pos, seqlen_q, "q_pos");
+  c.k_ids = document_coordinates(m, options.k_pos, seqlen_k, "k_pos");
+  c.options.q_pos = Positions{c.q_ids.data(), 0};
+  c.options.k_pos = Positions{c.k_ids.data(), 0};
+  c.options.mask.documents = {};
+  c.options.mask.window_left = m.window_left >= 0 ? std::min(m.window_left, total) : total;
+  c.options.mask.window_right = m.window_right >= 0 ? std::min(m.window_right, total) : total;
+  return c.options;
+}
+
 Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v,
                    const AttentionOptions& options) {
   check_rank4(q, "q");
@@ -68,6 +118,7 @@ Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v
     BURST_CHECK(std::isfinite(*options.scale), "scale: expected a finite value, got ",
                 *options.scale);
   }
+  check_documents(options.mask);
   Geometry g;
   g.b = q.b;
   g.seqlen_q = q.s;
@@ -222,7 +273,7 @@ MaskSpec transposed_mask(const MaskSpec& mask) {
   // key's side, k - up <= q <= k + left.
   std::int64_t up = mask.window_right;
   if (mask.causal) up = up < 0 ? 0 : std::min<std::int64_t>(up, 0);
-  return MaskSpec{false, up, mask.window_left};
+  return MaskSpec{false, up, mask.window_left, {}};
 }
 
 void accumulate_lanes_visible(const TileOps& ops, const float* b, std::int64_t ld_b, int nb, int d,

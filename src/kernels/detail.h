@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "burst/tensor.h"
@@ -24,6 +25,24 @@ struct Geometry {
 // burst::Error naming the first argument that does not fit.
 Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v,
                    const AttentionOptions& options);
+// Checks a mask's document boundaries: empty, or 0 = c_0 < c_1 < ... < c_D <= 2^31.
+void check_documents(const MaskSpec& mask);
+
+// The tile code masks by position windows only. A call with documents runs on coordinates
+// that make "same document" a window condition: token p of document j sits at p + j N
+// (N = c_D), and unbounded window sides become N, so two tokens of one document keep their
+// distance (< N) while tokens of different documents are more than N apart. Every pair is
+// masked exactly as MaskSpec::visible says; tiles and whole calls whose documents do not
+// meet are skipped by the same bounds tests as windows. Returns `options` itself when it has
+// no documents, else a copy with coordinate ids (kept in `storage`) and no documents; throws
+// naming q_pos or k_pos when a position lies outside [0, N).
+struct DocumentCoordinates {
+  AttentionOptions options;
+  std::vector<std::int64_t> q_ids, k_ids;
+};
+const AttentionOptions& resolve_documents(const AttentionOptions& options, std::int64_t seqlen_q,
+                                          std::int64_t seqlen_k, std::optional<DocumentCoordinates>& storage);
+
 // Checks that `t` is [b, s, h, d] like `like` (dtype given separately), naming both.
 void check_same_shape(const TensorView& t, const char* name, const TensorView& like,
                       const char* like_name);

@@ -239,9 +239,11 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
 }
 
 void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
-                 const TensorView& out, const RowStatsView& lse, const AttentionOptions& opt,
+                 const TensorView& out, const RowStatsView& lse, const AttentionOptions& options,
                  bool continue_state) {
-  const Geometry g = detail::check_qkv(q, k, v, opt);
+  const Geometry g = detail::check_qkv(q, k, v, options);
+  std::optional<detail::DocumentCoordinates> coordinates;
+  const AttentionOptions& opt = detail::resolve_documents(options, g.seqlen_q, g.seqlen_k, coordinates);
   detail::check_same_shape(out, "out", q, "q");
   if (continue_state) {
     detail::check_dtype(out, "out (running state)", DType::kF32);

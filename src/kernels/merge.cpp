@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "burst/error.h"
 #include "core/thread_pool.h"
@@ -89,23 +90,25 @@ void compute_delta(const TensorView& dout, const TensorView& out, const RowStats
 double visible_fraction(std::int64_t seqlen_q, std::int64_t seqlen_k,
                         const AttentionOptions& options) {
   if (!options.mask.masks_anything()) return 1.0;
-  // Count visible keys per query row; each row's visible keys form a contiguous range of
-  // positions, but positions of a shard need not be contiguous, so count directly when ids
-  // are given and in closed form otherwise.
+  // A query's visible keys form one run of positions (MaskSpec::key_range): count the keys
+  // in it, in closed form for contiguous keys and by binary search in sorted ids otherwise.
+  std::vector<std::int64_t> keys;
+  if (options.k_pos.ids != nullptr) {
+    keys.assign(options.k_pos.ids, options.k_pos.ids + seqlen_k);
+    std::sort(keys.begin(), keys.end());
+  }
   double visible = 0.0;
-  const MaskSpec& m = options.mask;
   for (std::int64_t i = 0; i < seqlen_q; ++i) {
-    const std::int64_t qp = options.q_pos.at(i);
-    if (options.k_pos.ids != nullptr) {
-      for (std::int64_t j = 0; j < seqlen_k; ++j) visible += m.visible(qp, options.k_pos.ids[j]);
-      continue;
+    const MaskSpec::KeyRange r = options.mask.key_range(options.q_pos.at(i));
+    if (r.last < r.first) continue;
+    if (keys.empty()) {
+      const std::int64_t lo = std::max(options.k_pos.offset, r.first);
+      const std::int64_t hi = std::min(options.k_pos.offset + seqlen_k - 1, r.last);
+      if (hi >= lo) visible += static_cast<double>(hi - lo + 1);
+    } else {
+      visible += static_cast<double>(std::upper_bound(keys.begin(), keys.end(), r.last) -
+                                     std::lower_bound(keys.begin(), keys.end(), r.first));
     }
-    std::int64_t lo = options.k_pos.offset, hi = options.k_pos.offset + seqlen_k - 1;
-    if (m.window_left >= 0) lo = std::max(lo, qp - m.window_left);
-    std::int64_t right = m.causal ? qp : hi;
-    if (m.window_right >= 0) right = std::min(right, qp + m.window_right);
-    hi = std::min(hi, right);
-    if (hi >= lo) visible += static_cast<double>(hi - lo + 1);
   }
   return visible / (static_cast<double>(seqlen_q) * static_cast<double>(seqlen_k));
 }

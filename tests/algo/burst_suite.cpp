@@ -97,9 +97,9 @@ double shard_lse_error(const RowStatsView& lse, const std::vector<double>& ref, 
 kernels::MaskSpec mask_of(MaskKind m) {
   switch (m) {
     case MaskKind::kNone: return {};
-    case MaskKind::kCausal: return {true, -1, -1};
-    case MaskKind::kWindow: return {false, 9, 12};
-    case MaskKind::kCausalWindow: return {true, 20, -1};
+    case MaskKind::kCausal: return {true, -1, -1, {}};
+    case MaskKind::kWindow: return {false, 9, 12, {}};
+    case MaskKind::kCausalWindow: return {true, 20, -1, {}};
   }
   return {};
 }
