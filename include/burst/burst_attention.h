@@ -64,7 +64,10 @@ struct BurstOptions : DistributedOptions, RingOptions {};
 // What one call of any strategy did on this rank.
 struct StrategyStats {
   std::uint64_t bytes_sent = 0, bytes_received = 0;
-  std::uint64_t bytes_saved = 0;   // K/V a ring did not send because no later rank needs them
+  // What a ring did not send because no later rank needed it (sliding windows, packed
+  // documents): K/V in the forward; bundles and trailing accumulators in the backward
+  // (the double ring sends everything). bytes_sent + bytes_saved is the unmasked figure.
+  std::uint64_t bytes_saved = 0;
   // Ring steps computed and skipped (masked out); a single kernel call (all-gather, Ulysses,
   // local) counts as one step.
   int steps_computed = 0, steps_skipped = 0;

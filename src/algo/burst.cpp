@@ -45,8 +45,12 @@ int tag(int kind, int step) { return kind * kTagSpan + step % kTagSpan; }
 bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& q,
                      const std::vector<std::int64_t>& k) {
   if (!mask.masks_anything()) return true;
-  std::vector<std::int64_t> keys(k);
-  if (!std::is_sorted(keys.begin(), keys.end())) std::sort(keys.begin(), keys.end());
+  std::vector<std::int64_t> sorted;
+  if (!std::is_sorted(k.begin(), k.end())) {
+    sorted = k;
+    std::sort(sorted.begin(), sorted.end());
+  }
+  const std::vector<std::int64_t>& keys = sorted.empty() ? k : sorted;
   for (std::size_t i = 0; i < q.size();) {
     std::size_t j = i;
     if (mask.documents.empty()) {
@@ -61,6 +65,25 @@ bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64
     i = j + 1;
   }
   return false;
+}
+
+// meets[i][j]: whether rank i's queries see some key of rank j.
+std::vector<std::vector<bool>> interaction_matrix(const kernels::MaskSpec& mask,
+                                                  const std::vector<std::vector<std::int64_t>>& positions) {
+  const std::size_t p = positions.size();
+  std::vector<std::vector<bool>> meets(p, std::vector<bool>(p, true));
+  if (!mask.masks_anything()) return meets;
+  for (std::size_t i = 0; i < p; ++i)
+    for (std::size_t j = 0; j < p; ++j) meets[i][j] = shards_interact(mask, positions[i], positions[j]);
+  return meets;
+}
+
+// The last ring step at which some rank needs origin j's travelling shard, where
+// needed(j, i) says whether rank i does: 0 when only j itself or nobody does.
+int last_step_of(int j, int p, const std::function<bool(int, int)>& needed) {
+  for (int t = p - 1; t > 0; --t)
+    if (needed(j, (j + t) % p)) return t;
+  return 0;
 }
 
 // Waits for requests, adding the time to the exposed-communication total.
@@ -90,13 +113,18 @@ void to_wire(const float* c, DType wire, AlignedBuffer& dst, std::size_t n) {
 // At step t rank r holds the bundle of origin j = r - t: it computes j's contribution into
 // `contrib` (zeroed), adds the partial sum of j's accumulator received from r - 1 (which
 // handled j one step earlier) and sends the sum to r + 1. Bundles are sent before the
-// compute (they run one step ahead), accumulators after it; after P steps each accumulator
-// has gone full circle and `home` receives this rank's, complete. Accumulators are summed in
-// the fixed order j, j + 1, ..., j - 1: results are bitwise reproducible.
+// compute (they run one step ahead), accumulators after it. A bundle travels only as far as
+// the last rank that needs it (last_step: all P - 1 hops without a mask); that rank sends
+// the accumulator, complete, straight home (with no mask: the left neighbour of home after a
+// full circle). Accumulators are summed in the fixed order j, j + 1, ...: results are
+// bitwise reproducible.
 struct Travel {
   std::function<std::size_t(int)> bundle_bytes;  // travelling inputs of origin j
   std::function<std::size_t(int)> acc_floats;    // accumulator of origin j (fp32)
   std::function<bool(int)> interacts;            // whether this rank's compute for j is needed
+  // The last ring step (0..P-1, 0 = home) at which a rank needs origin j's bundle; 0 when
+  // only home does or none does.
+  std::function<int(int)> last_step;
   std::function<void(int, const char*, float*)> compute;  // adds j's contribution into contrib
 };
 
@@ -133,47 +161,70 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     max_acc = std::max(max_acc, spec.acc_floats(j));
   }
   AlignedBuffer bundles[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
-  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes);
+  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes),
+      to_home(max_acc * wire_bytes), from_away(max_acc * wire_bytes);
   std::memcpy(bundles[0].data(), own_bundle, spec.bundle_bytes(r));
-  Request pending_partial;  // the accumulator sent last step; outgoing is reused after it
+  // This rank's accumulator comes back from the last rank its bundle reaches.
+  const std::size_t own_acc = spec.acc_floats(r);
+  const int own_last = spec.last_step(r);
+  Request home_in;
+  if (own_last > 0) home_in = comm.irecv(from_away.data(), own_acc * wire_bytes, (r + own_last) % p, tag(kTagHome, 0));
+  Request pending_partial, pending_home;  // the sends of outgoing and to_home in flight
   int cur = 0;
   for (int t = 0; t < p; ++t) {
     const int j = (r - t + p) % p;
+    const int last = spec.last_step(j);
+    const std::size_t acc = spec.acc_floats(j);
     // Step t: compute on the bundle of rank j while receiving the one of rank j - 1.
     Request moves[2];
     if (t + 1 < p) {
       const int next = (r - t - 1 + p) % p;
-      moves[0] = comm.irecv(bundles[1 - cur].data(), spec.bundle_bytes(next), left, tag(kTagBundle, t));
-      moves[1] = comm.isend(bundles[cur].data(), spec.bundle_bytes(j), right, tag(kTagBundle, t));
+      if (t + 1 <= spec.last_step(next)) {
+        moves[0] = comm.irecv(bundles[1 - cur].data(), spec.bundle_bytes(next), left, tag(kTagBundle, t));
+      }
+      if (t < last) {
+        moves[1] = comm.isend(bundles[cur].data(), spec.bundle_bytes(j), right, tag(kTagBundle, t));
+      } else {
+        stats.bytes_saved += spec.bundle_bytes(j);
+      }
     }
-    Request partial_in;
-    const std::size_t acc = spec.acc_floats(j);
-    if (t > 0) partial_in = comm.irecv(incoming.data(), acc * wire_bytes, left, tag(kTagPartial, t - 1));
-
-    float* c = contrib.as<float>();
-    compute_step(spec, j, bundles[cur].as<const char>(), c, acc, stats);
-    if (t > 0) {
-      wait_timed({&partial_in, 1}, comm, stats);
-      add_from_wire(incoming, wire, c, acc);
-    }
-    if (p == 1) {
-      std::memcpy(home, c, acc * 4);
+    // The accumulator's hops: every step without a mask (P - 1 hops and home), else up to
+    // `last` and home.
+    const bool holds = t <= last;
+    if (p > 1 && (!holds || last == 0)) stats.bytes_saved += acc * wire_bytes;
+    if (holds) {
+      Request partial_in;
+      if (t > 0) partial_in = comm.irecv(incoming.data(), acc * wire_bytes, left, tag(kTagPartial, t - 1));
+      float* c = contrib.as<float>();
+      compute_step(spec, j, bundles[cur].as<const char>(), c, acc, stats);
+      if (t > 0) {
+        wait_timed({&partial_in, 1}, comm, stats);
+        add_from_wire(incoming, wire, c, acc);
+      }
+      if (t < last) {
+        wait_timed({&pending_partial, 1}, comm, stats);
+        to_wire(c, wire, outgoing, acc);
+        pending_partial = comm.isend(outgoing.data(), acc * wire_bytes, right, tag(kTagPartial, t));
+      } else if (t > 0) {
+        wait_timed({&pending_home, 1}, comm, stats);
+        to_wire(c, wire, to_home, acc);
+        pending_home = comm.isend(to_home.data(), acc * wire_bytes, j, tag(kTagHome, 0));
+      } else {
+        std::memcpy(home, c, acc * 4);  // only home needs its own bundle: complete here
+      }
     } else {
-      wait_timed({&pending_partial, 1}, comm, stats);
-      to_wire(c, wire, outgoing, acc);
-      // After the last step this is j's complete accumulator, and j = r + 1: home delivery.
-      pending_partial = comm.isend(outgoing.data(), acc * wire_bytes, right, tag(kTagPartial, t));
+      ++stats.steps_skipped;  // the bundle never reaches this rank
+      stats.step_seconds.push_back(0.0);
     }
     wait_timed(moves, comm, stats);
     cur = 1 - cur;
   }
-  if (p > 1) {
-    const std::size_t n = spec.acc_floats(r);
-    Request mine = comm.irecv(incoming.data(), n * wire_bytes, left, tag(kTagPartial, p - 1));
-    Request both[2] = {std::move(mine), std::move(pending_partial)};
-    wait_timed(both, comm, stats);
-    std::fill_n(home, n, 0.0f);
-    add_from_wire(incoming, wire, home, n);
+  Request last_sends[2] = {std::move(pending_partial), std::move(pending_home)};
+  wait_timed(last_sends, comm, stats);
+  if (own_last > 0) {
+    wait_timed({&home_in, 1}, comm, stats);
+    std::fill_n(home, own_acc, 0.0f);
+    add_from_wire(from_away, wire, home, own_acc);
   }
 }
 
@@ -396,24 +447,19 @@ StrategyStats burst_forward(Communicator& comm, const TensorView& q, const Tenso
   }
   kernels::init_forward_state(state, lse);
 
-  // needs[j][i]: rank i's queries see some key of rank j. A shard is forwarded only while a
-  // later rank on its way needs it (sliding windows).
-  std::vector<std::vector<bool>> needs(static_cast<std::size_t>(p), std::vector<bool>(static_cast<std::size_t>(p)));
-  for (int j = 0; j < p; ++j)
-    for (int i = 0; i < p; ++i)
-      needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(i)] =
-          shards_interact(o.mask, plan.positions[static_cast<std::size_t>(i)], plan.positions[static_cast<std::size_t>(j)]);
+  // meets[i][j]: rank i's queries see some key of rank j. A shard is forwarded only while a
+  // later rank on its way needs it (sliding windows, packed documents).
+  const std::vector<std::vector<bool>> meets = interaction_matrix(o.mask, plan.positions);
+  auto needs = [&](int origin, int i) { return static_cast<bool>(meets[static_cast<std::size_t>(i)][static_cast<std::size_t>(origin)]); };
   auto forwarded_after = [&](int origin, int t) {  // does the shard leave rank origin + t?
-    for (int s = t + 1; s < p; ++s)
-      if (needs[static_cast<std::size_t>(origin)][static_cast<std::size_t>((origin + s) % p)]) return true;
-    return false;
+    return t < last_step_of(origin, p, needs);
   };
 
   kernels::AttentionOptions kopt = kernel_options(o, comm);
   kopt.q_pos.ids = plan.positions[static_cast<std::size_t>(r)].data();
   // Continues the running state with the K/V shard of rank j held in `base`.
   auto compute_on = [&](int j, char* base) {
-    timed_step(stats, needs[static_cast<std::size_t>(j)][static_cast<std::size_t>(r)], [&] {
+    timed_step(stats, needs(j, r), [&] {
       const std::int64_t n = plan.lengths[static_cast<std::size_t>(j)];
       const TensorView kj = dense_view(base, k.dtype, k.b, n, k.h, k.d);
       const TensorView vj = dense_view(base + half_bytes(j), k.dtype, k.b, n, k.h, k.d);
@@ -482,10 +528,11 @@ StrategyStats burst_backward(Communicator& comm, const TensorView& q, const Tens
   kernels::AttentionOptions kopt = kernel_options(o, comm);
   auto n_of = [&](int j) { return plan.lengths[static_cast<std::size_t>(j)]; };
   auto pos_of = [&](int j) { return plan.positions[static_cast<std::size_t>(j)].data(); };
+  const std::vector<std::vector<bool>> meets = interaction_matrix(o.mask, plan.positions);
   auto interacts = [&](int qrank, int krank) {
-    return shards_interact(o.mask, plan.positions[static_cast<std::size_t>(qrank)],
-                           plan.positions[static_cast<std::size_t>(krank)]);
+    return static_cast<bool>(meets[static_cast<std::size_t>(qrank)][static_cast<std::size_t>(krank)]);
   };
+  const int p = comm.world_size();
 
   if (stats.scheme == BackwardScheme::kQuery) {
     // Bundle of origin j: Q_j, dO_j [b, n_j, hq, d] (input dtype), then delta_j, lse_j
@@ -496,6 +543,7 @@ StrategyStats burst_backward(Communicator& comm, const TensorView& q, const Tens
     spec.bundle_bytes = [&](int j) { return 2 * rows(j) + 2 * stats_bytes(j); };
     spec.acc_floats = [&](int j) { return static_cast<std::size_t>(b * n_of(j) * hq * d); };
     spec.interacts = [&](int j) { return interacts(j, r); };
+    spec.last_step = [&](int j) { return last_step_of(j, p, interacts); };
     Tensor dk_acc(DType::kF32, b, k.s, hkv, d), dv_acc(DType::kF32, b, k.s, hkv, d);
     dk_acc.fill_zero();
     dv_acc.fill_zero();
@@ -528,6 +576,7 @@ StrategyStats burst_backward(Communicator& comm, const TensorView& q, const Tens
     spec.bundle_bytes = [&](int j) { return 2 * half(j); };
     spec.acc_floats = [&](int j) { return static_cast<std::size_t>(2 * b * n_of(j) * hkv * d); };
     spec.interacts = [&](int j) { return interacts(r, j); };
+    spec.last_step = [&](int j) { return last_step_of(j, p, [&](int origin, int i) { return interacts(i, origin); }); };
     Tensor dq_acc(DType::kF32, b, q.s, hq, d);
     dq_acc.fill_zero();
     spec.compute = [&](int j, const char* bundle, float* contrib) {

@@ -160,7 +160,7 @@ std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n, int world, Lay
   check_world(n, world, layout);
   check_mask(n, mask);
   if (layout == Layout::kBalanced) return balanced_plan(n, world, mask);
-  if (layout == Layout::kDocZigzag) return doc_zigzag_plan(n, world, mask);
+  if (layout == Layout::kDocZigzag && mask.has_documents()) return doc_zigzag_plan(n, world, mask);
   std::vector<std::vector<std::int64_t>> plan;
   for (int r = 0; r < world; ++r) plan.push_back(shard_positions(n, world, r, layout, mask));
   return plan;
@@ -169,6 +169,7 @@ std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t n, int world, Lay
 std::vector<std::int64_t> shard_positions(std::int64_t n, int world, int rank, Layout layout, const kernels::MaskSpec& mask) {
   BURST_CHECK(world >= 1 && rank >= 0 && rank < world, "shard: rank ", rank, " outside world of ", world);
   check_world(n, world, layout);
+  if (layout == Layout::kDocZigzag && !mask.has_documents()) layout = Layout::kZigzag;  // one document
   if (layout_reads_mask(layout)) return shard_plan(n, world, layout, mask)[static_cast<std::size_t>(rank)];
   std::vector<std::int64_t> out;
   auto add_range = [&](std::int64_t lo, std::int64_t hi) {
@@ -207,6 +208,7 @@ std::vector<std::int64_t> shard_positions(std::int64_t n, int world, int rank, L
 std::vector<std::int64_t> shard_lengths(std::int64_t n, int world, Layout layout, const kernels::MaskSpec& mask) {
   check_world(n, world, layout);
   std::vector<std::int64_t> lengths;
+  if (layout == Layout::kDocZigzag && !mask.has_documents()) layout = Layout::kZigzag;  // one document
   if (layout_reads_mask(layout)) {
     for (const auto& shard : shard_plan(n, world, layout, mask)) lengths.push_back(static_cast<std::int64_t>(shard.size()));
     return lengths;

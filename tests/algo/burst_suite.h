@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "burst/burst_attention.h"
@@ -16,6 +17,13 @@ enum class MaskKind { kNone, kCausal, kWindow, kCausalWindow };
 // The mask each kind stands for: windows of 9 left / 12 right, causal + 20 left.
 kernels::MaskSpec mask_of(MaskKind m);
 
+// Packed documents of a case: none; mixed lengths (1, 2, 3, 37 and two long ones: shorter
+// than P, one token, spanning ranks); many tiny ones (1, 2, 3, ...); one spanning every
+// rank plus two short ones.
+enum class DocKind { kNone, kMixed, kTiny, kSpanning };
+// The boundaries of a kind for a sequence of `seqlen` tokens (kept for the process's life).
+std::span<const std::int64_t> documents_of(DocKind docs, std::int64_t seqlen);
+
 struct BurstCase {
   algo::Layout layout = algo::Layout::kContiguous;
   MaskKind mask = MaskKind::kNone;
@@ -27,6 +35,8 @@ struct BurstCase {
   DType gradient_wire = DType::kF32;
   algo::Strategy strategy = algo::Strategy::kBurst;
   int ulysses_degree = 1;  // usp only
+  DocKind docs = DocKind::kNone;
+  kernels::MaskSpec mask_spec() const;  // mask_of(mask) with the documents
   std::string describe() const;
 };
 

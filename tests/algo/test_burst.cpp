@@ -176,9 +176,121 @@ TEST(Strategies, EveryLengthFromOneTokenPerRank) {
           }
 }
 
+// Packed documents: burst over every layout, mask, document mix and backward scheme, with the
+// ring steps skipped and the bytes sent checked against the shards' positions (check_ring_skips).
+class PackedDocuments : public ::testing::TestWithParam<int> {};
+
+TEST_P(PackedDocuments, BurstEveryLayoutMaskAndScheme) {
+  const int ranks = GetParam();
+  for (Layout layout : algo::layouts())
+    for (testing::DocKind docs : {testing::DocKind::kMixed, testing::DocKind::kTiny, testing::DocKind::kSpanning})
+      for (MaskKind mask : {MaskKind::kNone, MaskKind::kCausal, MaskKind::kCausalWindow})
+        for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
+          BurstCase bc{layout, mask, 2, 101, scheme, DType::kF32};
+          bc.docs = docs;
+          comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+        }
+}
+
+TEST_P(PackedDocuments, OtherStrategiesBf16AndGqa) {
+  const int ranks = GetParam();
+  for (algo::Strategy strategy : {algo::Strategy::kRing, algo::Strategy::kAllGather, algo::Strategy::kUlysses,
+                                  algo::Strategy::kUsp, algo::Strategy::kLocal, algo::Strategy::kBurst})
+    for (Layout layout : {Layout::kZigzag, Layout::kDocZigzag, Layout::kBalanced, Layout::kStriped})
+      for (DType dtype : {DType::kF32, DType::kBF16}) {
+        if (strategy == algo::Strategy::kLocal && ranks != 1) continue;
+        if (strategy == algo::Strategy::kUlysses && ranks > 2) continue;  // 2 kv heads
+        if (strategy == algo::Strategy::kUsp && ranks % 2 != 0) continue;
+        BurstCase bc{layout, MaskKind::kCausal, strategy == algo::Strategy::kBurst ? 4 : 2, 96,
+                     BackwardScheme::kQuery, dtype};
+        bc.strategy = strategy;
+        bc.ulysses_degree = strategy == algo::Strategy::kUsp ? 2 : 1;
+        bc.docs = testing::DocKind::kMixed;
+        comm::run_local_ranks(ranks, [&](comm::Communicator& c) { testing::check_burst_case(c, bc); });
+      }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, PackedDocuments, ::testing::Values(1, 2, 3, 4),
+                         [](const ::testing::TestParamInfo<int>& p) {
+                           std::string name = "P";
+                           name += std::to_string(p.param);
+                           return name;
+                         });
+
+// The double ring runs documents too (it skips compute, not sends).
+TEST(PackedDocuments, DoubleRing) {
+  for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
+    BurstCase bc{Layout::kDocZigzag, MaskKind::kCausal, 2, 96, scheme, DType::kF32, true};
+    bc.docs = testing::DocKind::kMixed;
+    comm::run_local_ranks(4, [&](comm::Communicator& c) {
+      c.set_ranks_per_node(2);
+      testing::check_burst_case(c, bc);
+    });
+  }
+}
+
+// ring-rsa refuses documents on every rank, naming the strategy.
+TEST(PackedDocuments, RingRsaRefuses) {
+  try {
+    comm::run_local_ranks(2, [](comm::Communicator& c) {
+      BurstCase bc{Layout::kZigzag, MaskKind::kCausal, 2, 96, BackwardScheme::kQuery, DType::kF32};
+      bc.strategy = algo::Strategy::kRingRsa;
+      bc.docs = testing::DocKind::kMixed;
+      testing::check_burst_case(c, bc);
+    });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ring-rsa: packed documents are not supported"), std::string::npos) << e.what();
+  }
+}
+
+// The balanced layouts: every token on exactly one rank, and the work per rank (visible pairs)
+// within a few rows' work of the mean, where contiguous is far from it.
+TEST(Layouts, DocumentLayoutsBalanceWork) {
+  for (int world : {2, 3, 4, 8})
+    for (testing::DocKind docs : {testing::DocKind::kMixed, testing::DocKind::kTiny, testing::DocKind::kSpanning}) {
+      const std::int64_t n = 400;
+      kernels::MaskSpec mask{true, -1, -1, testing::documents_of(docs, n)};
+      for (Layout layout : {Layout::kDocZigzag, Layout::kBalanced}) {
+        const auto plan = algo::shard_plan(n, world, layout, mask);
+        std::vector<int> owner(static_cast<std::size_t>(n), 0);
+        double most = 0, least = 1e300, total = 0;
+        for (const auto& shard : plan) {
+          ASSERT_FALSE(shard.empty());
+          ASSERT_TRUE(std::is_sorted(shard.begin(), shard.end()));
+          for (std::int64_t t : shard) ++owner[static_cast<std::size_t>(t)];
+          const double w = algo::visible_pairs(shard, n, mask);
+          most = std::max(most, w);
+          least = std::min(least, w);
+          total += w;
+        }
+        ASSERT_EQ(std::count(owner.begin(), owner.end(), 1), n);
+        EXPECT_EQ(total, algo::visible_pairs(algo::shard_positions(n, 1, 0, Layout::kContiguous), n, mask));
+        // Balanced cuts land within one query row's work (at most the longest document);
+        // doc-zigzag within the rounding of its chunks plus the largest short document.
+        const auto bounds = testing::documents_of(docs, n);
+        std::int64_t longest = 0;
+        for (std::size_t d = 1; d < bounds.size(); ++d) longest = std::max(longest, bounds[d] - bounds[d - 1]);
+        const auto row = static_cast<double>(longest);
+        std::ostringstream trace;
+        trace << algo::layout_name(layout) << " P " << world << " docs " << static_cast<int>(docs);
+        SCOPED_TRACE(trace.str());
+        if (layout == Layout::kBalanced) {
+          EXPECT_LE(most - least, 2 * row);
+        }
+        EXPECT_LE(most / (total / world), layout == Layout::kBalanced ? 1.15 : 1.35);
+      }
+      EXPECT_EQ(algo::shard_lengths(n, world, Layout::kBalanced, mask).size(), static_cast<std::size_t>(world));
+    }
+  // Without documents doc-zigzag is zigzag.
+  for (int world : {2, 3, 4})
+    for (std::int64_t n : {world, 2 * world - 1, 2 * world + 1, 101})
+      EXPECT_EQ(algo::shard_plan(n, world, Layout::kDocZigzag), algo::shard_plan(n, world, Layout::kZigzag));
+}
+
 TEST(Layouts, EveryRankHoldsATokenAndEveryTokenOneRank) {
   for (int world : {1, 2, 3, 4, 5, 8, 16})
-    for (Layout layout : {Layout::kContiguous, Layout::kZigzag, Layout::kStriped})
+    for (Layout layout : algo::layouts())
       for (std::int64_t n = world; n <= 4 * world + 3; ++n) {
         std::vector<int> owner(static_cast<std::size_t>(n), -1);
         for (int r = 0; r < world; ++r) {

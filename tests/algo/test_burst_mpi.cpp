@@ -47,6 +47,29 @@ TEST(BurstMpi, OtherStrategies) {
       }
 }
 
+// Packed documents across processes: burst on every layout and both schemes (skips and bytes
+// against the formula), and the other strategies on the document layouts.
+TEST(BurstMpi, PackedDocuments) {
+  const int p = testing::mpi_world().world_size();
+  for (Layout layout : algo::layouts())
+    for (testing::DocKind docs : {testing::DocKind::kMixed, testing::DocKind::kTiny})
+      for (BackwardScheme scheme : {BackwardScheme::kQuery, BackwardScheme::kKeyValue}) {
+        BurstCase bc{layout, MaskKind::kCausal, 2, 101, scheme, DType::kF32};
+        bc.docs = docs;
+        testing::check_burst_case(testing::mpi_world(), bc);
+      }
+  for (algo::Strategy strategy : {algo::Strategy::kRing, algo::Strategy::kAllGather, algo::Strategy::kUlysses,
+                                  algo::Strategy::kUsp})
+    for (Layout layout : {Layout::kDocZigzag, Layout::kBalanced}) {
+      if (strategy == algo::Strategy::kUlysses && 2 % p != 0) continue;  // 2 kv heads
+      BurstCase bc{layout, MaskKind::kCausalWindow, 2, 101, BackwardScheme::kQuery, DType::kBF16};
+      bc.strategy = strategy;
+      bc.ulysses_degree = strategy == algo::Strategy::kUsp ? 2 : 1;
+      bc.docs = testing::DocKind::kMixed;
+      testing::check_burst_case(testing::mpi_world(), bc);
+    }
+}
+
 // Long-context inference: prefill, decode steps and chunks on MPI ranks, every strategy.
 TEST(BurstMpi, Decode) {
   for (algo::DecodeStrategy s :
