@@ -1,6 +1,12 @@
 // The multi-head attention layer every strategy is compared on, tensor parallelism included:
 //   Q = X Wq, K = X Wk, V = X Wv  (GQA-shaped: Hq query heads, Hkv key/value heads of d)
-//   Q, K rotated by RoPE at their GLOBAL token positions
+//   Q, K rotated by RoPE at each token's position in its document: position - c_i for a
+//     token of document i = [c_i, c_{i+1}) of packed documents (mask.documents), so every
+//     document is rotated as if it were a sequence of its own, as packed-sequence training
+//     does; without documents the global token position, whatever the shard or layout.
+//     Scores depend only on query-key distances and no query sees another document, so Y and
+//     the gradients equal global rotation's in exact arithmetic; Q and K themselves (saved,
+//     rounded to a bf16 core) are those of the document run alone (docs/layer.md)
 //   O = attention(Q, K, V)        (the strategy's distributed attention core)
 //   Y = O Wo
 // X and Y are [b, s, D] (stored as [b, s, 1, D] tensors); parameters are fp32, and so are
@@ -78,6 +84,9 @@ Parameters random_parameters(const LayerShape& shape, std::uint64_t seed);
 // The columns of Wq, Wk, Wv and the rows of Wo that belong to `heads`.
 Parameters shard_parameters(const Parameters& full, const LayerShape& shape, const HeadShard& heads);
 
+// attention.mask.documents (packed documents) may point at a temporary array: AttentionLayer
+// copies the boundaries and points its own options at the copy, so the caller's array need
+// only live through the constructor.
 struct LayerOptions {
   Strategy strategy = Strategy::kBurst;
   StrategyOptions attention;    // seqlen N, layout, mask, threads, ... of the attention core
@@ -127,7 +136,8 @@ LayerMemory layer_memory(Strategy strategy, const LayerShape& shape, std::int64_
                          const StrategyOptions& options, const PassBytes& kernel);
 
 // One rank's share of the layer. Forward saves what backward needs (X, the rotated Q and K,
-// V, O and lse); a backward must follow its forward.
+// V, O and lse); a backward must follow its forward. Move-constructible (the copy of the
+// document boundaries moves with it), not copyable.
 class AttentionLayer {
  public:
   AttentionLayer(comm::Communicator& comm, const LayerShape& shape, const LayerOptions& options);
@@ -135,6 +145,9 @@ class AttentionLayer {
   // The heads this rank computes, and the token positions of its X rows.
   const HeadShard& heads() const { return heads_; }
   const std::vector<std::int64_t>& positions() const { return positions_; }
+  // The rotary positions of the Q and K rows this rank rotates (its X rows; tp: every token):
+  // each token's position minus the first position of its document.
+  const std::vector<std::int64_t>& rope_positions() const { return rope_positions_; }
   // Rows of X and Y on this rank: n_r (sequence shards) or N (tp-v1).
   std::int64_t rows() const { return static_cast<std::int64_t>(positions_.size()); }
 
@@ -158,11 +171,13 @@ class AttentionLayer {
 
   comm::Communicator& comm_;
   LayerShape shape_;
-  LayerOptions options_;
+  LayerOptions options_;                  // options_.attention.mask.documents points at documents_
+  std::vector<std::int64_t> documents_;   // the layer's copy of the document boundaries
   HeadShard heads_;
   std::vector<std::vector<std::int64_t>> plan_;  // every rank's tokens (sequence shards)
   std::vector<std::int64_t> positions_;          // this rank's X rows
   std::vector<std::int64_t> attention_positions_;  // this rank's Q rows
+  std::vector<std::int64_t> rope_positions_;       // their rotary positions (within documents)
   std::unique_ptr<comm::Communicator> kv_group_;   // tp: the replicas of this rank's kv heads
   // Saved by forward.
   Tensor x_, q_, k_, v_, out_;  // x_: the rows the projections read (tp-v3: gathered)

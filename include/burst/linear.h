@@ -27,9 +27,10 @@ void matmul(const MatrixView& a, bool trans_a, const MatrixView& b, bool trans_b
             float beta, int threads);
 
 // Rotary position embedding (RoFormer, in the half-split pairing LLaMA uses): for every head,
-// element pair (j, j + d/2) of the row at global position p is rotated by the angle
-// p * base^(-2j/d). `positions` are the global positions of the tensor's s rows, so every
-// shard and layout rotates a token alike. inverse = true applies the transposed rotation,
+// element pair (j, j + d/2) of the row at rotary position p is rotated by the angle
+// p * base^(-2j/d). `positions` are the rotary positions of the tensor's s rows, given per
+// token so every shard and layout rotates a token alike: global positions, or positions
+// within each packed document (AttentionLayer::rope_positions). inverse = true applies the transposed rotation,
 // which carries a gradient back through the forward rotation. d must be even.
 void rotary_embedding(const TensorView& t, const std::vector<std::int64_t>& positions, double base,
                       bool inverse, int threads);

@@ -12,6 +12,8 @@
 #include "algo/costs.h"
 #include "burst/error.h"
 #include "burst/kernels.h"
+#include "core/hash.h"
+#include "kernels/detail.h"
 
 namespace burst::algo {
 namespace {
@@ -95,6 +97,17 @@ void check_activation(const TensorView& t, const char* name, std::int64_t b, std
   BURST_CHECK(t.data != nullptr, name, ": null data");
   BURST_CHECK((b < 0 || t.b == b) && t.s == rows && t.h == 1 && t.d == dim, name, ": expected [",
               b < 0 ? std::string("b") : std::to_string(b), ", ", rows, ", 1, ", dim, "], got ", t.shape_string());
+}
+
+// The rotary position of each token at `positions`: its position within its document (global
+// position minus the document's first), so a packed document is rotated as if it stood alone.
+std::vector<std::int64_t> rotary_positions(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& positions) {
+  std::vector<std::int64_t> rotary(positions.size());
+  for (std::size_t i = 0; i < positions.size(); ++i) {
+    const std::int64_t p = positions[i];
+    rotary[i] = mask.documents.empty() ? p : p - mask.documents[static_cast<std::size_t>(mask.document_of(p))];
+  }
+  return rotary;
 }
 
 void check_matrix(const MatrixView& m, const char* name, std::int64_t rows, std::int64_t cols) {
@@ -206,7 +219,15 @@ AttentionLayer::AttentionLayer(comm::Communicator& comm, const LayerShape& shape
   const std::int64_t n = options.attention.seqlen;
   const int ranks = comm.world_size();
   BURST_CHECK(n >= ranks, "layer: seqlen (", n, ") must be at least the number of ranks (", ranks, ")");
-  plan_ = options.attention.positions.empty() ? shard_plan(n, ranks, options.attention.layout)
+  // The layer's own copy of the document boundaries, so the caller's array may go away.
+  const kernels::MaskSpec& mask = options_.attention.mask;
+  documents_.assign(mask.documents.begin(), mask.documents.end());
+  options_.attention.mask.documents = documents_;
+  kernels::detail::check_documents(mask);
+  BURST_CHECK(documents_.empty() || documents_.back() == n, "layer: documents end at ", documents_.back(),
+              " but seqlen is ", n);
+  // doc-zigzag and balanced cut the shards by the mask's work, documents included.
+  plan_ = options.attention.positions.empty() ? shard_plan(n, ranks, options.attention.layout, mask)
                                               : options.attention.positions;
   BURST_CHECK(static_cast<int>(plan_.size()) == ranks, "layer: positions name ", plan_.size(), " ranks, expected ",
               ranks);
@@ -223,6 +244,7 @@ AttentionLayer::AttentionLayer(comm::Communicator& comm, const LayerShape& shape
     positions_ = plan_[static_cast<std::size_t>(comm.rank())];
     attention_positions_ = positions_;
   }
+  rope_positions_ = rotary_positions(mask, attention_positions_);
 }
 
 bool AttentionLayer::tensor_parallel() const { return layer_only(options_.strategy); }
@@ -237,14 +259,20 @@ void AttentionLayer::check_inputs(const Parameters& params, const TensorView& x,
   BURST_CHECK(x.b > 0, x_name, ": batch must be > 0, got ", x.b);
   // Every rank must run the same problem: compare a signature with rank 0's, so a
   // disagreement fails alike on every rank rather than as a mismatched transfer.
-  const std::array<std::int64_t, 12> mine = {static_cast<std::int64_t>(options_.strategy), dim, shape_.heads,
+  // The documents enter as a hash of their boundaries (tensor parallelism runs no strategy
+  // call, whose own check would compare them).
+  const auto documents_hash = documents_.empty() ? std::int64_t{0}
+                                                 : static_cast<std::int64_t>(hash_bytes(
+                                                       documents_.data(), documents_.size() * sizeof(std::int64_t)));
+  const std::array<std::int64_t, 13> mine = {static_cast<std::int64_t>(options_.strategy), dim, shape_.heads,
                                             shape_.kv_heads, d, options_.attention.seqlen,
                                             static_cast<std::int64_t>(options_.attention.layout), x.b,
                                             options_.attention.mask.causal ? 1 : 0, options_.attention.mask.window_left,
                                             options_.attention.mask.window_right,
-                                            static_cast<std::int64_t>(options_.dtype)};
-  const char* names[] = {"strategy", "model_dim", "heads", "kv_heads", "head_dim", "seqlen",
-                         "layout", "batch", "causal", "window_left", "window_right", "dtype"};
+                                            static_cast<std::int64_t>(options_.dtype), documents_hash};
+  const char* names[] = {"strategy", "model_dim", "heads",       "kv_heads",     "head_dim", "seqlen",
+                         "layout",   "batch",     "causal",      "window_left",  "window_right", "dtype",
+                         "documents (boundary hash)"};
   std::vector<std::int64_t> all(mine.size() * static_cast<std::size_t>(comm_.world_size()));
   comm_.all_gather(mine.data(), all.data(), sizeof(mine));
   for (int r = 1; r < comm_.world_size(); ++r)
@@ -267,8 +295,8 @@ void AttentionLayer::project(const Parameters& params, LayerStats& stats) {
     matmul(xb, false, params.wv(), false, batch_matrix(v.view(), ib), 0.0f, threads);
   }
   if (options_.rope_base != 0.0) {
-    rotary_embedding(q.view(), attention_positions_, options_.rope_base, false, threads);
-    rotary_embedding(k.view(), attention_positions_, options_.rope_base, false, threads);
+    rotary_embedding(q.view(), rope_positions_, options_.rope_base, false, threads);
+    rotary_embedding(k.view(), rope_positions_, options_.rope_base, false, threads);
   }
   if (options_.dtype == DType::kF32) {
     q_ = std::move(q);
@@ -401,8 +429,8 @@ LayerStats AttentionLayer::backward(const Parameters& params, const TensorView& 
   // Back through RoPE and the input projections.
   t1 = Clock::now();
   if (options_.rope_base != 0.0) {
-    rotary_embedding(dq.view(), attention_positions_, options_.rope_base, true, threads);
-    rotary_embedding(dk.view(), attention_positions_, options_.rope_base, true, threads);
+    rotary_embedding(dq.view(), rope_positions_, options_.rope_base, true, threads);
+    rotary_embedding(dk.view(), rope_positions_, options_.rope_base, true, threads);
   }
   Tensor partial;
   const TensorView& dx_rows =

@@ -43,6 +43,16 @@ void rope(Matrix& t, std::int64_t heads, std::int64_t d, const std::vector<std::
     }
 }
 
+// Rotary positions of tokens at `positions`: within their document (position minus the
+// document's first), so a packed document is rotated as if it stood alone.
+std::vector<std::int64_t> within_documents(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& positions) {
+  std::vector<std::int64_t> out = positions;
+  const auto& c = mask.documents;
+  for (std::int64_t& p : out)
+    if (!c.empty()) p -= *(std::upper_bound(c.begin(), c.end(), p) - 1);  // the last boundary <= p
+  return out;
+}
+
 struct Dims {
   std::int64_t n, dim, hq, hkv, d;
   double scale;
@@ -104,6 +114,13 @@ void check(const LayerInputs& in) {
               "reference layer: bad sizes");
   BURST_CHECK(in.rope_base == 0.0 || in.head_dim % 2 == 0, "reference layer: RoPE needs an even head_dim");
   BURST_CHECK(in.x && in.wq && in.wk && in.wv && in.wo, "reference layer: null input");
+  const auto& c = in.mask.documents;
+  if (!c.empty()) {
+    BURST_CHECK(c.size() >= 2 && c.front() == 0 && c.back() == in.n, "reference layer: documents must run from 0 to ",
+                in.n);
+    for (std::size_t i = 1; i < c.size(); ++i)
+      BURST_CHECK(c[i] > c[i - 1], "reference layer: document boundaries must increase");
+  }
 }
 
 Dims dims_of(const LayerInputs& in) {
@@ -121,6 +138,7 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
                wv = to_double(in.wv, z.dim * kvd), wo = to_double(in.wo, qd * z.dim);
   std::vector<std::int64_t> positions(static_cast<std::size_t>(z.n));
   for (std::int64_t i = 0; i < z.n; ++i) positions[static_cast<std::size_t>(i)] = i;
+  const std::vector<std::int64_t> rotary = within_documents(in.mask, positions);
 
   LayerResult r;
   r.y.resize(static_cast<std::size_t>(in.b * z.n * z.dim));
@@ -138,8 +156,8 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
     gemm(x, false, wq, false, q, z.n, qd, z.dim);
     gemm(x, false, wk, false, k, z.n, kvd, z.dim);
     gemm(x, false, wv, false, v, z.n, kvd, z.dim);
-    rope(q, z.hq, z.d, positions, in.rope_base, 1.0);
-    rope(k, z.hkv, z.d, positions, in.rope_base, 1.0);
+    rope(q, z.hq, z.d, rotary, in.rope_base, 1.0);
+    rope(k, z.hkv, z.d, rotary, in.rope_base, 1.0);
     attend(z, in.mask, q, positions, k, v, o, r.max_abs_score);
     gemm(o, false, wo, false, y, z.n, z.dim, qd);
     std::copy(y.begin(), y.end(), r.y.begin() + ib * z.n * z.dim);
@@ -182,8 +200,8 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
         }
       }
     }
-    rope(dq, z.hq, z.d, positions, in.rope_base, -1.0);
-    rope(dk, z.hkv, z.d, positions, in.rope_base, -1.0);
+    rope(dq, z.hq, z.d, rotary, in.rope_base, -1.0);
+    rope(dk, z.hkv, z.d, rotary, in.rope_base, -1.0);
     gemm(x, true, dq, false, r.dwq, z.dim, qd, z.n, true);
     gemm(x, true, dk, false, r.dwk, z.dim, kvd, z.n, true);
     gemm(x, true, dv, false, r.dwv, z.dim, kvd, z.n, true);
@@ -206,6 +224,8 @@ LayerResult layer_rows(const LayerInputs& in, const std::vector<std::int64_t>& r
                wv = to_double(in.wv, z.dim * kvd), wo = to_double(in.wo, qd * z.dim);
   std::vector<std::int64_t> positions(static_cast<std::size_t>(z.n));
   for (std::int64_t i = 0; i < z.n; ++i) positions[static_cast<std::size_t>(i)] = i;
+  const std::vector<std::int64_t> q_rotary = within_documents(in.mask, rows),
+                                  k_rotary = within_documents(in.mask, positions);
   LayerResult r;
   r.y.resize(static_cast<std::size_t>(in.b * m * z.dim));
   for (std::int64_t ib = 0; ib < in.b; ++ib) {
@@ -217,8 +237,8 @@ LayerResult layer_rows(const LayerInputs& in, const std::vector<std::int64_t>& r
     gemm(xs, false, wq, false, q, m, qd, z.dim);
     gemm(x, false, wk, false, k, z.n, kvd, z.dim);
     gemm(x, false, wv, false, v, z.n, kvd, z.dim);
-    rope(q, z.hq, z.d, rows, in.rope_base, 1.0);
-    rope(k, z.hkv, z.d, positions, in.rope_base, 1.0);
+    rope(q, z.hq, z.d, q_rotary, in.rope_base, 1.0);
+    rope(k, z.hkv, z.d, k_rotary, in.rope_base, 1.0);
     attend(z, in.mask, q, rows, k, v, o, r.max_abs_score);
     gemm(o, false, wo, false, y, m, z.dim, qd);
     std::copy(y.begin(), y.end(), r.y.begin() + ib * m * z.dim);

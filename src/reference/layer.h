@@ -1,8 +1,9 @@
-// The attention layer of burst/layer.h (projections, RoPE at global positions, attention,
-// output projection) and its gradients, in double precision: the ground truth for the layer
-// tests and the CLI's verify path. Projections go through BLAS dgemm; attention is naive and
-// materialises score rows, so use the full version on small problems and layer_rows on long
-// sequences.
+// The attention layer of burst/layer.h (projections, RoPE, attention, output projection) and
+// its gradients, in double precision: the ground truth for the layer tests and the CLI's
+// verify path. RoPE rotates a token at its position within its document (mask.documents;
+// the global position without documents), and the mask keeps every query in its document.
+// Projections go through BLAS dgemm; attention is naive and materialises score rows, so use
+// the full version on small problems and layer_rows on long sequences.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +18,7 @@ struct LayerInputs {
   std::int64_t b = 0, n = 0;  // batch, global tokens (rows of x in token order)
   std::int64_t dim = 0, heads = 0, kv_heads = 0, head_dim = 0;
   double rope_base = 10000.0;  // 0: no rotary embedding
-  kernels::MaskSpec mask;      // in token positions 0..n-1
+  kernels::MaskSpec mask;      // in token positions 0..n-1; documents, if any, end at n
   std::optional<float> scale;  // default 1/sqrt(head_dim)
   const float* x = nullptr;    // [b, n, dim]
   // Row-major: wq [dim, heads d], wk and wv [dim, kv_heads d], wo [heads d, dim].

@@ -4,10 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "../support.h"
 #include "burst/local_world.h"
@@ -20,6 +24,13 @@ using algo::Strategy;
 
 constexpr std::int64_t kBatch = 2, kHeadDim = 8, kModelDim = 24;
 constexpr double kUnit = 0x1p-24;
+
+// The boundaries as text: "-" without documents.
+std::string documents_text(const std::vector<std::int64_t>& documents) {
+  std::string text = documents.empty() ? "-" : "";
+  for (std::int64_t c : documents) text += std::to_string(c) + ",";
+  return text;
+}
 
 algo::LayerShape shape_of(const LayerCase& lc) { return algo::LayerShape{kModelDim, lc.heads, lc.kv_heads, kHeadDim}; }
 
@@ -72,16 +83,23 @@ struct RankRun {
   algo::Parameters grads;
   algo::LayerStats forward, backward;
   std::size_t saved_bytes = 0;
-  std::vector<std::int64_t> positions;
+  std::vector<std::int64_t> positions, rope_positions;
   algo::HeadShard heads;
 };
+
+// The case's mask; its documents point at lc.documents.
+kernels::MaskSpec layer_mask(const LayerCase& lc) {
+  kernels::MaskSpec m = mask_of(lc.mask);
+  m.documents = lc.documents;
+  return m;
+}
 
 algo::LayerOptions options_of(const LayerCase& lc) {
   algo::LayerOptions o;
   o.strategy = lc.strategy;
   o.attention.seqlen = lc.seqlen;
   o.attention.layout = lc.layout;
-  o.attention.mask = mask_of(lc.mask);
+  o.attention.mask = layer_mask(lc);
   o.attention.ulysses_degree = lc.ulysses_degree;
   o.attention.block_m = 16;  // several tiles per shard
   o.attention.block_n = 16;
@@ -95,6 +113,7 @@ RankRun run_layer(comm::Communicator& c, const LayerCase& lc, const LayerGlobal&
   algo::AttentionLayer layer(c, shape, options_of(lc));
   RankRun r;
   r.positions = layer.positions();
+  r.rope_positions = layer.rope_positions();
   r.heads = layer.heads();
   const std::int64_t rows = layer.rows();
   Tensor x(DType::kF32, kBatch, rows, 1, kModelDim), dy(DType::kF32, kBatch, rows, 1, kModelDim);
@@ -132,7 +151,8 @@ const LayerGlobal& global_problem(const LayerCase& lc) {
   static std::map<std::string, std::unique_ptr<LayerGlobal>> cache;
   const std::string key = std::to_string(static_cast<int>(lc.mask)) + "/" + std::to_string(lc.heads) + "/" +
                           std::to_string(lc.kv_heads) + "/" + std::to_string(lc.seqlen) + "/" +
-                          std::string(dtype_name(lc.dtype)) + "/" + std::to_string(lc.rope_base);
+                          std::string(dtype_name(lc.dtype)) + "/" + std::to_string(lc.rope_base) + "/" +
+                          documents_text(lc.documents);
   std::lock_guard lock(mutex);
   auto& slot = cache[key];
   if (slot) return *slot;
@@ -151,7 +171,7 @@ const LayerGlobal& global_problem(const LayerCase& lc) {
   in.kv_heads = lc.kv_heads;
   in.head_dim = kHeadDim;
   in.rope_base = lc.rope_base;
-  in.mask = mask_of(lc.mask);
+  in.mask = layer_mask(lc);
   in.x = g->x.data<float>();
   in.wq = g->weights.wq().data;
   in.wk = g->weights.wk().data;
@@ -165,6 +185,94 @@ const LayerGlobal& global_problem(const LayerCase& lc) {
   return *slot;
 }
 
+// Boundaries of documents of the given lengths, back to back.
+std::vector<std::int64_t> boundaries(std::initializer_list<std::int64_t> lengths) {
+  std::vector<std::int64_t> c{0};
+  for (std::int64_t l : lengths) c.push_back(c.back() + l);
+  return c;
+}
+
+// 150 tokens: single tokens, documents shorter than 4 ranks, and three longer than a shard
+// of 4 ranks (the 58-token one is [44, 102)).
+constexpr std::int64_t kPackTokens = 150, kMovedFirst = 44, kMovedLength = 58;
+std::vector<std::int64_t> packed_documents() { return boundaries({1, 37, 2, 3, 1, 58, 1, 29, 18}); }
+
+// Y and dX of a case on rank 0 ([b, N, 1, D], global token order; empty on other ranks).
+struct GlobalRows {
+  Tensor y, dx;
+};
+
+GlobalRows run_gathered(comm::Communicator& c, const LayerCase& lc, const LayerGlobal& g) {
+  const RankRun r = run_layer(c, lc, g);
+  const auto plan = algo::shard_plan(lc.seqlen, c.world_size(), lc.layout, layer_mask(lc));
+  GlobalRows out;
+  if (c.rank() == 0) {
+    out.y = Tensor(DType::kF32, kBatch, lc.seqlen, 1, kModelDim);
+    out.dx = Tensor(DType::kF32, kBatch, lc.seqlen, 1, kModelDim);
+  }
+  const TensorView y = out.y.view(), dx = out.dx.view();
+  algo::gather_rows(c, r.y.view(), plan, c.rank() == 0 ? &y : nullptr);
+  algo::gather_rows(c, r.dx.view(), plan, c.rank() == 0 ? &dx : nullptr);
+  return out;
+}
+
+// max |a[:, first + i] - b[:, i]| / max |b| over the rows of b.
+double moved_rows_error(const TensorView& a, std::int64_t first, const TensorView& b) {
+  double scale = 0, diff = 0;
+  for (std::int64_t ib = 0; ib < b.b; ++ib)
+    for (std::int64_t i = 0; i < b.s; ++i)
+      for (std::int64_t x = 0; x < b.d; ++x) {
+        const double want = b.row<float>(ib, i, 0)[x], got = a.row<float>(ib, first + i, 0)[x];
+        if (!std::isfinite(got) || !std::isfinite(want)) return std::numeric_limits<double>::infinity();
+        scale = std::max(scale, std::fabs(want));
+        diff = std::max(diff, std::fabs(got - want));
+      }
+  return diff / scale;
+}
+
+// A document's rows out of the pack against the same tokens run alone (positions 0..L-1, no
+// documents), with a bf16 core: Q and K are rounded to bf16 after RoPE, so rotating the
+// document at its global positions would change that rounding (about 2^-9 of every element)
+// and move Y and dX by ~1e-3, whereas rotating within the document gives the same Q, K, V
+// and dO bit for bit and leaves only fp32 differences of the attention's summation order.
+void check_moved_document(comm::Communicator& c) {
+  LayerCase pack;
+  pack.strategy = Strategy::kBurst;
+  pack.layout = algo::Layout::kDocZigzag;
+  pack.seqlen = kPackTokens;
+  pack.documents = packed_documents();
+  pack.dtype = DType::kBF16;
+  LayerCase alone = pack;
+  alone.layout = algo::Layout::kZigzag;
+  alone.seqlen = kMovedLength;
+  alone.documents.clear();
+  SCOPED_TRACE("rank " + std::to_string(c.rank()) + " of " + std::to_string(c.world_size()) +
+               ": a document moved in the pack, " + pack.describe());
+
+  // Every rank builds the same global inputs; the document's rows are copied out of the pack.
+  LayerGlobal in_pack, on_its_own;
+  in_pack.x = random_tensor(DType::kF32, kBatch, kPackTokens, 1, kModelDim, 301);
+  in_pack.dy = random_tensor(DType::kF32, kBatch, kPackTokens, 1, kModelDim, 302);
+  in_pack.weights = algo::random_parameters(shape_of(pack), 303);
+  for (std::size_t i = 0; i < in_pack.weights.count(); ++i) in_pack.weights.data()[i] *= 1.5f;
+  std::vector<std::int64_t> moved(static_cast<std::size_t>(kMovedLength));
+  for (std::int64_t i = 0; i < kMovedLength; ++i) moved[static_cast<std::size_t>(i)] = kMovedFirst + i;
+  on_its_own.x = Tensor(DType::kF32, kBatch, kMovedLength, 1, kModelDim);
+  on_its_own.dy = Tensor(DType::kF32, kBatch, kMovedLength, 1, kModelDim);
+  algo::copy_to_shard(in_pack.x.view(), moved, on_its_own.x.view());
+  algo::copy_to_shard(in_pack.dy.view(), moved, on_its_own.dy.view());
+  on_its_own.weights = algo::shard_parameters(in_pack.weights, shape_of(pack), algo::all_heads(shape_of(pack)));
+
+  const GlobalRows a = run_gathered(c, pack, in_pack), b = run_gathered(c, alone, on_its_own);
+  if (c.rank() != 0) return;
+  // Rotating within documents leaves fp32 rounding of differently ordered sums (the kernel's
+  // tiles, the ring's merges; measured 2.5e-7), bounded as check_layer_case bounds Y; global
+  // positions move both by 3.8e-3 here (bf16's 2^-9 through the scores), 60x this bound.
+  const double tol = 8 * kUnit * (2.0 * kModelDim + static_cast<double>(pack.heads * kHeadDim) + kMovedLength);
+  EXPECT_LE(moved_rows_error(a.y.view(), kMovedFirst, b.y.view()), tol) << "y";
+  EXPECT_LE(moved_rows_error(a.dx.view(), kMovedFirst, b.dx.view()), tol) << "dx";
+}
+
 }  // namespace
 
 std::string LayerCase::describe() const {
@@ -173,7 +281,8 @@ std::string LayerCase::describe() const {
          masks[static_cast<int>(mask)] + "/H" + std::to_string(heads) + "G" + std::to_string(kv_heads) + "/N" +
          std::to_string(seqlen) + "/" + std::string(dtype_name(dtype)) +
          (strategy == Strategy::kUsp ? "/U" + std::to_string(ulysses_degree) : "") +
-         (rope_base == 0.0 ? "/no-rope" : "");
+         (rope_base == 0.0 ? "/no-rope" : "") +
+         (documents.empty() ? "" : "/docs" + std::to_string(documents.size() - 1));
 }
 
 void check_layer_case(comm::Communicator& c, const LayerCase& lc) {
@@ -198,9 +307,24 @@ void check_layer_case(comm::Communicator& c, const LayerCase& lc) {
   EXPECT_LE(e.dx, 4 * std::max(g.single.dx, 1e-6)) << "dx error grew past 4x the one-rank layer's";
   EXPECT_LE(e.dw, 4 * std::max(g.single.dw, 1e-6)) << "weight gradient error grew past 4x the one-rank layer's";
 
+  // RoPE rotates the Q and K rows (this rank's X rows; tp: every token) at their positions
+  // within their documents. A linear walk over the boundaries, unlike the layer's search.
+  std::vector<std::int64_t> rotated = r.positions;
+  if (tensor_parallel(lc.strategy)) {
+    rotated.resize(static_cast<std::size_t>(lc.seqlen));
+    for (std::int64_t i = 0; i < lc.seqlen; ++i) rotated[static_cast<std::size_t>(i)] = i;
+  }
+  for (std::int64_t& p : rotated) {
+    std::int64_t start = 0;
+    for (std::int64_t boundary : lc.documents)
+      if (boundary <= p) start = boundary;
+    p -= start;
+  }
+  EXPECT_EQ(r.rope_positions, rotated) << "rotary positions";
+
   // The layer's own collectives, exactly.
   const algo::LayerShape shape = shape_of(lc);
-  const auto plan = algo::shard_plan(lc.seqlen, c.world_size(), lc.layout);
+  const auto plan = algo::shard_plan(lc.seqlen, c.world_size(), lc.layout, layer_mask(lc));
   std::vector<std::int64_t> lengths;
   for (const auto& p : plan) lengths.push_back(static_cast<std::int64_t>(p.size()));
   const algo::LayerTraffic t = algo::expected_layer_traffic(lc.strategy, shape, kBatch, lengths, c.rank());
@@ -220,7 +344,7 @@ void check_layer_case(comm::Communicator& c, const LayerCase& lc) {
   core.output_bytes = sizeof(float);
   const algo::StrategyBytes want = algo::strategy_info(lc.strategy).bytes(core, lengths, c.rank(), options);
   EXPECT_EQ(r.forward.attention.bytes_sent + r.forward.attention.bytes_saved, want.forward) << "attention forward";
-  EXPECT_EQ(r.backward.attention.bytes_sent, want.backward) << "attention backward";
+  EXPECT_EQ(r.backward.attention.bytes_sent + r.backward.attention.bytes_saved, want.backward) << "attention backward";
   if (tensor_parallel(lc.strategy)) {
     EXPECT_EQ(r.forward.attention.bytes_sent + r.backward.attention.bytes_sent, 0u) << "tp attention is local";
   }
@@ -237,6 +361,49 @@ void check_layer_case(comm::Communicator& c, const LayerCase& lc) {
   } else {
     EXPECT_LT(static_cast<double>(r.saved_bytes), m.saved);
   }
+}
+
+void check_layer_documents(comm::Communicator& c) {
+  const int ranks = c.world_size();
+  for (Strategy strategy : {Strategy::kBurst, Strategy::kRing, Strategy::kUsp, Strategy::kUlysses,
+                            Strategy::kAllGather, Strategy::kTpV1, Strategy::kTpV3}) {
+    const bool rings = strategy == Strategy::kBurst || strategy == Strategy::kRing || strategy == Strategy::kUsp;
+    std::vector<algo::Layout> layouts{algo::Layout::kDocZigzag, algo::Layout::kBalanced};
+    if (rings) layouts.insert(layouts.begin(), algo::Layout::kZigzag);
+    for (algo::Layout layout : layouts) {
+      LayerCase lc;
+      lc.strategy = strategy;
+      lc.layout = layout;
+      lc.mask = MaskKind::kCausal;
+      lc.seqlen = kPackTokens;
+      lc.documents = packed_documents();
+      lc.ulysses_degree = strategy == Strategy::kUsp && ranks % 2 == 0 ? 2 : 1;
+      // The first head shape the strategy splits over these ranks, as the registry says.
+      algo::StrategyOptions options;
+      options.ulysses_degree = lc.ulysses_degree;
+      options.mask = layer_mask(lc);
+      bool fits = false;
+      for (auto [heads, kv_heads] : {std::pair<std::int64_t, std::int64_t>{4, 2}, {6, 3}, {4, 4}}) {
+        algo::ProblemShape shape;
+        shape.n_heads_q = heads;
+        shape.n_heads_kv = kv_heads;
+        if (!algo::strategy_info(strategy).cannot_run(shape, ranks, options, true).empty()) continue;
+        lc.heads = heads;
+        lc.kv_heads = kv_heads;
+        fits = true;
+        break;
+      }
+      if (fits) check_layer_case(c, lc);
+    }
+  }
+  // A window without the causal flag, burst over the balanced layout.
+  LayerCase window;
+  window.layout = algo::Layout::kBalanced;
+  window.mask = MaskKind::kWindow;
+  window.seqlen = kPackTokens;
+  window.documents = packed_documents();
+  check_layer_case(c, window);
+  check_moved_document(c);
 }
 
 }  // namespace burst::testing

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "burst/layer.h"
 #include "burst/communicator.h"
@@ -22,6 +23,8 @@ struct LayerCase {
   DType dtype = DType::kF32;
   int ulysses_degree = 1;  // usp only
   double rope_base = 10000.0;
+  // Packed documents: boundaries 0 = c_0 < ... < c_D = seqlen (mask.documents); empty: none.
+  std::vector<std::int64_t> documents;
   std::string describe() const;
 };
 
@@ -30,5 +33,13 @@ struct LayerCase {
 // bytes of the layer's own collectives against expected_layer_traffic, and the saved
 // activations and parameters against their formulas.
 void check_layer_case(comm::Communicator& c, const LayerCase& lc);
+
+// Packed documents (lengths 1, shorter than the ranks, longer than a shard; 150 tokens) on
+// this communicator: check_layer_case for every strategy that splits the heads over its
+// ranks (ring-rsa refuses documents), the rings in the zigzag, doc-zigzag and balanced
+// layouts; the rotary positions restarting at every document; and a document's Y and dX rows
+// coming out of the pack (bf16 core) as out of a run on that document alone, which rotating
+// at global positions would break (the bf16 rounding of Q and K follows the angle).
+void check_layer_documents(comm::Communicator& c);
 
 }  // namespace burst::testing

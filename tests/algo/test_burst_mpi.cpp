@@ -122,6 +122,9 @@ TEST(BurstMpi, Layer) {
     }
 }
 
+// The layer on packed documents: RoPE restarts at every document (layer_suite.h).
+TEST(BurstMpi, LayerDocuments) { testing::check_layer_documents(testing::mpi_world()); }
+
 TEST(BurstMpi, BitwiseReproducible) { testing::check_burst_bitwise(testing::mpi_world()); }
 TEST(BurstMpi, DisagreeingRanksFailAlike) { testing::check_burst_disagreement(testing::mpi_world()); }
 
