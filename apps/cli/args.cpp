@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "burst/burst_attention.h"
+#include "burst/documents.h"
 #include "burst/strategy.h"
 #include "burst/error.h"
 
@@ -99,6 +100,8 @@ void parse_window(RunArgs& a, std::string_view flag, std::string_view text) {
   a.window_right = side(text.substr(comma + 1));
 }
 
+void set_doc_dist(RunArgs& a, std::string_view flag, std::string_view text) { a.doc_dist = parse_doc_dist(flag, text); }
+
 constexpr std::int64_t kMaxSeqlen = std::int64_t{1} << 32;
 constexpr std::int64_t kMaxCount = std::int64_t{1} << 20;
 
@@ -168,6 +171,15 @@ constexpr Flag<RunArgs> kFlags[] = {
      [](RunArgs& a, std::string_view, std::string_view) { a.causal = false; }},
     {"--window", "LEFT,RIGHT", "see only keys in [query-LEFT, query+RIGHT]; negative = unbounded",
      parse_window},
+    {"--doc-lens", "L1,L2,...", "pack documents of these lengths back to back, summing to the sequence length: "
+     "a query sees only keys of its own document (on top of the mask)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.doc_lens = algo::parse_document_lengths(v, f); }},
+    {"--doc-lens-from", "FILE", "read the document lengths from FILE: one positive integer per line, blank lines "
+     "and # comments allowed",
+     [](RunArgs& a, std::string_view, std::string_view v) { a.doc_lens_path = v; }},
+    {"--doc-dist", "NAME[:L]", "draw document lengths filling the sequence, seeded by --seed: pretrain, pareto, "
+     "uniform or fixed (listed below); :L replaces the length parameter L",
+     set_doc_dist},
     {"--scale", "X", "softmax scale (default 1/sqrt(d))",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.scale = parse_scale(f, v); }},
     {"--dtype", "fp32|bf16", "storage of q, k, v, dO and O (default fp32)",
@@ -186,7 +198,9 @@ constexpr Flag<RunArgs> kFlags[] = {
      }},
     {"--ranks", "N", "ranks for --strategy burst: threads of this process, or under mpirun its ranks (must agree)",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.ranks = parse_count(f, v); }},
-    {"--layout", "contiguous|zigzag|striped", "token layout over ranks (default zigzag)",
+    {"--layout", "contiguous|zigzag|striped|doc-zigzag|balanced",
+     "token layout over ranks (default zigzag); doc-zigzag zigzags inside every document, balanced cuts contiguous "
+     "shards of equal work (docs/packed-documents.md)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.layout = algo::parse_layout(std::string(v), std::string(f));
      }},
@@ -264,6 +278,9 @@ void check_conflicts(const RunArgs& a) {
   refuse_with("--forward-only", "--bwd-scheme", "the backward scheme needs the backward pass");
   refuse_with("--forward-only", "--grad-wire", "gradients travel only in the backward pass");
   refuse_with("--causal", "--no-causal", "they ask for opposite masks");
+  refuse_with("--doc-lens", "--doc-lens-from", "both give the document lengths");
+  refuse_with("--doc-lens", "--doc-dist", "both give the document lengths");
+  refuse_with("--doc-lens-from", "--doc-dist", "both give the document lengths");
   // Which strategies read a flag; a flag given with any other strategy is refused.
   struct Applies {
     std::string_view flag;
@@ -304,6 +321,34 @@ RunArgs parse_run_args(std::span<char* const> args) {
   return a;
 }
 
+std::string parse_doc_dist(std::string_view flag, std::string_view text) {
+  const std::string_view name = text.substr(0, text.find(':'));
+  std::vector<std::string_view> names;
+  std::string list;
+  for (const algo::DocumentDistribution& d : algo::document_distributions()) {
+    names.push_back(d.name);
+    list += (list.empty() ? "" : ", ") + std::string(d.name);
+  }
+  if (std::find(names.begin(), names.end(), name) == names.end()) {
+    const std::string guess = closest(name, names);
+    fail(flag, ": expected one of ", list, " (optionally NAME:L), got '", text, "'",
+         guess.empty() ? "" : "; did you mean " + guess + "?");
+  }
+  (void)algo::draw_document_lengths(text, 1, 0, flag);  // checks L
+  return std::string(text);
+}
+
+namespace {
+// Where the documents come from, as people read it (the strategies compare the boundaries
+// themselves).
+std::string documents_setting(const RunArgs& a) {
+  if (!a.doc_lens.empty()) return "--doc-lens (" + std::to_string(a.doc_lens.size()) + " lengths)";
+  if (!a.doc_lens_path.empty()) return "--doc-lens-from " + a.doc_lens_path;
+  if (!a.doc_dist.empty()) return "--doc-dist " + a.doc_dist;
+  return "none";
+}
+}  // namespace
+
 std::vector<comm::Setting> run_settings(const RunArgs& a, std::uint64_t inputs_hash) {
   auto number = [](double x) {
     std::ostringstream os;
@@ -319,6 +364,7 @@ std::vector<comm::Setting> run_settings(const RunArgs& a, std::uint64_t inputs_h
       {"layout", algo::layout_name(a.layout)},
       {"passes", a.backward ? "forward and backward" : "forward only (--forward-only)"},
       {"backward scheme", algo::scheme_name(a.bwd_scheme)},
+      {"documents", documents_setting(a)},
       {"dtype", std::string(dtype_name(a.dtype))},
       {"inputs", a.from_files() || !a.x_path.empty() || !a.weights_dir.empty() ? "from files" : "random"},
       {"seed", std::to_string(a.seed)},
@@ -374,6 +420,13 @@ std::string run_usage() {
         "  2 bad arguments or input files, found before any compute\n"
         "  3 communication failure: a deadline, a lost peer, ranks that disagree\n"
         "  4 anything else (such as an output file that could not be written)\n";
+  os << "packed documents (--doc-dist NAME[:L]; lengths drawn one after another, the last cut to fit):\n";
+  for (const algo::DocumentDistribution& d : algo::document_distributions()) {
+    std::string name = "  " + std::string(d.name);
+    name.resize(12, ' ');
+    os << name << wrap(std::string(d.parameter) + " L = " + std::to_string(d.length) + "; " + std::string(d.summary), 100, 12, 12)
+       << "\n";
+  }
   return flag_usage<RunArgs>("run",
                              "Times exact attention on this machine and checks it against a double-precision "
                              "reference. Inputs are random (seeded normal values) unless --q/--k/--v are given.",

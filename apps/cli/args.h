@@ -30,6 +30,12 @@ struct RunArgs {
   bool causal = true;
   std::int64_t window_left = -1;  // -1: unbounded (any negative input is stored as -1)
   std::int64_t window_right = -1;
+  // Packed documents (at most one source): lengths given (--doc-lens), read from a file
+  // (--doc-lens-from) or drawn from a named distribution with --seed (--doc-dist NAME[:L]);
+  // none: one document. problem.h's documents_of turns them into boundaries.
+  std::vector<std::int64_t> doc_lens;
+  std::string doc_lens_path;
+  std::string doc_dist;
   std::optional<float> scale;
   DType dtype = DType::kF32;
   int threads = 1;  // set to the hardware concurrency before parsing
@@ -70,6 +76,7 @@ struct RunArgs {
   bool was_given(std::string_view flag) const;
 
   bool has_window() const { return window_left >= 0 || window_right >= 0; }
+  bool has_documents() const { return !doc_lens.empty() || !doc_lens_path.empty() || !doc_dist.empty(); }
   bool from_files() const { return !q_path.empty(); }
 };
 
@@ -87,6 +94,10 @@ std::vector<comm::Setting> run_settings(const RunArgs& args, std::uint64_t input
 // The emulated links of this run (burst/throttle.h): --link-gbps and --link-latency-us, else
 // the BURST_LINK_* environment.
 comm::LinkModel link_model_of(const RunArgs& args);
+
+// Checks a distribution of burst/documents.h, "NAME" or "NAME:L", and returns it; throws
+// naming `flag`, listing the names and suggesting the closest, otherwise.
+std::string parse_doc_dist(std::string_view flag, std::string_view text);
 
 // Usage text of `burst` and of `burst run` (the latter generated from the flag table).
 std::string top_usage();

@@ -88,7 +88,8 @@ class RankRun {
  public:
   RankRun(const RunArgs& args, const Problem& p, const algo::StrategyInfo& info, const algo::StrategyOptions& opt,
           const comm::LinkModel& link, comm::Communicator& c)
-      : args_(args), p_(p), info_(info), opt_(opt), c_(c), plan_(algo::shard_plan(opt.seqlen, c.world_size(), opt.layout)),
+      : args_(args), p_(p), info_(info), opt_(opt), c_(c),
+        plan_(algo::shard_plan(opt.seqlen, c.world_size(), opt.layout, opt.mask)),
         slow_(link.active() ? comm::throttled(c, link) : nullptr), counted_(slow_ ? *slow_ : c),
         bar_(c.rank() == 0 && ProgressBar::wanted(args.progress)) {
     opt_.threads = threads_of_rank(args, c);
@@ -107,6 +108,9 @@ class RankRun {
     fig_.nodes = c.node_count();
     fig_.double_ring = opt.double_ring;
     fig_.node_of_rank = c.node_of_rank();
+    // The layout's balance: this rank's exact work (the kernels skip masked tiles).
+    fig_.work_pairs_by_rank =
+        everyone(c, algo::visible_pairs(plan_[static_cast<std::size_t>(c.rank())], opt.seqlen, opt.mask));
   }
 
   // The forward, timed; its figures.
@@ -121,6 +125,8 @@ class RankRun {
     fig_.forward_bytes_formula = algo::mean_bytes(info_.strategy, shape_, lengths_, opt_).forward;
     link_figures(fig_.forward_intra_node_bytes, fig_.forward_inter_node_bytes);
     time_figures(fs, fig_.forward_exposed, fig_.forward_compute_min, fig_.forward_compute_max);
+    fig_.forward_compute_by_rank = everyone(c_, fs.compute_seconds);
+    step_figures(fs, fig_.forward_steps_computed, fig_.forward_steps_skipped);
     return seconds;
   }
 
@@ -144,7 +150,10 @@ class RankRun {
     fig_.backward_bytes = mean_of(c_, static_cast<double>(bs.bytes_sent));
     fig_.backward_bytes_formula = algo::mean_bytes(info_.strategy, shape_, lengths_, opt_).backward;
     link_figures(fig_.backward_intra_node_bytes, fig_.backward_inter_node_bytes);
+    fig_.backward_bytes_saved = mean_of(c_, static_cast<double>(bs.bytes_saved));
     time_figures(bs, fig_.backward_exposed, fig_.backward_compute_min, fig_.backward_compute_max);
+    fig_.backward_compute_by_rank = everyone(c_, bs.compute_seconds);
+    step_figures(bs, fig_.backward_steps_computed, fig_.backward_steps_skipped);
     return seconds;
   }
 
@@ -205,6 +214,14 @@ class RankRun {
     compute_max = max_of(c_, s.compute_seconds);
   }
 
+  // Steps computed and skipped over all ranks (collective).
+  void step_figures(const algo::StrategyStats& s, std::int64_t& computed, std::int64_t& skipped) const {
+    double steps[2] = {static_cast<double>(s.steps_computed), static_cast<double>(s.steps_skipped)};
+    c_.all_reduce_sum(steps, 2);
+    computed = static_cast<std::int64_t>(steps[0]);
+    skipped = static_cast<std::int64_t>(steps[1]);
+  }
+
   // Bytes every rank sent to its own node and to others in the last run (every operation,
   // and point-to-point only).
   void link_figures(std::vector<double> (&intra)[2], std::vector<double> (&inter)[2]) const {
@@ -244,6 +261,18 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
   BURST_CHECK(ranks == 0 || p.seqlen_q() >= ranks, "--seqlen: strategy ", info.name, " needs at least one token per rank (",
               ranks, "), got ", p.seqlen_q());
   const algo::StrategyOptions opt = strategy_options(args, p.seqlen_q(), p.options);
+  if (p.options.mask.has_documents() && ranks > 0) {
+    // A strategy that cannot take packed documents (ring-rsa) says so by the registry's
+    // reason, naming the flags, before any rank starts.
+    algo::ProblemShape shape;
+    shape.n_heads_q = p.heads();
+    shape.n_heads_kv = p.kv_heads();
+    algo::StrategyOptions whole = opt;
+    whole.mask.documents = {};
+    const std::string reason = info.cannot_run(shape, ranks, opt, false);
+    BURST_CHECK(reason.empty() || !info.cannot_run(shape, ranks, whole, false).empty(), "--strategy: ", reason,
+                " (documents from --doc-lens, --doc-lens-from or --doc-dist)");
+  }
   const comm::LinkModel link = link_model_of(args);
   // Every rank builds or reads the global inputs: a hash shows they hold the same ones.
   std::uint64_t inputs_hash = hash_bytes(p.q.data<char>(), p.q.bytes());

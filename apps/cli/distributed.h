@@ -27,6 +27,14 @@ struct DistributedFigures {
   double forward_exposed = 0, backward_exposed = 0;  // slowest rank's wait seconds (median run)
   double forward_compute_min = 0, forward_compute_max = 0;  // per-rank kernel seconds
   double backward_compute_min = 0, backward_compute_max = 0;
+  double backward_bytes_saved = 0;  // mean per rank: what the mask spared the backward's ring
+  // Steps over all ranks (StrategyStats: ring steps; one per kernel call otherwise).
+  std::int64_t forward_steps_computed = 0, forward_steps_skipped = 0;
+  std::int64_t backward_steps_computed = 0, backward_steps_skipped = 0;
+  // The layout's balance: every rank's queries' work (algo::visible_pairs against all keys)
+  // and kernel seconds.
+  std::vector<double> work_pairs_by_rank;
+  std::vector<double> forward_compute_by_rank, backward_compute_by_rank;
   // Node of every rank, and the bytes each rank sent to ranks of its own node and of other
   // nodes in the last timed run of each pass (link_traffic.h): [0] every operation, [1]
   // point-to-point only.

@@ -21,6 +21,7 @@
 #include "burst/error.h"
 #include "core/hash.h"
 #include "distributed.h"
+#include "problem.h"
 #include "json.h"
 #include "link_traffic.h"
 #include "progress.h"
@@ -207,8 +208,10 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
   opt.strategy = strategy;
   opt.dtype = args.dtype;
   opt.rope_base = args.rope_base;
+  // Packed documents: attention stays inside each, and RoPE positions restart at each.
+  const std::vector<std::int64_t> documents = documents_of(args, p.seqlen, args.x_path.empty() ? "--seqlen" : "the --x file");
   kernels::AttentionOptions kernel;
-  kernel.mask = kernels::MaskSpec{args.causal, args.window_left, args.window_right, {}};
+  kernel.mask = mask_of(args, documents);
   kernel.isa = args.isa;
   kernel.block_m = args.block_m;
   kernel.block_n = args.block_n;
@@ -275,7 +278,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
       return median(times);
     };
     std::vector<std::int64_t> lengths;
-    for (const auto& s : algo::shard_plan(p.seqlen, c.world_size(), opt.attention.layout))
+    for (const auto& s : algo::shard_plan(p.seqlen, c.world_size(), opt.attention.layout, opt.attention.mask))
       lengths.push_back(static_cast<std::int64_t>(s.size()));
     const algo::LayerTraffic formula = algo::expected_layer_traffic(strategy, p.shape, p.batch, lengths, c.rank());
     auto figures = [&](const algo::LayerStats& s, double seconds, double layer_formula, double grad_formula) {
@@ -326,7 +329,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
 
     // Rank 0 collects Y, dX and the full weight gradients in global order.
     const bool root = c.rank() == 0;
-    const auto plan = algo::shard_plan(p.seqlen, c.world_size(), opt.attention.layout);
+    const auto plan = algo::shard_plan(p.seqlen, c.world_size(), opt.attention.layout, opt.attention.mask);
     Tensor y_all, dx_all;
     if (root) y_all = Tensor(DType::kF32, p.batch, p.seqlen, 1, dim);
     if (root && args.backward) dx_all = Tensor(DType::kF32, p.batch, p.seqlen, 1, dim);

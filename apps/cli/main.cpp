@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "burst/attention.h"
+#include "burst/documents.h"
 #include "args.h"
 #include "bench_cmd.h"
 #include "decode_cmd.h"
@@ -82,6 +83,15 @@ Report describe(const RunArgs& args, const Problem& p) {
   r.isa = kernels::isa_name(kernels::resolve_isa(args.isa));
   r.blas_core = kernels::blas_info().core;
   r.repeat = args.repeat;
+  if (!p.documents.empty()) {
+    const std::vector<std::int64_t> lengths = algo::document_lengths(p.documents);
+    r.documents = static_cast<std::int64_t>(lengths.size());
+    r.longest_document = *std::max_element(lengths.begin(), lengths.end());
+    r.documents_source = !args.doc_lens.empty()        ? "--doc-lens"
+                         : !args.doc_lens_path.empty() ? "--doc-lens-from " + args.doc_lens_path
+                                                       : "--doc-dist " + args.doc_dist + " (seed " + std::to_string(args.seed) + ")";
+    r.document_work_ratio = algo::document_work_ratio(p.options.mask, p.seqlen_k());
+  }
   r.visible_fraction = kernels::visible_fraction(p.seqlen_q(), p.seqlen_k(), p.options);
   r.forward_flops = 4.0 * static_cast<double>(p.batch()) * static_cast<double>(p.heads()) *
                     static_cast<double>(p.seqlen_q()) * static_cast<double>(p.seqlen_k()) *

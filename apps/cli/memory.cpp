@@ -15,6 +15,7 @@
 #include "burst/error.h"
 #include "burst/kernels.h"
 #include "distributed.h"
+#include "problem.h"
 #include "kernels/tile_ops.h"
 
 namespace burst::cli {
@@ -119,11 +120,20 @@ int threads_per_rank(const RunArgs& args, int ranks_here) {
   return std::max(1, hardware / std::max(1, per_node));
 }
 
-std::vector<std::int64_t> lengths_of(const RunArgs& args, double seqlen, int ranks) {
+// Shard lengths of the run's layout; doc-zigzag and balanced read the mask, documents included.
+std::vector<std::int64_t> lengths_of(const RunArgs& args, double seqlen, int ranks, const kernels::MaskSpec& mask) {
   // A sequence shorter than the ranks is refused by the run itself, with its own message;
-  // the estimate sizes one token per rank meanwhile.
+  // the estimate sizes one token per rank meanwhile (and its documents no longer fit).
   const auto n = std::max(static_cast<std::int64_t>(seqlen), static_cast<std::int64_t>(ranks));
-  return algo::shard_lengths(n, ranks, args.layout);
+  kernels::MaskSpec m = mask;
+  if (!m.documents.empty() && m.documents.back() != n) m.documents = {};
+  // The layouts that read the mask weigh every token (16 bytes a token while planning): past
+  // 2^27 tokens the estimate takes equal shards instead of allocating gigabytes to size a
+  // problem that large (whose plan the estimate does not count either).
+  constexpr std::int64_t kPlannedTokens = std::int64_t{1} << 27;
+  if (algo::layout_reads_mask(args.layout) && n > kPlannedTokens)
+    return algo::shard_lengths(n, ranks, algo::Layout::kContiguous);
+  return algo::shard_lengths(n, ranks, args.layout, m);
 }
 
 using Parts = std::vector<algo::MemoryPart>;
@@ -153,21 +163,25 @@ algo::ProblemShape shape_of(const Sizes& z) {
   return s;
 }
 
-algo::StrategyOptions options_of(const RunArgs& args) {
-  return strategy_options(args, static_cast<std::int64_t>(args.seqlen), kernels::AttentionOptions{});
+algo::StrategyOptions options_of(const RunArgs& args, double seqlen, const kernels::MaskSpec& mask) {
+  kernels::AttentionOptions kernel;
+  kernel.mask = mask;
+  return strategy_options(args, static_cast<std::int64_t>(seqlen), kernel);
 }
 
 // Every process builds (or reads) the global Q, K, V and dO; each rank copies its shards
 // (distributed.cpp), then rank 0 gathers the results in global order, one shard at a time.
 // The one rank of strategy local computes on the global inputs themselves.
-void estimate_attention(MemoryEstimate& m, const RunArgs& args, const Sizes& z, int ranks, int threads) {
+void estimate_attention(MemoryEstimate& m, const RunArgs& args, const Sizes& z, int ranks, int threads,
+                        const kernels::MaskSpec& mask) {
   const algo::Strategy strategy = args.strategy;
   const bool local = strategy == algo::Strategy::kLocal;
   algo::ProblemShape shape = shape_of(z);
   if (local) shape.seqlen_k = static_cast<std::int64_t>(z.seqlen_k);
   const std::vector<std::int64_t> lengths = local ? std::vector<std::int64_t>{static_cast<std::int64_t>(z.seqlen)}
-                                                  : lengths_of(args, z.seqlen, ranks);
-  const algo::RankMemory r = algo::rank_memory(strategy, shape, lengths, options_of(args), kernel_workspace(args, z.d, threads));
+                                                  : lengths_of(args, z.seqlen, ranks, mask);
+  const algo::RankMemory r =
+      algo::rank_memory(strategy, shape, lengths, options_of(args, z.seqlen, mask), kernel_workspace(args, z.d, threads));
   // The global problem's tensors, as the one rank of strategy local holds them.
   algo::ProblemShape global = shape;
   global.seqlen_k = static_cast<std::int64_t>(z.seqlen_k);
@@ -197,15 +211,17 @@ void estimate_attention(MemoryEstimate& m, const RunArgs& args, const Sizes& z, 
 // The attention layer (algo::layer_memory under layer_run.cpp), plus what this program holds
 // besides: the global X (and dY) and the full weights in every process, tensor parallelism's
 // copy of a rank's weights, and rank 0's gathered results.
-void estimate_layer(MemoryEstimate& m, const RunArgs& args, const Sizes& z, int ranks, int threads) {
+void estimate_layer(MemoryEstimate& m, const RunArgs& args, const Sizes& z, int ranks, int threads,
+                    const kernels::MaskSpec& mask) {
   const algo::Strategy strategy = args.strategy;
   const bool tp = algo::layer_only(strategy), local = strategy == algo::Strategy::kLocal;
   const int p = local ? 1 : ranks;
   const algo::LayerShape shape{static_cast<std::int64_t>(z.model_dim), static_cast<std::int64_t>(z.h),
                                static_cast<std::int64_t>(z.g), static_cast<std::int64_t>(z.d)};
-  const std::vector<std::int64_t> lengths = lengths_of(args, z.seqlen, p);
-  const algo::LayerMemory l = algo::layer_memory(strategy, shape, static_cast<std::int64_t>(z.b), lengths, args.dtype,
-                                                 z.backward, options_of(args), kernel_workspace(args, z.d, threads));
+  const std::vector<std::int64_t> lengths = lengths_of(args, z.seqlen, p, mask);
+  const algo::LayerMemory l =
+      algo::layer_memory(strategy, shape, static_cast<std::int64_t>(z.b), lengths, args.dtype, z.backward,
+                         options_of(args, z.seqlen, mask), kernel_workspace(args, z.d, threads));
   const double row = 4 * z.b * z.model_dim, n = static_cast<double>(*std::max_element(lengths.begin(), lengths.end()));
   const double weights = 4 * z.model_dim * (2 * z.h + 2 * z.g) * z.d;
   m.per_process = row * z.seqlen * (z.backward ? 2 : 1) + weights;
@@ -236,11 +252,18 @@ MemoryEstimate estimate_memory(const RunArgs& args, int ranks, int ranks_here, i
   const Sizes z = sizes_of(args);
   const int p = std::max(1, ranks), here = std::max(1, ranks_here);
   const int threads = threads_per_rank(args, here);
+  // The run's mask, documents included (they shape the doc-zigzag and balanced shards); the
+  // documents' errors (lengths that do not sum to the sequence) surface here, before the run.
+  const bool from_file = args.layer ? !args.x_path.empty() : args.from_files();
+  const char* source = from_file ? (args.layer ? "the --x file" : "the --k file") : args.seqlen_k ? "--seqlen-k" : "--seqlen";
+  const std::vector<std::int64_t> documents =
+      documents_of(args, static_cast<std::int64_t>(args.layer ? z.seqlen : z.seqlen_k), source);
+  const kernels::MaskSpec mask = mask_of(args, documents);
   MemoryEstimate m;
   if (args.layer) {
-    estimate_layer(m, args, z, p, threads);
+    estimate_layer(m, args, z, p, threads, mask);
   } else {
-    estimate_attention(m, args, z, p, threads);
+    estimate_attention(m, args, z, p, threads, mask);
   }
   // The phases above follow every allocation of more than a few kilobytes; the margin covers
   // 64-byte rounding and the small ones, so the estimate stays an upper bound.

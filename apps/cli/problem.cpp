@@ -7,6 +7,7 @@
 #include <system_error>
 #include <vector>
 
+#include "burst/documents.h"
 #include "burst/npy.h"
 #include "burst/error.h"
 
@@ -121,6 +122,40 @@ Tensor random_tensor(std::mt19937_64& rng, DType dtype, std::int64_t b, std::int
 }
 
 
+std::vector<std::int64_t> documents_of(const RunArgs& args, std::int64_t seqlen, std::string_view source) {
+  if (!args.has_documents()) return {};
+  const std::string flag = !args.doc_lens.empty()        ? "--doc-lens"
+                           : !args.doc_lens_path.empty() ? "--doc-lens-from"
+                                                         : "--doc-dist";
+  // The kernels' limit, checked before drawing or reading a length list that long.
+  constexpr std::int64_t kMaxDocumentTokens = std::int64_t{1} << 31;
+  BURST_CHECK(seqlen <= kMaxDocumentTokens, flag, ": packed documents take at most 2^31 tokens, got a sequence of ",
+              seqlen, " (", source, ")");
+  std::vector<std::int64_t> lengths;
+  std::string what = "lengths";
+  if (!args.doc_lens.empty()) {
+    lengths = args.doc_lens;
+  } else if (!args.doc_lens_path.empty()) {
+    lengths = algo::read_document_lengths(args.doc_lens_path, flag);
+    what = "the lengths in '" + args.doc_lens_path + "'";
+  } else {
+    lengths = algo::draw_document_lengths(args.doc_dist, seqlen, args.seed, flag);  // fills the sequence exactly
+  }
+  std::vector<std::int64_t> bounds = algo::document_boundaries(lengths, flag);
+  BURST_CHECK(bounds.back() == seqlen, flag, ": expected ", what, " to sum to the sequence length ", seqlen, " (", source,
+              "), got ", bounds.back(), " (", lengths.size(), lengths.size() == 1 ? " document)" : " documents)");
+  return bounds;
+}
+
+kernels::MaskSpec mask_of(const RunArgs& args, std::span<const std::int64_t> documents) {
+  kernels::MaskSpec m;
+  m.causal = args.causal;
+  m.window_left = args.window_left;
+  m.window_right = args.window_right;
+  m.documents = documents;
+  return m;
+}
+
 Problem make_problem(const RunArgs& args) {
   const bool any_file = !args.k_path.empty() || !args.v_path.empty() || !args.do_path.empty();
   BURST_CHECK(args.from_files() || !any_file,
@@ -139,10 +174,15 @@ Problem make_problem(const RunArgs& args) {
     p.dout = random_tensor(rng, args.dtype, p.batch(), p.seqlen_q(), p.heads(), p.head_dim());
   }
 
+  if (args.has_documents()) {
+    // Documents cover the keys; queries must lie among them (bottom-right aligned).
+    const char* source = p.from_files ? "the --k file" : args.seqlen_k ? "--seqlen-k" : "--seqlen";
+    p.documents = documents_of(args, p.seqlen_k(), source);
+    BURST_CHECK(p.seqlen_q() <= p.seqlen_k(), "--seqlen: packed documents need the queries among the keys "
+                "(seqlen_q <= seqlen_k ", p.seqlen_k(), "), got seqlen_q ", p.seqlen_q());
+  }
   kernels::AttentionOptions& o = p.options;
-  o.mask.causal = args.causal;
-  o.mask.window_left = args.window_left;
-  o.mask.window_right = args.window_right;
+  o.mask = mask_of(args, p.documents);
   // Bottom-right alignment: the queries are the last seqlen_q of the seqlen_k key positions
   // (a negative offset when seqlen_q > seqlen_k: the first queries precede every key).
   o.q_pos.offset = p.seqlen_k() - p.seqlen_q();

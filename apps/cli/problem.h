@@ -4,7 +4,10 @@
 
 #include <cstdint>
 #include <random>
+#include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "burst/attention.h"
 #include "args.h"
@@ -15,6 +18,10 @@ namespace burst::cli {
 struct Problem {
   Tensor q, k, v;  // [b, seqlen_q, n_heads_q, d] and [b, seqlen_k, n_heads_kv, d], args.dtype
   Tensor dout;     // shaped like q; holds data only when backward is set
+  // Boundaries of the packed documents over the keys 0..seqlen_k-1 (empty: one document);
+  // options.mask.documents views them, so a Problem is moved (which keeps the array), never
+  // copied.
+  std::vector<std::int64_t> documents;
   kernels::AttentionOptions options;
   bool backward = false;
   bool from_files = false;
@@ -30,6 +37,15 @@ struct Problem {
 
 // Normal(0, 1) values in `dtype` (bf16 rounded to nearest even), drawn from `rng` in order.
 Tensor random_tensor(std::mt19937_64& rng, DType dtype, std::int64_t b, std::int64_t s, std::int64_t h, std::int64_t d);
+
+// The boundaries (cu_seqlens) of the documents the flags pack into a sequence of `seqlen`
+// tokens: --doc-lens, --doc-lens-from or --doc-dist (drawn with --seed); empty without them.
+// Throws burst::Error naming the flag when the lengths do not sum to seqlen (`source` says
+// where seqlen came from, e.g. "--seqlen") or the file cannot be read.
+std::vector<std::int64_t> documents_of(const RunArgs& args, std::int64_t seqlen, std::string_view source);
+
+// The mask of the flags (causal, window) over `documents`, which the caller keeps alive.
+kernels::MaskSpec mask_of(const RunArgs& args, std::span<const std::int64_t> documents);
 
 // Builds the problem the arguments describe: validates sizes (or the .npy shapes), fills the
 // inputs, and sets bottom-right aligned positions, mask, scale, threads and isa.

@@ -1,5 +1,6 @@
 #include "report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -22,8 +23,12 @@ std::string mask_text(const Report& r) {
   if (r.causal) os << "causal";
   if (r.causal && r.window) os << "+";
   if (r.window) os << "window " << r.window->first << "," << r.window->second;
-  return r.causal || r.window ? os.str() : "none";
+  if (r.documents > 0) os << (r.causal || r.window ? "+" : "") << "documents";
+  return r.causal || r.window || r.documents > 0 ? os.str() : "none";
 }
+
+// max / min of positive figures ("-" when the smallest is 0).
+std::string spread(double lo, double hi) { return lo > 0 ? format("%.2f", hi / lo) : std::string("-"); }
 
 std::string gflops(double flops, double seconds) {
   return seconds > 0.0 ? format("%.2f", flops / seconds * 1e-9) : "-";
@@ -53,6 +58,10 @@ void print_table(std::ostream& os, const Report& r) {
      << r.dtype << ", mask " << mask_text(r) << ", scale " << format("%.4g", r.scale) << ", "
      << r.input;
   if (r.input == "random") os << " (seed " << r.seed << ")";
+  if (r.documents > 0) {
+    os << "\ndocuments " << r.documents << " (" << r.documents_source << "), longest " << r.longest_document
+       << " tokens; work " << format("%.4g", r.document_work_ratio) << " of the same mask over one document";
+  }
   os << "\nmachine   threads " << r.threads << ", isa " << r.isa << ", blas " << r.blas_core
      << ", median of " << r.repeat << "\n\n";
 
@@ -85,7 +94,14 @@ void print_table(std::ostream& os, const Report& r) {
     os << "\nsent      forward " << mb(d.forward_bytes) << " per rank (formula " << mb(d.forward_bytes_formula)
        << ", not sent thanks to the mask " << mb(d.forward_bytes_saved) << ")";
     if (r.backward_seconds) {
-      os << "; backward " << mb(d.backward_bytes) << " (formula " << mb(d.backward_bytes_formula) << ")";
+      os << "; backward " << mb(d.backward_bytes) << " (formula " << mb(d.backward_bytes_formula);
+      if (d.backward_bytes_saved > 0) os << ", not sent thanks to the mask " << mb(d.backward_bytes_saved);
+      os << ")";
+    }
+    os << "\nsteps     forward " << d.forward_steps_computed << " computed, " << d.forward_steps_skipped
+       << " skipped (all ranks)";
+    if (r.backward_seconds) {
+      os << "; backward " << d.backward_steps_computed << " computed, " << d.backward_steps_skipped << " skipped";
     }
     os << "\nexposed   communication: forward " << format("%.4f", d.forward_exposed) << " s ("
        << share(d.forward_exposed, r.forward_seconds) << ")";
@@ -96,6 +112,13 @@ void print_table(std::ostream& os, const Report& r) {
        << format("%.4f", d.forward_compute_max) << " s";
     if (r.backward_seconds) {
       os << ", backward " << format("%.4f", d.backward_compute_min) << " .. " << format("%.4f", d.backward_compute_max) << " s";
+    }
+    if (!d.work_pairs_by_rank.empty()) {
+      const auto [lo, hi] = std::minmax_element(d.work_pairs_by_rank.begin(), d.work_pairs_by_rank.end());
+      os << "\nbalance   work per rank " << format("%.4g", *lo) << " .. " << format("%.4g", *hi)
+         << " visible pairs (max/min " << spread(*lo, *hi) << "); compute max/min forward "
+         << spread(d.forward_compute_min, d.forward_compute_max);
+      if (r.backward_seconds) os << ", backward " << spread(d.backward_compute_min, d.backward_compute_max);
     }
     os << "\n";
   }
@@ -129,6 +152,16 @@ std::string report_json(const Report& r) {
   j.raw("window", r.window ? "[" + std::to_string(r.window->first) + ", " +
                                  std::to_string(r.window->second) + "]"
                            : "null");
+  if (r.documents > 0) {
+    JsonObject docs;
+    docs.integer("count", r.documents);
+    docs.integer("longest", r.longest_document);
+    docs.string("source", r.documents_source);
+    docs.number("work_ratio", r.document_work_ratio);
+    j.raw("documents", docs.text());
+  } else {
+    j.raw("documents", "null");
+  }
   j.number("scale", r.scale);
   j.string("input", r.input);
   j.integer("seed", static_cast<std::int64_t>(r.seed));
@@ -177,6 +210,11 @@ std::string report_json(const Report& r) {
     o.number("forward_bytes_saved_per_rank", d.forward_bytes_saved);
     o.number("backward_bytes_sent_per_rank", d.backward_bytes);
     o.number("backward_bytes_formula", d.backward_bytes_formula);
+    o.number("backward_bytes_saved_per_rank", d.backward_bytes_saved);
+    o.integer("forward_steps_computed", d.forward_steps_computed);
+    o.integer("forward_steps_skipped", d.forward_steps_skipped);
+    o.integer("backward_steps_computed", d.backward_steps_computed);
+    o.integer("backward_steps_skipped", d.backward_steps_skipped);
     o.number("forward_exposed_seconds", d.forward_exposed);
     o.number("backward_exposed_seconds", d.backward_exposed);
     o.number("forward_compute_min_seconds", d.forward_compute_min);
@@ -189,6 +227,9 @@ std::string report_json(const Report& r) {
       return "[" + text + "]";
     };
     o.raw("node_of_rank", list(d.node_of_rank));
+    o.raw("work_pairs_by_rank", list(d.work_pairs_by_rank));
+    o.raw("forward_compute_seconds_by_rank", list(d.forward_compute_by_rank));
+    o.raw("backward_compute_seconds_by_rank", list(d.backward_compute_by_rank));
     for (int kind = 0; kind < 2; ++kind) {
       const std::string what = kind == 0 ? "bytes" : "point_to_point_bytes";
       o.raw(("forward_" + what + "_intra_node_by_rank").c_str(), list(d.forward_intra_node_bytes[kind]));

@@ -19,6 +19,12 @@ struct Report {
   bool causal = false;
   std::optional<std::pair<std::int64_t, std::int64_t>> window;  // -1 side: unbounded
   double scale = 0.0;
+  // Packed documents: their count (0: none given, one document), the longest, where they
+  // came from ("--doc-dist pretrain", ...), and the visible pairs with them against the same
+  // mask over one document (algo::document_work_ratio; causal: about sum L_i^2 / N^2).
+  std::int64_t documents = 0, longest_document = 0;
+  std::string documents_source;
+  double document_work_ratio = 1.0;
   std::string input;  // "random" or "npy"
   std::uint64_t seed = 0;
   // Machine.

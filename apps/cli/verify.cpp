@@ -206,13 +206,11 @@ std::vector<TensorError> check_backward_sampled(const Problem& p, const Gradient
   const double dk_sum_floor = floor.dk * std::sqrt(static_cast<double>(p.seqlen_k()));
   const std::int64_t group = p.heads() / p.kv_heads(), d = p.head_dim();
   const kernels::MaskSpec& mask = p.options.mask;
+  // The keys a query sees form one run (its window, cut at the query for causal and at the
+  // ends of its document), which must meet the keys 0..seqlen_k-1.
   auto sees_a_key = [&](std::int64_t is) {
-    const std::int64_t qp = p.options.q_pos.at(is), last = p.seqlen_k() - 1;
-    std::int64_t lo = 0, hi = last;
-    if (mask.window_left >= 0) lo = std::max(lo, qp - mask.window_left);
-    if (mask.causal) hi = std::min(hi, qp);
-    if (mask.window_right >= 0) hi = std::min(hi, qp + mask.window_right);
-    return lo <= hi;
+    const kernels::MaskSpec::KeyRange r = mask.key_range(p.options.q_pos.at(is));
+    return std::max<std::int64_t>(r.first, 0) <= std::min(r.last, p.seqlen_k() - 1);
   };
   double dk_err = 0, dv_err = 0;
   std::vector<double> dk_sum(static_cast<std::size_t>(d)), dk_abs(dk_sum.size()), dv_sum(dk_sum.size()),

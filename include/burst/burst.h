@@ -8,7 +8,9 @@
 //   communicator.h     the Communicator interface: transfers with deadlines, collectives
 //   world.h, local_world.h  ranks as threads (run_local_ranks) or MPI processes (run_world)
 //   throttle.h         links slowed to a modelled rate, to emulate slow networks
-//   layout.h           how tokens are sharded over ranks (contiguous, zigzag, striped)
+//   layout.h           how tokens are sharded over ranks (contiguous, zigzag, striped,
+//                      doc-zigzag, balanced)
+//   documents.h        packed documents: lengths, boundaries, length distributions
 //   burst_attention.h  BurstAttention's forward and backward over a communicator
 //   strategy.h         every strategy in one table: forward, backward, bytes, memory, limits
 //   plan.h             the cost model: time, bytes and memory per rank on a described cluster
@@ -21,6 +23,7 @@
 #include "burst/burst_attention.h"
 #include "burst/communicator.h"
 #include "burst/decode.h"
+#include "burst/documents.h"
 #include "burst/dtype.h"
 #include "burst/error.h"
 #include "burst/kernels.h"

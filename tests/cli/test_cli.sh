@@ -135,6 +135,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["backward_seconds"] is None and r["backward_gflops"] is None, r
 assert r["window"] is None and r["causal"] is False, r
+assert r["documents"] is None, r["documents"]
 ' "$TMP/fwd.json"
 
 # q and k sharing a common part of 1000 give scores near 8e6 whose differences are O(1):
@@ -176,11 +177,13 @@ PY
 }
 
 # Float64 attention with burst's conventions: GQA, bottom-right aligned positions, mask,
-# lse = -inf on rows that see no key; backward of sum(o * do).
+# lse = -inf on rows that see no key; backward of sum(o * do). Arguments: INPUTS SAVED CAUSAL
+# WINDOW_LEFT WINDOW_RIGHT [DOCUMENT LENGTHS L1,L2,... over the keys].
 CHECK_SAVED='
 import sys, numpy as np
 inp, saved = sys.argv[1], sys.argv[2]
 causal, wl, wr = sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5])
+lens = [int(x) for x in sys.argv[6].split(",")] if len(sys.argv) > 6 else []
 q, k, v, do = (np.load(f"{inp}/{n}.npy").astype(np.float64) for n in ("q", "k", "v", "do"))
 b, sq, h, d = q.shape
 sk, g = k.shape[1], k.shape[2]
@@ -196,6 +199,10 @@ vis = np.ones((sq, sk), bool)
 if causal: vis &= kp <= qp
 if wl >= 0: vis &= kp >= qp - wl
 if wr >= 0: vis &= kp <= qp + wr
+if lens:
+    doc = np.repeat(np.arange(len(lens)), lens)
+    assert len(doc) == sk and qp.min() >= 0
+    vis &= doc[qp] == doc[kp]
 s = np.where(vis, scale * Q @ K.transpose(0, 1, 3, 2), -np.inf)
 m = s.max(-1, keepdims=True)
 m = np.where(np.isfinite(m), m, 0.0)
@@ -299,7 +306,7 @@ for name in ("o", "lse", "dq", "dk", "dv"):
 d = report["distributed"]
 assert report["strategy"] == "burst" and d["ranks"] == 3 and d["backward_scheme"] == sys.argv[4], d
 assert abs(d["forward_bytes_sent_per_rank"] + d["forward_bytes_saved_per_rank"] - d["forward_bytes_formula"]) < 1, d
-assert abs(d["backward_bytes_sent_per_rank"] - d["backward_bytes_formula"]) < 1, d
+assert abs(d["backward_bytes_sent_per_rank"] + d["backward_bytes_saved_per_rank"] - d["backward_bytes_formula"]) < 1, d
 ' "$TMP/local" "$TMP/burst_${layout}_$scheme" "$TMP/burst_${layout}_$scheme.json" "$scheme"
   done
 done
@@ -328,7 +335,7 @@ for name in ("o", "lse", "dq", "dk", "dv"):
 d = report["distributed"]
 assert report["strategy"] == sys.argv[4], report["strategy"]
 assert abs(d["forward_bytes_sent_per_rank"] + d["forward_bytes_saved_per_rank"] - d["forward_bytes_formula"]) < 1, d
-assert abs(d["backward_bytes_sent_per_rank"] - d["backward_bytes_formula"]) < 1, d
+assert abs(d["backward_bytes_sent_per_rank"] + d["backward_bytes_saved_per_rank"] - d["backward_bytes_formula"]) < 1, d
 ' "$TMP/local" "$TMP/$strategy" "$TMP/$strategy.json" "$strategy"
 done
 expect_rc "usp, 4 ranks in Ulysses groups of 2" 0 run "${common[@]}" --strategy usp --ranks 4 --ulysses-degree 2 \
@@ -351,7 +358,8 @@ expect_error "burst needs one sequence" "--seqlen-k: strategy burst shards one s
 expect_error "ranks with the local strategy" "--ranks: strategy local runs on one rank, got 4" run --strategy local --ranks 4 --seqlen 64
 expect_error "ulysses with too few kv heads" "ulysses: n_heads_kv must be divisible by the 4 ranks, got 2" \
   run --strategy ulysses --ranks 4 --seqlen 64 --heads 4 --kv-heads 2
-expect_error "bad layout" "--layout: expected contiguous, zigzag or striped, got 'ring'" run --layout ring
+expect_error "bad layout" "--layout: expected one of contiguous, zigzag, striped, doc-zigzag, balanced, got 'ring'" \
+  run --layout ring
 expect_error "bad backward scheme" "--bwd-scheme: expected auto, q or kv, got 'x'" run --bwd-scheme x
 expect_error "fewer tokens than ranks" "--seqlen: strategy burst needs at least one token per rank (8), got 5" \
   run --strategy burst --ranks 8 --seqlen 5
@@ -435,6 +443,162 @@ expect_error "tensor parallelism with unsplittable heads" "tensor parallelism: h
   run "${layer[@]}" --strategy tp-v1 --ranks 3
 expect_error "layer with --q" "--layer: reads X (--x) and weights (--weights), not --q/--k/--v/--do" \
   run --layer --q "$TMP/lw/x.npy"
+
+# --- packed documents (--doc-lens, --doc-lens-from, --doc-dist) ------------------------------
+# Documents of 30, 1, 25 and 24 keys with queries bottom-right aligned (sq 48 < sk 80): every
+# output and gradient against NumPy's block-diagonal attention.
+mkdir -p "$TMP/in3"
+make_inputs "$TMP/in3" 1 48 80 4 2 16
+expect_rc "npy packed documents, causal, sq<sk run exits 0" 0 run --strategy local --q "$TMP/in3/q.npy" \
+  --k "$TMP/in3/k.npy" --v "$TMP/in3/v.npy" --do "$TMP/in3/do.npy" --causal --doc-lens 30,1,25,24 --repeat 1 \
+  --save "$TMP/out3"
+expect_python "saved results match NumPy inside documents (30,1,25,24; causal)" "$CHECK_SAVED" \
+  "$TMP/in3" "$TMP/out3" 1 -1 -1 30,1,25,24
+expect_rc "npy packed documents, bidirectional + window" 0 run --strategy local --q "$TMP/in3/q.npy" \
+  --k "$TMP/in3/k.npy" --v "$TMP/in3/v.npy" --do "$TMP/in3/do.npy" --no-causal --window 7,3 --doc-lens 30,1,25,24 \
+  --repeat 1 --save "$TMP/out4"
+expect_python "saved results match NumPy inside documents (bidirectional, window 7,3)" "$CHECK_SAVED" \
+  "$TMP/in3" "$TMP/out4" 0 7 3 30,1,25,24
+
+# One packed problem (a lengths file with comments, documents of 1 to 150 tokens) over every
+# strategy that takes documents, P = 1..4, the layouts that follow documents included: each
+# verifies itself (exit 0), matches the local results, sends the formula's bytes (sent + saved),
+# and reports the documents, the ring steps and every rank's exact work.
+printf '# 301 tokens in five documents\n100\n1   # a one-token document\n\n37\n150\n13\n' >"$TMP/lens.txt"
+docs=(--seqlen 301 --heads 4 --kv-heads 2 --head-dim 24 --causal --backward --repeat 1 --seed 5
+  --doc-lens-from "$TMP/lens.txt")
+expect_rc "packed local run for the comparisons" 0 run "${docs[@]}" --save "$TMP/doc_local" --json "$TMP/doc_local.json"
+CHECK_PACKED='
+import json, sys
+import numpy as np
+local, other, report = sys.argv[1], sys.argv[2], json.load(open(sys.argv[3]))
+strategy, ranks = sys.argv[4], int(sys.argv[5])
+lens = [100, 1, 37, 150, 13]
+for name in ("o", "lse", "dq", "dk", "dv"):
+    a, b = np.load(f"{local}/{name}.npy"), np.load(f"{other}/{name}.npy")
+    finite = np.isfinite(a)
+    assert (finite == np.isfinite(b)).all(), name
+    err = np.abs(a[finite] - b[finite]).max() / max(np.abs(a[finite]).max(), 1e-30)
+    assert err < 1e-5, (name, err)
+docs = report["documents"]
+pairs = sum(n * (n + 1) // 2 for n in lens)
+assert docs["count"] == 5 and docs["longest"] == 150, docs
+assert abs(docs["work_ratio"] - pairs / (301 * 302 / 2)) < 1e-8, docs  # 9 digits in the JSON
+assert report["passed"] and report["strategy"] == strategy, report
+d = report["distributed"]
+assert d["ranks"] == ranks and d["layout"] == sys.argv[6], d
+assert sum(d["work_pairs_by_rank"]) == pairs and len(d["work_pairs_by_rank"]) == ranks, d["work_pairs_by_rank"]
+assert len(d["forward_compute_seconds_by_rank"]) == ranks, d
+steps = d["forward_steps_computed"] + d["forward_steps_skipped"]
+if strategy in ("burst", "ring"):
+    assert steps == ranks * ranks, d
+    assert abs(d["forward_bytes_sent_per_rank"] + d["forward_bytes_saved_per_rank"] - d["forward_bytes_formula"]) < 1, d
+    assert abs(d["backward_bytes_sent_per_rank"] + d["backward_bytes_saved_per_rank"] - d["backward_bytes_formula"]) < 1, d
+if sys.argv[6] == "balanced" and strategy == "burst" and ranks > 1:
+    assert d["forward_steps_skipped"] > 0 and d["forward_bytes_saved_per_rank"] > 0, d
+'
+for run in "burst 1 zigzag" "burst 2 doc-zigzag" "burst 3 balanced" "burst 4 doc-zigzag" "burst 4 balanced" \
+  "ring 3 doc-zigzag" "allgather 2 balanced" "ulysses 2 doc-zigzag" "usp 4 balanced"; do
+  read -r strategy ranks layout <<<"$run"
+  extra=()
+  [ "$strategy" = usp ] && extra=(--ulysses-degree 2)
+  out="$TMP/doc_${strategy}_${ranks}_$layout"
+  expect_rc "packed $strategy, $ranks ranks, $layout" 0 run "${docs[@]}" --strategy "$strategy" --ranks "$ranks" \
+    --layout "$layout" "${extra[@]}" --save "$out" --json "$out.json"
+  expect_python "packed $strategy, $ranks ranks, $layout: matches local, bytes, steps, work per rank" "$CHECK_PACKED" \
+    "$TMP/doc_local" "$out" "$out.json" "$strategy" "$ranks" "$layout"
+done
+out=$("$BURST" run "${docs[@]}" --strategy burst --ranks 3 --layout balanced 2>&1)
+if [[ $out == *"documents 5 (--doc-lens-from $TMP/lens.txt), longest 150 tokens; work 0."* && $out == *"steps     forward "* &&
+      $out == *"balance   work per rank "* && $out == *"mask causal+documents"* ]]; then
+  ok "the table reports documents, steps and balance"
+else
+  bad "the table reports documents, steps and balance" "$out"
+fi
+
+# Drawn lengths: the same for a seed, other ones for another; the work ratio is the exact one.
+run_no=0
+for seed in 3 3 4; do
+  run_no=$((run_no + 1))
+  expect_rc "doc-dist pareto:20, seed $seed, 2 ranks balanced" 0 run --seqlen 600 --heads 2 --head-dim 16 \
+    --doc-dist pareto:20 --seed "$seed" --strategy burst --ranks 2 --layout balanced --threads 1 \
+    --json "$TMP/dist_$run_no.json"
+done
+expect_python "drawn documents follow the seed" '
+import json, sys
+a, b, c = (json.load(open(f"{sys.argv[1]}/dist_{i}.json"))["documents"] for i in (1, 2, 3))
+assert a == b and a != c, (a, b, c)
+assert a["count"] > 5 and a["source"] == "--doc-dist pareto:20 (seed 3)", a
+' "$TMP"
+# Past the full check's size: dq on sampled rows and the column sums of dk, dv, inside documents.
+"$BURST" run --seqlen 8192 --heads 2 --head-dim 64 --threads 1 --doc-dist pretrain --seed 2 --strategy burst \
+  --ranks 2 --layout doc-zigzag --json "$TMP/doc_sampled.json" >/dev/null 2>&1
+expect_python "packed documents, sampled gradient checks" '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["passed"] and r["backward_sampled"] and r["documents"]["count"] > 1, r
+assert set(r["errors"]) == {"o", "dq", "dk_sums", "dv_sums"} and max(r["errors"].values()) < 1e-5, r["errors"]
+' "$TMP/doc_sampled.json"
+expect_rc "layer over packed documents (burst, doc-zigzag)" 0 run --layer --seqlen 96 --heads 4 --kv-heads 2 \
+  --head-dim 8 --model-dim 24 --doc-lens 40,1,55 --strategy burst --ranks 2 --layout doc-zigzag --repeat 1
+expect_rc "layer over packed documents (local)" 0 run --layer --seqlen 96 --heads 4 --kv-heads 2 --head-dim 8 \
+  --model-dim 24 --doc-dist fixed:30 --strategy local --repeat 1
+
+# Bad documents exit 2 before any compute, naming the flag with the expected and actual value.
+expect_error "documents not summing to --seqlen" \
+  "--doc-lens: expected lengths to sum to the sequence length 300 (--seqlen), got 290 (3 documents)" \
+  run --seqlen 300 --doc-lens 100,50,140
+expect_error "a document length of 0" "--doc-lens: expected positive integers separated by commas, got '0' at item 2" \
+  run --seqlen 300 --doc-lens 300,0
+expect_error "unknown distribution" \
+  "--doc-dist: expected one of pretrain, pareto, uniform, fixed (optionally NAME:L), got 'pretrian'; did you mean pretrain?" \
+  run --doc-dist pretrian
+expect_error "bad distribution parameter" "--doc-dist: expected fixed:L with L (the length) a positive integer, got 'fixed:x'" \
+  run --doc-dist fixed:x
+expect_error "lengths file missing" "--doc-lens-from: cannot open '$TMP/none.txt'" run --doc-lens-from "$TMP/none.txt"
+printf '100\nabc\n' >"$TMP/bad_lens.txt"
+expect_error "lengths file with a bad line" \
+  "--doc-lens-from: $TMP/bad_lens.txt line 2: expected one positive integer document length, got 'abc'" \
+  run --seqlen 300 --doc-lens-from "$TMP/bad_lens.txt"
+expect_error "lengths file not summing to --seqlen" \
+  "--doc-lens-from: expected the lengths in '$TMP/lens.txt' to sum to the sequence length 300 (--seqlen), got 301" \
+  run --seqlen 300 --doc-lens-from "$TMP/lens.txt"
+expect_error "documents not summing to the .npy inputs" \
+  "--doc-lens: expected lengths to sum to the sequence length 80 (the --k file), got 79 (2 documents)" \
+  run --strategy local --q "$TMP/in3/q.npy" --k "$TMP/in3/k.npy" --v "$TMP/in3/v.npy" --doc-lens 40,39
+expect_error "two sources of documents" "--doc-lens cannot be combined with --doc-dist" run --doc-lens 5 --doc-dist fixed
+expect_error "queries past the documents' keys" "--seqlen: packed documents need the queries among the keys" \
+  run --strategy local --seqlen 80 --seqlen-k 60 --doc-lens 60
+expect_error "ring-rsa refuses documents" "--strategy: ring-rsa: packed documents are not supported" \
+  run --seqlen 128 --doc-lens 64,64 --strategy ring-rsa --ranks 2
+expect_error "did you mean (--doc-len)" "did you mean --doc-lens?" run --doc-len 5
+expect_error "bench with an unknown distribution" "--doc-dists: expected one of pretrain, pareto, uniform, fixed" \
+  bench --doc-dists none,zipf
+
+# burst bench sweeps layouts x document distributions: new columns after the old ones.
+expect_rc "bench sweeps layouts and documents" 0 bench --seqlens 256 --heads 2 --head-dim 16 --strategies burst,ring-rsa \
+  --ranks 2 --layouts zigzag,balanced --doc-dists none,fixed:64 --out "$TMP/bench_docs"
+expect_python "bench reports layouts, documents, steps and balance" '
+import csv, json, os, sys
+d = sys.argv[1]
+pts = json.load(open(d + "/bench.json"))["points"]
+assert len(pts) == 2 * 2 * 2, len(pts)
+rows = list(csv.reader(open(d + "/bench.csv", newline="")))
+old = ("strategy,ranks,mask,kv_heads,seqlen,forward_s,backward_s,forward_bytes_per_rank,backward_bytes_per_rank,"
+       "exposed_forward_s,exposed_backward_s,memory_estimate_mb,o_error,skipped").split(",")
+assert rows[0][:len(old)] == old, rows[0]
+assert all(len(r) == len(rows[0]) for r in rows), [len(r) for r in rows]
+by = {(p["strategy"], p["layout"], p["documents"]): p for p in pts}
+assert "packed documents are not supported" in by[("ring-rsa", "zigzag", "fixed:64")]["skipped"], by
+for layout in ("zigzag", "balanced"):
+    p = by[("burst", layout, "fixed:64")]
+    assert p["document_count"] == 4 and abs(p["work_ratio"] - 4 * 64 * 65 / (256 * 257)) < 1e-8, p
+    assert p["forward_steps_computed"] + p["forward_steps_skipped"] == 4 and p["o_error"] < 1e-4, p
+    assert p["work_pairs_min"] == p["work_pairs_max"] == 64 * 65, p
+assert by[("burst", "balanced", "fixed:64")]["forward_steps_skipped"] == 2, by[("burst", "balanced", "fixed:64")]
+for name in ("P2_causal_kv2_zigzag", "P2_causal_kv2_balanced_fixed-64"):
+    assert os.path.exists(d + "/bench_" + name + ".svg"), name
+' "$TMP/bench_docs"
 
 echo "cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -28,6 +28,14 @@ expect "--layout with local" 2 "--layout: does not apply to --strategy local" \
   "$BURST" run --seqlen 128 --heads 2 --head-dim 32 --strategy local --layout striped
 expect "--ranks-per-node with local" 2 "--ranks-per-node: does not apply to --strategy local" \
   "$BURST" run --seqlen 128 --heads 2 --head-dim 32 --strategy local --ranks-per-node 2
+# Packed documents come from one source, and only to a strategy that takes them.
+expect "--doc-lens with --doc-lens-from" 2 "--doc-lens cannot be combined with --doc-lens-from" \
+  "$BURST" run "${s[@]}" --doc-lens 128 --doc-lens-from "$TMP/lens.txt"
+expect "--doc-lens-from with --doc-dist" 2 "--doc-lens-from cannot be combined with --doc-dist" \
+  "$BURST" run "${s[@]}" --doc-lens-from "$TMP/lens.txt" --doc-dist pretrain
+expect "documents with ring-rsa" 2 "--strategy: ring-rsa: packed documents are not supported" \
+  "$BURST" run "${s[@]}" --strategy ring-rsa --doc-dist fixed:32
+expect "documents with --layout doc-zigzag run" 0 "result    ok" "$BURST" run "${s[@]}" --doc-lens 100,28 --layout doc-zigzag
 # Still accepted where they act.
 expect "--bwd-scheme kv with burst runs" 0 "result    ok" "$BURST" run "${s[@]}" --bwd-scheme kv
 expect "--ulysses-degree with usp runs" 0 "result    ok" "$BURST" run "${s[@]}" --strategy usp --ulysses-degree 2
