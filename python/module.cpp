@@ -131,16 +131,38 @@ RowStatsView stats_view(const py::handle& t, const char* name) {
 
 namespace {
 
-// What one attention() call computes, besides its tensors.
+// What one attention() call computes, besides its tensors. It owns the packed documents'
+// boundaries that options.mask.documents views, so it never moves or copies (pybind11 holds
+// it by unique_ptr); the autograd context keeps it alive from the forward to the backward.
 struct Settings {
   const algo::StrategyInfo* strategy = nullptr;
   algo::StrategyOptions options;
+  std::vector<std::int64_t> documents;  // cu_seqlens (global offsets); empty: one document
+
+  Settings() = default;
+  Settings(const Settings&) = delete;
+  Settings& operator=(const Settings&) = delete;
 };
 
-Settings make_settings(const std::string& strategy, const std::string& layout, std::int64_t seqlen, bool causal,
-                       std::int64_t window_left, std::int64_t window_right, std::optional<float> scale,
-                       const std::string& backward_scheme, int ulysses_degree, int threads) {
-  Settings s;
+// The mask of a call: causal, window sides and the documents (viewed, not copied: `documents`
+// must outlive every use of the mask).
+kernels::MaskSpec make_mask(bool causal, std::int64_t window_left, std::int64_t window_right,
+                            const std::vector<std::int64_t>& documents) {
+  kernels::MaskSpec mask;
+  mask.causal = causal;
+  mask.window_left = window_left;
+  mask.window_right = window_right;
+  mask.documents = documents;
+  return mask;
+}
+
+std::unique_ptr<Settings> make_settings(const std::string& strategy, const std::string& layout, std::int64_t seqlen,
+                                        bool causal, std::int64_t window_left, std::int64_t window_right,
+                                        std::optional<float> scale, const std::string& backward_scheme,
+                                        int ulysses_degree, int threads,
+                                        std::optional<std::vector<std::int64_t>> documents) {
+  auto owned = std::make_unique<Settings>();
+  Settings& s = *owned;
   s.strategy = &algo::find_strategy(strategy, "strategy");
   BURST_CHECK(!s.strategy->layer_only, "strategy: ", strategy,
               " shards a layer's weights by heads and runs only as a layer (burst run --layer), not on attention "
@@ -149,15 +171,29 @@ Settings make_settings(const std::string& strategy, const std::string& layout, s
   s.options.backward_scheme = algo::parse_scheme(backward_scheme, "backward_scheme");
   BURST_CHECK(seqlen >= 1, "seqlen: expected >= 1, got ", seqlen);
   s.options.seqlen = seqlen;
-  s.options.mask.causal = causal;
-  s.options.mask.window_left = window_left;
-  s.options.mask.window_right = window_right;
+  // The Python side has checked the offsets against seqlen (naming cu_seqlens); the library
+  // checks them again where it reads them.
+  if (documents) s.documents = std::move(*documents);
+  s.options.mask = make_mask(causal, window_left, window_right, s.documents);
   s.options.scale = scale;
   BURST_CHECK(ulysses_degree >= 1, "ulysses_degree: expected >= 1, got ", ulysses_degree);
   s.options.ulysses_degree = ulysses_degree;
   BURST_CHECK(threads >= 1, "threads: expected >= 1, got ", threads);
   s.options.threads = threads;
-  return s;
+  return owned;
+}
+
+// Every rank's token positions under `layout` (shard_plan), the mask read by the layouts that
+// place tokens by it (doc-zigzag, balanced).
+std::vector<std::vector<std::int64_t>> shard_plan(std::int64_t seqlen, int world_size, const std::string& layout,
+                                                  bool causal, std::int64_t window_left, std::int64_t window_right,
+                                                  std::optional<std::vector<std::int64_t>> documents) {
+  BURST_CHECK(world_size >= 1, "world_size: expected >= 1, got ", world_size);
+  BURST_CHECK(seqlen >= world_size, "seqlen: expected at least one token per rank (", world_size, "), got ", seqlen);
+  const algo::Layout l = algo::parse_layout(layout, "layout");
+  const std::vector<std::int64_t> bounds = documents ? std::move(*documents) : std::vector<std::int64_t>{};
+  py::gil_scoped_release release;  // the mask-reading layouts walk every token
+  return algo::shard_plan(seqlen, world_size, l, make_mask(causal, window_left, window_right, bounds));
 }
 
 // The problem as the table's formulas read it.
@@ -302,7 +338,7 @@ PYBIND11_MODULE(_burst, m) {
   py::class_<Settings>(m, "Settings");
   m.def("make_settings", &make_settings, py::arg("strategy"), py::arg("layout"), py::arg("seqlen"),
         py::arg("causal"), py::arg("window_left"), py::arg("window_right"), py::arg("scale"),
-        py::arg("backward_scheme"), py::arg("ulysses_degree"), py::arg("threads"));
+        py::arg("backward_scheme"), py::arg("ulysses_degree"), py::arg("threads"), py::arg("documents") = py::none());
   m.def("forward", &forward);
   m.def("backward", &backward);
   m.def("cannot_run", &cannot_run, py::arg("settings"), py::arg("batch"), py::arg("n_heads_q"),
@@ -318,14 +354,30 @@ PYBIND11_MODULE(_burst, m) {
   m.attr("strategies") = py::tuple(names);
   m.def(
       "positions",
-      [](std::int64_t seqlen, int world_size, int rank, const std::string& layout) {
+      [](std::int64_t seqlen, int world_size, int rank, const std::string& layout, bool causal,
+         std::int64_t window_left, std::int64_t window_right, std::optional<std::vector<std::int64_t>> documents) {
         BURST_CHECK(world_size >= 1, "world_size: expected >= 1, got ", world_size);
         BURST_CHECK(rank >= 0 && rank < world_size, "rank: expected 0 <= rank < ", world_size, ", got ", rank);
         BURST_CHECK(seqlen >= world_size, "seqlen: expected at least one token per rank (", world_size, "), got ",
                     seqlen);
-        return algo::shard_positions(seqlen, world_size, rank, algo::parse_layout(layout, "layout"));
+        const algo::Layout l = algo::parse_layout(layout, "layout");
+        const std::vector<std::int64_t> bounds = documents ? std::move(*documents) : std::vector<std::int64_t>{};
+        py::gil_scoped_release release;
+        return algo::shard_positions(seqlen, world_size, rank, l, make_mask(causal, window_left, window_right, bounds));
       },
-      py::arg("seqlen"), py::arg("world_size"), py::arg("rank"), py::arg("layout"));
+      py::arg("seqlen"), py::arg("world_size"), py::arg("rank"), py::arg("layout"), py::arg("causal") = false,
+      py::arg("window_left") = -1, py::arg("window_right") = -1, py::arg("documents") = py::none());
+  m.def("shard_plan", &shard_plan, py::arg("seqlen"), py::arg("world_size"), py::arg("layout"),
+        py::arg("causal") = false, py::arg("window_left") = -1, py::arg("window_right") = -1,
+        py::arg("documents") = py::none());
+  // The layouts attention() takes, and those of them that place tokens by the mask.
+  py::list layout_names, mask_layout_names;
+  for (const algo::Layout l : algo::layouts()) {
+    layout_names.append(algo::layout_name(l));
+    if (algo::layout_reads_mask(l)) mask_layout_names.append(algo::layout_name(l));
+  }
+  m.attr("layouts") = py::tuple(layout_names);
+  m.attr("mask_layouts") = py::tuple(mask_layout_names);
   m.attr("mpi4py_support") = static_cast<bool>(BURST_HAVE_MPI4PY);
   // The library's version, which the package reports as burst.__version__.
   m.attr("__version__") = burst::version();

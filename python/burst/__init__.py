@@ -8,7 +8,8 @@
 
 Each rank passes its own [b, s_local, h, d] shards; a burst.Sharding ties a communicator (a
 torch.distributed group, an mpi4py communicator, or None for one process) to a layout and
-shards, gathers and gives the global positions of tokens (for rotary embeddings).
+shards, gathers and gives the global positions of tokens (for rotary embeddings). Packed
+documents (flash-attn's cu_seqlens) go to burst.attention(cu_seqlens=...) or the Sharding.
 burst.nn.BurstAttention and burst.nn.AttentionLayer are the nn.Module forms; burst.KvCache
 holds a KV cache sharded over the ranks for prefill and token-by-token decoding. Bad arguments
 raise ValueError (TypeError for a wrong type); communication failures raise burst.CommError,
@@ -19,11 +20,12 @@ from . import nn
 from ._burst import CommError, CommTimeoutError, __version__, mpi4py_support
 from ._comm import Communicator
 from ._decode import DECODE_STRATEGIES, KvCache
-from ._layout import DEFAULT_LAYOUT, LAYOUTS, gather, positions, shard, unshard
+from ._layout import DEFAULT_LAYOUT, LAYOUTS, MASK_LAYOUTS, document_positions, gather, positions, shard, unshard
 from ._ops import STRATEGIES, attention, expected_bytes
 from ._plan import plan, plan_clusters, plan_models
 from ._sharding import Sharding
 
 __all__ = ["attention", "expected_bytes", "Sharding", "Communicator", "nn", "shard", "unshard", "gather",
-           "positions", "CommError", "CommTimeoutError", "LAYOUTS", "DEFAULT_LAYOUT", "STRATEGIES", "mpi4py_support",
+           "positions", "document_positions", "CommError", "CommTimeoutError", "LAYOUTS", "MASK_LAYOUTS",
+           "DEFAULT_LAYOUT", "STRATEGIES", "mpi4py_support",
            "__version__", "plan", "plan_clusters", "plan_models", "KvCache", "DECODE_STRATEGIES"]

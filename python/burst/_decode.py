@@ -7,7 +7,8 @@ import torch
 
 from . import _burst
 from ._comm import resolve
-from ._layout import DEFAULT_LAYOUT, MAX_SEQLEN, MAX_WINDOW, check_layout, int_argument, real_argument
+from ._layout import DEFAULT_LAYOUT, LAYOUTS, MASK_LAYOUTS, MAX_SEQLEN, MAX_WINDOW, check_layout, int_argument, \
+    real_argument
 from ._ops import _check_tensor, _flag, _string
 from ._sharding import Sharding
 
@@ -99,6 +100,9 @@ class KvCache:
                                  f"'{self.sharding.layout}'; pass the sharding alone")
         else:
             layout = self.sharding.layout if self.sharding is not None else DEFAULT_LAYOUT
+        if layout in MASK_LAYOUTS:
+            raise ValueError(f"layout: expected one of {', '.join(LAYOUTS)} for a prefill (the cache places a "
+                             f"prompt by its length alone), got '{layout}'")
         if seqlen is None:
             seqlen = sum(self.communicator._impl.all_gather_int(q.shape[1]))
         seqlen = int_argument("seqlen", seqlen, 1, MAX_SEQLEN)

@@ -4,15 +4,14 @@ flash-attn's flash_attn_func where the two share a meaning."""
 import functools
 import inspect
 import math
-import operator
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from . import _burst
 from ._comm import resolve
-from ._layout import DEFAULT_LAYOUT, INT_MAX, MAX_SEQLEN, MAX_WINDOW, check_layout, int_argument, is_integer, \
-    positions, real_argument
+from ._layout import DEFAULT_LAYOUT, INT_MAX, MAX_SEQLEN, Mask, check_layout, check_total, \
+    cu_seqlens_argument, flag, int_argument, real_argument, shard_plan, window_sides
 from ._sharding import Sharding
 
 STRATEGIES = _burst.strategies
@@ -27,44 +26,15 @@ def _check_tensor(t, name):
         raise ValueError(f"{name}: expected every dimension of [b, s, h, d] to be at least 1, got shape {list(t.shape)}")
 
 
-def _window_side(x):
-    return is_integer(x) and -1 <= operator.index(x) <= MAX_WINDOW
-
-
-def _window_sides(window_size, window):
-    """(left, right) from window_size=(left, right) or the older window= (an int w for
-    (w, w), or a pair); -1 is an unbounded side."""
-    if window_size is not None and window is not None:
-        raise ValueError(f"window_size and window: expected one of them (window is the older name), got "
-                         f"window_size={window_size!r} and window={window!r}")
-    pair = f"a (left, right) pair of ints from -1 (unbounded) to {MAX_WINDOW}"
-    if window is not None and is_integer(window):
-        if not 0 <= operator.index(window) <= MAX_WINDOW:
-            raise ValueError(f"window: expected None, an int from 0 to {MAX_WINDOW} or {pair}, got "
-                             f"{operator.index(window)}")
-        return operator.index(window), operator.index(window)
-    name, value = ("window_size", window_size) if window is None else ("window", window)
-    if value is None:
-        return -1, -1
-    try:
-        sides = tuple(value)
-    except TypeError:
-        sides = ()
-    if len(sides) != 2 or not all(_window_side(x) for x in sides):
-        raise ValueError(f"{name}: expected {pair}, got {value!r}")
-    return operator.index(sides[0]), operator.index(sides[1])
+# The older private names, which nn.py and _decode.py import.
+_window_sides = window_sides
+_flag = flag
 
 
 def _string(name, value):
     if not isinstance(value, str):
         raise TypeError(f"{name}: expected a str, got {type(value).__name__} {value!r}")
     return value
-
-
-def _flag(name, value):
-    if not (value is True or value is False or (is_integer(value) and operator.index(value) in (0, 1))):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
-    return bool(value)
 
 
 class _Attention(torch.autograd.Function):
@@ -95,17 +65,18 @@ class _Attention(torch.autograd.Function):
 
 
 def _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group, comm, layout, strategy,
-             seqlen, backward_scheme, ulysses_degree, threads, scale, window):
-    """Checks attention's arguments; returns the call's settings, communicator, layout and
-    global length."""
+             seqlen, backward_scheme, ulysses_degree, threads, scale, window, cu_seqlens):
+    """Checks attention's arguments; returns the call's settings, communicator, layout, global
+    length and mask."""
     # Every argument is checked before the first collective, so a bad one fails alike on
     # every rank instead of leaving the others waiting.
     for t, name in ((q, "q"), (k, "k"), (v, "v")):
         _check_tensor(t, name)
-    causal = _flag("causal", causal)
+    causal = flag("causal", causal)
     if real_argument("dropout_p", dropout_p) != 0.0:
         raise ValueError(f"dropout_p: expected 0.0 (Burst has no attention dropout), got {dropout_p!r}")
-    left, right = _window_sides(window_size, window)
+    left, right = window_sides(window_size, window)
+    documents = cu_seqlens_argument(cu_seqlens)
     if softmax_scale is not None and scale is not None:
         raise ValueError(f"softmax_scale and scale: expected one of them (scale is the older name), got "
                          f"softmax_scale={softmax_scale!r} and scale={scale!r}")
@@ -133,20 +104,26 @@ def _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, g
         if (group is not None or comm is not None) and resolve(group, comm) is not c:
             raise ValueError("group/comm: not the communicator of the sharding; pass the sharding alone")
         layout = sharding.layout
+        documents = sharding._call_documents(causal, (left, right), documents)
     else:
         c = resolve(group, comm)
         layout = DEFAULT_LAYOUT if layout is None else layout
-    if seqlen is None:
+    if seqlen is not None:
+        check_total(documents, seqlen, "the seqlen argument")
+    else:
+        # Every rank gets the same sum, so a cu_seqlens that misses it fails alike on all.
         seqlen = sum(c._impl.all_gather_int(q.shape[1]))
+        check_total(documents, seqlen, "the sum of the ranks' shard lengths")
+    mask = Mask(causal, (left, right), documents)
     settings = _burst.make_settings(strategy=strategy, layout=layout, seqlen=seqlen, causal=causal,
                                     window_left=left, window_right=right, scale=scale,
                                     backward_scheme=backward_scheme, ulysses_degree=ulysses_degree,
-                                    threads=threads)
-    return settings, c, layout, seqlen
+                                    threads=threads, documents=mask.arguments()["documents"])
+    return settings, c, layout, seqlen, mask
 
 
-def _attention(q, k, v, *, softmax_scale=None, causal=False, window_size=None, return_lse=False, dropout_p=0.0,
-               sharding=None, group=None, comm=None, layout=None, strategy="burst", seqlen=None,
+def _attention(q, k, v, *, softmax_scale=None, causal=False, window_size=None, cu_seqlens=None, return_lse=False,
+               dropout_p=0.0, sharding=None, group=None, comm=None, layout=None, strategy="burst", seqlen=None,
                backward_scheme="auto", ulysses_degree=1, threads=1, scale=None, window=None):
     """Returns softmax(softmax_scale q k^T, masked) v over the whole sequence, for this rank's
     queries; with return_lse=True, (out, lse).
@@ -162,11 +139,20 @@ def _attention(q, k, v, *, softmax_scale=None, causal=False, window_size=None, r
     1/sqrt(d)), causal (key position <= query position, in global positions), window_size
     (left, right): keys from position i - left to i + right, -1 for an unbounded side (None
     or (-1, -1): no window), return_lse, dropout_p (0 only: Burst has no dropout).
-    The ranks: sharding (a burst.Sharding: communicator and layout together, the safe way), or
-    group (a torch.distributed ProcessGroup) / comm (an mpi4py communicator or a
-    burst.Communicator) with layout ("zigzag" by default, "contiguous", "striped") for shards
-    made some other way; none of them: this process alone.
-    strategy: one of burst.STRATEGIES (burst, ring, ring-rsa, ulysses, usp, allgather, local).
+    cu_seqlens: packed documents as flash-attn's varlen functions take them, D + 1 GLOBAL
+    offsets (0 first, increasing, the global sequence length last; a CPU int32/int64 tensor or
+    a sequence of ints), the same on every rank whatever its shard; a query sees only keys of
+    its own document, on top of causal and the window. The same documents for every batch
+    row (flash-attn's varlen packs the batch into one row: b = 1 here). Default: the
+    sharding's, else one document.
+    The ranks: sharding (a burst.Sharding: communicator, layout and documents together, the
+    safe way), or group (a torch.distributed ProcessGroup) / comm (an mpi4py communicator or
+    a burst.Communicator) with layout ("zigzag" by default, "contiguous", "striped",
+    "doc-zigzag", "balanced") for shards made some other way; none of them: this process
+    alone. doc-zigzag and balanced place tokens by the mask: with sharding=, the call's
+    causal, window and cu_seqlens must be the sharding's.
+    strategy: one of burst.STRATEGIES (burst, ring, ring-rsa, ulysses, usp, allgather, local;
+    ring-rsa refuses packed documents).
     seqlen: the global length (default: the sum of the ranks' shard lengths, one small
     collective). backward_scheme (burst): auto, q (BurstAttention's) or kv (RingAttention's).
     ulysses_degree (usp): ranks per Ulysses group. threads: kernel threads of this rank.
@@ -177,9 +163,10 @@ def _attention(q, k, v, *, softmax_scale=None, causal=False, window_size=None, r
     the expected and the actual value (TypeError for a wrong type); communication failures
     raise burst.CommError (burst.CommTimeoutError past the deadline).
     """
-    return_lse = _flag("return_lse", return_lse)
-    settings, c, _, _ = _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group, comm,
-                                 layout, strategy, seqlen, backward_scheme, ulysses_degree, threads, scale, window)
+    return_lse = flag("return_lse", return_lse)
+    settings, c, _, _, _ = _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group, comm,
+                                    layout, strategy, seqlen, backward_scheme, ulysses_degree, threads, scale, window,
+                                    cu_seqlens)
     out, lse = _Attention.apply(q, k, v, settings, c)
     return (out, lse) if return_lse else out
 
@@ -197,18 +184,18 @@ def attention(q, k, v, *positional, **options):
 attention.__signature__ = inspect.signature(_attention)
 
 
-def expected_bytes(q, k, v, *, softmax_scale=None, causal=False, window_size=None, dropout_p=0.0, sharding=None,
-                   group=None, comm=None, layout=None, strategy="burst", seqlen=None, backward_scheme="auto",
-                   ulysses_degree=1, threads=1, scale=None, window=None):
+def expected_bytes(q, k, v, *, softmax_scale=None, causal=False, window_size=None, cu_seqlens=None, dropout_p=0.0,
+                   sharding=None, group=None, comm=None, layout=None, strategy="burst", seqlen=None,
+                   backward_scheme="auto", ulysses_degree=1, threads=1, scale=None, window=None):
     """Returns {"forward": ..., "backward": ...}: the bytes this rank sends in one forward and
     one backward of burst.attention called with the same arguments, by the strategy's byte
-    formula (the library's strategy table, as the CLI and the planner read it). The forward
-    figure includes what a K/V ring spares under a mask (Communicator.last_stats: bytes_sent +
-    bytes_saved); the backward one is bytes_sent. Collective when seqlen is not given."""
-    settings, c, layout, n = _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group, comm,
-                                      layout, strategy, seqlen, backward_scheme, ulysses_degree, threads, scale,
-                                      window)
-    lengths = [len(positions(n, c.world_size, r, layout)) for r in range(c.world_size)]
+    formula (the library's strategy table, as the CLI and the planner read it). Both figures
+    include what a ring spares under a mask (Communicator.last_stats: bytes_sent +
+    bytes_saved). Collective when seqlen is not given."""
+    settings, c, layout, n, mask = _prepare(q, k, v, softmax_scale, causal, window_size, dropout_p, sharding, group,
+                                            comm, layout, strategy, seqlen, backward_scheme, ulysses_degree, threads,
+                                            scale, window, cu_seqlens)
+    lengths = [len(p) for p in shard_plan(n, c.world_size, layout, mask)]
     size = q.element_size()
     result = _burst.strategy_bytes(settings, q.shape[0], q.shape[2], k.shape[2], q.shape[3], size, size, lengths,
                                    c.rank)

@@ -8,11 +8,13 @@ import torch
 from torch import nn
 
 from ._layout import DEFAULT_LAYOUT, INT_MAX, int_argument, real_argument
-from ._ops import _attention, _window_sides
+from ._ops import _attention, _flag, _window_sides
 from ._sharding import Sharding
 
 
-def _sharding(sharding, group, comm, layout):
+def _sharding(sharding, group, comm, layout, causal, window_size):
+    """The module's sharding: the one given, or one made of group/comm and layout with the
+    module's mask (which doc-zigzag and balanced place tokens by)."""
     if sharding is not None:
         if not isinstance(sharding, Sharding):
             raise TypeError(f"sharding: expected a burst.Sharding, got {type(sharding).__name__}")
@@ -21,7 +23,16 @@ def _sharding(sharding, group, comm, layout):
         return sharding
     if group is not None and comm is not None:
         raise ValueError(f"group and comm: expected one of them, got group={group!r} and comm={comm!r}")
-    return Sharding(group if group is not None else comm, DEFAULT_LAYOUT if layout is None else layout)
+    return Sharding(group if group is not None else comm, DEFAULT_LAYOUT if layout is None else layout,
+                    causal=causal, window_size=window_size)
+
+
+def _batch_sharding(sharding, cu_seqlens):
+    """The sharding of one call: `sharding`, or with a batch's documents when it holds none
+    (cu_seqlens given to forward)."""
+    if cu_seqlens is None or sharding._mask.documents is not None:
+        return sharding
+    return sharding.with_documents(cu_seqlens)
 
 
 class BurstAttention(nn.Module):
@@ -32,18 +43,24 @@ class BurstAttention(nn.Module):
     group (a torch.distributed ProcessGroup) or comm (an mpi4py communicator or a
     burst.Communicator) with layout ("zigzag" by default), or a burst.Sharding holding both;
     none: this process alone. The other arguments are burst.attention's. Making the module
-    over a group is collective the first time that group is used. No parameters."""
+    over a group is collective the first time that group is used. No parameters.
+
+    Packed documents: forward(..., cu_seqlens=) takes each batch's offsets (burst.attention's
+    cu_seqlens), unless the sharding holds them. With layout doc-zigzag or balanced the
+    inputs must then be shards of module.sharding.with_documents(cu_seqlens)."""
 
     def __init__(self, group=None, *, layout=None, strategy="burst", causal=False, softmax_scale=None,
                  window_size=None, sharding=None, comm=None, backward_scheme="auto", ulysses_degree=1, threads=1):
         super().__init__()
-        self.sharding = _sharding(sharding, group, comm, layout)
+        sides = _window_sides(window_size, None)  # checked now rather than at the first call
+        self.sharding = _sharding(sharding, group, comm, layout, causal, window_size)
+        self.sharding._call_documents(_flag("causal", causal), sides, None)  # a mask-reading layout's mask
         self.options = dict(strategy=strategy, causal=causal, softmax_scale=softmax_scale, window_size=window_size,
                             backward_scheme=backward_scheme, ulysses_degree=ulysses_degree, threads=threads)
-        _window_sides(window_size, None)  # checked now rather than at the first call
 
-    def forward(self, q, k, v, *, seqlen=None, return_lse=False):
-        return _attention(q, k, v, sharding=self.sharding, seqlen=seqlen, return_lse=return_lse, **self.options)
+    def forward(self, q, k, v, *, cu_seqlens=None, seqlen=None, return_lse=False):
+        return _attention(q, k, v, sharding=_batch_sharding(self.sharding, cu_seqlens), cu_seqlens=cu_seqlens,
+                          seqlen=seqlen, return_lse=return_lse, **self.options)
 
     def extra_repr(self):
         o = self.options
@@ -75,7 +92,10 @@ class AttentionLayer(nn.Module):
     summed over the ranks by whatever all-reduces the rest of the model's gradients.
 
     group/comm with layout, or sharding: as BurstAttention. rope_base 0 turns the rotary
-    embedding off. causal defaults to True (a decoder)."""
+    embedding off. causal defaults to True (a decoder). Packed documents (forward's
+    cu_seqlens, or the sharding's): attention stays inside each document and the rotary
+    positions restart at 0 in each, so a packed batch computes what its documents would one
+    by one."""
 
     def __init__(self, dim, n_heads, n_kv_heads=None, *, head_dim=None, group=None, layout=None, sharding=None,
                  comm=None, strategy="burst", causal=True, window_size=None, rope_base=10000.0, bias=False,
@@ -98,8 +118,8 @@ class AttentionLayer(nn.Module):
         if self.rope_base != 0.0 and head_dim % 2 != 0:
             raise ValueError(f"head_dim: expected an even number for the rotary embedding, got {head_dim}")
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
-        self.attention = BurstAttention(sharding=_sharding(sharding, group, comm, layout), strategy=strategy,
-                                        causal=causal, window_size=window_size, threads=threads)
+        self.attention = BurstAttention(sharding=_sharding(sharding, group, comm, layout, causal, window_size),
+                                        strategy=strategy, causal=causal, window_size=window_size, threads=threads)
         self.wq = nn.Linear(dim, n_heads * head_dim, bias=bias)
         self.wk = nn.Linear(dim, n_kv_heads * head_dim, bias=bias)
         self.wv = nn.Linear(dim, n_kv_heads * head_dim, bias=bias)
@@ -110,26 +130,31 @@ class AttentionLayer(nn.Module):
     def sharding(self):
         return self.attention.sharding
 
-    def forward(self, x, *, seqlen=None):
+    def forward(self, x, *, cu_seqlens=None, seqlen=None):
         """y for x [b, s_local, dim]; seqlen: the global length (default: the sum of the
-        ranks' lengths, one small collective)."""
+        ranks' lengths, one small collective); cu_seqlens: this batch's packed documents
+        (BurstAttention.forward's)."""
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             raise ValueError(f"x: expected a [b, s_local, dim] tensor, got "
                              f"{list(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
         b, s, _ = x.shape
+        sharding = _batch_sharding(self.sharding, cu_seqlens)
         if seqlen is None:
-            seqlen = self.sharding.seqlen(s)
+            seqlen = sharding.seqlen(s)
         q = self.wq(x).view(b, s, self.n_heads, self.head_dim)
         k = self.wk(x).view(b, s, self.n_kv_heads, self.head_dim)
         v = self.wv(x).view(b, s, self.n_kv_heads, self.head_dim)
         if self.rope_base != 0.0:
-            positions = self._positions.get(seqlen)
-            if positions is None:
-                positions = self._positions[seqlen] = self.sharding.positions(seqlen)
+            if sharding._mask.documents is None:
+                positions = self._positions.get(seqlen)
+                if positions is None:
+                    positions = self._positions[seqlen] = sharding.positions(seqlen)
+            else:  # a batch's own documents: not cached, as every batch may bring others
+                positions = sharding.document_positions(seqlen)
             if len(positions) != s:
-                raise ValueError(f"x: expected {len(positions)} tokens on rank {self.sharding.rank} "
-                                 f"({self.sharding.layout} layout of {seqlen} over {self.sharding.world_size} "
+                raise ValueError(f"x: expected {len(positions)} tokens on rank {sharding.rank} "
+                                 f"({sharding.layout} layout of {seqlen} over {sharding.world_size} "
                                  f"ranks), got {s}")
             q, k = rotate(q, positions, self.rope_base), rotate(k, positions, self.rope_base)
-        o = self.attention(q, k, v, seqlen=seqlen)
+        o = self.attention(q, k, v, cu_seqlens=cu_seqlens, seqlen=seqlen)
         return self.wo(o.reshape(b, s, self.n_heads * self.head_dim))

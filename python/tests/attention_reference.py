@@ -9,11 +9,17 @@ U = 2.0 ** -24  # fp32 unit roundoff
 BF16_ROUNDING = 2.0 ** -8
 
 
-def visible(n, causal, window):
-    """[n, n] bool: may query i attend to key j (global positions 0..n-1)."""
+def visible(n, causal, window, documents=None):
+    """[n, n] bool: may query i attend to key j (global positions 0..n-1). documents: packed
+    documents' offsets (cu_seqlens, 0 first, n last): the mask is block-diagonal over them."""
     i = torch.arange(n).unsqueeze(1)
     j = torch.arange(n).unsqueeze(0)
     ok = torch.ones(n, n, dtype=torch.bool)
+    if documents is not None:
+        bounds = torch.as_tensor(documents, dtype=torch.int64)
+        assert bounds[0] == 0 and bounds[-1] == n, f"documents {documents} do not cover {n} tokens"
+        doc = torch.searchsorted(bounds, torch.arange(n), right=True) - 1
+        ok &= doc.unsqueeze(1) == doc.unsqueeze(0)
     if causal:
         ok &= j <= i
     left, right = (-1, -1) if window is None else ((window, window) if isinstance(window, int) else window)
@@ -24,27 +30,28 @@ def visible(n, causal, window):
     return ok
 
 
-def _scores(q, k, causal, window, scale):
+def _scores(q, k, causal, window, scale, documents):
     """Masked scaled scores [b, hq, n, n] in float64; query head h reads kv head h // (hq // hkv)."""
     q, k = q.double(), k.double()
     k = k.repeat_interleave(q.shape[2] // k.shape[2], dim=2)
     scale = 1.0 / math.sqrt(q.shape[3]) if scale is None else scale
     scores = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
-    return scores.masked_fill(~visible(q.shape[1], causal, window), float("-inf"))
+    return scores.masked_fill(~visible(q.shape[1], causal, window, documents), float("-inf"))
 
 
-def attention(q, k, v, causal=False, window=None, scale=None):
+def attention(q, k, v, causal=False, window=None, scale=None, documents=None):
     """Attention over the whole sequence in float64, differentiable by torch.
     q [b, n, hq, d], k and v [b, n, hkv, d]. Rows that see no key give 0."""
     v = v.double().repeat_interleave(q.shape[2] // v.shape[2], dim=2)
-    probs = torch.softmax(_scores(q, k, causal, window, scale), dim=-1).nan_to_num(0.0)  # all -inf rows: NaN -> 0
+    probs = torch.softmax(_scores(q, k, causal, window, scale, documents), dim=-1)
+    probs = probs.nan_to_num(0.0)  # all -inf rows: NaN -> 0
     return torch.einsum("bhqk,bkhd->bqhd", probs, v)
 
 
-def lse(q, k, causal=False, window=None, scale=None):
+def lse(q, k, causal=False, window=None, scale=None, documents=None):
     """[b, hq, n] float64: log of the sum of exp(score) over the keys each query sees; -inf
     for a row that sees none."""
-    return torch.logsumexp(_scores(q, k, causal, window, scale), dim=-1)
+    return torch.logsumexp(_scores(q, k, causal, window, scale, documents), dim=-1)
 
 
 def max_abs_score(q, k, scale=None):

@@ -23,10 +23,13 @@ def random_inputs(b, n, hq, hkv, d, dtype, seed):
 
 
 def check_case(comm=None, strategy="burst", layout="zigzag", causal=False, window=None, hq=4, hkv=2, d=16, n=37,
-               b=2, dtype=torch.float32, seed=1, **options):
+               b=2, dtype=torch.float32, seed=1, cu_seqlens=None, **options):
     """Runs one case and asserts its forward, lse and gradient errors are within the
-    tolerances and its bytes equal the formula's; returns the errors and tolerances."""
-    sharding = burst.Sharding(comm, layout)
+    tolerances and its bytes equal the formula's; returns the errors and tolerances.
+    cu_seqlens: packed documents, held by the sharding (which doc-zigzag and balanced place
+    tokens by, with causal and the window)."""
+    window_size = (window, window) if isinstance(window, int) else window
+    sharding = burst.Sharding(comm, layout, cu_seqlens=cu_seqlens, causal=causal, window_size=window_size)
     world_size = sharding.world_size
     q, k, v, dout = random_inputs(b, n, hq, hkv, d, dtype, seed)
     shards = [sharding.shard(t).requires_grad_() for t in (q, k, v)]
@@ -44,10 +47,11 @@ def check_case(comm=None, strategy="burst", layout="zigzag", causal=False, windo
     got_lse = sharding.gather(lse, dim=2)
 
     leaves = [t.double().requires_grad_() for t in (q, k, v)]
-    expected = ref.attention(*leaves, causal=causal, window=window, scale=options.get("scale"))
+    documents = None if cu_seqlens is None else [int(c) for c in cu_seqlens]
+    expected = ref.attention(*leaves, causal=causal, window=window, scale=options.get("scale"), documents=documents)
     expected.backward(dout.double())
     want = {"out": expected.detach(), "dq": leaves[0].grad, "dk": leaves[1].grad, "dv": leaves[2].grad}
-    want_lse = ref.lse(q, k, causal=causal, window=window, scale=options.get("scale"))
+    want_lse = ref.lse(q, k, causal=causal, window=window, scale=options.get("scale"), documents=documents)
 
     s_max = ref.max_abs_score(q, k, options.get("scale"))
     bf16 = dtype == torch.bfloat16
@@ -64,7 +68,7 @@ def check_case(comm=None, strategy="burst", layout="zigzag", causal=False, windo
     lse_max = want_lse[torch.isfinite(want_lse)].abs().max().item()
     report["lse"] = (ref.lse_error(got_lse, want_lse), ref.lse_tolerance(d, n, s_max, lse_max))
     case = (f"strategy={strategy} layout={layout} causal={causal} window={window} heads={hq}/{hkv} d={d} n={n} "
-            f"b={b} {dtype} ranks={world_size} {options}")
+            f"b={b} {dtype} ranks={world_size} {options}" + ("" if documents is None else f" cu_seqlens={documents}"))
     for name, (err, tol) in report.items():
         assert err <= tol, f"{case}: {name} error {err:.3g} > tolerance {tol:.3g}"
 
