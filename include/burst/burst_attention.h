@@ -104,5 +104,12 @@ std::uint64_t backward_bytes(BackwardScheme scheme, const std::vector<std::int64
 BackwardScheme choose_scheme(const std::vector<std::int64_t>& shard_lengths, std::int64_t b,
                              std::int64_t n_heads_q, std::int64_t n_heads_kv, std::int64_t d,
                              std::size_t element_bytes);
+// What kAuto runs for a layout: kKeyValue under the balanced layout, whose cuts balance the
+// work of each rank's queries; that scheme computes it where the queries live, while kQuery
+// computes it where the keys live (under a causal mask the early keys are seen by the most
+// queries). Otherwise choose_scheme.
+BackwardScheme choose_scheme(Layout layout, const std::vector<std::int64_t>& shard_lengths, std::int64_t b,
+                             std::int64_t n_heads_q, std::int64_t n_heads_kv, std::int64_t d,
+                             std::size_t element_bytes);
 
 }  // namespace burst::algo

@@ -150,6 +150,18 @@ void compute_step(const Travel& spec, int j, const char* bundle, float* contrib,
   timed_step(stats, spec.interacts(j), [&] { spec.compute(j, bundle, contrib); });
 }
 
+// Where this rank's accumulator lands when it comes home: `home` itself (fp32, free until
+// then), or with a bf16 wire its second half, widened in place afterwards (float i is written
+// at byte 4i, below the bf16 value it reads at byte 2n + 2i and every one after it).
+void* home_landing(float* home, std::size_t n, DType wire) {
+  return wire == DType::kF32 ? static_cast<void*>(home) : static_cast<void*>(reinterpret_cast<bf16_bits*>(home) + n);
+}
+void widen_home(float* home, std::size_t n, DType wire) {
+  if (wire == DType::kF32) return;
+  const bf16_bits* src = reinterpret_cast<const bf16_bits*>(home) + n;
+  for (std::size_t i = 0; i < n; ++i) home[i] = bf16_to_float(src[i]);
+}
+
 void travel(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
             StrategyStats& stats) {
   const std::size_t wire_bytes = dtype_size(wire);
@@ -161,15 +173,17 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     max_acc = std::max(max_acc, spec.acc_floats(j));
   }
   AlignedBuffer bundles[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
-  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes),
-      to_home(max_acc * wire_bytes), from_away(max_acc * wire_bytes);
+  AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes);
   std::memcpy(bundles[0].data(), own_bundle, spec.bundle_bytes(r));
-  // This rank's accumulator comes back from the last rank its bundle reaches.
+  // This rank's accumulator comes back from the last rank its bundle reaches, posted now:
+  // that rank may send it long before this one's own steps are over.
   const std::size_t own_acc = spec.acc_floats(r);
   const int own_last = spec.last_step(r);
   Request home_in;
-  if (own_last > 0) home_in = comm.irecv(from_away.data(), own_acc * wire_bytes, (r + own_last) % p, tag(kTagHome, 0));
-  Request pending_partial, pending_home;  // the sends of outgoing and to_home in flight
+  if (own_last > 0) {
+    home_in = comm.irecv(home_landing(home, own_acc, wire), own_acc * wire_bytes, (r + own_last) % p, tag(kTagHome, 0));
+  }
+  Request pending_out;  // the send of `outgoing` in flight (to the right, or home)
   int cur = 0;
   for (int t = 0; t < p; ++t) {
     const int j = (r - t + p) % p;
@@ -201,16 +215,14 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
         wait_timed({&partial_in, 1}, comm, stats);
         add_from_wire(incoming, wire, c, acc);
       }
-      if (t < last) {
-        wait_timed({&pending_partial, 1}, comm, stats);
-        to_wire(c, wire, outgoing, acc);
-        pending_partial = comm.isend(outgoing.data(), acc * wire_bytes, right, tag(kTagPartial, t));
-      } else if (t > 0) {
-        wait_timed({&pending_home, 1}, comm, stats);
-        to_wire(c, wire, to_home, acc);
-        pending_home = comm.isend(to_home.data(), acc * wire_bytes, j, tag(kTagHome, 0));
-      } else {
+      if (t == 0 && last == 0) {
         std::memcpy(home, c, acc * 4);  // only home needs its own bundle: complete here
+      } else {
+        // On to the right, or, from the last rank that needs the bundle, straight home.
+        wait_timed({&pending_out, 1}, comm, stats);
+        to_wire(c, wire, outgoing, acc);
+        pending_out = t < last ? comm.isend(outgoing.data(), acc * wire_bytes, right, tag(kTagPartial, t))
+                               : comm.isend(outgoing.data(), acc * wire_bytes, j, tag(kTagHome, 0));
       }
     } else {
       ++stats.steps_skipped;  // the bundle never reaches this rank
@@ -219,12 +231,10 @@ void travel(Communicator& comm, const Travel& spec, const void* own_bundle, floa
     wait_timed(moves, comm, stats);
     cur = 1 - cur;
   }
-  Request last_sends[2] = {std::move(pending_partial), std::move(pending_home)};
-  wait_timed(last_sends, comm, stats);
+  wait_timed({&pending_out, 1}, comm, stats);
   if (own_last > 0) {
     wait_timed({&home_in, 1}, comm, stats);
-    std::fill_n(home, own_acc, 0.0f);
-    add_from_wire(from_away, wire, home, own_acc);
+    widen_home(home, own_acc, wire);
   }
 }
 
@@ -518,7 +528,7 @@ StrategyStats burst_backward(Communicator& comm, const TensorView& q, const Tens
   const detail::TrafficMark mark = mark_traffic(comm);
   const std::size_t e = dtype_size(q.dtype);
   const std::int64_t b = q.b, hq = q.h, hkv = k.h, d = q.d;
-  stats.scheme = o.backward_scheme == BackwardScheme::kAuto ? choose_scheme(plan.lengths, b, hq, hkv, d, e)
+  stats.scheme = o.backward_scheme == BackwardScheme::kAuto ? choose_scheme(o.layout, plan.lengths, b, hq, hkv, d, e)
                                                             : o.backward_scheme;
   BURST_CHECK(o.gradient_wire == DType::kF32 || o.gradient_wire == DType::kBF16,
               "gradient_wire: expected fp32 or bf16");

@@ -64,10 +64,10 @@ std::vector<u64> batch_tokens(const std::vector<std::int64_t>& lengths, std::int
   return tokens;
 }
 
-BackwardScheme resolved(BackwardScheme asked, const std::vector<std::int64_t>& lengths, const ProblemShape& s,
+BackwardScheme resolved(const StrategyOptions& o, const std::vector<std::int64_t>& lengths, const ProblemShape& s,
                         std::int64_t hq, std::int64_t hkv) {
-  if (asked != BackwardScheme::kAuto) return asked;
-  return choose_scheme(lengths, s.batch, hq, hkv, s.head_dim, s.element_bytes);
+  if (o.backward_scheme != BackwardScheme::kAuto) return o.backward_scheme;
+  return choose_scheme(o.layout, lengths, s.batch, hq, hkv, s.head_dim, s.element_bytes);
 }
 
 StrategyBytes ring_bytes_with(BackwardScheme scheme, const ProblemShape& s, const std::vector<std::int64_t>& lengths,
@@ -127,6 +127,12 @@ BackwardScheme choose_scheme(const std::vector<std::int64_t>& lengths, std::int6
                  backward_bytes(BackwardScheme::kQuery, lengths, b, hq, hkv, d, e)
              ? BackwardScheme::kKeyValue
              : BackwardScheme::kQuery;
+}
+
+BackwardScheme choose_scheme(Layout layout, const std::vector<std::int64_t>& lengths, std::int64_t b, std::int64_t hq,
+                             std::int64_t hkv, std::int64_t d, std::size_t e) {
+  if (layout == Layout::kBalanced) return BackwardScheme::kKeyValue;
+  return choose_scheme(lengths, b, hq, hkv, d, e);
 }
 
 namespace costs {
@@ -192,7 +198,7 @@ StrategyBytes no_bytes(const ProblemShape&, const std::vector<std::int64_t>&, in
 // The K/V ring forward; backward the scheme asked for, or the cheaper one.
 StrategyBytes burst_bytes(const ProblemShape& s, const std::vector<std::int64_t>& lengths, int rank,
                           const StrategyOptions& o) {
-  return ring_bytes_with(resolved(o.backward_scheme, lengths, s, s.n_heads_q, s.n_heads_kv), s, lengths, rank, o);
+  return ring_bytes_with(resolved(o, lengths, s, s.n_heads_q, s.n_heads_kv), s, lengths, rank, o);
 }
 
 StrategyBytes ring_bytes(const ProblemShape& s, const std::vector<std::int64_t>& lengths, int rank,
@@ -253,7 +259,7 @@ StrategyBytes usp_bytes(const ProblemShape& s, const std::vector<std::int64_t>& 
   const u64 hq = as_u64(ring.shape.n_heads_q), hkv = as_u64(ring.shape.n_heads_kv), d = as_u64(s.head_dim);
   const u64 e = s.element_bytes, eo = s.output_bytes;
   const StrategyBytes r = ring_bytes_with(
-      resolved(o.backward_scheme, ring.lengths, ring.shape, ring.shape.n_heads_q, ring.shape.n_heads_kv), ring.shape,
+      resolved(o, ring.lengths, ring.shape, ring.shape.n_heads_q, ring.shape.n_heads_kv), ring.shape,
       ring.lengths, ring.group, o);
   StrategyBytes out = r;
   out.forward = mine * (hq + 2 * hkv) * d * e + others * hq * (d * eo + 4) + r.forward;
@@ -332,7 +338,7 @@ PassBytes burst_workspace(const ProblemShape& s, const std::vector<std::int64_t>
                           const PassBytes& kernel) {
   const Sizes z(s, o);
   const double n = longest(lengths);
-  const BackwardScheme scheme = resolved(o.backward_scheme, lengths, s, s.n_heads_q, s.n_heads_kv);
+  const BackwardScheme scheme = resolved(o, lengths, s, s.n_heads_q, s.n_heads_kv);
   return {ring_forward_workspace(z, n, o, kernel), ring_backward_workspace(z, n, scheme, o, kernel)};
 }
 

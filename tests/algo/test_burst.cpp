@@ -331,6 +331,10 @@ TEST(BurstRing, SchemeChoiceFollowsBytes) {
   EXPECT_EQ(algo::choose_scheme(shards, 1, 8, 8, 128, 2), BackwardScheme::kQuery);
   // GQA 8:2: the K/V side is 4x smaller.
   EXPECT_EQ(algo::choose_scheme(shards, 1, 8, 2, 128, 2), BackwardScheme::kKeyValue);
+  // The balanced layout balances the queries' work, which the kv scheme computes where the
+  // queries live: auto takes it there even for MHA; other layouts go by bytes.
+  EXPECT_EQ(algo::choose_scheme(Layout::kBalanced, shards, 1, 8, 8, 128, 2), BackwardScheme::kKeyValue);
+  EXPECT_EQ(algo::choose_scheme(Layout::kDocZigzag, shards, 1, 8, 8, 128, 2), BackwardScheme::kQuery);
   // Burst / KV bytes for MHA, fp32 accumulators on the wire.
   const double ratio = static_cast<double>(algo::backward_bytes(BackwardScheme::kQuery, shards, 1, 8, 8, 128, 2)) /
                        static_cast<double>(algo::backward_bytes(BackwardScheme::kKeyValue, shards, 1, 8, 8, 128, 2));
