@@ -82,32 +82,18 @@ Sizes sizes_of(const RunArgs& args) {
   return z;
 }
 
-// The tiled kernels' scratch of one call: per worker thread, each array rounded to 64 bytes,
-// the lists of forward_workspace (kernels/forward.cpp) and attention_backward's Workspace
-// (kernels/backward.cpp). A change there shows in tests/faults/memory.sh.
-algo::PassBytes kernel_workspace(const RunArgs& args, double d, int threads) {
-  const kernels::Tile tile = kernels::default_tile(static_cast<std::int64_t>(d));
-  const double m = args.block_m > 0 ? args.block_m : tile.block_m;
-  const double n = args.block_n > 0 ? args.block_n : tile.block_n;
-  // bf16 keys are packed for the dot-product route where the instruction set has one.
-  const bool packed_route =
-      args.dtype == DType::kBF16 && kernels::tile_ops(kernels::resolve_isa(args.isa)).gemm_bf16_qkt != nullptr;
-  const double packed =
-      packed_route ? 4.0 * static_cast<double>(kernels::bf16_packed_words(static_cast<std::int64_t>(n),
-                                                                          static_cast<std::int64_t>(d)))
-                   : 0.0;
-  const double f = 4, ints = aligned(8 * m) + aligned(8 * n);
-  algo::PassBytes k;
-  // Forward: Q, acc (m x d); K, V, finite V (n x d); scores; row max, sum, factor; packed keys.
-  k.forward = 2 * aligned(f * m * d) + 3 * aligned(f * n * d) + aligned(f * m * n) + 3 * aligned(f * m) +
-              aligned(packed) + ints;
-  // Backward: Q, dO; K, V; P, dS; two accumulators and a finite copy (max(m, n) x d); packed
-  // keys and values.
-  k.backward = 2 * aligned(f * m * d) + 2 * aligned(f * n * d) + 2 * aligned(f * m * n) +
-               3 * aligned(f * std::max(m, n) * d) + 2 * aligned(packed) + ints;
-  k.forward = aligned(k.forward * threads);
-  k.backward = aligned(k.backward * threads);
-  return k;
+// The tiled kernels' scratch of one call on `threads` threads: the kernels' own count
+// (kernels::workspace_bytes, for the run's tile, route and mask), each pass rounded as
+// Burst's allocations are.
+algo::PassBytes kernel_workspace(const RunArgs& args, double d, int threads, const kernels::MaskSpec& mask) {
+  kernels::AttentionOptions o;
+  o.mask = mask;
+  o.threads = threads;
+  o.block_m = args.block_m;
+  o.block_n = args.block_n;
+  o.isa = args.isa;
+  const kernels::WorkspaceBytes w = kernels::workspace_bytes(args.dtype, static_cast<std::int64_t>(d), o);
+  return {aligned(static_cast<double>(w.forward)), aligned(static_cast<double>(w.backward))};
 }
 
 // Threads of one rank: as given, else the hardware shared among the ranks of a node, as
@@ -181,7 +167,7 @@ void estimate_attention(MemoryEstimate& m, const RunArgs& args, const Sizes& z, 
   const std::vector<std::int64_t> lengths = local ? std::vector<std::int64_t>{static_cast<std::int64_t>(z.seqlen)}
                                                   : lengths_of(args, z.seqlen, ranks, mask);
   const algo::RankMemory r =
-      algo::rank_memory(strategy, shape, lengths, options_of(args, z.seqlen, mask), kernel_workspace(args, z.d, threads));
+      algo::rank_memory(strategy, shape, lengths, options_of(args, z.seqlen, mask), kernel_workspace(args, z.d, threads, mask));
   // The global problem's tensors, as the one rank of strategy local holds them.
   algo::ProblemShape global = shape;
   global.seqlen_k = static_cast<std::int64_t>(z.seqlen_k);
@@ -221,7 +207,7 @@ void estimate_layer(MemoryEstimate& m, const RunArgs& args, const Sizes& z, int 
   const std::vector<std::int64_t> lengths = lengths_of(args, z.seqlen, p, mask);
   const algo::LayerMemory l =
       algo::layer_memory(strategy, shape, static_cast<std::int64_t>(z.b), lengths, args.dtype, z.backward,
-                         options_of(args, z.seqlen, mask), kernel_workspace(args, z.d, threads));
+                         options_of(args, z.seqlen, mask), kernel_workspace(args, z.d, threads, mask));
   const double row = 4 * z.b * z.model_dim, n = static_cast<double>(*std::max_element(lengths.begin(), lengths.end()));
   const double weights = 4 * z.model_dim * (2 * z.h + 2 * z.g) * z.d;
   m.per_process = row * z.seqlen * (z.backward ? 2 : 1) + weights;

@@ -127,9 +127,9 @@ Geometry check_qkv(const TensorView& q, const TensorView& k, const TensorView& v
   g.n_heads_kv = k.h;
   g.d = q.d;
   g.group = q.h / k.h;
-  const Tile tile = default_tile(g.d);
-  g.block_m = options.block_m > 0 ? options.block_m : tile.block_m;
-  g.block_n = options.block_n > 0 ? options.block_n : tile.block_n;
+  const Tile tile = call_tile(g.d, options);
+  g.block_m = tile.block_m;
+  g.block_n = tile.block_n;
   g.n_qblocks = (g.seqlen_q + g.block_m - 1) / g.block_m;
   g.n_kblocks = (g.seqlen_k + g.block_n - 1) / g.block_n;
   g.scale = options.scale ? *options.scale : 1.0f / std::sqrt(static_cast<float>(g.d));
@@ -339,14 +339,20 @@ Tile default_tile(std::int64_t head_dim) {
   return default_tile_for_cache(head_dim, l2_bytes);
 }
 
+Tile call_tile(std::int64_t head_dim, const AttentionOptions& options) {
+  Tile tile = default_tile(head_dim);
+  if (options.mask.has_documents()) tile = {std::min(tile.block_m, 64), std::min(tile.block_n, 128)};
+  return {options.block_m > 0 ? options.block_m : tile.block_m, options.block_n > 0 ? options.block_n : tile.block_n};
+}
+
 WorkspaceBytes workspace_bytes(DType dtype, std::int64_t head_dim, const AttentionOptions& options) {
   BURST_CHECK(head_dim >= 1 && head_dim <= kMaxHeadDim, "head_dim: expected 1..", kMaxHeadDim, ", got ", head_dim);
   BURST_CHECK(options.threads >= 1, "threads: expected >= 1, got ", options.threads);
-  const Tile tile = default_tile(head_dim);
+  const Tile tile = call_tile(head_dim, options);
   detail::Geometry g;
   g.d = head_dim;
-  g.block_m = options.block_m > 0 ? options.block_m : tile.block_m;
-  g.block_n = options.block_n > 0 ? options.block_n : tile.block_n;
+  g.block_m = tile.block_m;
+  g.block_n = tile.block_n;
   const TileOps& ops = tile_ops(options.isa);
   const auto total = [&](const detail::WorkspaceLayout& layout) {
     return static_cast<std::int64_t>(layout.bytes_per_worker()) * options.threads;
