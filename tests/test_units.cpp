@@ -545,6 +545,33 @@ TEST(ThreadPool, RunsEveryTaskOnceAndPropagatesErrors) {
 
 // A kernel call allocates per-thread tile workspaces only: the same extra memory at any
 // sequence length, never anything that grows with seqlen_q x seqlen_k.
+// Freed large buffers are handed out again to a request of their size, counted as cached
+// (not in use) meanwhile; release_cached_buffers returns them.
+TEST(Memory, LargeBuffersAreReused) {
+  release_cached_buffers();
+  const std::size_t big = 2 * kLargeBuffer;
+  const std::size_t before = memory_stats().current;
+  void* first = nullptr;
+  {
+    AlignedBuffer a(big);
+    first = a.data();
+    EXPECT_EQ(memory_stats().current, before + big);
+  }
+  EXPECT_EQ(memory_stats().current, before);
+  if (memory_stats().cached == 0) GTEST_SKIP() << "the cache is off (BURST_BUFFER_CACHE=0)";
+  EXPECT_EQ(memory_stats().cached, big);
+  {
+    AlignedBuffer b(big);
+    EXPECT_EQ(b.data(), first);
+    EXPECT_EQ(memory_stats().cached, 0u);
+    AlignedBuffer small(kLargeBuffer / 2);  // below the size the cache keeps
+  }
+  EXPECT_EQ(memory_stats().cached, big);
+  release_cached_buffers();
+  EXPECT_EQ(memory_stats().cached, 0u);
+  EXPECT_EQ(memory_stats().current, before);
+}
+
 TEST(Memory, KernelWorkspaceDoesNotGrowWithSequence) {
   auto extra_bytes = [](std::int64_t s, bool backward) {
     Tensor q = testing::random_tensor(DType::kF32, 1, s, 2, 64, 1);

@@ -62,10 +62,22 @@ RowStatsView dense_stats(float* data, std::int64_t b, std::int64_t h, std::int64
 struct MemoryStats {
   std::size_t current = 0;
   std::size_t peak = 0;
+  std::size_t cached = 0;  // freed large buffers kept for reuse (not counted in current)
 };
 MemoryStats memory_stats();
 // Sets the peak to the current value.
 void reset_memory_peak();
+
+// Large buffers (kLargeBuffer bytes and up: shards on the wire, accumulators, gathered K/V)
+// are kept when freed and handed out again to a request of the same size, so repeated calls
+// (the passes of a step, the steps of training) do not fault in fresh pages each time: the
+// operating system zeroes every new page, which took a third of the cycles of a 128K-token
+// backward on this project's virtual machines (docs/packed-documents.md). The cache never
+// makes Burst hold more than its own largest working set so far: a request it cannot serve
+// first returns cached buffers until current + cached + request fits that high-water mark.
+// BURST_BUFFER_CACHE=0 turns it off; release_cached_buffers() returns them now.
+constexpr std::size_t kLargeBuffer = std::size_t{8} << 20;
+void release_cached_buffers();
 
 // 64-byte aligned heap memory, sized in bytes; contents start uninitialised.
 class AlignedBuffer {
