@@ -178,10 +178,12 @@ int run(const RunArgs& args) {
                 " (use --strategy burst)");
     ProgressBar bar(ProgressBar::wanted(args.progress));
     report.forward_seconds = time_median(args.repeat, bar, "forward", report.forward_flops / (80e9 * args.threads), [&] {
+      fwd = {};  // the previous repetition's outputs go before the next allocates its own
       fwd = attention_forward(p.q.view(), p.k.view(), p.v.view(), p.options, p.dtype());
     });
     if (p.backward) {
       report.backward_seconds = time_median(args.repeat, bar, "backward", report.backward_flops() / (60e9 * args.threads), [&] {
+        grads = {};
         grads = attention_backward(p.q.view(), p.k.view(), p.v.view(), fwd.out.view(),
                                    fwd.lse.view(), p.dout.view(), p.options);
       });
