@@ -86,6 +86,8 @@ Sizes sizes_of(const RunArgs& args) {
 // (kernels::workspace_bytes, for the run's tile, route and mask), each pass rounded as
 // Burst's allocations are.
 algo::PassBytes kernel_workspace(const RunArgs& args, double d, int threads, const kernels::MaskSpec& mask) {
+  // A head_dim the kernels refuse is reported by the problem's own check, naming the flag.
+  if (d < 1 || d > static_cast<double>(kernels::kMaxHeadDim)) return {};
   kernels::AttentionOptions o;
   o.mask = mask;
   o.threads = threads;

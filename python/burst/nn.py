@@ -1,6 +1,7 @@
 """nn.Module forms of Burst: BurstAttention (the attention core on shards) and
-AttentionLayer (projections, rotary embeddings at global positions, the core, output
-projection), for models whose sequence is sharded over the ranks of a group."""
+AttentionLayer (projections, rotary embeddings at global positions, or at positions within
+each document when cu_seqlens packs documents, the core, output projection), for models whose
+sequence is sharded over the ranks of a group."""
 
 import math
 
