@@ -24,8 +24,11 @@ from ._layout import DEFAULT_LAYOUT, LAYOUTS, MASK_LAYOUTS, document_positions, 
 from ._ops import STRATEGIES, attention, expected_bytes
 from ._plan import plan, plan_clusters, plan_models
 from ._sharding import Sharding
+from ._varlen import varlen_attention
 
-__all__ = ["attention", "expected_bytes", "Sharding", "Communicator", "nn", "shard", "unshard", "gather",
-           "positions", "document_positions", "CommError", "CommTimeoutError", "LAYOUTS", "MASK_LAYOUTS",
+flash_attn_varlen_func = varlen_attention  # flash-attn's name, for ported calls
+
+__all__ = ["attention", "varlen_attention", "flash_attn_varlen_func", "expected_bytes", "Sharding", "Communicator",
+           "nn", "shard", "unshard", "gather", "positions", "document_positions", "CommError", "CommTimeoutError", "LAYOUTS", "MASK_LAYOUTS",
            "DEFAULT_LAYOUT", "STRATEGIES", "mpi4py_support",
            "__version__", "plan", "plan_clusters", "plan_models", "KvCache", "DECODE_STRATEGIES"]
