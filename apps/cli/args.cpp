@@ -100,8 +100,6 @@ void parse_window(RunArgs& a, std::string_view flag, std::string_view text) {
   a.window_right = side(text.substr(comma + 1));
 }
 
-void set_doc_dist(RunArgs& a, std::string_view flag, std::string_view text) { a.doc_dist = parse_doc_dist(flag, text); }
-
 constexpr std::int64_t kMaxSeqlen = std::int64_t{1} << 32;
 constexpr std::int64_t kMaxCount = std::int64_t{1} << 20;
 
@@ -179,7 +177,7 @@ constexpr Flag<RunArgs> kFlags[] = {
      [](RunArgs& a, std::string_view, std::string_view v) { a.doc_lens_path = v; }},
     {"--doc-dist", "NAME[:L]", "draw document lengths filling the sequence, seeded by --seed: pretrain, pareto, "
      "uniform or fixed (listed below); :L replaces the length parameter L",
-     set_doc_dist},
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.doc_dist = parse_doc_dist(f, v); }},
     {"--scale", "X", "softmax scale (default 1/sqrt(d))",
      [](RunArgs& a, std::string_view f, std::string_view v) { a.scale = parse_scale(f, v); }},
     {"--dtype", "fp32|bf16", "storage of q, k, v, dO and O (default fp32)",
@@ -278,9 +276,8 @@ void check_conflicts(const RunArgs& a) {
   refuse_with("--forward-only", "--bwd-scheme", "the backward scheme needs the backward pass");
   refuse_with("--forward-only", "--grad-wire", "gradients travel only in the backward pass");
   refuse_with("--causal", "--no-causal", "they ask for opposite masks");
-  refuse_with("--doc-lens", "--doc-lens-from", "both give the document lengths");
-  refuse_with("--doc-lens", "--doc-dist", "both give the document lengths");
-  refuse_with("--doc-lens-from", "--doc-dist", "both give the document lengths");
+  for (auto [x, y] : {std::pair{"--doc-lens", "--doc-lens-from"}, {"--doc-lens", "--doc-dist"}, {"--doc-lens-from", "--doc-dist"}})
+    refuse_with(x, y, "both give the document lengths");
   // Which strategies read a flag; a flag given with any other strategy is refused.
   struct Applies {
     std::string_view flag;
@@ -320,34 +317,6 @@ RunArgs parse_run_args(std::span<char* const> args) {
   check_conflicts(a);
   return a;
 }
-
-std::string parse_doc_dist(std::string_view flag, std::string_view text) {
-  const std::string_view name = text.substr(0, text.find(':'));
-  std::vector<std::string_view> names;
-  std::string list;
-  for (const algo::DocumentDistribution& d : algo::document_distributions()) {
-    names.push_back(d.name);
-    list += (list.empty() ? "" : ", ") + std::string(d.name);
-  }
-  if (std::find(names.begin(), names.end(), name) == names.end()) {
-    const std::string guess = closest(name, names);
-    fail(flag, ": expected one of ", list, " (optionally NAME:L), got '", text, "'",
-         guess.empty() ? "" : "; did you mean " + guess + "?");
-  }
-  (void)algo::draw_document_lengths(text, 1, 0, flag);  // checks L
-  return std::string(text);
-}
-
-namespace {
-// Where the documents come from, as people read it (the strategies compare the boundaries
-// themselves).
-std::string documents_setting(const RunArgs& a) {
-  if (!a.doc_lens.empty()) return "--doc-lens (" + std::to_string(a.doc_lens.size()) + " lengths)";
-  if (!a.doc_lens_path.empty()) return "--doc-lens-from " + a.doc_lens_path;
-  if (!a.doc_dist.empty()) return "--doc-dist " + a.doc_dist;
-  return "none";
-}
-}  // namespace
 
 std::vector<comm::Setting> run_settings(const RunArgs& a, std::uint64_t inputs_hash) {
   auto number = [](double x) {
@@ -420,13 +389,7 @@ std::string run_usage() {
         "  2 bad arguments or input files, found before any compute\n"
         "  3 communication failure: a deadline, a lost peer, ranks that disagree\n"
         "  4 anything else (such as an output file that could not be written)\n";
-  os << "packed documents (--doc-dist NAME[:L]; lengths drawn one after another, the last cut to fit):\n";
-  for (const algo::DocumentDistribution& d : algo::document_distributions()) {
-    std::string name = "  " + std::string(d.name);
-    name.resize(12, ' ');
-    os << name << wrap(std::string(d.parameter) + " L = " + std::to_string(d.length) + "; " + std::string(d.summary), 100, 12, 12)
-       << "\n";
-  }
+  os << documents_usage();
   return flag_usage<RunArgs>("run",
                              "Times exact attention on this machine and checks it against a double-precision "
                              "reference. Inputs are random (seeded normal values) unless --q/--k/--v are given.",

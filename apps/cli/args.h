@@ -98,6 +98,11 @@ comm::LinkModel link_model_of(const RunArgs& args);
 // Checks a distribution of burst/documents.h, "NAME" or "NAME:L", and returns it; throws
 // naming `flag`, listing the names and suggesting the closest, otherwise.
 std::string parse_doc_dist(std::string_view flag, std::string_view text);
+// Where a run's documents come from, as people read it (ranks compare it; the strategies
+// compare the boundaries themselves): "none", "--doc-lens (3 lengths)", "--doc-dist pretrain".
+std::string documents_setting(const RunArgs& args);
+// The distributions' part of `burst run --help`.
+std::string documents_usage();
 
 // Usage text of `burst` and of `burst run` (the latter generated from the flag table).
 std::string top_usage();

@@ -1,5 +1,6 @@
 #include "bench_cmd.h"
 #include "bench_chart.h"
+#include "bench_files.h"
 #include "output.h"
 
 #include <algorithm>
@@ -159,18 +160,6 @@ std::string bench_usage() {
 
 
 
-// One CSV field as RFC 4180 wants it: quoted when it holds a comma, a quote or a line break,
-// its quotes doubled, so a skip reason reads back whole.
-std::string csv_field(const std::string& text) {
-  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
-  std::string out = "\"";
-  for (const char c : text) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
 // The MPI world's size from the launcher's environment (Open MPI, MPICH/Hydra), 1 if unknown.
 int launcher_world_size() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"})
@@ -189,17 +178,6 @@ std::string cannot_run(const RunArgs& a, int ranks, const kernels::MaskSpec& mas
   kernel.mask = mask;
   return info.cannot_run(shape, ranks, strategy_options(a, a.seqlen, kernel), false);
 }
-
-// One point of the sweep: the chart's figures, and the layout's and the documents'.
-struct BenchRow {
-  Point point;
-  std::string layout, documents;  // documents: "none" or the distribution
-  std::int64_t document_count = 0;
-  double work_ratio = 1;  // visible pairs against the same mask over one document
-  const DistributedFigures* figures() const { return ran ? &fig : nullptr; }
-  bool ran = false;
-  DistributedFigures fig;
-};
 
 // "pretrain:2000" -> "pretrain-2000": a file name's part.
 std::string file_part(std::string text) {
@@ -298,84 +276,9 @@ int run_bench(std::span<char* const> raw) {
               }
   if (!root) return 0;
 
-  // JSON, CSV, charts. The columns of the layouts' and documents' sweep follow the original
-  // ones, so readers by position keep working.
-  std::ostringstream json, csv;
-  csv << "strategy,ranks,mask,kv_heads,seqlen,forward_s,backward_s,forward_bytes_per_rank,backward_bytes_per_rank,"
-         "exposed_forward_s,exposed_backward_s,memory_estimate_mb,o_error,skipped,layout,documents,document_count,"
-         "work_ratio,forward_steps_computed,forward_steps_skipped,backward_steps_computed,backward_steps_skipped,"
-         "forward_bytes_saved_per_rank,backward_bytes_saved_per_rank,work_pairs_min,work_pairs_max,"
-         "forward_compute_min_s,forward_compute_max_s,backward_compute_min_s,backward_compute_max_s\n";
-  std::string layouts, doc_dists;
-  for (const std::string& l : b.layouts) layouts += (layouts.empty() ? "" : ",") + l;
-  for (const std::string& d : b.doc_dists) doc_dists += (doc_dists.empty() ? "" : ", ") + JsonObject::quote(d);
-  json << "{\"heads\": " << b.heads << ", \"head_dim\": " << b.head_dim << ", \"batch\": " << b.batch
-       << ", \"dtype\": " << JsonObject::quote(std::string(dtype_name(b.dtype))) << ", \"layout\": " << JsonObject::quote(layouts)
-       << ", \"doc_dists\": [" << doc_dists << "]"
-       << ", \"link_gbps\": " << format_number(b.link_gbps) << ", \"repeat\": " << b.repeat << ", \"points\": [";
-  for (std::size_t i = 0; i < rows.size(); ++i) {
-    const BenchRow& row = rows[i];
-    const Point& p = row.point;
-    const DistributedFigures* f = row.figures();
-    double work_min = 0, work_max = 0;
-    if (f != nullptr && !f->work_pairs_by_rank.empty()) {
-      work_min = *std::min_element(f->work_pairs_by_rank.begin(), f->work_pairs_by_rank.end());
-      work_max = *std::max_element(f->work_pairs_by_rank.begin(), f->work_pairs_by_rank.end());
-    }
-    JsonObject o;
-    o.string("strategy", p.strategy);
-    o.integer("ranks", p.ranks);
-    o.string("mask", p.mask);
-    o.integer("kv_heads", p.kv_heads);
-    o.integer("seqlen", p.seqlen);
-    o.string("layout", row.layout);
-    o.string("documents", row.documents);
-    o.integer("document_count", row.document_count);
-    o.number("work_ratio", row.work_ratio);
-    if (f != nullptr) {
-      o.number("forward_seconds", p.forward_s);
-      o.number("backward_seconds", p.backward_s);
-      o.number("forward_bytes_per_rank", p.forward_bytes);
-      o.number("backward_bytes_per_rank", p.backward_bytes);
-      o.number("exposed_forward_seconds", p.exposed_forward);
-      o.number("exposed_backward_seconds", p.exposed_backward);
-      o.number("memory_estimate_mb", p.memory_mb);
-      o.number("o_error", p.error);
-      o.integer("forward_steps_computed", f->forward_steps_computed);
-      o.integer("forward_steps_skipped", f->forward_steps_skipped);
-      o.integer("backward_steps_computed", f->backward_steps_computed);
-      o.integer("backward_steps_skipped", f->backward_steps_skipped);
-      o.number("forward_bytes_saved_per_rank", f->forward_bytes_saved);
-      o.number("backward_bytes_saved_per_rank", f->backward_bytes_saved);
-      o.number("work_pairs_min", work_min);
-      o.number("work_pairs_max", work_max);
-      o.number("forward_compute_min_seconds", f->forward_compute_min);
-      o.number("forward_compute_max_seconds", f->forward_compute_max);
-      o.number("backward_compute_min_seconds", f->backward_compute_min);
-      o.number("backward_compute_max_seconds", f->backward_compute_max);
-    } else {
-      o.string("skipped", p.skipped);
-    }
-    json << (i ? ", " : "") << o.text();
-    csv << csv_field(p.strategy) << "," << p.ranks << "," << csv_field(p.mask) << "," << p.kv_heads << "," << p.seqlen;
-    auto numbers = [&](std::initializer_list<double> values) {
-      for (const double x : values) csv << "," << (f != nullptr ? format_number(x) : "");
-    };
-    numbers({p.forward_s, p.backward_s, p.forward_bytes, p.backward_bytes, p.exposed_forward, p.exposed_backward,
-             p.memory_mb, p.error});
-    csv << "," << csv_field(p.skipped) << "," << csv_field(row.layout) << "," << csv_field(row.documents) << ","
-        << row.document_count << "," << format_number(row.work_ratio);
-    if (f != nullptr) {
-      numbers({static_cast<double>(f->forward_steps_computed), static_cast<double>(f->forward_steps_skipped),
-               static_cast<double>(f->backward_steps_computed), static_cast<double>(f->backward_steps_skipped),
-               f->forward_bytes_saved, f->backward_bytes_saved, work_min, work_max, f->forward_compute_min,
-               f->forward_compute_max, f->backward_compute_min, f->backward_compute_max});
-    } else {
-      csv << std::string(12, ',');  // the twelve figures above, empty
-    }
-    csv << "\n";
-  }
-  json << "]}\n";
+  // JSON, CSV (bench_files.h), charts.
+  BenchSettings settings{b.heads, b.head_dim, b.batch, b.dtype, b.layouts, b.doc_dists, b.link_gbps, b.repeat};
+  const std::string json = bench_json(settings, rows), csv = bench_csv(rows);
   // One chart per group; the layout and the documents name it only when they vary or exist,
   // so a plain sweep keeps its file names.
   std::map<std::string, std::vector<const BenchRow*>> groups;
@@ -401,8 +304,8 @@ int run_bench(std::span<char* const> raw) {
     outputs.write_text(path, svg);
     charts.push_back(path);
   }
-  outputs.write_text(b.out + "/bench.json", json.str());
-  outputs.write_text(b.out + "/bench.csv", csv.str());
+  outputs.write_text(b.out + "/bench.json", json);
+  outputs.write_text(b.out + "/bench.csv", csv);
   outputs.commit();
   // The table on stdout.
   std::printf("%-10s %5s %-7s %4s %-10s %-14s %8s %10s %10s %12s %12s %10s %9s\n", "strategy", "ranks", "mask", "kv",
