@@ -20,6 +20,7 @@
 #pragma once
 
 #include "burst/attention.h"
+#include "burst/block.h"
 #include "burst/burst_attention.h"
 #include "burst/communicator.h"
 #include "burst/decode.h"

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "algo/common.h"
+#include "algo/sequence.h"
 #include "algo/costs.h"
 #include "burst/error.h"
 #include "burst/kernels.h"
@@ -18,79 +19,13 @@
 namespace burst::algo {
 namespace {
 
+using detail::collective;
+using detail::gather_sequence;
+using detail::reduce_scatter_sequence;
+
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-std::uint64_t total_sent(const comm::Communicator& comm) {
-  std::uint64_t sum = 0;
-  for (std::size_t op = 0; op < comm::kOpCount; ++op) sum += comm.traffic().total_sent(static_cast<comm::Op>(op));
-  return sum;
-}
-
-// Runs one collective of the layer: its time and bytes go to the stats.
-template <class Fn>
-void collective(comm::Communicator& comm, LayerStats& stats, std::uint64_t LayerStats::*bytes, Fn&& fn) {
-  const auto t0 = Clock::now();
-  const std::uint64_t before = total_sent(comm);
-  fn();
-  stats.*bytes += total_sent(comm) - before;
-  stats.collective_seconds += seconds_since(t0);
-}
-
-
-// Every rank's rows [b, n_p, 1, D] (this rank's: `shard`) into global token order.
-void gather_sequence(comm::Communicator& comm, const TensorView& shard,
-                     const std::vector<std::vector<std::int64_t>>& plan, const TensorView& global) {
-  const auto ranks = static_cast<std::size_t>(comm.world_size());
-  const std::size_t row_bytes = static_cast<std::size_t>(shard.b * shard.d) * sizeof(float);
-  std::vector<std::size_t> send_bytes(ranks), send_offsets(ranks, 0), recv_bytes(ranks), recv_offsets(ranks);
-  std::size_t total = 0;
-  for (std::size_t p = 0; p < ranks; ++p) {
-    send_bytes[p] = static_cast<std::size_t>(shard.s) * row_bytes;
-    recv_bytes[p] = plan[p].size() * row_bytes;
-    recv_offsets[p] = total;
-    total += recv_bytes[p];
-  }
-  AlignedBuffer mine(send_bytes[0]), all(total);
-  pack_rows(shard, mine.data());
-  // Every peer gets the same block: an all-gather of unequal shards, posted pairwise at once.
-  comm.all_to_allv(mine.data(), send_bytes, send_offsets, all.data(), recv_bytes, recv_offsets);
-  for (std::size_t p = 0; p < ranks; ++p) {
-    const auto n = static_cast<std::int64_t>(plan[p].size());
-    copy_from_shard(dense_view(all.as<char>() + recv_offsets[p], DType::kF32, shard.b, n, 1, shard.d), plan[p],
-                    global);
-  }
-}
-
-// shard = sum over ranks (in rank order) of their global[:, plan[rank]] rows.
-void reduce_scatter_sequence(comm::Communicator& comm, const TensorView& global,
-                             const std::vector<std::vector<std::int64_t>>& plan, const TensorView& shard) {
-  const auto ranks = static_cast<std::size_t>(comm.world_size());
-  const std::size_t row_bytes = static_cast<std::size_t>(global.b * global.d) * sizeof(float);
-  std::vector<std::size_t> send_bytes(ranks), send_offsets(ranks), recv_bytes(ranks), recv_offsets(ranks);
-  std::size_t total = 0;
-  for (std::size_t p = 0; p < ranks; ++p) {
-    send_bytes[p] = plan[p].size() * row_bytes;
-    send_offsets[p] = total;
-    total += send_bytes[p];
-    recv_bytes[p] = static_cast<std::size_t>(shard.s) * row_bytes;
-    recv_offsets[p] = p * recv_bytes[p];
-  }
-  AlignedBuffer out(total), in(recv_bytes[0] * ranks);
-  for (std::size_t p = 0; p < ranks; ++p) {
-    const auto n = static_cast<std::int64_t>(plan[p].size());
-    copy_to_shard(global, plan[p], dense_view(out.as<char>() + send_offsets[p], DType::kF32, global.b, n, 1, global.d));
-  }
-  comm.all_to_allv(out.data(), send_bytes, send_offsets, in.data(), recv_bytes, recv_offsets);
-  const std::size_t count = recv_bytes[0] / sizeof(float);
-  std::vector<float> sum(in.as<float>(), in.as<float>() + count);
-  for (std::size_t p = 1; p < ranks; ++p) {
-    const float* part = in.as<float>() + p * count;
-    for (std::size_t i = 0; i < count; ++i) sum[i] += part[i];
-  }
-  unpack_rows(sum.data(), shard);
-}
 
 void check_activation(const TensorView& t, const char* name, std::int64_t b, std::int64_t rows, std::int64_t dim) {
   BURST_CHECK(t.dtype == DType::kF32, name, ": expected fp32, got ", dtype_name(t.dtype));
@@ -355,7 +290,7 @@ LayerStats AttentionLayer::forward(const Parameters& params, const TensorView& x
   const auto n = static_cast<std::int64_t>(attention_positions_.size());
   x_ = Tensor(DType::kF32, batch_, n, 1, shape_.model_dim);
   if (options_.strategy == Strategy::kTpV3) {
-    collective(comm_, stats, &LayerStats::layer_bytes_sent, [&] { gather_sequence(comm_, x, plan_, x_.view()); });
+    collective(comm_, stats.layer_bytes_sent, stats.collective_seconds, [&] { gather_sequence(comm_, x, plan_, x_.view()); });
   } else {
     convert_rows(x, x_.view());
   }
@@ -371,12 +306,12 @@ LayerStats AttentionLayer::forward(const Parameters& params, const TensorView& x
            options_.attention.threads);
   stats.projection_seconds += seconds_since(t1);
   if (options_.strategy == Strategy::kTpV1) {
-    collective(comm_, stats, &LayerStats::layer_bytes_sent, [&] {
+    collective(comm_, stats.layer_bytes_sent, stats.collective_seconds, [&] {
       comm_.all_reduce_sum(partial.data<float>(), static_cast<std::size_t>(partial.view().numel()));
     });
     convert_rows(partial.view(), y);
   } else if (options_.strategy == Strategy::kTpV3) {
-    collective(comm_, stats, &LayerStats::layer_bytes_sent,
+    collective(comm_, stats.layer_bytes_sent, stats.collective_seconds,
                [&] { reduce_scatter_sequence(comm_, partial.view(), plan_, y); });
   }
   stats.seconds = seconds_since(t0);
@@ -403,7 +338,7 @@ LayerStats AttentionLayer::backward(const Parameters& params, const TensorView& 
   TensorView dy_rows = dy;
   if (options_.strategy == Strategy::kTpV3) {
     gathered = Tensor(DType::kF32, batch_, n, 1, shape_.model_dim);
-    collective(comm_, stats, &LayerStats::layer_bytes_sent, [&] { gather_sequence(comm_, dy, plan_, gathered.view()); });
+    collective(comm_, stats.layer_bytes_sent, stats.collective_seconds, [&] { gather_sequence(comm_, dy, plan_, gathered.view()); });
     dy_rows = gathered.view();
   }
 
@@ -448,22 +383,22 @@ LayerStats AttentionLayer::backward(const Parameters& params, const TensorView& 
   stats.projection_seconds += seconds_since(t1);
 
   if (options_.strategy == Strategy::kTpV1) {
-    collective(comm_, stats, &LayerStats::layer_bytes_sent, [&] {
+    collective(comm_, stats.layer_bytes_sent, stats.collective_seconds, [&] {
       comm_.all_reduce_sum(partial.data<float>(), static_cast<std::size_t>(partial.view().numel()));
     });
     convert_rows(partial.view(), dx);
   } else if (options_.strategy == Strategy::kTpV3) {
-    collective(comm_, stats, &LayerStats::layer_bytes_sent,
+    collective(comm_, stats.layer_bytes_sent, stats.collective_seconds,
                [&] { reduce_scatter_sequence(comm_, partial.view(), plan_, dx); });
   }
 
   // Weight gradients: summed over the ranks that hold the same weights.
   if (!tensor_parallel()) {
-    collective(comm_, stats, &LayerStats::grad_bytes_sent, [&] { comm_.all_reduce_sum(grads.data(), grads.count()); });
+    collective(comm_, stats.grad_bytes_sent, stats.collective_seconds, [&] { comm_.all_reduce_sum(grads.data(), grads.count()); });
   } else if (kv_group_) {
     // wk and wv are adjacent in the buffer: one all-reduce over the key/value head's replicas.
     const auto count = static_cast<std::size_t>(grads.wk().rows * grads.wk().cols * 2);
-    collective(*kv_group_, stats, &LayerStats::grad_bytes_sent, [&] { kv_group_->all_reduce_sum(grads.wk().data, count); });
+    collective(*kv_group_, stats.grad_bytes_sent, stats.collective_seconds, [&] { kv_group_->all_reduce_sum(grads.wk().data, count); });
   }
   stats.seconds = seconds_since(t0);
   return stats;

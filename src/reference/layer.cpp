@@ -113,7 +113,7 @@ void check(const LayerInputs& in) {
                   in.heads % in.kv_heads == 0,
               "reference layer: bad sizes");
   BURST_CHECK(in.rope_base == 0.0 || in.head_dim % 2 == 0, "reference layer: RoPE needs an even head_dim");
-  BURST_CHECK(in.x && in.wq && in.wk && in.wv && in.wo, "reference layer: null input");
+  BURST_CHECK(in.wq && in.wk && in.wv && in.wo, "reference layer: null weights");
   const auto& c = in.mask.documents;
   if (!c.empty()) {
     BURST_CHECK(c.size() >= 2 && c.front() == 0 && c.back() == in.n, "reference layer: documents must run from 0 to ",
@@ -131,6 +131,18 @@ Dims dims_of(const LayerInputs& in) {
 }  // namespace
 
 LayerResult layer(const LayerInputs& in, const float* dy) {
+  BURST_CHECK(in.x, "reference layer: null x");
+  check(in);
+  const std::size_t count = static_cast<std::size_t>(in.b * in.n * in.dim);
+  const std::vector<double> x(in.x, in.x + count);
+  if (!dy) return layer(in, x, nullptr);
+  const std::vector<double> g(dy, dy + count);
+  return layer(in, x, g.data());
+}
+
+LayerResult layer(const LayerInputs& in, const std::vector<double>& x_all, const double* dy) {
+  BURST_CHECK(x_all.size() == static_cast<std::size_t>(in.b * in.n * in.dim), "reference layer: x has ", x_all.size(),
+              " elements, expected b n dim = ", in.b * in.n * in.dim);
   check(in);
   const Dims z = dims_of(in);
   const std::int64_t qd = z.hq * z.d, kvd = z.hkv * z.d, group = z.hq / z.hkv;
@@ -151,7 +163,7 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
   }
   std::vector<double> p;
   for (std::int64_t ib = 0; ib < in.b; ++ib) {
-    const Matrix x = to_double(in.x + ib * z.n * z.dim, z.n * z.dim);
+    const Matrix x(x_all.begin() + ib * z.n * z.dim, x_all.begin() + (ib + 1) * z.n * z.dim);
     Matrix q, k, v, o(static_cast<std::size_t>(z.n * qd), 0.0), y;
     gemm(x, false, wq, false, q, z.n, qd, z.dim);
     gemm(x, false, wk, false, k, z.n, kvd, z.dim);
@@ -164,7 +176,7 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
     if (!dy) continue;
 
     // Backward of sum(y * dy).
-    const Matrix g = to_double(dy + ib * z.n * z.dim, z.n * z.dim);
+    const Matrix g(dy + ib * z.n * z.dim, dy + (ib + 1) * z.n * z.dim);
     Matrix dout, dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0), dx;
     gemm(o, true, g, false, r.dwo, qd, z.dim, z.n, true);
     gemm(g, false, wo, true, dout, z.n, qd, z.dim);
@@ -214,6 +226,7 @@ LayerResult layer(const LayerInputs& in, const float* dy) {
 }
 
 LayerResult layer_rows(const LayerInputs& in, const std::vector<std::int64_t>& rows) {
+  BURST_CHECK(in.x, "reference layer: null x");
   check(in);
   const Dims z = dims_of(in);
   const std::int64_t qd = z.hq * z.d, kvd = z.hkv * z.d;

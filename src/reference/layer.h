@@ -34,6 +34,10 @@ struct LayerResult {
 // Forward, and backward of sum(y * dy) when dy ([b, n, dim]) is not null.
 LayerResult layer(const LayerInputs& in, const float* dy);
 
+// The same with x (in place of in.x) and dy in double precision: the transformer block's
+// reference feeds it its own double activations.
+LayerResult layer(const LayerInputs& in, const std::vector<double>& x, const double* dy);
+
 // Forward for the listed token rows only: y is [b, rows.size(), dim].
 LayerResult layer_rows(const LayerInputs& in, const std::vector<std::int64_t>& rows);
 

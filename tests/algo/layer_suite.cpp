@@ -18,23 +18,6 @@
 #include "reference/layer.h"
 
 namespace burst::testing {
-namespace {
-
-using algo::Strategy;
-
-constexpr std::int64_t kBatch = 2, kHeadDim = 8, kModelDim = 24;
-constexpr double kUnit = 0x1p-24;
-
-// The boundaries as text: "-" without documents.
-std::string documents_text(const std::vector<std::int64_t>& documents) {
-  std::string text = documents.empty() ? "-" : "";
-  for (std::int64_t c : documents) text += std::to_string(c) + ",";
-  return text;
-}
-
-algo::LayerShape shape_of(const LayerCase& lc) { return algo::LayerShape{kModelDim, lc.heads, lc.kv_heads, kHeadDim}; }
-
-bool tensor_parallel(Strategy s) { return algo::layer_only(s); }
 
 // Rows `positions` of a [b, rows, 1, D] tensor against the reference's [b, N, D], normwise
 // relative to the whole reference tensor; +inf on a non-finite value.
@@ -66,6 +49,24 @@ double block_error(const algo::MatrixView& got, const std::vector<double>& ref, 
     }
   return diff / scale;
 }
+
+namespace {
+
+using algo::Strategy;
+
+constexpr std::int64_t kBatch = 2, kHeadDim = 8, kModelDim = 24;
+constexpr double kUnit = 0x1p-24;
+
+// The boundaries as text: "-" without documents.
+std::string documents_text(const std::vector<std::int64_t>& documents) {
+  std::string text = documents.empty() ? "-" : "";
+  for (std::int64_t c : documents) text += std::to_string(c) + ",";
+  return text;
+}
+
+algo::LayerShape shape_of(const LayerCase& lc) { return algo::LayerShape{kModelDim, lc.heads, lc.kv_heads, kHeadDim}; }
+
+bool tensor_parallel(Strategy s) { return algo::layer_only(s); }
 
 struct Errors {
   double y = 0, dx = 0, dw = 0;

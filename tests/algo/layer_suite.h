@@ -14,6 +14,15 @@
 
 namespace burst::testing {
 
+// Rows `positions` of a [b, rows, 1, D] tensor against the reference's [b, N, D], normwise
+// relative to the whole reference tensor; +inf on a non-finite value.
+double rows_error(const TensorView& got, const std::vector<double>& ref, const std::vector<std::int64_t>& positions,
+                  std::int64_t n_global);
+// A rank's block of a weight gradient against the reference's full matrix: element (i, j)
+// of the block is (row0 + i, col0 + j) of the full matrix of `full_cols` columns.
+double block_error(const algo::MatrixView& got, const std::vector<double>& ref, std::int64_t full_cols,
+                   std::int64_t row0, std::int64_t col0);
+
 struct LayerCase {
   algo::Strategy strategy = algo::Strategy::kBurst;
   algo::Layout layout = algo::Layout::kContiguous;

@@ -4,6 +4,7 @@
 
 #include "burst_suite.h"
 #include "decode_suite.h"
+#include "block_suite.h"
 #include "layer_suite.h"
 #include "burst/world.h"
 #include "../comm/mpi_gtest_main.h"
@@ -124,6 +125,23 @@ TEST(BurstMpi, Layer) {
 
 // The layer on packed documents: RoPE restarts at every document (layer_suite.h).
 TEST(BurstMpi, LayerDocuments) { testing::check_layer_documents(testing::mpi_world()); }
+
+// The transformer block (two layers): every strategy against the reference, with its bytes.
+TEST(BurstMpi, Block) {
+  const int ranks = testing::mpi_world().world_size();
+  for (algo::Strategy strategy : {algo::Strategy::kBurst, algo::Strategy::kRing, algo::Strategy::kAllGather,
+                                  algo::Strategy::kUlysses, algo::Strategy::kRingRsa, algo::Strategy::kUsp,
+                                  algo::Strategy::kTpV1, algo::Strategy::kTpV3}) {
+    testing::BlockCase bc;
+    bc.strategy = strategy;
+    bc.ulysses_degree = strategy == algo::Strategy::kUsp ? 2 : 1;
+    algo::StrategyOptions options;
+    options.ulysses_degree = bc.ulysses_degree;
+    const algo::BlockShape shape{algo::LayerShape{24, bc.heads, bc.kv_heads, 8}, bc.mlp_dim, 1e-5};
+    if (!algo::block_cannot_run(strategy, shape, ranks, options).empty()) continue;
+    testing::check_block_case(testing::mpi_world(), bc);
+  }
+}
 
 TEST(BurstMpi, BitwiseReproducible) { testing::check_burst_bitwise(testing::mpi_world()); }
 TEST(BurstMpi, DisagreeingRanksFailAlike) { testing::check_burst_disagreement(testing::mpi_world()); }
