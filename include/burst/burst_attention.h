@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +43,8 @@ struct DistributedOptions {
   int threads = 1;             // kernel threads of this rank
   kernels::Isa isa = kernels::Isa::kAuto;
   int block_m = 0, block_n = 0;  // 0: the kernel's default tile
+  // Set: every local kernel call is emulated (kernels::EmulatedCompute, docs/emulation.md).
+  std::shared_ptr<const kernels::EmulatedCompute> emulate;
 };
 
 // BurstAttention's ring: read by burst, ring (whose backward is always kKeyValue) and the

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -96,6 +97,21 @@ Isa resolve_isa(Isa requested);
 // before any thread starts.
 constexpr int kMaxThreads = 1024;
 
+// Compute emulation (docs/emulation.md): a call with AttentionOptions::emulate set computes
+// nothing; it waits, passively and calling `progress` as a computing call would between
+// tiles, for the time this model gives the tiles it would have computed: every tile of the
+// call's grid that its mask does not skip (a partly masked tile costs its whole area, as it
+// does in the real kernels), 4 m n d FLOPs per m x n tile and query head forward, 10 m n d
+// backward, at the rates below, plus a fixed cost per call. A forward without a running
+// state writes zeros to out and lse (finite values for what follows: merges, sends); a
+// continued forward and the backward leave their outputs as they were. Results are not
+// attention: emulated runs measure schedules, overlap and links only.
+struct EmulatedCompute {
+  double forward_flops = 0;   // FLOP/s of one rank's forward calls, > 0
+  double backward_flops = 0;  // FLOP/s of one rank's backward calls, > 0
+  double call_seconds = 0;    // added to every call
+};
+
 struct AttentionOptions {
   MaskSpec mask;
   Positions q_pos;  // default: queries at 0..seqlen_q-1
@@ -109,6 +125,8 @@ struct AttentionOptions {
   // distributed caller can keep posted transfers moving while this rank computes
   // (communicators whose transfers need the caller's thread, such as MPI's). Keep it cheap.
   std::function<void()> progress;
+  // Set: the call is emulated (EmulatedCompute above) instead of computed.
+  std::shared_ptr<const EmulatedCompute> emulate;
 };
 
 constexpr std::int64_t kMaxHeadDim = 256;

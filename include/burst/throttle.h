@@ -37,7 +37,20 @@ struct LinkModel {
 // BURST_INTRA_GBPS and BURST_INTRA_LATENCY_US; unset variables leave a link as it is.
 LinkModel link_model_from_environment();
 
+// The network interfaces of the nodes, shared by the ranks of each node: with a fabric, a
+// send between nodes occupies the sender node's NIC (up) and the receiver node's NIC (down)
+// for bytes / inter_node_bytes_per_second, starting when both are free, and arrives
+// inter_node_latency after it ends; so the ranks of a node share its rate each way, as on a
+// cluster with one NIC per node, instead of each rank having a link of its own. Ranks use
+// one fabric only when they share the process (in-process ranks: make one and give it to
+// every rank's throttled()); MPI ranks each model their own link.
+// With a single node every link counts as inter-node and the fabric is not used.
+class Fabric;
+std::shared_ptr<Fabric> make_fabric(int nodes);
+
 // Wraps `inner` (which must outlive it); communicators split from it are throttled alike.
-std::unique_ptr<Communicator> throttled(Communicator& inner, const LinkModel& model);
+// With a fabric, inter-node sends go through the nodes' shared NICs (above).
+std::unique_ptr<Communicator> throttled(Communicator& inner, const LinkModel& model,
+                                        std::shared_ptr<Fabric> fabric = nullptr);
 
 }  // namespace burst::comm

@@ -20,12 +20,42 @@ double env_number(const char* name) {
   return value;
 }
 
+}  // namespace
+
+class Fabric {
+ public:
+  explicit Fabric(int nodes) : up_(static_cast<std::size_t>(nodes)), down_(static_cast<std::size_t>(nodes)) {}
+  // Reserves `from`'s NIC up and `to`'s NIC down for `busy`; returns when the send ends.
+  Clock::time_point reserve(int from, int to, Clock::duration busy) {
+    std::lock_guard lock(mutex_);
+    BURST_CHECK(from >= 0 && to >= 0 && static_cast<std::size_t>(std::max(from, to)) < up_.size(),
+                "fabric: node ", std::max(from, to), " outside the fabric's ", up_.size(), " nodes");
+    Clock::time_point& up = up_[static_cast<std::size_t>(from)];
+    Clock::time_point& down = down_[static_cast<std::size_t>(to)];
+    const auto start = std::max({Clock::now(), up, down});
+    up = down = start + busy;
+    return start + busy;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<Clock::time_point> up_, down_;
+};
+
+std::shared_ptr<Fabric> make_fabric(int nodes) {
+  BURST_CHECK(nodes >= 1, "fabric: nodes must be >= 1, got ", nodes);
+  return std::make_shared<Fabric>(nodes);
+}
+
+namespace {
+
 // A send held back until its link has carried it.
 class HeldSend;
 
 // One rank's outgoing links, shared by a throttled communicator and its splits.
 struct Links {
   LinkModel model;
+  std::shared_ptr<Fabric> fabric;  // the nodes' shared NICs, or null: a link per rank
   std::mutex mutex;
   Clock::time_point free_at[2] = {};  // [intra, inter]: when the link has sent what it holds
   std::vector<std::weak_ptr<HeldSend>> held;
@@ -167,12 +197,16 @@ class ThrottledCommunicator final : public Communicator {
     auto send = std::shared_ptr<HeldSend>();
     {
       std::lock_guard lock(links_->mutex);
-      Clock::time_point& free_at = links_->free_at[intra ? 0 : 1];
-      const auto start = std::max(Clock::now(), free_at);
       const auto serialise = std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(rate > 0 ? static_cast<double>(bytes) / rate : 0.0));
-      free_at = start + serialise;
-      arrive = free_at + latency;
+      if (!intra && links_->fabric && node_count() > 1) {
+        arrive = links_->fabric->reserve(nodes[static_cast<std::size_t>(rank())],
+                                         nodes[static_cast<std::size_t>(peer)], serialise) + latency;
+      } else {
+        Clock::time_point& free_at = links_->free_at[intra ? 0 : 1];
+        free_at = std::max(Clock::now(), free_at) + serialise;
+        arrive = free_at + latency;
+      }
       send = std::make_shared<HeldSend>(*inner_, data, bytes, peer, tag, info.op, arrive);
       links_->held.push_back(send);
     }
@@ -200,9 +234,10 @@ LinkModel link_model_from_environment() {
   return m;
 }
 
-std::unique_ptr<Communicator> throttled(Communicator& inner, const LinkModel& model) {
+std::unique_ptr<Communicator> throttled(Communicator& inner, const LinkModel& model, std::shared_ptr<Fabric> fabric) {
   auto links = std::make_shared<Links>();
   links->model = model;
+  links->fabric = std::move(fabric);
   return std::make_unique<ThrottledCommunicator>(inner, nullptr, std::move(links));
 }
 

@@ -20,6 +20,7 @@
 #include "burst/kernels.h"
 #include "kernels/blas.h"
 #include "kernels/detail.h"
+#include "kernels/emulate.h"
 
 namespace burst::kernels {
 namespace {
@@ -458,6 +459,10 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   detail::check_dtype(dq, "dq", DType::kF32);
   detail::check_dtype(dk, "dk", DType::kF32);
   detail::check_dtype(dv, "dv", DType::kF32);
+  if (opt.emulate) {
+    detail::wait_emulated(detail::emulated_seconds(g, opt, true), opt);
+    return;
+  }
 
   const TileOps& ops = tile_ops(opt.isa);
   const detail::BlockBounds qb = detail::block_bounds(opt.q_pos, g.seqlen_q, g.block_m);

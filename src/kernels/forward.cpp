@@ -10,6 +10,7 @@
 #include "burst/kernels.h"
 #include "kernels/blas.h"
 #include "kernels/detail.h"
+#include "kernels/emulate.h"
 
 namespace burst::kernels {
 namespace {
@@ -238,6 +239,26 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
   }
 }
 
+// An emulated call (EmulatedCompute): a fresh forward's out and lse become zeros, then the
+// model's time passes.
+void emulate_forward(const Geometry& g, const AttentionOptions& opt, const TensorView& out, const RowStatsView& lse,
+                     bool continue_state) {
+  if (!continue_state) {
+    for (std::int64_t ib = 0; ib < g.b; ++ib) {
+      for (std::int64_t i = 0; i < g.seqlen_q; ++i)
+        for (std::int64_t h = 0; h < g.n_heads_q; ++h) {
+          if (out.dtype == DType::kF32) {
+            std::fill_n(out.row<float>(ib, i, h), g.d, 0.0f);
+          } else {
+            std::fill_n(out.row<bf16_bits>(ib, i, h), g.d, bf16_bits{0});
+          }
+        }
+      for (std::int64_t h = 0; h < g.n_heads_q; ++h) std::fill_n(lse.row(ib, h), g.seqlen_q, 0.0f);
+    }
+  }
+  detail::wait_emulated(detail::emulated_seconds(g, opt, false), opt);
+}
+
 void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
                  const TensorView& out, const RowStatsView& lse, const AttentionOptions& options,
                  bool continue_state) {
@@ -249,6 +270,10 @@ void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
     detail::check_dtype(out, "out (running state)", DType::kF32);
   }
   detail::check_stats(lse, "lse", g.b, g.n_heads_q, g.seqlen_q);
+  if (opt.emulate) {
+    emulate_forward(g, opt, out, lse, continue_state);
+    return;
+  }
 
   const TileOps& ops = tile_ops(opt.isa);
   const detail::BlockBounds qb = detail::block_bounds(opt.q_pos, g.seqlen_q, g.block_m);

@@ -110,6 +110,51 @@ TEST(ThrottledCommTiming, RateLatencyAndRelease) {
   });
 }
 
+// Nodes of two ranks sharing one NIC (make_fabric): when both ranks of node 0 send to node
+// 1 at once, the two messages share the NIC's rate and the last arrives after 2 x bytes /
+// rate; with a link per rank (no fabric) both arrive after bytes / rate. Intra-node sends
+// do not touch the NIC.
+TEST(ThrottledCommTiming, NodesShareTheirNic) {
+  comm::LinkModel model;
+  model.inter_node_bytes_per_second = 50e6;
+  for (bool shared : {true, false}) {
+    const auto fabric = shared ? comm::make_fabric(2) : nullptr;
+    std::atomic<comm::Clock::rep> posted_at{0};
+    std::atomic<double> last{0};
+    comm::run_local_ranks(4, [&](Communicator& c) {
+      c.set_ranks_per_node(2);
+      const auto slow = comm::throttled(c, model, fabric);
+      std::vector<std::uint8_t> data(10'000'000, static_cast<std::uint8_t>(c.rank() + 1)), got(data.size());
+      c.barrier();
+      if (c.rank() == 0) posted_at = comm::Clock::now().time_since_epoch().count();
+      c.barrier();
+      if (c.rank() < 2) {
+        // 0.2 s each on its own link; 0.4 s for the second through a shared NIC. An
+        // intra-node message first, which must not queue on the NIC.
+        std::uint8_t byte = 7, peer_byte = 0;
+        comm::Request intra_send = slow->isend(&byte, 1, 1 - c.rank(), 3);
+        slow->irecv(&peer_byte, 1, 1 - c.rank(), 3).wait(slow->deadline());
+        intra_send.wait(slow->deadline());
+        slow->isend(data.data(), data.size(), c.rank() + 2, 1).wait(slow->deadline());
+      } else {
+        slow->irecv(got.data(), got.size(), c.rank() - 2, 1).wait(slow->deadline());
+        const double since = std::chrono::duration<double>(comm::Clock::now().time_since_epoch() -
+                                                           comm::Clock::duration(posted_at.load())).count();
+        double seen = last.load();
+        while (since > seen && !last.compare_exchange_weak(seen, since)) {
+        }
+        EXPECT_EQ(got, std::vector<std::uint8_t>(got.size(), static_cast<std::uint8_t>(c.rank() - 1)));
+      }
+    });
+    if (shared) {
+      EXPECT_GE(last.load(), 0.4) << "two sends through one NIC finished faster than its rate";
+    } else {
+      EXPECT_GE(last.load(), 0.2);
+      EXPECT_LT(last.load(), 0.35) << "links of their own were serialised";
+    }
+  }
+}
+
 // 64 MiB messages around the ring (16 M distinct uint32 values per rank).
 TEST(LocalCommLarge, RingExchange64MiB) {
   comm::run_local_ranks(3, [](Communicator& c) { testing::check_ring_exchange(c, std::size_t{16} << 20); });

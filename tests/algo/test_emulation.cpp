@@ -1,0 +1,138 @@
+// Compute emulation (kernels::EmulatedCompute, docs/emulation.md): an emulated call takes the
+// model's time for the tiles it would compute and computes nothing; an emulated strategy run
+// sends exactly the real run's bytes and runs its schedule, in the model's time.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "../support.h"
+#include "burst/local_world.h"
+#include "burst/strategy.h"
+#include "kernels/emulate.h"
+
+namespace burst {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_of(const std::function<void()>& fn) {
+  const auto t0 = Clock::now();
+  fn();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+std::shared_ptr<const kernels::EmulatedCompute> model(double forward_gflops, double backward_gflops) {
+  return std::make_shared<const kernels::EmulatedCompute>(
+      kernels::EmulatedCompute{forward_gflops * 1e9, backward_gflops * 1e9, 0.0});
+}
+
+// Sleeping never ends early; a quiet machine overshoots by well under 15% (+ a scheduling
+// allowance for this shared one).
+void expect_model_time(double measured, double modelled, const char* what) {
+  EXPECT_GE(measured, modelled) << what;
+  EXPECT_LE(measured, 1.15 * modelled + 0.03) << what;
+}
+
+TEST(Emulation, KernelCallsTakeTheModelsTimeAndComputeNothing) {
+  constexpr std::int64_t kSeq = 2048, kHeads = 2, kDim = 64;
+  const Tensor q = testing::random_tensor(DType::kF32, 1, kSeq, kHeads, kDim, 1);
+  Tensor out(DType::kF32, 1, kSeq, kHeads, kDim), dq(DType::kF32, 1, kSeq, kHeads, kDim);
+  RowStats lse(1, kHeads, kSeq), delta(1, kHeads, kSeq);
+  kernels::AttentionOptions o;
+  o.block_m = o.block_n = 128;
+  o.emulate = model(10, 25);
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "full");
+    o.mask.causal = causal;
+    out.fill_nan();
+    dq.fill_nan();
+    std::fill_n(lse.view().data, kHeads * kSeq, std::numeric_limits<float>::quiet_NaN());
+    // 16 x 16 tiles of 128 x 128; causal skips the 120 above the diagonal.
+    const double tiles = causal ? 136 : 256, flops = tiles * 128 * 128 * 4.0 * kDim * kHeads;
+    const double forward = seconds_of([&] { kernels::attention_forward(q.view(), q.view(), q.view(), out.view(), lse.view(), o); });
+    expect_model_time(forward, flops / 10e9, "forward");
+    // A fresh forward leaves zeros (finite for what follows), not attention.
+    EXPECT_EQ(out.data<float>()[0], 0.0f);
+    EXPECT_EQ(out.data<float>()[kSeq * kHeads * kDim - 1], 0.0f);
+    EXPECT_EQ(lse.view().data[kHeads * kSeq - 1], 0.0f);
+    const double backward = seconds_of([&] {
+      kernels::attention_backward(q.view(), q.view(), q.view(), q.view(), lse.view(), delta.view(), dq.view(),
+                                  dq.view(), dq.view(), o);
+    });
+    expect_model_time(backward, 2.5 * flops / 25e9, "backward");
+    EXPECT_TRUE(std::isnan(dq.data<float>()[0])) << "an emulated backward wrote its gradients";
+  }
+}
+
+TEST(Emulation, KernelRefusesAModelWithoutRates) {
+  const Tensor q = testing::random_tensor(DType::kF32, 1, 64, 1, 64, 1);
+  Tensor out(DType::kF32, 1, 64, 1, 64);
+  RowStats lse(1, 1, 64);
+  kernels::AttentionOptions o;
+  o.emulate = model(0, 1);
+  try {
+    kernels::attention_forward(q.view(), q.view(), q.view(), out.view(), lse.view(), o);
+    ADD_FAILURE() << "a forward rate of 0 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("emulate: forward FLOP/s must be > 0"), std::string::npos) << e.what();
+  }
+}
+
+// BurstAttention over 4 in-process ranks: the emulated run sends the real run's bytes and
+// computes and skips the same ring steps; with no mask every step has the same area, so the
+// model's time is P steps of it, which the emulated forward and backward take (links here
+// are shared memory, far faster than the modelled compute).
+TEST(Emulation, RingRunsSendTheRealBytesInTheModelsTime) {
+  constexpr int kRanks = 4;
+  constexpr std::int64_t kSeq = 4096, kHeads = 2, kDim = 64, kShard = kSeq / kRanks;
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal zigzag" : "full");
+    comm::run_local_ranks(kRanks, [&](comm::Communicator& c) {
+      algo::StrategyOptions o;
+      o.seqlen = kSeq;
+      o.layout = algo::Layout::kZigzag;
+      o.mask.causal = causal;
+      o.block_m = o.block_n = 128;
+      const auto seed = static_cast<std::uint64_t>(10 * c.rank());
+      const Tensor q = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 1),
+                   k = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 2),
+                   v = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 3),
+                   dout = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 4);
+      Tensor out(DType::kF32, 1, kShard, kHeads, kDim), dq(DType::kF32, 1, kShard, kHeads, kDim),
+          dk(DType::kF32, 1, kShard, kHeads, kDim), dv(DType::kF32, 1, kShard, kHeads, kDim);
+      RowStats lse(1, kHeads, kShard);
+      auto run = [&](algo::StrategyStats& fwd, algo::StrategyStats& bwd, double& fwd_s, double& bwd_s) {
+        c.barrier();
+        fwd_s = seconds_of([&] {
+          fwd = algo::strategy_forward(algo::Strategy::kBurst, c, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
+        });
+        c.barrier();
+        bwd_s = seconds_of([&] {
+          bwd = algo::strategy_backward(algo::Strategy::kBurst, c, q.view(), k.view(), v.view(), out.view(), lse.view(),
+                                        dout.view(), dq.view(), dk.view(), dv.view(), o);
+        });
+      };
+      algo::StrategyStats real_f, real_b, emu_f, emu_b;
+      double s0 = 0, s1 = 0, fwd_s = 0, bwd_s = 0;
+      run(real_f, real_b, s0, s1);
+      o.emulate = model(10, 25);
+      run(emu_f, emu_b, fwd_s, bwd_s);
+      EXPECT_EQ(emu_f.bytes_sent, real_f.bytes_sent);
+      EXPECT_EQ(emu_b.bytes_sent, real_b.bytes_sent);
+      EXPECT_EQ(emu_f.steps_computed, real_f.steps_computed);
+      EXPECT_EQ(emu_f.steps_skipped, real_f.steps_skipped);
+      EXPECT_EQ(emu_b.steps_computed, real_b.steps_computed);
+      if (!causal) {
+        const double step = static_cast<double>(kShard * kShard) * 4.0 * kDim * kHeads;
+        expect_model_time(fwd_s, kRanks * step / 10e9, "forward");
+        expect_model_time(bwd_s, kRanks * 2.5 * step / 25e9, "backward");
+      }
+    });
+  }
+}
+
+}  // namespace
+}  // namespace burst
