@@ -38,15 +38,16 @@ struct LinkModel {
 LinkModel link_model_from_environment();
 
 // The network interfaces of the nodes, shared by the ranks of each node: with a fabric, a
-// send between nodes occupies the sender node's NIC (up) and the receiver node's NIC (down)
-// for bytes / inter_node_bytes_per_second, starting when both are free, and arrives
-// inter_node_latency after it ends; so the ranks of a node share its rate each way, as on a
-// cluster with one NIC per node, instead of each rank having a link of its own. Ranks use
-// one fabric only when they share the process (in-process ranks: make one and give it to
-// every rank's throttled()); MPI ranks each model their own link.
-// With a single node every link counts as inter-node and the fabric is not used.
+// send between nodes occupies the sender's NIC (up) and the receiver's NIC (down) for
+// bytes / inter_node_bytes_per_second, starting when both are free, and arrives
+// inter_node_latency after it ends. A node has `nics_per_node` NICs; its i-th rank uses NIC
+// i % nics_per_node. One NIC per node: the node's ranks share its rate each way (a CPU
+// cluster); one per rank: a NIC of its own for every rank (GPU nodes with a NIC per GPU).
+// Ranks use one fabric only when they share the process (in-process ranks: make one and give
+// it to every rank's throttled()); MPI ranks each model their own link. With a single node
+// every link counts as inter-node and the fabric is not used.
 class Fabric;
-std::shared_ptr<Fabric> make_fabric(int nodes);
+std::shared_ptr<Fabric> make_fabric(int nodes, int nics_per_node = 1);
 
 // Wraps `inner` (which must outlive it); communicators split from it are throttled alike.
 // With a fabric, inter-node sends go through the nodes' shared NICs (above).

@@ -24,12 +24,15 @@ double env_number(const char* name) {
 
 class Fabric {
  public:
-  explicit Fabric(int nodes) : up_(static_cast<std::size_t>(nodes)), down_(static_cast<std::size_t>(nodes)) {}
-  // Reserves `from`'s NIC up and `to`'s NIC down for `busy`; returns when the send ends.
+  Fabric(int nodes, int nics_per_node)
+      : nics_(nics_per_node), up_(static_cast<std::size_t>(nodes * nics_per_node)), down_(up_.size()) {}
+  int nics_per_node() const { return nics_; }
+  // Reserves NIC `from` up and NIC `to` down (fabric-wide indices) for `busy`; returns when
+  // the send ends.
   Clock::time_point reserve(int from, int to, Clock::duration busy) {
     std::lock_guard lock(mutex_);
-    BURST_CHECK(from >= 0 && to >= 0 && static_cast<std::size_t>(std::max(from, to)) < up_.size(),
-                "fabric: node ", std::max(from, to), " outside the fabric's ", up_.size(), " nodes");
+    BURST_CHECK(from >= 0 && to >= 0 && static_cast<std::size_t>(std::max(from, to)) < up_.size(), "fabric: NIC ",
+                std::max(from, to), " outside the fabric's ", up_.size(), " NICs");
     Clock::time_point& up = up_[static_cast<std::size_t>(from)];
     Clock::time_point& down = down_[static_cast<std::size_t>(to)];
     const auto start = std::max({Clock::now(), up, down});
@@ -38,13 +41,15 @@ class Fabric {
   }
 
  private:
+  int nics_;
   std::mutex mutex_;
   std::vector<Clock::time_point> up_, down_;
 };
 
-std::shared_ptr<Fabric> make_fabric(int nodes) {
+std::shared_ptr<Fabric> make_fabric(int nodes, int nics_per_node) {
   BURST_CHECK(nodes >= 1, "fabric: nodes must be >= 1, got ", nodes);
-  return std::make_shared<Fabric>(nodes);
+  BURST_CHECK(nics_per_node >= 1, "fabric: nics_per_node must be >= 1, got ", nics_per_node);
+  return std::make_shared<Fabric>(nodes, nics_per_node);
 }
 
 namespace {
@@ -200,8 +205,15 @@ class ThrottledCommunicator final : public Communicator {
       const auto serialise = std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(rate > 0 ? static_cast<double>(bytes) / rate : 0.0));
       if (!intra && links_->fabric && node_count() > 1) {
-        arrive = links_->fabric->reserve(nodes[static_cast<std::size_t>(rank())],
-                                         nodes[static_cast<std::size_t>(peer)], serialise) + latency;
+        // A rank uses its node's NIC (local index within the node) % nics_per_node.
+        const int k = links_->fabric->nics_per_node();
+        auto nic = [&](int r) {
+          const int node = nodes[static_cast<std::size_t>(r)];
+          int local = 0;
+          for (int i = 0; i < r; ++i) local += nodes[static_cast<std::size_t>(i)] == node ? 1 : 0;
+          return node * k + local % k;
+        };
+        arrive = links_->fabric->reserve(nic(rank()), nic(peer), serialise) + latency;
       } else {
         Clock::time_point& free_at = links_->free_at[intra ? 0 : 1];
         free_at = std::max(Clock::now(), free_at) + serialise;
