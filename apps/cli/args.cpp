@@ -148,16 +148,27 @@ constexpr Flag<RunArgs> kFlags[] = {
      [](RunArgs& a, std::string_view, std::string_view v) { a.do_path = v; }},
     {"--layer", "", "run the attention layer: X [b, s, D] -> Q/K/V projections, RoPE, attention, output projection",
      [](RunArgs& a, std::string_view, std::string_view) { a.layer = true; }},
-    {"--model-dim", "D", "--layer: width of X and Y (default heads x head_dim)",
+    {"--block", "", "run transformer blocks: RMSNorm, the attention layer, residual, RMSNorm, SwiGLU MLP, residual "
+     "(burst/block.h; every strategy, tp-v1 and tp-v3 included)",
+     [](RunArgs& a, std::string_view, std::string_view) { a.block = true; }},
+    {"--layers", "L", "--block: blocks in the stack, each with its own weights (default 1)",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.layers = static_cast<int>(parse_size(f, v, 4096)); }},
+    {"--mlp-dim", "F", "--block: the MLP's hidden width (default round(8 D / 3) rounded up to a multiple of 64)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       a.mlp_dim = parse_size(f, v, kMaxCount);
+       note_size(a, f);
+     }},
+    {"--model-dim", "D", "--layer, --block: width of X and Y (default heads x head_dim)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.model_dim = parse_size(f, v, kMaxCount);
        note_size(a, f);
      }},
-    {"--x", "X.npy", "--layer: read X from a float32 [b, s, D] .npy file",
+    {"--x", "X.npy", "--layer, --block: read X from a float32 [b, s, D] .npy file",
      [](RunArgs& a, std::string_view, std::string_view v) { a.x_path = v; }},
-    {"--weights", "DIR", "--layer: read DIR/wq.npy [D, H d], wk.npy and wv.npy [D, G d], wo.npy [H d, D]",
+    {"--weights", "DIR", "--layer: read DIR/wq.npy [D, H d], wk.npy and wv.npy [D, G d], wo.npy [H d, D]; --block: "
+     "DIR/layer0, layer1, ... each with those and g1.npy, g2.npy [D], w1.npy, w3.npy [D, F], w2.npy [F, D]",
      [](RunArgs& a, std::string_view, std::string_view v) { a.weights_dir = v; }},
-    {"--rope-base", "B", "--layer: rotary embedding base, 0 for none (default 10000)",
+    {"--rope-base", "B", "--layer, --block: rotary embedding base, 0 for none (default 10000)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        const double base = parse_scale(f, v);
        BURST_CHECK(base == 0.0 || base > 1.0, f, ": expected 0 or a number > 1, got ", v);
@@ -190,7 +201,7 @@ constexpr Flag<RunArgs> kFlags[] = {
     {"--strategy", "local|burst|ring|allgather|ulysses|ring-rsa|usp|tp-v1|tp-v3",
      "local: one rank; burst: BurstAttention; ring: K/V ring with K/V-passing backward; allgather: "
      "all-gather K/V; ulysses: all-to-all to head shards; ring-rsa: materialised scores, two rings; "
-     "usp: Ulysses groups x ring; tp-v1/tp-v3: Megatron tensor parallelism, --layer only (default burst)",
+     "usp: Ulysses groups x ring; tp-v1/tp-v3: Megatron tensor parallelism, --layer or --block only (default burst)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.strategy = algo::parse_strategy(std::string(v), std::string(f));
      }},
@@ -276,6 +287,9 @@ void check_conflicts(const RunArgs& a) {
   refuse_with("--forward-only", "--bwd-scheme", "the backward scheme needs the backward pass");
   refuse_with("--forward-only", "--grad-wire", "gradients travel only in the backward pass");
   refuse_with("--causal", "--no-causal", "they ask for opposite masks");
+  refuse_with("--layer", "--block", "a block holds its attention layer; give one of them");
+  for (std::string_view flag : {"--layers", "--mlp-dim"})
+    BURST_CHECK(!a.was_given(flag) || a.block, flag, ": describes the transformer block: add --block");
   for (auto [x, y] : {std::pair{"--doc-lens", "--doc-lens-from"}, {"--doc-lens", "--doc-dist"}, {"--doc-lens-from", "--doc-dist"}})
     refuse_with(x, y, "both give the document lengths");
   // Which strategies read a flag; a flag given with any other strategy is refused.
@@ -318,45 +332,9 @@ RunArgs parse_run_args(std::span<char* const> args) {
   return a;
 }
 
-std::vector<comm::Setting> run_settings(const RunArgs& a, std::uint64_t inputs_hash) {
-  auto number = [](double x) {
-    std::ostringstream os;
-    os.precision(9);
-    os << x;
-    return os.str();
-  };
-  char hash[17];
-  std::snprintf(hash, sizeof(hash), "%016llx", static_cast<unsigned long long>(inputs_hash));
-  return {
-      {"strategy", algo::strategy_name(a.strategy)},
-      {"layer", a.layer ? "on (--layer)" : "off"},
-      {"layout", algo::layout_name(a.layout)},
-      {"passes", a.backward ? "forward and backward" : "forward only (--forward-only)"},
-      {"backward scheme", algo::scheme_name(a.bwd_scheme)},
-      {"documents", documents_setting(a)},
-      {"dtype", std::string(dtype_name(a.dtype))},
-      {"inputs", a.from_files() || !a.x_path.empty() || !a.weights_dir.empty() ? "from files" : "random"},
-      {"seed", std::to_string(a.seed)},
-      {"hash of the global inputs", hash},
-      {"repeat", std::to_string(a.repeat)},
-      {"double ring", a.double_ring ? "on" : "off"},
-      {"ranks per node", a.ranks_per_node > 0 ? std::to_string(a.ranks_per_node) : "from the communicator"},
-      {"ulysses degree", std::to_string(a.ulysses_degree)},
-      {"gradient wire", std::string(dtype_name(a.grad_wire))},
-      {"isa", std::string(kernels::isa_name(a.isa))},
-      {"block_m", std::to_string(a.block_m)},
-      {"block_n", std::to_string(a.block_n)},
-      {"timeout seconds", a.timeout_seconds > 0 ? number(a.timeout_seconds) : "default"},
-      {"link Gbit/s", a.link_gbps > 0 ? number(a.link_gbps) : "default"},
-      {"link latency us", a.link_latency_us > 0 ? number(a.link_latency_us) : "default"},
-  };
-}
-
-comm::LinkModel link_model_of(const RunArgs& args) {
-  comm::LinkModel m = comm::link_model_from_environment();
-  if (args.link_gbps > 0) m.inter_node_bytes_per_second = args.link_gbps * 1e9 / 8;
-  if (args.link_latency_us > 0) m.inter_node_latency = std::chrono::microseconds(static_cast<std::int64_t>(args.link_latency_us));
-  return m;
+std::int64_t block_mlp_dim(std::int64_t model_dim) {
+  const auto rounded = static_cast<std::int64_t>(std::llround(8.0 * static_cast<double>(model_dim) / 3.0));
+  return (rounded + 63) / 64 * 64;
 }
 
 std::string top_usage() {

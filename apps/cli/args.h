@@ -56,6 +56,11 @@ struct RunArgs {
   int block_n = 0;
   // --layer: the whole attention layer (projections, RoPE, attention, output projection).
   bool layer = false;
+  // --block: transformer blocks (burst/block.h), `layers` of them, MLP width mlp_dim (default
+  // block_mlp_dim of D).
+  bool block = false;
+  int layers = 1;
+  std::optional<std::int64_t> mlp_dim;
   std::optional<std::int64_t> model_dim;  // D of X and Y (default heads * head_dim)
   double rope_base = 10000.0;             // 0: no rotary embedding
   std::string x_path, weights_dir;
@@ -78,7 +83,13 @@ struct RunArgs {
   bool has_window() const { return window_left >= 0 || window_right >= 0; }
   bool has_documents() const { return !doc_lens.empty() || !doc_lens_path.empty() || !doc_dist.empty(); }
   bool from_files() const { return !q_path.empty(); }
+  // --layer or --block: X and weights instead of Q, K, V.
+  bool whole_layer() const { return layer || block; }
 };
+
+// The MLP width a block of width `model_dim` gets without --mlp-dim: LLaMA's SwiGLU
+// convention, round(8 D / 3) rounded up to a multiple of 64 (D = 1024: 2752, D = 4096: 11008).
+std::int64_t block_mlp_dim(std::int64_t model_dim);
 
 // Parses the arguments after `run`. Throws burst::Error "FLAG: expected X, got Y" on any
 // malformed or unknown argument, and on flags that contradict each other or do not apply to

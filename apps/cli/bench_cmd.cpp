@@ -1,6 +1,7 @@
 #include "bench_cmd.h"
 #include "bench_chart.h"
 #include "bench_files.h"
+#include "block_run.h"
 #include "output.h"
 
 #include <algorithm>
@@ -47,6 +48,9 @@ struct BenchArgs {
   std::vector<std::string> doc_dists = {"none"};  // "none" or a distribution of burst/documents.h
   double link_gbps = 0, link_latency_us = 0;
   std::string out = "out/bench";
+  bool block = false;  // transformer blocks (burst run --block) instead of the attention core
+  int layers = 1;
+  std::int64_t mlp_dim = 0;  // 0: block_mlp_dim(heads x head_dim)
   bool help = false;
 };
 
@@ -87,10 +91,15 @@ constexpr Flag<BenchArgs> kBenchFlags[] = {
     {"--strategies", "LIST", "burst,ring,allgather,ulysses,ring-rsa,usp (default: all six)",
      [](BenchArgs& b, std::string_view f, std::string_view v) {
        b.strategies = parse_list<std::string>(f, v, word);
-       for (const std::string& s : b.strategies)
-         BURST_CHECK(!algo::layer_only(algo::parse_strategy(s, "--strategies")), "--strategies: ", s,
-                     " runs only as a layer; compare it with scripts/compare.sh --layer");
+       for (const std::string& s : b.strategies) algo::parse_strategy(s, "--strategies");
      }},
+    {"--block", "", "run transformer blocks (burst run --block: norms, attention layer, SwiGLU MLP) instead of the "
+     "attention core; tp-v1 and tp-v3 may join --strategies",
+     [](BenchArgs& b, std::string_view, std::string_view) { b.block = true; }},
+    {"--layers", "L", "--block: blocks in the stack (default 1)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.layers = positive_int(f, v); }},
+    {"--mlp-dim", "F", "--block: the MLP's width (default round(8 D / 3) up to a multiple of 64, D = heads x head_dim)",
+     [](BenchArgs& b, std::string_view f, std::string_view v) { b.mlp_dim = positive(f, v); }},
     {"--seqlens", "LIST", "sequence lengths (default 2048,4096,8192,16384)",
      [](BenchArgs& b, std::string_view f, std::string_view v) { b.seqlens = parse_list<std::int64_t>(f, v, positive); }},
     {"--ranks", "LIST", "in-process rank counts (default: the hardware threads)",
@@ -138,7 +147,12 @@ constexpr Flag<BenchArgs> kBenchFlags[] = {
 
 BenchArgs parse_bench(std::span<char* const> args) {
   BenchArgs b;
-  parse_flags<BenchArgs>("bench", kBenchFlags, args, b);
+  const std::vector<std::string> given = parse_flags<BenchArgs>("bench", kBenchFlags, args, b);
+  for (const std::string& s : b.strategies)
+    BURST_CHECK(b.block || !algo::layer_only(algo::parse_strategy(s, "--strategies")), "--strategies: ", s,
+                " runs only as a layer or a block; add --block, or compare it with scripts/compare.sh --layer");
+  for (const std::string& flag : given)
+    BURST_CHECK(b.block || (flag != "--layers" && flag != "--mlp-dim"), flag, ": describes the transformer block: add --block");
   if (b.kv_heads.empty()) b.kv_heads = {b.heads};
   for (std::int64_t g : b.kv_heads)
     BURST_CHECK(b.heads % g == 0, "--kv-heads: expected divisors of --heads ", b.heads, ", got ", g);
@@ -152,7 +166,10 @@ std::string bench_usage() {
       "mask, kv-head count, document distribution and layout; writes DIR/bench.json, DIR/bench.csv and one chart "
       "per (ranks, mask, kv heads[, layout][, documents]) group, DIR/bench_P<ranks>_<mask>_kv<G>[_<layout>]"
       "[_<documents>].svg: time and bytes sent per rank against sequence length (the layout is named when several "
-      "are swept, the documents when there are some). Under mpirun the ranks are the MPI world's.",
+      "are swept, the documents when there are some). Under mpirun the ranks are the MPI world's.\n\n"
+      "With --block every point runs a stack of transformer blocks as burst run --block does (bytes per rank: "
+      "attention core, layer and MLP collectives and the weight-gradient all-reduces, each checked against its "
+      "formula); tp-v1 and tp-v3 may join the strategies.",
       kBenchFlags,
       "A strategy that cannot run a point (Ulysses with heads not divisible by the ranks, a problem\n"
       "over the machine's memory) is recorded as skipped with the reason.\n");
@@ -231,12 +248,16 @@ int run_bench(std::span<char* const> raw) {
                 a.link_gbps = b.link_gbps;
                 a.link_latency_us = b.link_latency_us;
                 a.progress = ProgressMode::kOff;
+                a.block = b.block;
+                a.layers = b.layers;
+                if (b.mlp_dim > 0) a.mlp_dim = b.mlp_dim;
                 const int world = ranks > 0 ? ranks : launcher_world_size();
                 a.threads = b.threads > 0 ? b.threads : std::max(1, hardware / (mpi ? 1 : world));
                 a.threads_given = true;
                 // usp: groups of two ranks where the ranks pair up.
                 if (a.strategy == algo::Strategy::kUsp) a.ulysses_degree = world % 2 == 0 ? 2 : 1;
                 BenchRow row;
+                MemoryEstimate estimate;
                 row.point = Point{s, mask, "", world, n, kv};
                 row.layout = layout;
                 row.documents = docs;
@@ -246,16 +267,20 @@ int run_bench(std::span<char* const> raw) {
                   const kernels::MaskSpec run_mask = mask_of(a, documents);
                   row.document_count = documents.empty() ? 0 : static_cast<std::int64_t>(documents.size()) - 1;
                   row.work_ratio = algo::document_work_ratio(run_mask, n);
-                  pt.skipped = cannot_run(a, world, run_mask);
-                  if (pt.skipped.empty()) {
-                    const MemoryEstimate m = estimate_memory(a, world, mpi ? 1 : world, 1);
-                    check_memory(a, m);
-                    pt.memory_mb = m.this_machine / 1e6;
+                  pt.skipped = b.block ? "" : cannot_run(a, world, run_mask);
+                  if (pt.skipped.empty()) {  // a block that cannot run throws here, with its reason
+                    estimate = estimate_memory(a, world, mpi ? 1 : world, 1);
+                    check_memory(a, estimate);
+                    pt.memory_mb = estimate.this_machine / 1e6;
                   }
                 } catch (const Error& e) {
                   pt.skipped = e.what();
                 }
-                if (pt.skipped.empty()) {
+                if (pt.skipped.empty() && b.block) {
+                  std::cerr << "bench: block " << s << " P=" << world << " " << mask << " kv=" << kv << " s=" << n << "\n";
+                  if (!run_block_point(a, estimate, row)) continue;
+                  root = true;
+                } else if (pt.skipped.empty()) {
                   std::cerr << "bench: " << s << " P=" << world << " " << mask << " kv=" << kv << " docs=" << docs
                             << " layout=" << layout << " s=" << n << "\n";
                   const Problem problem = make_problem(a);
@@ -277,7 +302,8 @@ int run_bench(std::span<char* const> raw) {
   if (!root) return 0;
 
   // JSON, CSV (bench_files.h), charts.
-  BenchSettings settings{b.heads, b.head_dim, b.batch, b.dtype, b.layouts, b.doc_dists, b.link_gbps, b.repeat};
+  BenchSettings settings{b.heads, b.head_dim, b.batch, b.dtype, b.layouts, b.doc_dists, b.link_gbps, b.repeat,
+                         b.block ? b.layers : 0, b.mlp_dim > 0 ? b.mlp_dim : block_mlp_dim(b.heads * b.head_dim)};
   const std::string json = bench_json(settings, rows), csv = bench_csv(rows);
   // One chart per group; the layout and the documents name it only when they vary or exist,
   // so a plain sweep keeps its file names.

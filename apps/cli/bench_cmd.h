@@ -1,5 +1,5 @@
 // `burst bench`: sweeps strategies x sequence lengths x rank counts x masks x kv-head counts
-// over the attention core, and writes every run's figures as JSON and CSV and one SVG chart
+// over the attention core (or, with --block, transformer blocks), and writes every run's figures as JSON and CSV and one SVG chart
 // per (ranks, mask, kv heads) group: time and bytes sent per rank against sequence length.
 #pragma once
 

@@ -4,7 +4,9 @@
 #include <initializer_list>
 #include <sstream>
 
+#include "block_run.h"
 #include "json.h"
+#include <limits>
 
 namespace burst::cli {
 namespace {
@@ -38,7 +40,9 @@ std::string bench_json(const BenchSettings& s, const std::vector<BenchRow>& rows
   json << "{\"heads\": " << s.heads << ", \"head_dim\": " << s.head_dim << ", \"batch\": " << s.batch
        << ", \"dtype\": " << JsonObject::quote(std::string(dtype_name(s.dtype))) << ", \"layout\": " << JsonObject::quote(layouts)
        << ", \"doc_dists\": [" << doc_dists << "]"
-       << ", \"link_gbps\": " << format_number(s.link_gbps) << ", \"repeat\": " << s.repeat << ", \"points\": [";
+       << ", \"link_gbps\": " << format_number(s.link_gbps) << ", \"repeat\": " << s.repeat;
+  if (s.block_layers > 0) json << ", \"block\": {\"layers\": " << s.block_layers << ", \"mlp_dim\": " << s.mlp_dim << "}";
+  json << ", \"points\": [";
   for (std::size_t i = 0; i < rows.size(); ++i) {
     const BenchRow& row = rows[i];
     const Point& p = row.point;
@@ -114,6 +118,28 @@ std::string bench_csv(const std::vector<BenchRow>& rows) {
     csv << "\n";
   }
   return csv.str();
+}
+
+}  // namespace burst::cli
+
+namespace burst::cli {
+
+bool run_block_point(const RunArgs& a, const MemoryEstimate& estimate, BenchRow& row) {
+  const BlockRun run = execute_block(a, estimate);
+  if (!run.root) return false;
+  const BlockReport& r = run.report;
+  Point& p = row.point;
+  p.forward_s = r.forward.seconds;
+  p.backward_s = r.backward.seconds;
+  p.forward_bytes = r.forward.bytes.total();
+  p.backward_bytes = r.backward.bytes.total();
+  p.exposed_forward = r.forward.exposed;
+  p.exposed_backward = r.backward.exposed;
+  p.error = r.verified ? r.y_error : 0;
+  // A byte count off its formula fails the sweep as an error over tolerance does.
+  if (!r.byte_mismatches.empty()) p.error = std::numeric_limits<double>::infinity();
+  row.ran = true;
+  return true;
 }
 
 }  // namespace burst::cli

@@ -7,7 +7,9 @@
 
 #include "bench_chart.h"
 #include "burst/dtype.h"
+#include "args.h"
 #include "distributed.h"
+#include "memory.h"
 
 namespace burst::cli {
 
@@ -29,7 +31,15 @@ struct BenchSettings {
   std::vector<std::string> layouts, doc_dists;
   double link_gbps = 0;
   int repeat = 1;
+  int block_layers = 0;       // --block: blocks per point (0: the attention core)
+  std::int64_t mlp_dim = 0;   // --block: F
 };
+
+// A point of `burst bench --block`: runs the blocks `a` describes (estimate: its memory
+// estimate) and fills row's figures; false on MPI ranks other than 0 (rank 0 reports). The
+// bytes are per rank, both passes' totals; error is Y's against the double reference when the
+// problem is small enough to check (else 0).
+bool run_block_point(const RunArgs& a, const MemoryEstimate& estimate, BenchRow& row);
 
 // bench.json: the settings and one object per row (a skipped row names why).
 std::string bench_json(const BenchSettings& settings, const std::vector<BenchRow>& rows);

@@ -29,19 +29,6 @@
 #include "reference/layer.h"
 
 namespace burst::cli {
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Normwise relative errors of fp32 results carry fp32 rounding only (observed ~1e-6); bf16 Q,
-// K, V and dO add a rounding of 2^-9 relative each, amplified by the scores.
-constexpr double kToleranceF32 = 1e-4;
-constexpr double kToleranceBF16 = 3e-2;
-// Affordable reference sizes: every output row when b h N^2 d <= 2^29 (else 32 sampled rows);
-// the full backward when b h N^2 d <= 2^31.
-constexpr double kAllRows = 536870912.0, kBackward = 2147483648.0;
-
-
 Tensor normal_tensor(std::mt19937_64& rng, std::int64_t b, std::int64_t s, std::int64_t dim) {
   Tensor t(DType::kF32, b, s, 1, dim);
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -58,56 +45,6 @@ void read_matrix(const std::string& dir, const char* name, const algo::MatrixVie
   std::copy(a.data.begin(), a.data.end(), into.data);
 }
 
-LayerProblem make_layer_problem(const RunArgs& args) {
-  BURST_CHECK(args.q_path.empty() && args.k_path.empty() && args.v_path.empty() && args.do_path.empty(),
-              "--layer: reads X (--x) and weights (--weights), not --q/--k/--v/--do");
-  BURST_CHECK(!args.seqlen_k, "--seqlen-k: --layer attends over one sequence, got --seqlen-k ", *args.seqlen_k);
-  BURST_CHECK(!args.scale, "--scale: --layer uses 1/sqrt(head_dim)");
-  LayerProblem p;
-  p.shape.heads = args.heads;
-  p.shape.kv_heads = args.kv_heads.value_or(args.heads);
-  p.shape.head_dim = args.head_dim;
-  BURST_CHECK(p.shape.heads % p.shape.kv_heads == 0, "--kv-heads: expected a divisor of --heads (", p.shape.heads,
-              "), got ", p.shape.kv_heads);
-  p.shape.model_dim = args.model_dim.value_or(p.shape.heads * p.shape.head_dim);
-  p.batch = args.batch;
-  p.seqlen = args.seqlen;
-  std::mt19937_64 rng(args.seed);
-  if (!args.x_path.empty()) {
-    const NpyArray a = read_npy(args.x_path, "--x");
-    BURST_CHECK(a.shape.size() == 3, "--x: expected a [b, s, D] float32 array, got ", a.shape.size(), " dimensions");
-    for (const std::string& f : args.size_flags)
-      BURST_CHECK(f != "--batch" && f != "--seqlen", f, ": the shape comes from --x, do not give ", f);
-    BURST_CHECK(!args.model_dim || *args.model_dim == a.shape[2], "--model-dim: ", *args.model_dim,
-                " disagrees with --x's last dimension ", a.shape[2]);
-    p.batch = a.shape[0];
-    p.seqlen = a.shape[1];
-    p.shape.model_dim = a.shape[2];
-    p.x = Tensor(DType::kF32, p.batch, p.seqlen, 1, p.shape.model_dim);
-    std::copy(a.data.begin(), a.data.end(), p.x.data<float>());
-    p.from_files = true;
-  } else {
-    p.x = normal_tensor(rng, p.batch, p.seqlen, p.shape.model_dim);
-  }
-  if (!args.weights_dir.empty()) {
-    p.weights = algo::Parameters(p.shape.model_dim, p.shape.heads, p.shape.kv_heads, p.shape.head_dim);
-    read_matrix(args.weights_dir, "wq.npy", p.weights.wq());
-    read_matrix(args.weights_dir, "wk.npy", p.weights.wk());
-    read_matrix(args.weights_dir, "wv.npy", p.weights.wv());
-    read_matrix(args.weights_dir, "wo.npy", p.weights.wo());
-    p.from_files = true;
-  } else {
-    p.weights = algo::random_parameters(p.shape, args.seed + 1);
-  }
-  if (args.backward) p.dy = normal_tensor(rng, p.batch, p.seqlen, p.shape.model_dim);
-  return p;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 double normwise(const std::vector<double>& ref, const float* got, std::size_t count) {
   double scale = 0, diff = 0;
   for (std::size_t i = 0; i < count; ++i) {
@@ -116,24 +53,6 @@ double normwise(const std::vector<double>& ref, const float* got, std::size_t co
     diff = std::max(diff, std::fabs(got[i] - ref[i]));
   }
   return scale > 0 ? diff / scale : diff;
-}
-
-reference::LayerInputs reference_inputs(const LayerProblem& p, const RunArgs& args, const kernels::MaskSpec& mask) {
-  reference::LayerInputs in;
-  in.b = p.batch;
-  in.n = p.seqlen;
-  in.dim = p.shape.model_dim;
-  in.heads = p.shape.heads;
-  in.kv_heads = p.shape.kv_heads;
-  in.head_dim = p.shape.head_dim;
-  in.rope_base = args.rope_base;
-  in.mask = mask;
-  in.x = p.x.data<float>();
-  in.wq = p.weights.wq().data;
-  in.wk = p.weights.wk().data;
-  in.wv = p.weights.wv().data;
-  in.wo = p.weights.wo().data;
-  return in;
 }
 
 // The full weight gradients on rank 0 from every rank's block of heads (tensor parallelism:
@@ -160,6 +79,90 @@ algo::Parameters gather_head_blocks(comm::Communicator& c, const algo::Parameter
     }
   }
   return full;
+}
+
+LayerProblem make_layer_inputs(const RunArgs& args, const char* mode) {
+  BURST_CHECK(args.q_path.empty() && args.k_path.empty() && args.v_path.empty() && args.do_path.empty(),
+              mode, ": reads X (--x) and weights (--weights), not --q/--k/--v/--do");
+  BURST_CHECK(!args.seqlen_k, "--seqlen-k: ", mode, " attends over one sequence, got --seqlen-k ", *args.seqlen_k);
+  BURST_CHECK(!args.scale, "--scale: ", mode, " uses 1/sqrt(head_dim)");
+  LayerProblem p;
+  p.shape.heads = args.heads;
+  p.shape.kv_heads = args.kv_heads.value_or(args.heads);
+  p.shape.head_dim = args.head_dim;
+  BURST_CHECK(p.shape.heads % p.shape.kv_heads == 0, "--kv-heads: expected a divisor of --heads (", p.shape.heads,
+              "), got ", p.shape.kv_heads);
+  p.shape.model_dim = args.model_dim.value_or(p.shape.heads * p.shape.head_dim);
+  p.batch = args.batch;
+  p.seqlen = args.seqlen;
+  std::mt19937_64 rng(args.seed);
+  if (!args.x_path.empty()) {
+    const NpyArray a = read_npy(args.x_path, "--x");
+    BURST_CHECK(a.shape.size() == 3, "--x: expected a [b, s, D] float32 array, got ", a.shape.size(), " dimensions");
+    for (const std::string& f : args.size_flags)
+      BURST_CHECK(f != "--batch" && f != "--seqlen", f, ": the shape comes from --x, do not give ", f);
+    BURST_CHECK(!args.model_dim || *args.model_dim == a.shape[2], "--model-dim: ", *args.model_dim,
+                " disagrees with --x's last dimension ", a.shape[2]);
+    p.batch = a.shape[0];
+    p.seqlen = a.shape[1];
+    p.shape.model_dim = a.shape[2];
+    p.x = Tensor(DType::kF32, p.batch, p.seqlen, 1, p.shape.model_dim);
+    std::copy(a.data.begin(), a.data.end(), p.x.data<float>());
+    p.from_files = true;
+  } else {
+    p.x = normal_tensor(rng, p.batch, p.seqlen, p.shape.model_dim);
+  }
+  if (args.backward) p.dy = normal_tensor(rng, p.batch, p.seqlen, p.shape.model_dim);
+  return p;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Normwise relative errors of fp32 results carry fp32 rounding only (observed ~1e-6); bf16 Q,
+// K, V and dO add a rounding of 2^-9 relative each, amplified by the scores.
+constexpr double kToleranceF32 = 1e-4;
+constexpr double kToleranceBF16 = 3e-2;
+// Affordable reference sizes: every output row when b h N^2 d <= 2^29 (else 32 sampled rows);
+// the full backward when b h N^2 d <= 2^31.
+constexpr double kAllRows = 536870912.0, kBackward = 2147483648.0;
+
+LayerProblem make_layer_problem(const RunArgs& args) {
+  LayerProblem p = make_layer_inputs(args, "--layer");
+  if (!args.weights_dir.empty()) {
+    p.weights = algo::Parameters(p.shape.model_dim, p.shape.heads, p.shape.kv_heads, p.shape.head_dim);
+    read_matrix(args.weights_dir, "wq.npy", p.weights.wq());
+    read_matrix(args.weights_dir, "wk.npy", p.weights.wk());
+    read_matrix(args.weights_dir, "wv.npy", p.weights.wv());
+    read_matrix(args.weights_dir, "wo.npy", p.weights.wo());
+    p.from_files = true;
+  } else {
+    p.weights = algo::random_parameters(p.shape, args.seed + 1);
+  }
+  return p;
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+reference::LayerInputs reference_inputs(const LayerProblem& p, const RunArgs& args, const kernels::MaskSpec& mask) {
+  reference::LayerInputs in;
+  in.b = p.batch;
+  in.n = p.seqlen;
+  in.dim = p.shape.model_dim;
+  in.heads = p.shape.heads;
+  in.kv_heads = p.shape.kv_heads;
+  in.head_dim = p.shape.head_dim;
+  in.rope_base = args.rope_base;
+  in.mask = mask;
+  in.x = p.x.data<float>();
+  in.wq = p.weights.wq().data;
+  in.wk = p.weights.wk().data;
+  in.wv = p.weights.wv().data;
+  in.wo = p.weights.wo().data;
+  return in;
 }
 
 // Y (and dX and the weight gradients when affordable) against the double layer reference:

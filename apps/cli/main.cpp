@@ -23,6 +23,7 @@
 #include "plan.h"
 #include "burst/world.h"
 #include "distributed.h"
+#include "block_run.h"
 #include "layer_run.h"
 #include "memory.h"
 #include "output.h"
@@ -135,7 +136,10 @@ Placement placement(const RunArgs& args) {
 void expect_outputs(const RunArgs& args, Outputs& outputs) {
   if (!args.save_dir.empty()) {
     std::vector<std::string> names;
-    if (args.layer) {
+    if (args.block) {
+      names = {"y.npy"};
+      if (args.backward) names.emplace_back("dx.npy");
+    } else if (args.layer) {
       names = {"y.npy"};
       if (args.backward) names.insert(names.end(), {"dx.npy", "dwq.npy", "dwk.npy", "dwv.npy", "dwo.npy"});
     } else {
@@ -143,6 +147,7 @@ void expect_outputs(const RunArgs& args, Outputs& outputs) {
       if (args.backward) names.insert(names.end(), {"dq.npy", "dk.npy", "dv.npy"});
     }
     outputs.expect_dir("--save", args.save_dir, names);
+    if (args.block && args.backward) expect_block_outputs(outputs, args);  // DIR/layer{i}/ gradients
   }
   if (!args.json_path.empty()) outputs.expect_file("--json", args.json_path);
 }
@@ -153,11 +158,12 @@ int run(const RunArgs& args) {
   const Placement where = placement(args);
   const MemoryEstimate estimate = estimate_memory(args, where.ranks, where.ranks_here, where.processes_here);
   check_memory(args, estimate);  // before any large allocation
+  if (args.block) return run_block(args, estimate, outputs);
   if (args.layer) return run_layer(args, estimate.this_machine, outputs);
   BURST_CHECK(!algo::layer_only(args.strategy), "--strategy: ", algo::strategy_name(args.strategy),
-              " shards the layer's weights by heads, so it needs --layer");
+              " shards the layer's weights by heads, so it needs --layer (or --block)");
   BURST_CHECK(args.x_path.empty() && args.weights_dir.empty() && !args.model_dim && args.rope_base == 10000.0,
-              "--x, --weights, --model-dim and --rope-base describe the layer: add --layer");
+              "--x, --weights, --model-dim and --rope-base describe the layer: add --layer (or --block)");
   const Problem p = make_problem(args);
   Report report = describe(args, p);  // resolves isa and loads BLAS before any timing
   report.memory_estimate_mb = estimate.this_machine / 1e6;

@@ -7,6 +7,8 @@
 #include <sstream>
 #include <thread>
 
+#include "block_inputs.h"
+#include "burst/block.h"
 #include "burst/layer.h"
 #include "burst/plan.h"
 #include "burst/strategy.h"
@@ -34,6 +36,7 @@ double aligned(double bytes) { return std::ceil(bytes / 64) * 64; }
 // is read once, later, by make_problem or the layer).
 struct Sizes {
   double b = 1, seqlen = 1, seqlen_k = 1, h = 1, g = 1, d = 1, model_dim = 1;
+  double mlp_dim = 0;  // --block: F
   double e = 4;  // bytes of one stored element of Q, K, V, dO
   bool backward = false;
 };
@@ -57,13 +60,14 @@ Sizes sizes_of(const RunArgs& args) {
   z.model_dim = static_cast<double>(args.model_dim.value_or(args.heads * args.head_dim));
   z.e = static_cast<double>(dtype_size(args.dtype));
   z.backward = args.backward || !args.do_path.empty();
-  if (args.layer) {
+  if (args.whole_layer()) {
     if (!args.x_path.empty()) {
       const auto x = file_shape(args.x_path, "--x", 3, "[b, s, D]");
       z.b = static_cast<double>(x[0]);
       z.seqlen = z.seqlen_k = static_cast<double>(x[1]);
       z.model_dim = static_cast<double>(x[2]);
     }
+    if (args.block) z.mlp_dim = static_cast<double>(mlp_dim_of(args, static_cast<std::int64_t>(z.model_dim)));
     return z;
   }
   if (!args.q_path.empty()) {
@@ -226,6 +230,43 @@ void estimate_layer(MemoryEstimate& m, const RunArgs& args, const Sizes& z, int 
   m.root_extra = row * z.seqlen * (z.backward ? 2 : 1) + (z.backward && tp ? weights : 0);
 }
 
+// A stack of blocks (algo::block_memory under block_run.cpp), plus, as for the layer, what
+// this program holds besides: the global X (and dY) and every block's full weights in every
+// process, tensor parallelism's copy of a rank's weights, and rank 0's gathered results
+// (tensor parallelism: every block's full gradient, and one block's gathered buffers).
+void estimate_block(MemoryEstimate& m, const RunArgs& args, const Sizes& z, int ranks, int threads,
+                    const kernels::MaskSpec& mask) {
+  const algo::Strategy strategy = args.strategy;
+  const bool tp = algo::layer_only(strategy), local = strategy == algo::Strategy::kLocal;
+  const int p = local ? 1 : ranks;
+  algo::BlockShape shape;
+  shape.attention = {static_cast<std::int64_t>(z.model_dim), static_cast<std::int64_t>(z.h),
+                     static_cast<std::int64_t>(z.g), static_cast<std::int64_t>(z.d)};
+  shape.mlp_dim = static_cast<std::int64_t>(z.mlp_dim);
+  const std::vector<std::int64_t> lengths = lengths_of(args, z.seqlen, p, mask);
+  if (ranks > 0) check_block_runs(strategy, shape, p, options_of(args, z.seqlen, mask));  // before sizing by heads
+  const algo::LayerMemory l =
+      algo::block_memory(strategy, shape, static_cast<std::int64_t>(z.b), lengths, args.dtype, z.backward,
+                         options_of(args, z.seqlen, mask), kernel_workspace(args, z.d, threads, mask), args.layers);
+  const double row = 4 * z.b * z.model_dim, n = static_cast<double>(*std::max_element(lengths.begin(), lengths.end()));
+  const double one_block = 4 * (z.model_dim * (2 * z.h + 2 * z.g) * z.d + 2 * z.model_dim + 3 * z.model_dim * z.mlp_dim);
+  const double weights = args.layers * one_block;
+  m.per_process = row * z.seqlen * (z.backward ? 2 : 1) + weights;
+  m.block_saved = l.saved;
+  Parts forward = l.forward, backward = l.backward;
+  if (tp) {  // a copy of this rank's weights (shard_block_parameters)
+    forward.insert(forward.begin(), {"weights", l.parameters});
+    if (z.backward) backward.insert(backward.begin(), {"weights", l.parameters});
+  }
+  take_peak(m, std::move(forward), std::move(backward));
+  // Rank 0 gathers Y and dX (tp-v1: copies them); tensor parallelism all-gathers one block's
+  // gradient shards at a time on every rank.
+  const double gathered = z.backward && tp ? l.parameters / args.layers * p : 0;
+  m.per_rank_held = l.held + (tp ? l.parameters : 0) + gathered +
+                    (strategy == algo::Strategy::kTpV1 || p == 1 ? 0 : row * n);
+  m.root_extra = row * z.seqlen * (z.backward ? 2 : 1) + (z.backward && tp ? weights : 0);
+}
+
 }  // namespace
 
 std::string MemoryEstimate::summary() const {
@@ -242,13 +283,15 @@ MemoryEstimate estimate_memory(const RunArgs& args, int ranks, int ranks_here, i
   const int threads = threads_per_rank(args, here);
   // The run's mask, documents included (they shape the doc-zigzag and balanced shards); the
   // documents' errors (lengths that do not sum to the sequence) surface here, before the run.
-  const bool from_file = args.layer ? !args.x_path.empty() : args.from_files();
-  const char* source = from_file ? (args.layer ? "the --x file" : "the --k file") : args.seqlen_k ? "--seqlen-k" : "--seqlen";
+  const bool from_file = args.whole_layer() ? !args.x_path.empty() : args.from_files();
+  const char* source = from_file ? (args.whole_layer() ? "the --x file" : "the --k file") : args.seqlen_k ? "--seqlen-k" : "--seqlen";
   const std::vector<std::int64_t> documents =
-      documents_of(args, static_cast<std::int64_t>(args.layer ? z.seqlen : z.seqlen_k), source);
+      documents_of(args, static_cast<std::int64_t>(args.whole_layer() ? z.seqlen : z.seqlen_k), source);
   const kernels::MaskSpec mask = mask_of(args, documents);
   MemoryEstimate m;
-  if (args.layer) {
+  if (args.block) {
+    estimate_block(m, args, z, p, threads, mask);
+  } else if (args.layer) {
     estimate_layer(m, args, z, p, threads, mask);
   } else {
     estimate_attention(m, args, z, p, threads, mask);

@@ -26,13 +26,14 @@ struct MemoryEstimate {
   // processes_here x per_process + max(ranks_here x per_rank,
   //                                    ranks_here x per_rank_held + root_extra)
   double this_machine = 0;
+  double block_saved = 0;  // --block: the activations every block saves, per rank (block_memory)
   std::vector<std::pair<std::string, double>> parts;  // per_rank's breakdown, bytes
   std::string summary() const;
 };
 
 // Estimate for `args` over `ranks` ranks, `ranks_here` of them on this machine in
 // `processes_here` processes (threads: 1 process; MPI: one per rank). Sizes come from the
-// headers of --q/--k/--v (or --x with --layer) when given, else from the size flags; a header
+// headers of --q/--k/--v (or --x with --layer or --block, and w1.npy of --block's --weights) when given, else from the size flags; a header
 // that cannot be read fails here as it would when loading.
 MemoryEstimate estimate_memory(const RunArgs& args, int ranks, int ranks_here, int processes_here);
 

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "args.h"
 #include "burst/plan.h"
 #include "burst/world.h"
 #include "burst/error.h"
@@ -160,10 +161,14 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.memory_gb = parse_positive(f, v); }},
     {"--dtype", "fp32|bf16", "attention inputs, weights and activations (default bf16; this: fp32)",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.dtype = parse_dtype(v, f); }},
-    {"--scope", "core|layer|model", "attention core (burst run), one layer (burst run --layer) or the model (default model)",
+    {"--scope", "core|layer|model|block", "attention core (burst run), one layer (burst run --layer), the model, or "
+     "transformer blocks (burst run --block) (default model)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        a.scope = plan::parse_scope(std::string(v), std::string(f));
      }},
+    {"--block", "", "the same as --scope block: --layers blocks (default 1) of width --mlp-dim (default: the "
+     "model's, else round(8 D / 3) up to a multiple of 64), fp32, as burst run --block runs them",
+     [](PlanArgs& a, std::string_view, std::string_view) { a.scope = Scope::kBlock; }},
     {"--backward", "", "forward and backward, a training step (the default)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.backward = true; }},
     {"--forward-only", "", "the forward alone (first-token latency)",
@@ -192,6 +197,7 @@ PlanArgs parse_plan_args(std::span<char* const> args) {
   auto was_given = [&](std::string_view f) { return std::find(given.begin(), given.end(), f) != given.end(); };
   for (auto [one, other] : {std::pair{"--forward-only", "--backward"}, {"--no-causal", "--causal"}})
     BURST_CHECK(!was_given(one) || !was_given(other), one, " cannot be combined with ", other, ": they ask for opposites");
+  BURST_CHECK(!was_given("--block") || !was_given("--scope"), "--block cannot be combined with --scope: --block is --scope block");
   // A calibrated machine is the natural subject of a plan; a preset is for the paper's clusters.
   if (!a.cluster_given && !a.paper && std::filesystem::exists(a.calibration)) a.cluster = "this";
   return a;
@@ -218,6 +224,10 @@ ModelShape make_model(const PlanArgs& a) {
   if (a.model_dim) m.model_dim = *a.model_dim;
   if (a.mlp_dim) m.mlp_dim = *a.mlp_dim;
   BURST_CHECK(m.heads % m.kv_heads == 0, "--kv-heads: expected a divisor of the ", m.heads, " heads, got ", m.kv_heads);
+  if (a.scope == Scope::kBlock) {  // burst run --block's defaults
+    if (!a.layers) m.layers = 1;
+    if (m.mlp_dim == 0) m.mlp_dim = block_mlp_dim(m.model_dim);
+  }
   return m;
 }
 

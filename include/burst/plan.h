@@ -79,9 +79,11 @@ struct ModelShape {
 };
 
 // What is predicted: the attention core alone (burst run), one attention layer (burst run
-// --layer), or the whole model (first-token latency: every layer's forward).
-enum class Scope { kCore, kLayer, kModel };
-std::string scope_name(Scope scope);  // "core", "layer", "model"
+// --layer), the whole model (first-token latency: every layer's forward), or a stack of
+// ModelShape::layers transformer blocks as burst run --block runs them (burst/block.h: fp32,
+// bytes from expected_layer_traffic and expected_block_traffic, memory from block_memory).
+enum class Scope { kCore, kLayer, kModel, kBlock };
+std::string scope_name(Scope scope);  // "core", "layer", "model", "block"
 Scope parse_scope(const std::string& text, const std::string& what);
 
 struct Workload {

@@ -1,4 +1,5 @@
 #include "burst/plan.h"
+#include "block_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -271,6 +272,7 @@ double memory_estimate(const Candidate& cand, const Cluster& c, const ModelShape
   const int p = c.ranks();
   const bool tp = algo::layer_only(cand.strategy);
   const algo::StrategyOptions options = options_of(cand, m, c);
+  if (w.scope == Scope::kBlock) return block_figures(cand.strategy, m, w, lengths, options).memory;
   if (w.scope == Scope::kLayer) {
     const algo::LayerMemory l = algo::layer_memory(cand.strategy, m.layer(), w.batch, lengths,
                                                    w.element_bytes == 2 ? DType::kBF16 : DType::kF32, w.backward,
@@ -313,6 +315,25 @@ double memory_estimate(const Candidate& cand, const Cluster& c, const ModelShape
   return weights + layers * saved_layer + core.workspace.forward + core_grads + core.workspace.backward;
 }
 
+// One transformer block beyond its attention core (burst run --block): the projections' and
+// the MLP's GEMMs, the attention layer's and the MLP's collectives (tp-v3's gathers pairwise,
+// the all-reduces as rings, none hidden) and the weight-gradient all-reduces, in fp32.
+void block_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, const Workload& w,
+                const std::vector<std::int64_t>& lengths, LayerCost& cost) {
+  const int p = c.ranks(), l = c.ranks_per_node;
+  const BlockFigures f = block_figures(cand.strategy, m, w, lengths, options_of(cand, m, c));
+  const double rate = c.gemm_flops * c.rank_share();
+  cost.forward.add_compute(f.gemm_flops / rate);
+  const Pattern pattern = cand.strategy == algo::Strategy::kTpV3 ? Pattern::kPairwise : Pattern::kRing;
+  for (const double bytes : {f.layer_forward, f.mlp_forward}) collective(cost.forward, c, p, l, pattern, bytes, 2.0 * (p - 1));
+  cost.forward_bytes += f.layer_forward + f.mlp_forward;
+  if (!w.backward) return;
+  cost.backward.add_compute(2 * f.gemm_flops / rate);
+  for (const double bytes : {f.layer_backward, f.mlp_backward}) collective(cost.backward, c, p, l, pattern, bytes, 2.0 * (p - 1));
+  collective(cost.backward, c, p, l, Pattern::kRing, f.grads, 2.0 * (p - 1));
+  cost.backward_bytes += f.layer_backward + f.mlp_backward + f.grads;
+}
+
 }  // namespace
 
 int Cluster::threads_per_rank() const { return std::max(1, compute_slots / std::max(1, ranks_per_node)); }
@@ -328,14 +349,15 @@ std::string scope_name(Scope scope) {
     case Scope::kCore: return "core";
     case Scope::kLayer: return "layer";
     case Scope::kModel: return "model";
+    case Scope::kBlock: return "block";
   }
   return "?";
 }
 
 Scope parse_scope(const std::string& text, const std::string& what) {
-  for (Scope scope : {Scope::kCore, Scope::kLayer, Scope::kModel})
+  for (Scope scope : {Scope::kCore, Scope::kLayer, Scope::kModel, Scope::kBlock})
     if (scope_name(scope) == text) return scope;
-  fail(what, ": expected core, layer or model, got '", text, "'");
+  fail(what, ": expected core, layer or model (or block: transformer blocks), got '", text, "'");
 }
 
 Workload make_workload(std::int64_t batch, bool causal, bool backward, Scope scope, DType dtype) {
@@ -345,7 +367,8 @@ Workload make_workload(std::int64_t batch, bool causal, bool backward, Scope sco
   w.backward = backward;
   w.scope = scope;
   w.element_bytes = w.weight_bytes = dtype_size(dtype);
-  w.output_bytes = w.activation_bytes = scope == Scope::kLayer ? sizeof(float) : dtype_size(dtype);
+  const bool fp32_rows = scope == Scope::kLayer || scope == Scope::kBlock;  // the library's layer and block
+  w.output_bytes = w.activation_bytes = fp32_rows ? sizeof(float) : dtype_size(dtype);
   return w;
 }
 
@@ -388,6 +411,10 @@ std::string infeasible_reason(const Candidate& cand, const ModelShape& m, const 
   shape.n_heads_kv = m.kv_heads;
   const std::string why = algo::strategy_info(cand.strategy).cannot_run(shape, p, options, scope != Scope::kCore);
   if (!why.empty()) return why;
+  if (scope == Scope::kBlock) {
+    const std::string block = block_infeasible(cand.strategy, m, p, options);
+    if (!block.empty()) return block;
+  }
   if (cand.double_ring && c.nodes == 1) return "one node: the double ring is the single ring";
   return "";
 }
@@ -406,7 +433,9 @@ Prediction predict(const Candidate& cand, const Cluster& c, const ModelShape& m,
   LayerCost layer;
   core_cost(cand, c, m, w, lengths, layer);
 
-  if (w.scope != Scope::kCore) {
+  if (w.scope == Scope::kBlock) {
+    block_cost(cand, c, m, w, lengths, layer);
+  } else if (w.scope != Scope::kCore) {
     // Projections (and the MLP for the whole model) as GEMMs over this rank's rows and heads.
     const double b = static_cast<double>(w.batch), big_n = static_cast<double>(w.seqlen);
     const double rows = tp ? big_n : big_n / p;
@@ -456,7 +485,7 @@ Prediction predict(const Candidate& cand, const Cluster& c, const ModelShape& m,
   }
   if (!w.backward) layer.backward_bytes = 0;
 
-  const double layers = w.scope == Scope::kModel ? m.layers : 1;
+  const double layers = w.scope == Scope::kModel || w.scope == Scope::kBlock ? m.layers : 1;
   pr.forward_seconds = layers * layer.forward.seconds;
   pr.backward_seconds = layers * layer.backward.seconds;
   pr.compute_seconds = layers * (layer.forward.compute + layer.backward.compute);

@@ -404,7 +404,8 @@ for g in ("P2_causal_kv2", "P2_causal_kv1"):
     root = ET.parse(d + "/bench_" + g + ".svg").getroot()
     assert sum(1 for e in root.iter() if e.tag.endswith("polyline")) >= 4, g
 ' "$TMP/bench"
-expect_error "bench refuses a layer-only strategy" "--strategies: tp-v3 runs only as a layer" bench --strategies tp-v3
+expect_error "bench refuses a layer-only strategy" "--strategies: tp-v3 runs only as a layer or a block; add --block" \
+  bench --strategies tp-v3
 expect_error "bench with an unknown flag" "arguments: expected a flag listed by 'burst bench --help', got '--bogus'" bench --bogus 1
 
 # The attention layer: every strategy against the double layer reference (it verifies itself),
@@ -443,6 +444,184 @@ expect_error "tensor parallelism with unsplittable heads" "tensor parallelism: h
   run "${layer[@]}" --strategy tp-v1 --ranks 3
 expect_error "layer with --q" "--layer: reads X (--x) and weights (--weights), not --q/--k/--v/--do" \
   run --layer --q "$TMP/lw/x.npy"
+
+# --- transformer blocks (--block) ------------------------------------------------------------
+# Every strategy on 1 and 2 thread ranks (and 4 for ring and tp-v3): the command checks Y, dX and
+# every weight gradient against the double block reference, and every rank's bytes against
+# their formulas (exit 1 on either); the JSON is checked here again, independently.
+block=(--block --seqlen 96 --heads 4 --kv-heads 2 --head-dim 8 --model-dim 24 --causal --backward
+       --repeat 1 --threads 1)
+CHECK_BLOCK='
+import json, sys
+r = json.load(open(sys.argv[1])); layers = int(sys.argv[2])
+assert r["block"] and r["passed"] and r["bytes_match"] and r["byte_mismatches"] == [], r
+assert r["verified"] and r["backward_verified"] and r["layers"] == layers, r
+assert max(r["y_error"], r["dx_error"], r["weight_grad_error"]) < 1e-5, r
+for name in ("forward", "backward"):
+    f = r[name]
+    assert f["attention_bytes_sent_per_rank"] + f["attention_bytes_spared_per_rank"] == f["attention_bytes_formula"], f
+    for part in ("layer", "mlp", "grad"):
+        assert f[part + "_bytes_sent_per_rank"] == f[part + "_bytes_formula"], (name, part, f)
+    assert f["bytes_sent_per_rank"] == f["activation_bytes_sent_per_rank"] + f["grad_bytes_sent_per_rank"], f
+tp = r["strategy"].startswith("tp-")
+b = r["backward"]
+if r["ranks"] > 1:
+    assert (b["mlp_bytes_sent_per_rank"] > 0) == tp, b
+    assert b["grad_bytes_sent_per_rank"] > 0 or r["strategy"] == "tp-v1", b
+assert r["saved_activations_mb_per_rank"] == r["saved_activations_formula_mb"] or r["strategy"] != "tp-v1", r
+assert r["peak_alloc_mb"] <= r["memory_estimate_mb"], r
+'
+for s in local burst ring ring-rsa allgather ulysses usp tp-v1 tp-v3; do
+  ranks=2
+  [ "$s" = local ] && ranks=1
+  expect_rc "block with $s on $ranks ranks verifies, bytes match" 0 run "${block[@]}" --strategy $s --ranks $ranks \
+    --json "$TMP/block_$s.json"
+  expect_python "block with $s: JSON errors, bytes and memory" "$CHECK_BLOCK" "$TMP/block_$s.json" 1
+done
+expect_rc "block with burst on 1 rank" 0 run "${block[@]}" --strategy burst --ranks 1 --json "$TMP/block_b1.json"
+expect_python "block with burst on 1 rank: JSON" "$CHECK_BLOCK" "$TMP/block_b1.json" 1
+for s in ring tp-v3; do
+  expect_rc "block stack of 2 with $s on 4 ranks" 0 run "${block[@]}" --strategy $s --ranks 4 --layers 2 \
+    --json "$TMP/block4_$s.json"
+  expect_python "block stack of 2 with $s on 4 ranks: JSON" "$CHECK_BLOCK" "$TMP/block4_$s.json" 2
+done
+expect_rc "block stack saves y, dx and every gradient (burst)" 0 run "${block[@]}" --strategy burst --ranks 2 --layers 2 \
+  --save "$TMP/bb"
+expect_rc "block stack saves y, dx and every gradient (tp-v1)" 0 run "${block[@]}" --strategy tp-v1 --ranks 2 --layers 2 \
+  --save "$TMP/bt"
+expect_python "block results of burst and tp-v1 agree, every layer" '
+import sys, numpy as np
+names = ["y", "dx"] + [f"layer{i}/{g}" for i in (0, 1) for g in
+                       ("dwq", "dwk", "dwv", "dwo", "dg1", "dg2", "dw1", "dw3", "dw2")]
+for name in names:
+    a = np.load(sys.argv[1] + "/" + name + ".npy"); b = np.load(sys.argv[2] + "/" + name + ".npy")
+    assert a.shape == b.shape and np.isfinite(a).all(), name
+    err = np.abs(a - b).max() / np.abs(a).max()
+    assert err < 1e-5, (name, err)
+assert np.load(sys.argv[1] + "/layer1/dw1.npy").shape == (24, 64)
+' "$TMP/bb" "$TMP/bt"
+# Bytes per link class, per pass: with nodes of one rank every byte crosses nodes, so each
+# pass's inter-node bytes are the ranks' bytes (plus the few of the blocks' argument checks).
+"$BURST" run "${block[@]}" --strategy burst --ranks 2 --ranks-per-node 1 --repeat 2 --json "$TMP/block_links.json" \
+  >/dev/null 2>&1
+expect_python "block: inter-node bytes of each pass" '
+import json, sys
+r = json.load(open(sys.argv[1]))
+for name in ("forward", "backward"):
+    f = r[name]
+    inter, sent = sum(f["inter_node_bytes_by_rank"]), 2 * f["bytes_sent_per_rank"]
+    assert sent <= inter <= sent + 4096 and sum(f["intra_node_bytes_by_rank"]) == 0, (name, inter, sent)
+' "$TMP/block_links.json"
+# burst bench --block: every strategy, tensor parallelism included, and the bytes of each point.
+expect_rc "bench sweeps blocks" 0 bench --block --layers 2 --seqlens 96,128 --heads 4 --kv-heads 2 --head-dim 8 \
+  --strategies burst,ulysses,tp-v1,tp-v3 --ranks 2 --threads 1 --out "$TMP/bench_block"
+expect_python "bench --block: JSON" '
+import json, sys
+b = json.load(open(sys.argv[1] + "/bench.json"))
+assert b["block"] == {"layers": 2, "mlp_dim": 128}, b["block"]  # D = 4 x 8: round(8 D / 3) = 85, up to 128
+pts = b["points"]
+assert len(pts) == 8 and all("skipped" not in p for p in pts), pts
+by = {(p["strategy"], p["seqlen"]): p for p in pts}
+# tp-v3 at P = 2: per layer, gathers and scatters of X-shaped rows before and after attention and MLP.
+assert by[("tp-v3", 96)]["forward_bytes_per_rank"] == 2 * 2 * 96 * 32 * 4, by[("tp-v3", 96)]
+assert all(p["o_error"] < 1e-5 and p["backward_bytes_per_rank"] > 0 for p in pts), pts
+' "$TMP/bench_block"
+expect_error "bench --layers needs --block" "--layers: describes the transformer block: add --block" bench --layers 2
+# Memory: Burst's measured peak within 0.9-1.0x of the estimate once the activations dominate.
+for s in burst tp-v1; do
+  "$BURST" run --block --seqlen 1024 --heads 4 --head-dim 32 --strategy $s --ranks 2 --layers 2 --repeat 1 --threads 1 \
+    --json "$TMP/block_mem_$s.json" >/dev/null 2>&1
+  expect_python "block memory with $s: measured against the estimate" '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["passed"] and 0.9 <= r["peak_alloc_mb"] / r["memory_estimate_mb"] <= 1.0, (r["peak_alloc_mb"], r["memory_estimate_mb"])
+assert r["saved_activations_mb_per_rank"] == r["saved_activations_formula_mb"], r
+' "$TMP/block_mem_$s.json"
+done
+expect_rc "block in bf16 verifies" 0 run "${block[@]}" --strategy burst --ranks 3 --dtype bf16 --layers 2
+"$BURST" run --block --seqlen 96 --heads 4 --head-dim 8 --model-dim 40 --forward-only --repeat 1 --threads 1 \
+  --strategy burst --ranks 2 --json "$TMP/block_f.json" >/dev/null 2>&1
+expect_python "block: default F = round(8 D / 3) up to a multiple of 64; forward only" '
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["mlp_dim"] == 128 and r["backward"] is None and r["verified"] and not r["backward_verified"], r
+' "$TMP/block_f.json"
+
+# X and every block's weights from .npy (DIR/layer{i}/), and what is refused, by name.
+"$PYTHON" - "$TMP/bw" <<'PY'
+import os, sys, numpy as np
+d = sys.argv[1]; rng = np.random.default_rng(7)
+os.makedirs(d, exist_ok=True)
+np.save(d + "/x.npy", rng.standard_normal((1, 40, 16), dtype=np.float32))
+for layer in (0, 1):
+    os.makedirs(f"{d}/layer{layer}", exist_ok=True)
+    shapes = [("wq", (16, 16)), ("wk", (16, 8)), ("wv", (16, 8)), ("wo", (16, 16)), ("g1", (16,)), ("g2", (16,)),
+              ("w1", (16, 32)), ("w3", (16, 32)), ("w2", (32, 16))]
+    for name, shape in shapes:
+        np.save(f"{d}/layer{layer}/{name}.npy", (rng.standard_normal(shape) / 4 + (name[0] == "g")).astype(np.float32))
+os.makedirs(d + "/bad/layer0", exist_ok=True)
+for name in ("wq", "wk", "wv", "wo", "w1", "w3", "w2", "g2"):
+    os.link(f"{d}/layer0/{name}.npy", f"{d}/bad/layer0/{name}.npy")
+np.save(d + "/bad/layer0/g1.npy", np.ones((15,), dtype=np.float32))
+PY
+expect_rc "block reads X and 2 blocks' weights from .npy (tp-v3)" 0 run --block --layers 2 --x "$TMP/bw/x.npy" \
+  --weights "$TMP/bw" --heads 2 --kv-heads 1 --head-dim 8 --strategy tp-v3 --ranks 2 --repeat 1 --threads 1
+expect_error "block weights of the wrong shape" "--weights: $TMP/bw/bad/layer0/g1.npy must be [16] float32, got 1 dimensions [15]" \
+  run --block --x "$TMP/bw/x.npy" --weights "$TMP/bw/bad" --heads 2 --kv-heads 1 --head-dim 8 --repeat 1
+expect_error "block weights missing a layer" "--weights:" \
+  run --block --layers 3 --x "$TMP/bw/x.npy" --weights "$TMP/bw" --heads 2 --kv-heads 1 --head-dim 8 --repeat 1
+expect_error "block --mlp-dim against the weights" "--mlp-dim: 64 disagrees with $TMP/bw/layer0/w1.npy's F = 32" \
+  run --block --mlp-dim 64 --x "$TMP/bw/x.npy" --weights "$TMP/bw" --heads 2 --kv-heads 1 --head-dim 8
+expect_error "block: tensor parallelism with F not divisible by P" \
+  "--mlp-dim: tp-v1 splits the MLP's hidden units over the ranks: mlp_dim must be a multiple of 3, got 64" \
+  run "${block[@]}" --heads 6 --kv-heads 3 --strategy tp-v1 --ranks 3
+expect_error "block: tensor parallelism with heads not divisible by P" \
+  "--strategy: tensor parallelism: heads (4) must be a multiple of the 3 ranks" run "${block[@]}" --strategy tp-v3 --ranks 3
+expect_error "block: ulysses with kv heads not divisible by P" "--strategy: ulysses: n_heads_kv must be divisible by the 4 ranks" \
+  run "${block[@]}" --strategy ulysses --ranks 4
+expect_error "--layers needs --block" "--layers: describes the transformer block: add --block" run --layers 2 --seqlen 64
+expect_error "--mlp-dim needs --block" "--mlp-dim: describes the transformer block: add --block" run --layer --mlp-dim 64
+expect_error "--layer and --block together" "--layer cannot be combined with --block" run --layer --block
+expect_error "block with --q" "--block: reads X (--x) and weights (--weights), not --q/--k/--v/--do" \
+  run --block --q "$TMP/bw/x.npy"
+
+# Under mpirun: the same checks on 2 MPI ranks (the command exits 1 on an error or a byte
+# mismatch).
+MPIRUN_SH="$(cd "$(dirname "$0")/../.." && pwd)/scripts/mpirun.sh"
+if command -v mpirun >/dev/null 2>&1 && [ -x "$MPIRUN_SH" ]; then
+  for s in burst tp-v1 tp-v3; do
+    out=$(timeout 120 "$MPIRUN_SH" -np 2 "$BURST" run "${block[@]}" --strategy $s --layers 2 --json "$TMP/block_mpi_$s.json" 2>&1)
+    rc=$?
+    if [ "$rc" -eq 0 ]; then ok "block with $s on 2 MPI ranks verifies, bytes match"; else bad "block with $s on 2 MPI ranks (exit $rc)" "$out"; fi
+    expect_python "block with $s on 2 MPI ranks: JSON" "$CHECK_BLOCK" "$TMP/block_mpi_$s.json" 2
+  done
+else
+  echo "skip  block under mpirun (no mpirun)"
+fi
+
+# burst plan --block: the bytes it predicts per rank are the ones burst run --block sends.
+for s in burst ulysses tp-v3; do
+  "$BURST" run "${block[@]}" --strategy $s --ranks 2 --layers 2 --mlp-dim 48 --json "$TMP/block_run_$s.json" >/dev/null 2>&1
+done
+expect_rc "plan models the block" 0 plan --cluster 8xA100-PCIe --ranks 2 --nodes 1 --block --layers 2 --model custom \
+  --heads 4 --kv-heads 2 --head-dim 8 --model-dim 24 --mlp-dim 48 --seqlen 96 --dtype fp32 --json "$TMP/plan_block.json"
+expect_python "plan --block bytes equal burst run --block bytes" '
+import json, sys
+plan = json.load(open(sys.argv[1]))
+assert plan["scope"] == "block" and plan["model"]["layers"] == 2 and plan["model"]["mlp_dim"] == 48, plan["model"]
+row = {p["strategy"]: p for p in plan["results"][0]["strategies"]}
+for s in ("burst", "ulysses", "tp-v3"):
+    r = json.load(open(f"{sys.argv[2]}/block_run_{s}.json"))
+    f, b, p = r["forward"], r["backward"], row[s]
+    assert r["passed"], s
+    run_fwd = f["attention_bytes_formula"] + f["layer_bytes_formula"] + f["mlp_bytes_formula"]
+    run_bwd = b["attention_bytes_formula"] + b["layer_bytes_formula"] + b["mlp_bytes_formula"] + b["grad_bytes_formula"]
+    assert abs(p["forward_bytes_per_rank"] - run_fwd) <= 1e-9 * run_fwd, (s, p, run_fwd)
+    assert abs(p["backward_bytes_per_rank"] - run_bwd) <= 1e-9 * run_bwd, (s, p, run_bwd)
+    assert p["memory_bytes_per_rank"] > 0 and p["compute_seconds"] > 0, p
+' "$TMP/plan_block.json" "$TMP"
+expect_error "plan --block with --scope is refused" "--block cannot be combined with --scope" \
+  plan --block --scope core
 
 # --- packed documents (--doc-lens, --doc-lens-from, --doc-dist) ------------------------------
 # Documents of 30, 1, 25 and 24 keys with queries bottom-right aligned (sq 48 < sk 80): every

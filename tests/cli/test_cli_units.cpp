@@ -70,6 +70,25 @@ TEST(PlanCommand, RunsPresetsAndWritesJson) {
   EXPECT_NE(testing::internal::GetCapturedStdout().find("--link-gbps"), std::string::npos);
 }
 
+// --block plans transformer blocks: L = 1 and the SwiGLU default F unless given; tensor
+// parallelism that cannot split F over the ranks is listed as unable to run, with the reason.
+TEST(PlanCommand, Block) {
+  const std::string json = ::testing::TempDir() + "/plan_block.json";
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--block", "--cluster", "8xA100-PCIe", "--model", "custom", "--heads", "6", "--head-dim", "128",
+                       "--ranks", "3", "--seqlen", "4K", "--strategy", "burst,tp-v3", "--json", json}),
+            0);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("scope block"), std::string::npos) << out;
+  EXPECT_NE(out.find("custom (1 layers, 6/6 heads, d 128, D 768, MLP 2048)"), std::string::npos) << out;
+  std::ifstream in(json);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_NE(ss.str().find("\"scope\": \"block\""), std::string::npos);
+  EXPECT_NE(ss.str().find("mlp_dim must be a multiple of 3, got 2048"), std::string::npos) << ss.str();
+  expect_error({"--block", "--scope", "core"}, "--block cannot be combined with --scope");
+}
+
 // A calibration file reads back what was written; causal rates are optional (older files).
 TEST(PlanCalibrationFile, RoundTrip) {
   plan::Calibration cal;
