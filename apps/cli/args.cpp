@@ -273,6 +273,27 @@ constexpr Flag<RunArgs> kFlags[] = {
        BURST_CHECK(us >= 0, f, ": expected a non-negative number of microseconds, got ", v);
        a.link_latency_us = us;
      }},
+    {"--intra-gbps", "G", "emulate links between ranks of one node of G Gbit/s (default: BURST_INTRA_GBPS, else "
+     "the real link)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       const double g = parse_scale(f, v);
+       BURST_CHECK(g > 0, f, ": expected a positive rate in Gbit/s, got ", v);
+       a.intra_gbps = g;
+     }},
+    {"--intra-latency-us", "US", "emulated latency of those links in microseconds (default: BURST_INTRA_LATENCY_US, "
+     "else 0)",
+     [](RunArgs& a, std::string_view f, std::string_view v) {
+       const double us = parse_scale(f, v);
+       BURST_CHECK(us >= 0, f, ": expected a non-negative number of microseconds, got ", v);
+       a.intra_latency_us = us;
+     }},
+    {"--nics-per-node", "K", "in-process ranks: each node of --ranks-per-node ranks has K NICs of --link-gbps each "
+     "way, shared by its ranks (rank i of a node uses NIC i % K); default: a link of its own per rank",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.nics_per_node = parse_count(f, v); }},
+    {"--emulate-compute", "F[,B]", "emulate the attention kernels: each call waits for its tiles' FLOPs at F GFLOP/s "
+     "forward and B backward (default B = F) per rank instead of computing (docs/emulation.md); bytes, buffers, "
+     "schedule and links stay real, results are not attention",
+     [](RunArgs& a, std::string_view f, std::string_view v) { a.emulate = parse_emulation(f, v); }},
     {"--help", "", "print this help",
      [](RunArgs& a, std::string_view, std::string_view) { a.help = true; }},
 };
@@ -288,6 +309,12 @@ void check_conflicts(const RunArgs& a) {
   refuse_with("--forward-only", "--grad-wire", "gradients travel only in the backward pass");
   refuse_with("--causal", "--no-causal", "they ask for opposite masks");
   refuse_with("--layer", "--block", "a block holds its attention layer; give one of them");
+  for (std::string_view flag : {"--layer", "--block"})
+    refuse_with("--emulate-compute", flag, "emulation replaces the attention core's kernels only, and its results are not attention");
+  BURST_CHECK(!a.emulate || a.strategy != algo::Strategy::kLocal,
+              "--emulate-compute: emulates the ranks of a distributed strategy; give --strategy (not local)");
+  BURST_CHECK(a.nics_per_node == 0 || (a.ranks_per_node > 0 && a.link_gbps > 0),
+              "--nics-per-node: NICs of nodes of --ranks-per-node ranks at --link-gbps; give both");
   for (std::string_view flag : {"--layers", "--mlp-dim"})
     BURST_CHECK(!a.was_given(flag) || a.block, flag, ": describes the transformer block: add --block");
   for (auto [x, y] : {std::pair{"--doc-lens", "--doc-lens-from"}, {"--doc-lens", "--doc-dist"}, {"--doc-lens-from", "--doc-dist"}})

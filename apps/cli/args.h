@@ -72,6 +72,12 @@ struct RunArgs {
   double timeout_seconds = 0;  // 0: BURST_TIMEOUT or its default
   double link_gbps = 0;        // emulated inter-node link rate; 0: BURST_LINK_GBPS or none
   double link_latency_us = 0;  // emulated inter-node latency; 0: BURST_LINK_LATENCY_US or none
+  double intra_gbps = 0;       // emulated intra-node link rate; 0: BURST_INTRA_GBPS or none
+  double intra_latency_us = 0; // emulated intra-node latency; 0: BURST_INTRA_LATENCY_US or none
+  int nics_per_node = 0;       // > 0: in-process nodes share that many NICs (comm::make_fabric)
+  // --emulate-compute: the attention kernels wait for this model's time instead of computing
+  // (kernels::EmulatedCompute); results are then not attention and are not verified.
+  std::optional<kernels::EmulatedCompute> emulate;
   bool help = false;
   // Size flags given explicitly, so that combining them with --q can be refused by name.
   std::vector<std::string> size_flags;
@@ -102,9 +108,13 @@ RunArgs parse_run_args(std::span<char* const> args);
 // comm::check_agreement.
 std::vector<comm::Setting> run_settings(const RunArgs& args, std::uint64_t inputs_hash);
 
-// The emulated links of this run (burst/throttle.h): --link-gbps and --link-latency-us, else
-// the BURST_LINK_* environment.
+// The emulated links of this run (burst/throttle.h): --link-gbps, --link-latency-us,
+// --intra-gbps and --intra-latency-us, else the BURST_LINK_* and BURST_INTRA_* environment.
 comm::LinkModel link_model_of(const RunArgs& args);
+
+// --emulate-compute's value "F" or "F,B" (GFLOP/s per rank, forward and backward); throws
+// naming `flag`.
+kernels::EmulatedCompute parse_emulation(std::string_view flag, std::string_view text);
 
 // Checks a distribution of burst/documents.h, "NAME" or "NAME:L", and returns it; throws
 // naming `flag`, listing the names and suggesting the closest, otherwise.

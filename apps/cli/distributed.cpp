@@ -69,6 +69,7 @@ algo::StrategyOptions strategy_options(const RunArgs& args, std::int64_t seqlen,
   o.double_ring = args.double_ring;
   o.gradient_wire = args.grad_wire;
   o.ulysses_degree = args.ulysses_degree;
+  if (args.emulate) o.emulate = std::make_shared<const kernels::EmulatedCompute>(*args.emulate);
   return o;
 }
 
@@ -87,10 +88,10 @@ namespace {
 class RankRun {
  public:
   RankRun(const RunArgs& args, const Problem& p, const algo::StrategyInfo& info, const algo::StrategyOptions& opt,
-          const comm::LinkModel& link, comm::Communicator& c)
+          const comm::LinkModel& link, const std::shared_ptr<comm::Fabric>& fabric, comm::Communicator& c)
       : args_(args), p_(p), info_(info), opt_(opt), c_(c),
         plan_(algo::shard_plan(opt.seqlen, c.world_size(), opt.layout, opt.mask)),
-        slow_(link.active() ? comm::throttled(c, link) : nullptr), counted_(slow_ ? *slow_ : c),
+        slow_(link.active() ? comm::throttled(c, link, fabric) : nullptr), counted_(slow_ ? *slow_ : c),
         bar_(c.rank() == 0 && ProgressBar::wanted(args.progress)) {
     opt_.threads = threads_of_rank(args, c);
     for (const auto& s : plan_) lengths_.push_back(static_cast<std::int64_t>(s.size()));
@@ -274,6 +275,14 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
                 " (documents from --doc-lens, --doc-lens-from or --doc-dist)");
   }
   const comm::LinkModel link = link_model_of(args);
+  // Nodes sharing NICs: one fabric for every in-process rank (MPI ranks cannot share one).
+  std::shared_ptr<comm::Fabric> fabric;
+  if (args.nics_per_node > 0) {
+    BURST_CHECK(ranks > 0, "--nics-per-node: NICs are shared by in-process ranks only (--ranks N, not mpirun)");
+    BURST_CHECK(ranks % args.ranks_per_node == 0, "--ranks-per-node: ", args.ranks_per_node,
+                " must divide the ranks (", ranks, ") for --nics-per-node");
+    fabric = comm::make_fabric(ranks / args.ranks_per_node, args.nics_per_node);
+  }
   // Every rank builds or reads the global inputs: a hash shows they hold the same ones.
   std::uint64_t inputs_hash = hash_bytes(p.q.data<char>(), p.q.bytes());
   for (const Tensor* t : {&p.k, &p.v, &p.dout})
@@ -288,7 +297,7 @@ DistributedResult run_burst(const RunArgs& args, const Problem& p) {
   comm::run_world(ranks, [&](comm::Communicator& c) {
     apply_world_settings(c, args);
     comm::check_agreement(c, settings);  // before any rank starts work the others would not do
-    RankRun run(args, p, info, opt, link, c);
+    RankRun run(args, p, info, opt, link, fabric, c);
     const double forward_seconds = run.forward(flops);
     const double backward_seconds = p.backward ? run.backward(flops) : 0;
     ForwardOutputs fwd;

@@ -203,6 +203,13 @@ int run(const RunArgs& args) {
   report.memory_scope = comm::launched_by_mpi() && args.strategy != algo::Strategy::kLocal ? "rank" : "process";
   if (!args.save_dir.empty()) save_outputs(outputs, args.save_dir, fwd, p.backward ? &grads : nullptr);
 
+  if (args.emulate) {
+    report.emulated = std::pair{args.emulate->forward_flops, args.emulate->backward_flops};
+    print_table(std::cout, report);
+    if (!args.json_path.empty()) outputs.write_text(args.json_path, report_json(report));
+    outputs.commit();
+    return kExitOk;
+  }
   const ForwardCheck fc = check_forward(p, fwd, args.threads);
   report.verified_rows = fc.rows;
   report.errors.push_back({"o", fc.o_error});

@@ -43,7 +43,8 @@ struct PlanArgs {
   std::vector<std::int64_t> seqlens;
   std::int64_t batch = 1;
   std::optional<int> ranks, nodes;
-  std::optional<double> flops, link_gbps, intra_gbps, latency_us, memory_gb;
+  std::optional<double> flops, backward_flops, link_gbps, intra_gbps, latency_us, memory_gb;
+  std::optional<int> nics_per_node;
   std::optional<DType> dtype;
   Scope scope = Scope::kModel;
   // Defaults as burst run and bench: causal, forward and backward (a training step).
@@ -149,10 +150,20 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.ranks = static_cast<int>(parse_count(f, v, 1 << 16)); }},
     {"--nodes", "I", "nodes, each with ranks / nodes ranks (default: the cluster's)",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.nodes = static_cast<int>(parse_count(f, v, 1 << 16)); }},
-    {"--flops", "F", "FLOP/s of one rank (GPU) or core for attention and GEMMs alike, e.g. 150T or 80G",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.flops = parse_positive(f, v, true); }},
+    {"--flops", "F[,B]", "FLOP/s of one rank (GPU) or core for attention and GEMMs alike, e.g. 150T or 80G; "
+     "F,B: the attention backward at B (as burst run --emulate-compute F,B)",
+     [](PlanArgs& a, std::string_view f, std::string_view v) {
+       const std::size_t comma = v.find(',');
+       a.flops = parse_positive(f, v.substr(0, comma), true);
+       if (comma != std::string_view::npos) a.backward_flops = parse_positive(f, v.substr(comma + 1), true);
+     }},
     {"--link-gbps", "G", "inter-node link per rank, Gb/s",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.link_gbps = parse_positive(f, v); }},
+    {"--nics-per-node", "K", "with --link-gbps: each node has K NICs of that rate, shared by its ranks (0: a link per "
+     "rank, the default unless the preset says otherwise)",
+     [](PlanArgs& a, std::string_view f, std::string_view v) {
+       a.nics_per_node = static_cast<int>(parse_positive(f, v));
+     }},
     {"--intra-gbps", "G", "intra-node link per rank, Gb/s",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.intra_gbps = parse_positive(f, v); }},
     {"--latency-us", "US", "latency per message on both links, microseconds",
@@ -242,10 +253,12 @@ Cluster make_cluster(const PlanArgs& a, DType dtype) {
   c = plan::resize(c, nodes, a.ranks.value_or(a.nodes ? nodes * c.ranks_per_node : c.ranks()), "--ranks");
   if (a.flops) {
     c.attention_forward_flops = c.attention_backward_flops = c.gemm_flops = *a.flops;
+    if (a.backward_flops) c.attention_backward_flops = *a.backward_flops;
     c.attention_forward_flops_causal = c.attention_backward_flops_causal = 0;
   }
   if (a.intra_gbps) c.intra.bandwidth = *a.intra_gbps * 1e9 / 8;
   if (a.link_gbps) c.inter.bandwidth = *a.link_gbps * 1e9 / 8;
+  if (a.nics_per_node) c.nics_per_node = *a.nics_per_node;
   if (a.latency_us) c.intra.latency = c.inter.latency = *a.latency_us * 1e-6;
   if (a.memory_gb) c.memory_bytes = *a.memory_gb * 1e9;
   return c;

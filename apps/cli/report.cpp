@@ -125,6 +125,12 @@ void print_table(std::ostream& os, const Report& r) {
   os << "memory    peak resident " << format("%.1f", r.peak_rss_mb) << " MB, Burst allocations "
      << format("%.1f", r.peak_alloc_mb) << " MB (per " << r.memory_scope << "); estimated "
      << format("%.1f", r.memory_estimate_mb) << " MB for this machine\n";
+  if (r.emulated) {
+    os << "\nemulated  compute: kernels waited for " << format("%.4g", r.emulated->first / 1e9) << " GFLOP/s forward, "
+       << format("%.4g", r.emulated->second / 1e9)
+       << " backward per rank (docs/emulation.md); results are not attention and were not verified\n";
+    return;
+  }
   os << "\nverified  " << r.verified_rows << " of " << r.seqlen_q
      << " query rows in every batch and head"
      << (r.backward_verified ? "; all gradients"
@@ -176,6 +182,14 @@ std::string report_json(const Report& r) {
   std::optional<double> backward_gflops;
   if (r.backward_seconds) backward_gflops = r.backward_flops() / *r.backward_seconds * 1e-9;
   j.optional("backward_gflops", backward_gflops);
+  if (r.emulated) {
+    JsonObject e;
+    e.number("forward_flops", r.emulated->first);
+    e.number("backward_flops", r.emulated->second);
+    j.raw("emulated_compute", e.text());
+  } else {
+    j.raw("emulated_compute", "null");
+  }
   j.integer("verified_rows", r.verified_rows);
   j.boolean("backward_verified", r.backward_verified);
   j.boolean("backward_sampled", r.backward_sampled);

@@ -37,6 +37,9 @@ struct Report {
   double forward_flops = 0.0;
   double forward_seconds = 0.0;
   std::optional<double> backward_seconds;  // set when the backward pass ran
+  // --emulate-compute: the kernels' modelled rates (FLOP/s per rank); the results are then
+  // not attention and not verified.
+  std::optional<std::pair<double, double>> emulated;
   // Verification.
   std::int64_t verified_rows = 0;
   bool backward_verified = false;

@@ -54,6 +54,10 @@ struct Cluster {
   double gemm_flops = 0;          // projections and MLP
   double memory_bandwidth = 0;    // bytes/s of one rank: ring-rsa's materialised score passes
   Link intra, inter;
+  // 0: `inter` is every rank's own link. K > 0: `inter` is one NIC and a node has K of them,
+  // so when more of its ranks send across at once (the double ring, Ulysses' all-to-all, USP's
+  // rings) each flow gets inter x K / flows; a single ring crosses from one rank per node.
+  int nics_per_node = 0;
   double memory_bytes = 0;        // per rank
   // Whether a posted transfer moves while the rank computes (GPUs, MPI with the progress
   // hook). The in-process backend copies inside the posting call, so its ring steps add up.

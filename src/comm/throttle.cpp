@@ -61,6 +61,11 @@ class HeldSend;
 struct Links {
   LinkModel model;
   std::shared_ptr<Fabric> fabric;  // the nodes' shared NICs, or null: a link per rank
+  // The topology of the communicator throttled() wrapped (the "world" of its splits): node of
+  // each world rank, the rank's index within its node, and the node count. A split
+  // renumbers its nodes (a node's own ring sees one node), so links are classed by these.
+  std::vector<int> node_of_world, local_of_world;
+  int nodes = 1;
   std::mutex mutex;
   Clock::time_point free_at[2] = {};  // [intra, inter]: when the link has sent what it holds
   std::vector<std::weak_ptr<HeldSend>> held;
@@ -165,9 +170,11 @@ class Forwarded final : public RequestState {
 
 class ThrottledCommunicator final : public Communicator {
  public:
-  ThrottledCommunicator(Communicator& inner, std::unique_ptr<Communicator> owned, std::shared_ptr<Links> links)
+  // world_of: the world rank of each of inner's ranks.
+  ThrottledCommunicator(Communicator& inner, std::unique_ptr<Communicator> owned, std::shared_ptr<Links> links,
+                        std::vector<int> world_of)
       : Communicator(inner.rank(), inner.world_size()), inner_(&inner), owned_(std::move(owned)),
-        links_(std::move(links)) {
+        links_(std::move(links)), world_of_(std::move(world_of)) {
     std::vector<int> same(static_cast<std::size_t>(inner.world_size()));
     std::iota(same.begin(), same.end(), 0);
     inherit_topology(inner, same);
@@ -178,8 +185,12 @@ class ThrottledCommunicator final : public Communicator {
   std::unique_ptr<Communicator> split(int color, int key) override {
     std::unique_ptr<Communicator> child = inner_->split(color, key);
     if (!child) return nullptr;
+    // The members' world ranks, from each member (collective on the new communicator).
+    const int mine = world_of_[static_cast<std::size_t>(rank())];
+    std::vector<int> world_of(static_cast<std::size_t>(child->world_size()));
+    child->all_gather(&mine, world_of.data(), sizeof(int));
     Communicator& ref = *child;
-    return std::make_unique<ThrottledCommunicator>(ref, std::move(child), links_);
+    return std::make_unique<ThrottledCommunicator>(ref, std::move(child), links_, std::move(world_of));
   }
   void progress() override {
     pump(*links_);
@@ -189,8 +200,10 @@ class ThrottledCommunicator final : public Communicator {
  protected:
   std::unique_ptr<RequestState> post_send(const void* data, std::size_t bytes, int peer, int tag, bool /*collective*/,
                                           TransferInfo info) override {
-    const auto& nodes = node_of_rank();
-    const bool intra = node_count() > 1 && nodes[static_cast<std::size_t>(peer)] == nodes[static_cast<std::size_t>(rank())];
+    const Links& l = *links_;
+    const int me = world_of_[static_cast<std::size_t>(rank())], to = world_of_[static_cast<std::size_t>(peer)];
+    const bool intra = l.nodes > 1 && l.node_of_world[static_cast<std::size_t>(me)] ==
+                                          l.node_of_world[static_cast<std::size_t>(to)];
     const LinkModel& m = links_->model;
     const double rate = intra ? m.intra_node_bytes_per_second : m.inter_node_bytes_per_second;
     const auto latency = intra ? m.intra_node_latency : m.inter_node_latency;
@@ -204,16 +217,13 @@ class ThrottledCommunicator final : public Communicator {
       std::lock_guard lock(links_->mutex);
       const auto serialise = std::chrono::duration_cast<Clock::duration>(
           std::chrono::duration<double>(rate > 0 ? static_cast<double>(bytes) / rate : 0.0));
-      if (!intra && links_->fabric && node_count() > 1) {
-        // A rank uses its node's NIC (local index within the node) % nics_per_node.
+      if (!intra && links_->fabric && l.nodes > 1) {
+        // A rank uses its node's NIC (its index within the node) % nics_per_node.
         const int k = links_->fabric->nics_per_node();
-        auto nic = [&](int r) {
-          const int node = nodes[static_cast<std::size_t>(r)];
-          int local = 0;
-          for (int i = 0; i < r; ++i) local += nodes[static_cast<std::size_t>(i)] == node ? 1 : 0;
-          return node * k + local % k;
+        auto nic = [&](int w) {
+          return l.node_of_world[static_cast<std::size_t>(w)] * k + l.local_of_world[static_cast<std::size_t>(w)] % k;
         };
-        arrive = links_->fabric->reserve(nic(rank()), nic(peer), serialise) + latency;
+        arrive = links_->fabric->reserve(nic(me), nic(to), serialise) + latency;
       } else {
         Clock::time_point& free_at = links_->free_at[intra ? 0 : 1];
         free_at = std::max(Clock::now(), free_at) + serialise;
@@ -233,6 +243,7 @@ class ThrottledCommunicator final : public Communicator {
   Communicator* inner_;
   std::unique_ptr<Communicator> owned_;
   std::shared_ptr<Links> links_;
+  std::vector<int> world_of_;
 };
 
 }  // namespace
@@ -250,7 +261,14 @@ std::unique_ptr<Communicator> throttled(Communicator& inner, const LinkModel& mo
   auto links = std::make_shared<Links>();
   links->model = model;
   links->fabric = std::move(fabric);
-  return std::make_unique<ThrottledCommunicator>(inner, nullptr, std::move(links));
+  links->node_of_world = inner.node_of_rank();
+  links->nodes = inner.node_count();
+  const auto& nodes = links->node_of_world;
+  for (std::size_t r = 0; r < nodes.size(); ++r)
+    links->local_of_world.push_back(static_cast<int>(std::count(nodes.begin(), nodes.begin() + static_cast<std::ptrdiff_t>(r), nodes[r])));
+  std::vector<int> world_of(static_cast<std::size_t>(inner.world_size()));
+  std::iota(world_of.begin(), world_of.end(), 0);
+  return std::make_unique<ThrottledCommunicator>(inner, nullptr, std::move(links), std::move(world_of));
 }
 
 }  // namespace burst::comm

@@ -34,9 +34,17 @@ struct Pass {
   }
 };
 
+// What one inter-node flow gets when `flows` ranks of its node send across at once: its own
+// link (nics_per_node 0), or a share of the node's NICs.
+Link inter_flow(const Cluster& c, int flows) {
+  Link link = c.inter;
+  if (c.nics_per_node > 0 && flows > c.nics_per_node) link.bandwidth *= static_cast<double>(c.nics_per_node) / flows;
+  return link;
+}
+
 // The link a ring's slowest hop uses: with several nodes one hop per node crosses, and every
 // step waits for it.
-const Link& ring_link(const Cluster& c) { return c.nodes > 1 ? c.inter : c.intra; }
+Link ring_link(const Cluster& c) { return c.nodes > 1 ? inter_flow(c, 1) : c.intra; }
 
 // A ring of `steps` steps whose compute totals `compute` and whose step transfer takes
 // `step_wire` (from the second step on, posted while the previous step computes), plus a
@@ -61,11 +69,13 @@ void double_ring_pass(Pass& pass, const Cluster& c, double compute, double step_
                       double tail_bytes) {
   const int nodes = c.nodes, local = c.ranks_per_node;
   const double per_step = compute / (nodes * local);
-  const double intra = c.intra.seconds(step_bytes, step_msgs), inter = c.inter.seconds(step_bytes, step_msgs);
+  // Every rank of a node sends its inter-node hop in the same outer step.
+  const Link across = inter_flow(c, local);
+  const double intra = c.intra.seconds(step_bytes, step_msgs), inter = across.seconds(step_bytes, step_msgs);
   const double intra_cycle = c.overlap ? per_step + (local - 1) * std::max(per_step, intra)
                                        : local * per_step + (local - 1) * intra;
   const double outer = c.overlap ? std::max(intra_cycle, inter) : intra_cycle + inter;
-  const double tail = nodes > 1 ? c.inter.seconds(tail_bytes, 1) : c.intra.seconds(tail_bytes, 1);
+  const double tail = nodes > 1 ? across.seconds(tail_bytes, 1) : c.intra.seconds(tail_bytes, 1);
   pass.seconds += (nodes - 1) * outer + intra_cycle + tail;
   pass.compute += compute;
   pass.wire += nodes * (local - 1) * intra + (nodes - 1) * inter + tail;
@@ -81,14 +91,16 @@ void collective(Pass& pass, const Cluster& c, int ranks, int ranks_per_node, Pat
   if (ranks <= 1 || bytes <= 0) return;
   const bool crosses = ranks > ranks_per_node;
   double wire = 0;
+  // A ring collective has one crossing hop per node; pairwise exchanges cross from every rank.
+  const Link across = inter_flow(c, pattern == Pattern::kRing ? 1 : ranks_per_node);
   if (pattern == Pattern::kRing || !crosses) {
-    const Link& link = crosses ? c.inter : c.intra;
+    const Link& link = crosses ? across : c.intra;
     wire = link.seconds(bytes, messages);
     if (crosses) pass.inter_bytes += bytes * (static_cast<double>(ranks) / ranks_per_node) / ranks;
   } else {
     const double peers = ranks - 1, local = ranks_per_node - 1;
     const double intra_part = bytes * local / peers, inter_part = bytes - intra_part;
-    wire = c.intra.seconds(intra_part, messages * local / peers) + c.inter.seconds(inter_part, messages * (peers - local) / peers);
+    wire = c.intra.seconds(intra_part, messages * local / peers) + across.seconds(inter_part, messages * (peers - local) / peers);
     pass.inter_bytes += inter_part;
   }
   pass.add_blocking(wire);
@@ -162,7 +174,7 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
         }
         break;
       }
-      const Link& link = ring_link(c);
+      const Link link = ring_link(c);
       const double share_inter = c.nodes > 1 ? static_cast<double>(c.nodes) / p : 0.0;
       ring_pass(cost.forward, c, p, fwd, p > 1 ? link.seconds(fsum / (p - 1), 1) : 0, 0);
       cost.forward.inter_bytes += fsum * share_inter;
@@ -181,7 +193,7 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       const double full = 4.0 * b * hq * n_total * n_total * d / p;
       const double scores = b * hq * (n_total / p) * n_total * sizeof(float);
       const double mem = scores / (c.memory_bandwidth * share);
-      const Link& link = ring_link(c);
+      const Link link = ring_link(c);
       const double half = p > 1 ? link.seconds(fsum / 2 / (p - 1), 1) : 0;
       ring_pass(cost.forward, c, p, full / 2 / gemm + mem, half, 0);  // K pass: S = Q K^T
       cost.forward.add_compute(2 * mem);                             // softmax in place
@@ -227,8 +239,9 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       Cluster group_view = c;  // the group's all-to-all stays inside a node when it fits
       if (group_in_node) group_view.nodes = 1;
       collective(cost.forward, group_view, u, std::min(u, l), Pattern::kPairwise, fsum - ring_f, 2.0 * (u - 1));
-      // Ring members r, r + U, ... lie on different nodes when P > L.
-      const Link& link = p > l ? c.inter : c.intra;
+      // Ring members r, r + U, ... lie on different nodes when P > L; the node's U rings
+      // then all cross at every step.
+      const Link link = p > l ? inter_flow(c, std::min(u, l)) : c.intra;
       ring_pass(cost.forward, c, groups, fwd, groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0);
       if (w.backward) {
         collective(cost.backward, group_view, u, std::min(u, l), Pattern::kPairwise, bsum - ring_b, 2.0 * (u - 1));

@@ -39,9 +39,11 @@ Cluster cluster_preset(const std::string& name, const std::string& what) {
     c.memory_bandwidth = 2.0e12;
     c.memory_bytes = 80e9;
     // NVLink 3: 300 GB/s per direction per GPU; rings reach ~200 GB/s. 600 Gb/s per node is
-    // 75 GB/s, shared by the node's 8 ranks: 9.4 GB/s per rank, ~10 us per message.
+    // 75 GB/s, shared by the node's 8 ranks (9.4 GB/s each when all send across at once, the
+    // whole of it for a single ring's one crossing hop), ~10 us per message.
     c.intra = {200e9, 5e-6};
-    c.inter = {600e9 / 8 / 8, 10e-6};
+    c.inter = {600e9 / 8, 10e-6};
+    c.nics_per_node = 1;
     return c;
   }
   throw Error(what + ": expected one of 8xA100-PCIe, 4x8xA100-RoCE600, this, got '" + name + "'");

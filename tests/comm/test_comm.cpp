@@ -157,6 +157,35 @@ TEST(ThrottledCommTiming, NodesShareTheirNic) {
   }
 }
 
+// A split keeps the world's link classes: a node's own communicator (which sees one node)
+// sends at the intra-node rate, not the inter-node one, and a communicator across nodes at
+// the inter-node rate (the double ring runs on such splits).
+TEST(ThrottledCommTiming, SplitsKeepTheWorldsLinkClasses) {
+  comm::LinkModel model;
+  model.inter_node_bytes_per_second = 20e6;  // 1 MB: 0.05 s across nodes, unthrottled inside
+  comm::run_local_ranks(4, [&](Communicator& c) {
+    c.set_ranks_per_node(2);
+    const auto slow = comm::throttled(c, model);
+    const int node = c.rank() / 2, local = c.rank() % 2;
+    for (bool within : {true, false}) {
+      auto part = within ? slow->split(node, local) : slow->split(local, node);
+      std::vector<std::uint8_t> data(1'000'000, 1), got(data.size());
+      part->barrier();
+      const auto t0 = comm::Clock::now();
+      const int peer = 1 - part->rank();
+      comm::Request r = part->irecv(got.data(), got.size(), peer, 5);
+      part->isend(data.data(), data.size(), peer, 5).wait(part->deadline());
+      r.wait(part->deadline());
+      const double s = std::chrono::duration<double>(comm::Clock::now() - t0).count();
+      if (within) {
+        EXPECT_LT(s, 0.04) << "a node's own communicator was throttled as inter-node";
+      } else {
+        EXPECT_GE(s, 0.05) << "a communicator across nodes was not throttled";
+      }
+    }
+  });
+}
+
 // 64 MiB messages around the ring (16 M distinct uint32 values per rank).
 TEST(LocalCommLarge, RingExchange64MiB) {
   comm::run_local_ranks(3, [](Communicator& c) { testing::check_ring_exchange(c, std::size_t{16} << 20); });
