@@ -114,7 +114,7 @@ for path in sorted(glob.glob(os.path.join(d, "*.json"))):
     inter = sum(dist.get("forward_bytes_inter_node_by_rank", [0]) + dist.get("backward_bytes_inter_node_by_rank", [0]))
     inter /= max(1, int(p)) * 1e6
     err = f"{100 * (pred - (fwd + bwd)) / (fwd + bwd):+.1f}%" if pred else "-"
-    rows.append((int(p), int(s), g, nics, strategy, fwd, bwd, pred, err, dist.get("forward_exposed", 0), dist.get("backward_exposed", 0), inter))
+    rows.append((int(p), int(s), g, nics, strategy, fwd, bwd, pred, err, dist.get("forward_exposed_seconds", 0), dist.get("backward_exposed_seconds", 0), inter))
 for (p, s, g, nics, strategy, fwd, bwd, pred, err, ef, eb, inter) in sorted(rows):
     pr = f"{pred:.1f}" if pred else "-"
     print(f"| {p} | {s // 1024}K | {g[:-1]} x {nics[:-3]} | {strategy} | {fwd:.1f} | {bwd:.1f} | {fwd + bwd:.1f} | {pr} | {err} | {ef:.1f} / {eb:.1f} | {inter:.1f} |")

@@ -313,6 +313,9 @@ void check_conflicts(const RunArgs& a) {
     refuse_with("--emulate-compute", flag, "emulation replaces the attention core's kernels only, and its results are not attention");
   BURST_CHECK(!a.emulate || a.strategy != algo::Strategy::kLocal,
               "--emulate-compute: emulates the ranks of a distributed strategy; give --strategy (not local)");
+  BURST_CHECK(!a.emulate || a.strategy != algo::Strategy::kRingRsa,
+              "--emulate-compute: ring-rsa computes its scores with plain GEMMs, not the attention kernels that "
+              "emulation replaces");
   BURST_CHECK(a.nics_per_node == 0 || (a.ranks_per_node > 0 && a.link_gbps > 0),
               "--nics-per-node: NICs of nodes of --ranks-per-node ranks at --link-gbps; give both");
   for (std::string_view flag : {"--layers", "--mlp-dim"})

@@ -386,6 +386,37 @@ assert 0.8 <= ratio <= 2.0, (r["memory_estimate_mb"], r["peak_alloc_mb"])
 expect_rc "emulated slow links still verify" 0 run --seqlen 512 --heads 2 --head-dim 32 --link-gbps 0.5 --link-latency-us 100
 expect_error "bad --link-gbps" "--link-gbps: expected a positive rate in Gbit/s, got 0" run --link-gbps 0
 
+# --- emulated clusters (docs/emulation.md): compute emulation, nodes sharing NICs -----------
+# 8 ranks in 2 nodes: the emulated run sends the real run's bytes, takes at least the model's
+# time, says it is emulated, and burst plan predicts it (single ring: every step waits on the
+# inter-node hop, 8 x 1 MB at 20 MB/s).
+expect_rc "real run for the emulation check" 0 run --strategy burst --ranks 8 --ranks-per-node 4 --seqlen 4096 \
+  --heads 8 --head-dim 32 --dtype bf16 --forward-only --threads 1 --json "$TMP/real8.json"
+expect_rc "emulated run" 0 run --strategy burst --ranks 8 --ranks-per-node 4 --seqlen 4096 --heads 8 --head-dim 32 \
+  --dtype bf16 --forward-only --threads 1 --emulate-compute 20 --link-gbps 0.16 --nics-per-node 1 \
+  --json "$TMP/emu8.json"
+expect_python "emulation keeps the bytes and the model's time, and is marked" '
+import json, sys
+real, emu = (json.load(open(p)) for p in sys.argv[1:3])
+assert emu["emulated_compute"] == {"forward_flops": 20e9, "backward_flops": 20e9}, emu["emulated_compute"]
+assert real["emulated_compute"] is None
+assert emu["verified_rows"] == 0
+d, e = real["distributed"], emu["distributed"]
+assert d["forward_bytes_sent_per_rank"] == e["forward_bytes_sent_per_rank"], (d, e)
+assert e["forward_steps_computed"] == d["forward_steps_computed"]
+# 8 steps, each waiting for 512 x 8 x 32 x 2 x 2 bytes of K, V through a 20 MB/s NIC.
+hop = 512 * 8 * 32 * 2 * 2 / 20e6
+assert emu["forward_seconds"] >= 7 * hop, (emu["forward_seconds"], 7 * hop)
+' "$TMP/real8.json" "$TMP/emu8.json"
+expect_error "emulation refuses ring-rsa" "--emulate-compute: ring-rsa computes its scores with plain GEMMs" \
+  run --strategy ring-rsa --emulate-compute 10
+expect_error "emulation refuses the layer" "--emulate-compute cannot be combined with --layer" \
+  run --layer --emulate-compute 10
+expect_error "bad --emulate-compute" "--emulate-compute: expected F or F,B, positive GFLOP/s per rank" \
+  run --emulate-compute 10,x
+expect_error "--nics-per-node needs nodes and a rate" "--nics-per-node: NICs of nodes of --ranks-per-node ranks" \
+  run --nics-per-node 1
+
 # --- burst bench: a tiny sweep writes JSON, CSV and one chart per group ---------------------
 expect_rc "bench sweeps and verifies" 0 bench --seqlens 128,256 --heads 2 --kv-heads 2,1 --head-dim 16 \
   --strategies burst,ring,ulysses --ranks 2 --out "$TMP/bench"
