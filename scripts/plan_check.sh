@@ -9,8 +9,10 @@
 # -o DIR   where the JSON files go (default out/plan_check); the table is also DIR/table.txt
 # --quick  two small configurations only (a smoke test of the script)
 # --only   just the named configurations (names as in the table)
-# The last column is the 1-minute load average when the run started: on a shared machine the
-# kernels' rate moves with it, so calibrate just before (delete the calibration file).
+# The last column is the 1-minute load average when the run started (the previous runs' own
+# ranks included): on a shared machine the kernels' rate moves with it, so calibrate just
+# before (delete the calibration file). A warning is printed when the machine is busy (load
+# above half its cores) before the first run.
 # Environment: BURST (default build/bin/burst), BURST_PLAN (default "$BURST plan"), REPEAT
 # (timed runs per pass, default 1), CALIBRATION (default out/calibration.json; measured first
 # with `burst plan --calibrate` when missing).
@@ -34,6 +36,15 @@ read -r -a PLAN <<< "${BURST_PLAN:-$BURST plan}"
 REPEAT=${REPEAT:-1}
 CALIBRATION=${CALIBRATION:-out/calibration.json}
 mkdir -p "$out"
+
+# The kernels' rates move with the machine's load: say so before measuring on a busy one.
+busy() {
+  awk -v cores="$(nproc)" '{ exit !($1 > 0.5 * cores) }' /proc/loadavg
+}
+if busy; then
+  echo "plan_check: WARNING: the machine is busy (load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores);" \
+       "measured times will be slower than predicted" >&2
+fi
 
 if [[ ! -f "$CALIBRATION" ]]; then
   "${PLAN[@]}" --calibrate --calibration "$CALIBRATION"

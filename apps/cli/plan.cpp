@@ -52,6 +52,7 @@ struct PlanArgs {
   bool cluster_given = false;
   std::vector<Candidate> strategies;  // empty: all
   std::string json_path;
+  int top = 0;  // > 0: rank every choice (USP at every Ulysses degree) and list the best `top`
 };
 
 
@@ -188,11 +189,15 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view, std::string_view) { a.causal = true; }},
     {"--no-causal", "", "no mask (contiguous layout)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.causal = false; }},
-    {"--strategy", "S[,S...]", "only these strategies (burst, burst-double, ring, ring-rsa, ulysses, usp, allgather, tp-v1, tp-v3)",
+    {"--strategy", "S[,S...]", "only these strategies (burst, burst-double, ring, ring-rsa, ulysses, usp, usp:U for "
+     "U ranks per Ulysses group, allgather, tp-v1, tp-v3)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        a.strategies.clear();
        for_each_item(v, [&](std::string_view item) { a.strategies.push_back(plan::parse_candidate(std::string(item), std::string(f))); });
      }},
+    {"--top", "N", "also try USP at every Ulysses degree and list the N fastest choices that fit, with their time "
+     "and memory per rank",
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.top = static_cast<int>(parse_positive(f, v)); }},
     {"--paper", "", "the paper's table: LLaMA-2 7b first-token latency on 8xA100-PCIe, 32K..256K, predicted next to published",
      [](PlanArgs& a, std::string_view, std::string_view) { a.paper = true; }},
     {"--json", "FILE", "write every prediction as one JSON object to FILE",
@@ -338,10 +343,14 @@ int run_plan(std::span<char* const> args) {
                       : std::vector<std::int64_t>{32768, 65536, 131072, 262144, 524288, 1048576};
   }
   std::vector<Candidate> choices = a.strategies.empty() ? plan::candidates() : a.strategies;
+  if (a.top > 0) choices = plan::with_ulysses_degrees(choices, m, c);
 
   print_header(std::cout, c, m, w);
   const std::vector<Row> rows = plan::predict_all(c, m, w, seqlens, choices);
-  for (const Row& row : rows) print_row(std::cout, row);
+  for (const Row& row : rows) {
+    print_row(std::cout, row);
+    if (a.top > 0) print_top(std::cout, row, a.top);
+  }
   for (const Row& row : rows)
     if (row.best < 0) std::cout << what_would_fit(c, m, w, row.seqlen, choices) << "\n";
   if (a.paper) print_paper(std::cout, c, m, w);

@@ -144,6 +144,20 @@ void print_row(std::ostream& os, const Row& row) {
   os << ")\n";
 }
 
+void print_top(std::ostream& os, const Row& row, int n) {
+  std::vector<const Prediction*> runs;
+  for (const Prediction& p : row.predictions)
+    if (p.runs()) runs.push_back(&p);
+  std::stable_sort(runs.begin(), runs.end(), [](const Prediction* a, const Prediction* b) { return a->seconds() < b->seconds(); });
+  if (runs.size() > static_cast<std::size_t>(n)) runs.resize(static_cast<std::size_t>(n));
+  os << "best " << runs.size() << ":";
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    os << (i ? "; " : " ") << runs[i]->candidate.name() << " " << fmt("%.4g", runs[i]->seconds()) << " s, "
+       << fmt("%.3g", runs[i]->memory_bytes * 1e-9) << " GB/rank";
+  }
+  os << "\n";
+}
+
 void print_paper(std::ostream& os, const Cluster& c, const ModelShape& m, const Workload& base) {
   const std::vector<std::int64_t>& seqlens = kPaperSeqlens;
   std::vector<Candidate> choices;

@@ -20,6 +20,9 @@ void print_header(std::ostream& os, const plan::Cluster& c, const plan::ModelSha
 // One sequence length: every strategy's figures, `OOM` or the reason it cannot run, and the
 // recommendation with the runner-up.
 void print_row(std::ostream& os, const plan::Row& row);
+// The `n` fastest choices of a row that run and fit, fastest first: strategy (double ring,
+// Ulysses degree), predicted time and memory per rank.
+void print_top(std::ostream& os, const plan::Row& row, int n);
 // For a length no strategy fits in memory: the longest length that fits on these ranks, and
 // how many ranks (whole nodes more) this length needs.
 std::string what_would_fit(const plan::Cluster& c, const plan::ModelShape& m, const plan::Workload& w,

@@ -107,18 +107,24 @@ struct Workload {
 Workload make_workload(std::int64_t batch, bool causal, bool backward, Scope scope, DType dtype);
 
 // A strategy the planner compares: a registry entry, with BurstAttention's double ring as a
-// candidate of its own ("burst-double").
+// candidate of its own ("burst-double") and USP with a chosen Ulysses degree ("usp:4").
 struct Candidate {
   algo::Strategy strategy = algo::Strategy::kBurst;
   bool double_ring = false;
+  int ulysses_degree = 0;  // usp: ranks per Ulysses group; 0: usp_degree's choice
   std::string name() const;
   bool operator==(const Candidate&) const = default;
 };
 // Every candidate, in the order tables list them: burst, burst-double, ring, ring-rsa,
 // ulysses, usp, allgather, tp-v1, tp-v3 (local runs on one rank and is not planned).
 const std::vector<Candidate>& candidates();
-// Throws naming `what` and listing the names when `text` names no candidate.
+// Throws naming `what` and listing the names when `text` names no candidate; "usp:U" is usp
+// with U ranks per Ulysses group.
 Candidate parse_candidate(const std::string& text, const std::string& what);
+// `choices` with usp (degree 0) replaced by usp:U for every U from 2 to P / 2 that divides the
+// ranks and both head counts: the Ulysses degree becomes a choice the ranking makes.
+std::vector<Candidate> with_ulysses_degrees(const std::vector<Candidate>& choices, const ModelShape& model,
+                                            const Cluster& cluster);
 
 // Why a candidate cannot run a problem ("" when it can): the registry's reason (heads that do
 // not split, tensor parallelism outside a layer), or the planner's own (the double ring on one

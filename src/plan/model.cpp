@@ -122,7 +122,7 @@ struct LayerCost {
 algo::StrategyOptions options_of(const Candidate& cand, const ModelShape& m, const Cluster& c) {
   algo::StrategyOptions o;
   o.double_ring = cand.double_ring;
-  if (cand.strategy == algo::Strategy::kUsp) o.ulysses_degree = usp_degree(m, c);
+  if (cand.strategy == algo::Strategy::kUsp) o.ulysses_degree = cand.ulysses_degree > 0 ? cand.ulysses_degree : usp_degree(m, c);
   return o;
 }
 
@@ -388,15 +388,31 @@ Workload make_workload(std::int64_t batch, bool causal, bool backward, Scope sco
 // The planner's candidates: the registry's distributed strategies, and the double ring.
 const std::vector<Candidate>& candidates() {
   static const std::vector<Candidate> all = {
-      {algo::Strategy::kBurst, false},   {algo::Strategy::kBurst, true},      {algo::Strategy::kRing, false},
-      {algo::Strategy::kRingRsa, false}, {algo::Strategy::kUlysses, false},   {algo::Strategy::kUsp, false},
-      {algo::Strategy::kAllGather, false}, {algo::Strategy::kTpV1, false}, {algo::Strategy::kTpV3, false}};
+      {algo::Strategy::kBurst, false, 0},     {algo::Strategy::kBurst, true, 0},   {algo::Strategy::kRing, false, 0},
+      {algo::Strategy::kRingRsa, false, 0},   {algo::Strategy::kUlysses, false, 0}, {algo::Strategy::kUsp, false, 0},
+      {algo::Strategy::kAllGather, false, 0}, {algo::Strategy::kTpV1, false, 0},   {algo::Strategy::kTpV3, false, 0}};
   return all;
 }
 
-std::string Candidate::name() const { return algo::strategy_name(strategy) + (double_ring ? "-double" : ""); }
+std::string Candidate::name() const {
+  std::string n = algo::strategy_name(strategy);
+  if (double_ring) n += "-double";
+  if (ulysses_degree > 0) {
+    n += ':';
+    n += std::to_string(ulysses_degree);
+  }
+  return n;
+}
 
 Candidate parse_candidate(const std::string& text, const std::string& what) {
+  if (text.rfind("usp:", 0) == 0) {
+    const std::string digits = text.substr(4);
+    int u = 0;
+    if (!digits.empty() && digits.size() < 7 && digits.find_first_not_of("0123456789") == std::string::npos)
+      u = std::stoi(digits);
+    if (u < 2) fail(what, ": usp:U takes a Ulysses degree U >= 2, got '", text, "'");
+    return Candidate{algo::Strategy::kUsp, false, u};
+  }
   std::string names;
   for (const Candidate& c : candidates()) {
     if (c.name() == text) return c;
@@ -404,6 +420,19 @@ Candidate parse_candidate(const std::string& text, const std::string& what) {
     names += c.name();
   }
   fail(what, ": expected ", names, ", got '", text, "'");
+}
+
+std::vector<Candidate> with_ulysses_degrees(const std::vector<Candidate>& choices, const ModelShape& m, const Cluster& c) {
+  std::vector<Candidate> out;
+  for (const Candidate& cand : choices) {
+    if (cand.strategy != algo::Strategy::kUsp || cand.ulysses_degree > 0) {
+      out.push_back(cand);
+      continue;
+    }
+    for (int u = 2; u <= c.ranks() / 2; ++u)
+      if (c.ranks() % u == 0 && m.heads % u == 0 && m.kv_heads % u == 0) out.push_back({algo::Strategy::kUsp, false, u});
+  }
+  return out;
 }
 
 int usp_degree(const ModelShape& m, const Cluster& c) {

@@ -128,9 +128,12 @@ TEST(PlanModel, FasterHardwareNeverSlower) {
 }
 
 // The double ring hides the slow inter-node hop behind the intra-node steps: on a fast
-// intra-node link with slow links between nodes it beats the single ring (same bytes).
+// intra-node link with slow links between nodes and a NIC per rank it beats the single ring
+// (same bytes).
 TEST(PlanModel, DoubleRingHidesTheInterNodeHop) {
-  const Cluster c = plan::cluster_preset("4x8xA100-RoCE600", "test");
+  Cluster c = plan::cluster_preset("4x8xA100-RoCE600", "test");
+  c.inter.bandwidth /= 8;
+  c.nics_per_node = 8;  // the node's 600 Gb/s as eight NICs, one per GPU
   const ModelShape m = plan::model_preset("llama2-7b", "test");
   const Prediction single = plan::predict(kBurst, c, m, first_token(131072));
   const Prediction dbl = plan::predict(kBurstDouble, c, m, first_token(131072));
@@ -142,6 +145,49 @@ TEST(PlanModel, DoubleRingHidesTheInterNodeHop) {
   EXPECT_FALSE(plan::predict(kBurstDouble, plan::cluster_preset("8xA100-PCIe", "t"), m,
                                   first_token(32768))
                    .infeasible.empty());
+}
+
+// NICs shared by a node's ranks: a single ring crosses from one rank per node and gets a
+// whole NIC; the double ring crosses from all of them at once and gets a share, so with one
+// NIC per node it loses its edge (docs/emulation.md).
+TEST(PlanModel, SharedNicsSplitAmongTheRanksThatCross) {
+  const ModelShape m = plan::model_preset("llama2-7b", "test");
+  Cluster one = plan::cluster_preset("4x8xA100-RoCE600", "test");  // one NIC per node
+  one.inter.bandwidth = 2e9;  // slow enough that the inter-node hops show
+  Cluster eight = one;
+  eight.nics_per_node = 8;
+  eight.inter.bandwidth = one.inter.bandwidth / 8;  // the same rate per node, a NIC per rank
+  const Workload w = first_token(262144);
+  // A single ring's one crossing flow: a whole NIC beats an eighth of one.
+  EXPECT_LT(plan::predict(kBurst, one, m, w).seconds(), plan::predict(kBurst, eight, m, w).seconds());
+  // The double ring's eight flows share the one NIC: the same rate per flow either way.
+  EXPECT_NEAR(plan::predict(kBurstDouble, one, m, w).seconds(), plan::predict(kBurstDouble, eight, m, w).seconds(),
+              1e-9 * plan::predict(kBurstDouble, one, m, w).seconds());
+  // Without NICs per node (0) `inter` is every rank's own link.
+  Cluster own = one;
+  own.nics_per_node = 0;
+  EXPECT_LT(plan::predict(kBurstDouble, own, m, w).seconds(), plan::predict(kBurstDouble, one, m, w).seconds());
+}
+
+// USP's Ulysses degree as a choice: usp:U names it, and with_ulysses_degrees offers every
+// degree from 2 to P / 2 that divides the ranks and both head counts.
+TEST(PlanCandidates, UlyssesDegreesAreChoices) {
+  const plan::Candidate u4 = plan::parse_candidate("usp:4", "--strategy");
+  EXPECT_EQ(u4.ulysses_degree, 4);
+  EXPECT_EQ(u4.name(), "usp:4");
+  EXPECT_THROW(plan::parse_candidate("usp:1", "--strategy"), Error);
+  EXPECT_THROW(plan::parse_candidate("usp:x", "--strategy"), Error);
+  const Cluster c = plan::cluster_preset("4x8xA100-RoCE600", "test");  // 32 ranks
+  ModelShape m = plan::model_preset("llama2-7b", "test");             // 32 heads
+  m.kv_heads = 8;
+  std::vector<std::string> names;
+  for (const plan::Candidate& cand : plan::with_ulysses_degrees({kBurst, kUsp}, m, c)) names.push_back(cand.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"burst", "usp:2", "usp:4", "usp:8"}));
+  // An explicit degree is predicted as given, and differs from another degree's prediction.
+  const Prediction p4 = plan::predict(u4, c, m, first_token(131072));
+  const Prediction p2 = plan::predict(plan::parse_candidate("usp:2", "t"), c, m, first_token(131072));
+  EXPECT_TRUE(p4.runs() && p2.runs());
+  EXPECT_NE(p4.forward_bytes, p2.forward_bytes);
 }
 
 TEST(PlanModel, RingRsaRunsOutOfMemoryFirst) {
