@@ -430,12 +430,18 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
   detail::add_lanes(c.dv, ib, k0, cols, kvh, w.dv_t, ld, 1.0f);
 }
 
+// The backward's fused route is fp32 only: bf16 inputs keep the BLAS route (bf16 dot
+// products for S and dP, the other products widened) even where the forward is fused.
+bool fused_backward(const TileOps& ops, DType dtype) {
+  return dtype == DType::kF32 && detail::fused_route(ops, dtype);
+}
+
 }  // namespace
 
 namespace detail {
 
 WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype) {
-  if (fused_route(ops, dtype)) return lanes_layout(g);
+  if (fused_backward(ops, dtype)) return lanes_layout(g);
   return blas_layout(g, dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr);
 }
 
@@ -464,7 +470,7 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   const detail::BlockBounds kb = detail::block_bounds(opt.k_pos, g.seqlen_k, g.block_n);
   ThreadPool& pool = ThreadPool::for_this_thread(opt.threads);
   const bool bf16_dot = q.dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr;
-  const bool fused = detail::fused_route(ops, q.dtype);
+  const bool fused = fused_backward(ops, q.dtype);
   const detail::Workspace ws(detail::backward_workspace_layout(g, ops, q.dtype), pool.size());
   const BackwardCall call{q, k, v, dout, lse, delta, dq, dk, dv, opt, g, ops, qb, kb, ws, bf16_dot};
 

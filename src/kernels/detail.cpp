@@ -255,7 +255,21 @@ bool fused_route(const TileOps& ops, DType dtype) {
                 "'");
     return route == "blas";
   }();
-  return dtype == DType::kF32 && ops.scores_lanes != nullptr && ops.accumulate_lanes != nullptr && !forced_blas;
+  if (forced_blas || ops.accumulate_lanes == nullptr) return false;
+  return dtype == DType::kF32 ? ops.scores_lanes != nullptr : ops.scores_lanes_bf16 != nullptr;
+}
+
+void pack_lanes_bf16(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
+                     std::uint32_t* dst, std::int64_t ld) {
+  const std::int64_t lanes = lanes_padded(rows), pairs = (t.d + 1) / 2;
+  for (std::int64_t p = 0; p < pairs; ++p) std::fill(dst + p * ld + rows, dst + p * ld + lanes, 0u);
+  for (int i = 0; i < rows; ++i) {
+    const bf16_bits* src = t.row<const bf16_bits>(ib, s0 + i, h);
+    for (std::int64_t p = 0; p < pairs; ++p) {
+      const std::uint32_t hi = 2 * p + 1 < t.d ? src[2 * p + 1] : 0u;
+      dst[p * ld + i] = src[2 * p] | hi << 16;
+    }
+  }
 }
 
 void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h, float* dst,
