@@ -403,7 +403,7 @@ TEST(Detail, TransposedMaskSelectsTheSamePairs) {
 
 // Says which route fp32 and bf16 take on every implementation this host runs, so the test
 // output shows which ones the kernel tests exercised: fp32 takes the fused route wherever the
-// instruction set has the lanes products, bf16 only on avx512bf16 (unless
+// instruction set has the lanes products, bf16 (widened) only on avx512bf16 (unless
 // BURST_FP32_ROUTE=blas); the rest take BLAS tiles.
 TEST(Kernels, RouteOfEveryImplementation) {
   const char* forced = std::getenv("BURST_FP32_ROUTE");
@@ -415,8 +415,8 @@ TEST(Kernels, RouteOfEveryImplementation) {
       const bool takes_fused = kernels::detail::fused_route(ops, dtype);
       std::string& list = takes_fused ? fused : blas;
       list += (list.empty() ? "" : ", ") + kernels::isa_name(isa);
-      const bool has_products = dtype == DType::kF32 ? ops.scores_lanes != nullptr : ops.scores_lanes_bf16 != nullptr;
-      EXPECT_EQ(takes_fused, has_products && ops.accumulate_lanes != nullptr && !forced_blas)
+      const bool lanes = ops.scores_lanes != nullptr && ops.accumulate_lanes != nullptr;
+      EXPECT_EQ(takes_fused, lanes && (dtype == DType::kF32 || ops.fused_bf16) && !forced_blas)
           << kernels::isa_name(isa) << " " << dtype_name(dtype);
       if (dtype == DType::kBF16 && isa == Isa::kAvx512Bf16) {
         EXPECT_EQ(takes_fused, !forced_blas) << "bf16 on avx512bf16 takes the fused bf16 route";

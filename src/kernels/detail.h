@@ -132,21 +132,15 @@ WorkspaceLayout forward_workspace_layout(const Geometry& g, const TileOps& ops, 
 WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype);
 
 // The fused route (tile_ops.h, lanes layout): taken when the instruction set has the lanes
-// products for the inputs' dtype (scores_lanes for fp32, scores_lanes_bf16 for bf16: the
-// avx512bf16 set only) and BURST_FP32_ROUTE is not "blas", which forces the per-tile BLAS
-// route for both dtypes (the only route before the fused ones), e.g. to compare the two.
+// products, the inputs are fp32 or the set takes bf16 too (TileOps::fused_bf16: avx512bf16),
+// and BURST_FP32_ROUTE is not "blas", which forces the per-tile BLAS route for both dtypes
+// (the only route before the fused ones), e.g. to compare the two.
 bool fused_route(const TileOps& ops, DType dtype);
 
-// Rows [s0, s0 + rows) of head h of batch ib (fp32) transposed into lanes layout:
-// dst[x * ld + i] = t[ib, s0 + i, h, x], lanes rows..lanes_padded(rows) zeroed.
+// Rows [s0, s0 + rows) of head h of batch ib transposed into lanes layout (bf16 widened to
+// fp32): dst[x * ld + i] = t[ib, s0 + i, h, x], lanes rows..lanes_padded(rows) zeroed.
 void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h, float* dst,
                 std::int64_t ld);
-
-// The same rows (bf16) in lanes layout as pairs along d, the lanes operand of
-// scores_lanes_bf16: dst[p * ld + i] = t[.., 2p] | t[.., 2p + 1] << 16 (bf16 bits; the high
-// half 0 for odd d) for p < (d + 1) / 2, lanes rows..lanes_padded(rows) zeroed.
-void pack_lanes_bf16(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
-                     std::uint32_t* dst, std::int64_t ld);
 
 // The mask seen from a lanes-layout tile whose rows are keys and whose lanes are queries:
 // apply_mask(s, ld, keys, queries, kpos, qpos, transposed_mask(mask), fill) masks exactly

@@ -144,31 +144,30 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
 
 // The fused routes (tile_ops.h, lanes layout): the task's state is held transposed, one
 // lane per query of the block: Q^T and O^T (d x lanes), and per tile S^T (block_n x lanes).
-// K and V rows are read in place; nothing is packed per tile. With bf16 inputs (the fused
-// bf16 route) Q^T holds pairs along d ((d + 1) / 2 x lanes words, pack_lanes_bf16) for
-// S^T = scale K Q^T by bf16 dot products, and each V tile is widened to fp32 for
-// O^T += V^T P^T, so P stays fp32 (docs/numerics.md).
+// K and V rows are read in place; nothing is packed per tile. bf16 inputs (the fused bf16
+// route, TileOps::fused_bf16) are widened: Q^T once per task, each K and V tile into
+// k_wide and v_wide, so every product and P are the fp32 route's (docs/numerics.md).
 struct LanesScratch {
   float *q_t, *o_t, *s_t, *row_max, *row_sum, *factor;
-  float* v_finite;  // V with non-finite elements zeroed (accumulate_lanes_visible's scratch)
-  float* v_wide;    // a V tile widened to fp32 (bf16 inputs)
+  float* v_finite;         // V with non-finite elements zeroed (accumulate_lanes_visible's scratch)
+  float *k_wide, *v_wide;  // the K and V tiles widened to fp32 (bf16 inputs; empty for fp32)
   std::int64_t *qpos, *kpos;
   std::int64_t ld;  // lanes_padded(block_m): the leading dimension of every lanes array
 };
 
-enum LanesArray { kLQ, kLO, kLS, kLRowMax, kLRowSum, kLFactor, kLVFinite, kLVWide };
+enum LanesArray { kLQ, kLO, kLS, kLRowMax, kLRowSum, kLFactor, kLVFinite, kLKWide, kLVWide };
 
 detail::WorkspaceLayout lanes_layout(const Geometry& g, DType dtype) {
   const std::int64_t mp = lanes_padded(g.block_m), n = g.block_n, d = g.d;
-  const std::int64_t v_wide = dtype == DType::kBF16 ? n * d : 0;
-  return {{d * mp, d * mp, n * mp, mp, mp, mp, n * d, v_wide}, {g.block_m, n}};
+  const std::int64_t wide = dtype == DType::kBF16 ? n * d : 0;
+  return {{d * mp, d * mp, n * mp, mp, mp, mp, n * d, wide, wide}, {g.block_m, n}};
 }
 
 LanesScratch lanes_scratch_of(const detail::Workspace& ws, const Geometry& g, int worker) {
   return {ws.floats(worker, kLQ),       ws.floats(worker, kLO),      ws.floats(worker, kLS),
           ws.floats(worker, kLRowMax),  ws.floats(worker, kLRowSum), ws.floats(worker, kLFactor),
-          ws.floats(worker, kLVFinite), ws.floats(worker, kLVWide),  ws.ints(worker, 0),
-          ws.ints(worker, 1),           lanes_padded(g.block_m)};
+          ws.floats(worker, kLVFinite), ws.floats(worker, kLKWide),  ws.floats(worker, kLVWide),
+          ws.ints(worker, 0),           ws.ints(worker, 1),          lanes_padded(g.block_m)};
 }
 
 void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
@@ -182,13 +181,7 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
   float* lse_row = c.lse.row(ib, ih) + q0;
 
   // Running state as in forward_block; padded lanes start empty and are never stored.
-  const bool bf16 = c.q.dtype == DType::kBF16;
-  auto* q_pairs = reinterpret_cast<std::uint32_t*>(w.q_t);  // bf16: (d + 1) / 2 x ld words
-  if (bf16) {
-    detail::pack_lanes_bf16(c.q, ib, q0, rows, ih, q_pairs, ld);
-  } else {
-    detail::pack_lanes(c.q, ib, q0, rows, ih, w.q_t, ld);
-  }
+  detail::pack_lanes(c.q, ib, q0, rows, ih, w.q_t, ld);
   std::fill_n(w.o_t, d * ld, 0.0f);
   for (int i = 0; i < lanes; ++i) {
     if (i < rows && c.continue_state && lse_row[i] != kNegInf) {
@@ -210,17 +203,12 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
     if (calling_thread && c.opt.progress) c.opt.progress();
     const std::int64_t k0 = jb * g.block_n;
     const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
-    // V rows in place (fp32), or widened into v_wide (bf16).
+    // K and V rows in place (fp32), or widened into k_wide and v_wide (bf16).
+    const detail::Rows k = detail::load_rows(c.k, ib, k0, cols, kvh, w.k_wide, c.ops);
     const detail::Rows v = detail::load_rows(c.v, ib, k0, cols, kvh, w.v_wide, c.ops);
 
     // S^T = scale K Q^T  (cols x lanes)
-    if (bf16) {
-      c.ops.scores_lanes_bf16(c.k.row<const bf16_bits>(ib, k0, kvh), c.k.stride_s, cols, q_pairs, ld, lanes, d,
-                              g.scale, w.s_t, ld);
-    } else {
-      c.ops.scores_lanes(c.k.row<const float>(ib, k0, kvh), c.k.stride_s, cols, w.q_t, ld, lanes, d, g.scale, w.s_t,
-                         ld);
-    }
+    c.ops.scores_lanes(k.data, k.ld, cols, w.q_t, ld, lanes, d, g.scale, w.s_t, ld);
     if (vis == TileVisibility::kPartial) {
       if (!have_qpos) {
         detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);

@@ -84,16 +84,12 @@ struct TileOps {
                              const float* a1, const float* a2, std::int64_t ld_a, int lanes, int d, float alpha,
                              const float* lse, const float* delta, float* p, float* ds, std::int64_t ld_out);
 
-  // The fused bf16 route (avx512bf16 only; null elsewhere, where bf16 inputs take the BLAS
-  // route): scores_lanes on bf16 inputs by bf16 dot products (vdpbf16ps). The row-major side
-  // b is bf16 rows read in place, a pair (b[j, 2p], b[j, 2p + 1]) broadcast as one 32-bit
-  // word; the lanes side is packed as pairs along d, a_pairs[p * ld_a + i] =
-  // a[2p, i] | a[2p + 1, i] << 16 ((d + 1) / 2 rows, the high half 0 for odd d; see
-  // detail::pack_lanes_bf16). Products of two bf16 values are exact in fp32 and the sums are
-  // fp32, so only the summation order differs from scores_lanes on the widened values.
-  //   out[j, i] = alpha * sum_x b[j, x] a[x, i]    for j < nb, i < lanes
-  void (*scores_lanes_bf16)(const bf16_bits* b, std::int64_t ld_b, int nb, const std::uint32_t* a_pairs,
-                            std::int64_t ld_a, int lanes, int d, float alpha, float* out, std::int64_t ld_out);
+  // Whether bf16 inputs take the fused route too (detail::fused_route): their tiles are
+  // widened to fp32 (Q^T or K^T, V^T once per task, the streamed rows once per tile) and go
+  // through the lanes products above, so the arithmetic is the fp32 route's on the widened
+  // values. Set on avx512bf16, where it beat both the BLAS route and bf16 dot products
+  // (vdpbf16ps runs at half the fp32 FMA rate on the Xeon of docs/performance.md).
+  bool fused_bf16;
 };
 
 // Lanes-layout arrays are padded to a multiple of this many tokens (one AVX-512 vector).

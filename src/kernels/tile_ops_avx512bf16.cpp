@@ -1,9 +1,8 @@
-// Tile operations for AVX-512 with avx512_bf16: the avx512 element-wise code plus bf16
-// dot-product (vdpbf16ps) micro-kernels: S = alpha Q K^T on row-major tiles for the BLAS
-// route, and S^T = alpha K Q^T in lanes layout for the fused bf16 route. vdpbf16ps does two
-// products per lane, at twice the fp32 FMA rate on Zen 4 and on the Xeon measured in
-// docs/performance.md. fp32 inputs take the fused route's lanes-layout products, the same
-// as avx512's.
+// Tile operations for AVX-512 with avx512_bf16: the avx512 element-wise code plus a bf16
+// dot-product (vdpbf16ps) micro-kernel for S = alpha Q K^T on the BLAS route. On Zen 4 class
+// cores vdpbf16ps runs at twice the fp32 FMA rate, on the Xeon measured in
+// docs/performance.md at half of it. fp32 inputs take the fused route's lanes-layout
+// products, the same as avx512's, and so do bf16 inputs, widened to fp32 (fused_bf16).
 #include <immintrin.h>
 
 #include <array>
@@ -114,76 +113,10 @@ void gemm_bf16_qkt(const bf16_bits* q, std::int64_t ld_q, int rows, const std::u
 #define BURST_TILE_ISA Isa::kAvx512Bf16
 #define BURST_TILE_BF16_DOT
 #define BURST_TILE_LANES
+#define BURST_TILE_FUSED_BF16
 #include "kernels/tile_ops_lanes.inc"
-
-namespace {
-
-// The fused bf16 route's S^T = scale K Q^T (tile_ops.h, scores_lanes_bf16): scores_block's
-// 6 rows x 4 vectors of accumulators, each step one pair of d: 4 lane vectors of pairs, a
-// broadcast 32-bit word of each row of b and one vdpbf16ps per accumulator, so half the
-// steps (and instructions) of the fp32 product for the same sum.
-template <int JR, int IV>
-void scores_block_bf16(const bf16_bits* b, std::int64_t ld_b, const std::uint32_t* a, std::int64_t ld_a, int d,
-                       float alpha, float* out, std::int64_t ld_out) {
-  __m512 acc[JR][IV];
-  for (int j = 0; j < JR; ++j)
-    for (int v = 0; v < IV; ++v) acc[j][v] = _mm512_setzero_ps();
-  auto step = [&](int p, bool last_odd) {
-    __m512bh av[IV];
-    for (int v = 0; v < IV; ++v) av[v] = (__m512bh)_mm512_loadu_si512(a + p * ld_a + v * kVecLanes);
-    for (int j = 0; j < JR; ++j) {
-      const __m512bh bj = query_pair(b + j * ld_b, p, last_odd);
-      for (int v = 0; v < IV; ++v) acc[j][v] = _mm512_dpbf16_ps(acc[j][v], bj, av[v]);
-    }
-  };
-  const int full_pairs = d / 2;
-  for (int p = 0; p < full_pairs; ++p) {
-    // The next block's rows, a cache line (32 bf16 values) of each per 16 pairs.
-    if (p % 16 == 0) {
-      for (int j = 0; j < JR; ++j) _mm_prefetch(reinterpret_cast<const char*>(b + (JR + j) * ld_b + 2 * p), _MM_HINT_T0);
-    }
-    step(p, false);
-  }
-  if (d % 2 != 0) step(full_pairs, true);
-  const __m512 scale = _mm512_set1_ps(alpha);
-  for (int j = 0; j < JR; ++j)
-    for (int v = 0; v < IV; ++v) _mm512_storeu_ps(out + j * ld_out + v * kVecLanes, _mm512_mul_ps(acc[j][v], scale));
-}
-
-using ScoresBf16BlockFn = void (*)(const bf16_bits*, std::int64_t, const std::uint32_t*, std::int64_t, int, float,
-                                   float*, std::int64_t);
-template <int R, int... V>
-constexpr std::array<ScoresBf16BlockFn, kVecBlock + 1> scores_bf16_row(std::integer_sequence<int, V...>) {
-  return {nullptr, scores_block_bf16<R, V + 1>...};
-}
-template <int... R>
-constexpr auto scores_bf16_table(std::integer_sequence<int, R...>) {
-  return std::array<std::array<ScoresBf16BlockFn, kVecBlock + 1>, kRowBlock + 1>{
-      std::array<ScoresBf16BlockFn, kVecBlock + 1>{},
-      scores_bf16_row<R + 1>(std::make_integer_sequence<int, kVecBlock>())...};
-}
-constexpr auto kScoresBf16Blocks = scores_bf16_table(std::make_integer_sequence<int, kRowBlock>());
-
-// Lane strips outermost, as scores_lanes: the strip of pairs ((d + 1) / 2 x 64 lanes, 16 KiB
-// at d = 128) stays in L1 while every row block of b passes over it.
-void scores_lanes_bf16(const bf16_bits* b, std::int64_t ld_b, int nb, const std::uint32_t* a_pairs,
-                       std::int64_t ld_a, int lanes, int d, float alpha, float* out, std::int64_t ld_out) {
-  const int vectors = (lanes + kVecLanes - 1) / kVecLanes;
-  for (int v0 = 0; v0 < vectors; v0 += kVecBlock) {
-    const int iv = vectors - v0 < kVecBlock ? vectors - v0 : kVecBlock;
-    for (int j0 = 0; j0 < nb; j0 += kRowBlock) {
-      const int jr = nb - j0 < kRowBlock ? nb - j0 : kRowBlock;
-      kScoresBf16Blocks[jr][iv](b + j0 * ld_b, ld_b, a_pairs + v0 * kVecLanes, ld_a, d, alpha,
-                                out + j0 * ld_out + v0 * kVecLanes, ld_out);
-    }
-  }
-}
-
-}  // namespace
-
-#define BURST_TILE_BF16_LANES
 #include "kernels/tile_ops_impl.inc"
-#undef BURST_TILE_BF16_LANES
+#undef BURST_TILE_FUSED_BF16
 #undef BURST_TILE_LANES
 #undef BURST_TILE_BF16_DOT
 #undef BURST_TILE_ISA
