@@ -221,11 +221,12 @@ int main(int argc, char** argv) {
   burst::g_sgemm_gflops = burst::measure_sgemm(512, 512, 128);
   const double large = burst::measure_sgemm(2048, 2048, 2048);
   const auto& ops = burst::kernels::tile_ops(burst::kernels::Isa::kAuto);
-  std::printf("BLAS %s (core %s, %s)\nisa %s, fp32 route %s\n"
+  std::printf("BLAS %s (core %s, %s)\nisa %s, fp32 route %s, bf16 route %s\n"
               "same-run sgemm, 1 thread, at start-up: 512x512x128 %.1f GFLOP/s, 2048^3 %.1f GFLOP/s "
               "(ratio_sgemm uses 512x512x128 measured before each case: sgemm_GFLOPs)\n",
               blas.library.c_str(), blas.core.c_str(), blas.how.c_str(), burst::kernels::isa_name(ops.isa).c_str(),
-              burst::kernels::detail::fused_route(ops, burst::DType::kF32) ? "fused" : "blas", burst::g_sgemm_gflops,
+              burst::kernels::detail::fused_route(ops, burst::DType::kF32) ? "fused" : "blas",
+              burst::kernels::detail::fused_route(ops, burst::DType::kBF16) ? "fused" : "blas", burst::g_sgemm_gflops,
               large);
   benchmark::AddCustomContext("sgemm_2048_gflops_1thread", std::to_string(large));
   benchmark::AddCustomContext("sgemm_gflops_1thread", std::to_string(burst::g_sgemm_gflops));

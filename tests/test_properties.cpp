@@ -9,6 +9,8 @@
 #include <string>
 
 #include "burst/kernels.h"
+#include "kernels/detail.h"
+#include "kernels/tile_ops.h"
 #include "support.h"
 
 namespace burst {
@@ -488,6 +490,78 @@ TEST(Properties, ThreadCountDoesNotChangeResults) {
       EXPECT_TRUE(testing::bitwise_equal(g.dv.view(), g1.dv.view())) << where;
     }
   }
+}
+
+
+// The fused bf16 route widens its tiles to fp32 and runs the fp32 route's products
+// (TileOps::fused_bf16), so on every implementation that takes it, bf16 inputs give bit for
+// bit what the fp32 route gives on the same values stored as fp32: O, lse, a continuation over
+// key chunks, and every gradient, with GQA, a causal window (partial tiles), ragged tiles and
+// odd head dims. A wrong stride, a tile widened from the wrong rows or a product left on the
+// bf16 data shows up as a difference; the sweep checks both routes against the double reference.
+TEST(Properties, FusedBf16RouteIsTheFp32RouteOnWidenedValues) {
+  auto widened = [](const Tensor& t) {
+    Tensor w(DType::kF32, t.view().b, t.view().s, t.view().h, t.view().d);
+    const auto n = static_cast<std::size_t>(t.view().numel());
+    for (std::size_t i = 0; i < n; ++i) w.data<float>()[i] = bf16_to_float(t.data<bf16_bits>()[i]);
+    return w;
+  };
+  // Keys [first, first + n) of a [b, s, h, d] tensor of either dtype.
+  auto keys = [](const TensorView& t, std::int64_t first, std::int64_t n) {
+    TensorView s = t;
+    s.data = static_cast<char*>(t.data) + first * t.stride_s * static_cast<std::int64_t>(dtype_size(t.dtype));
+    s.s = n;
+    return s;
+  };
+  int tested = 0;
+  for (kernels::Isa isa : testing::isas_under_test()) {
+    if (!kernels::detail::fused_route(kernels::tile_ops(isa), DType::kBF16)) continue;
+    ++tested;
+    for (auto [d, bm, bn] : {std::tuple{48, 0, 0}, {7, 40, 24}, {33, 16, 7}}) {
+      const std::int64_t b = 2, sq = 150, sk = 170, hq = 4, hkv = 2;
+      const Tensor q = testing::random_tensor(DType::kBF16, b, sq, hq, d, 71);
+      const Tensor k = testing::random_tensor(DType::kBF16, b, sk, hkv, d, 72);
+      const Tensor v = testing::random_tensor(DType::kBF16, b, sk, hkv, d, 73);
+      const Tensor dout = testing::random_tensor(DType::kBF16, b, sq, hq, d, 74);
+      const Tensor qw = widened(q), kw = widened(k), vw = widened(v), doutw = widened(dout);
+      AttentionOptions opt;
+      opt.mask = {true, 60, -1, {}};
+      opt.q_pos.offset = sk - sq;
+      opt.threads = 2;
+      opt.block_m = bm;
+      opt.block_n = bn;
+      opt.isa = isa;
+      const std::string where = kernels::isa_name(isa) + " d " + std::to_string(d) + " tile " + std::to_string(bm) +
+                                "x" + std::to_string(bn);
+      const auto f16 = run_forward(q.view(), k.view(), v.view(), opt);
+      const auto f32 = run_forward(qw.view(), kw.view(), vw.view(), opt);
+      EXPECT_TRUE(testing::bitwise_equal(f16.out.view(), f32.out.view())) << where;
+      EXPECT_TRUE(testing::bitwise_equal(f16.lse.view(), f32.lse.view())) << where;
+      const auto g16 = attention_backward(q.view(), k.view(), v.view(), f16.out.view(), f16.lse.view(), dout.view(), opt);
+      const auto g32 =
+          attention_backward(qw.view(), kw.view(), vw.view(), f32.out.view(), f32.lse.view(), doutw.view(), opt);
+      EXPECT_TRUE(testing::bitwise_equal(g16.dq.view(), g32.dq.view())) << where;
+      EXPECT_TRUE(testing::bitwise_equal(g16.dk.view(), g32.dk.view())) << where;
+      EXPECT_TRUE(testing::bitwise_equal(g16.dv.view(), g32.dv.view())) << where;
+      // The running state over two key chunks, the second first (as a ring visits them).
+      std::vector<ForwardOutputs> states;
+      for (const Tensor* t : {&q, &qw}) {
+        states.push_back({Tensor(DType::kF32, b, sq, hq, d), RowStats(b, hq, sq)});
+        kernels::init_forward_state(states.back().out.view(), states.back().lse.view());
+        const bool bf16 = t == &q;
+        for (auto [first, n] : {std::pair<std::int64_t, std::int64_t>{100, sk - 100}, {0, 100}}) {
+          AttentionOptions part = opt;
+          part.k_pos.offset = first;
+          kernels::attention_forward_continue(t->view(), keys((bf16 ? k : kw).view(), first, n),
+                                              keys((bf16 ? v : vw).view(), first, n), states.back().out.view(),
+                                              states.back().lse.view(), part);
+        }
+      }
+      EXPECT_TRUE(testing::bitwise_equal(states[0].out.view(), states[1].out.view())) << where << " continued";
+      EXPECT_TRUE(testing::bitwise_equal(states[0].lse.view(), states[1].lse.view())) << where << " continued";
+    }
+  }
+  if (tested == 0) GTEST_SKIP() << "no implementation takes the fused bf16 route on this processor";
 }
 
 }  // namespace

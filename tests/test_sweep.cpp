@@ -184,6 +184,33 @@ std::vector<Case> catalog() {
     c.block_n = bn;
     add(c);
   }
+  // bf16 on the same kind of ragged tiles with a window, GQA and an odd head dim (the fused
+  // bf16 route widens K/V or Q/dO tiles per tile), and more queries than keys.
+  for (auto [bm, bn] : {std::pair{40, 24}, {16, 7}}) {
+    Case c;
+    c.name = "bf16_tile" + std::to_string(bm) + "x" + std::to_string(bn) + "_window_causal";
+    c.sq = 131;
+    c.sk = 140;
+    c.q_offset = c.sk - c.sq;
+    c.hq = 4;
+    c.hkv = 2;
+    c.d = 21;
+    c.mask = {true, 50, -1, {}};
+    c.block_m = bm;
+    c.block_n = bn;
+    c.dtype = DType::kBF16;
+    add(c);
+  }
+  {
+    Case c;
+    c.name = "bf16_sq300_sk50_causal";
+    c.sq = 300;
+    c.sk = 50;
+    c.q_offset = c.sk - c.sq;
+    c.mask.causal = true;
+    c.dtype = DType::kBF16;
+    add(c);
+  }
   // Packed documents (block-diagonal masks): documents of length 1, shorter and longer than a
   // tile, one document only, many tiny ones; with causal, windows, GQA, bf16, unequal
   // lengths, small tiles and the shard positions of a ring.

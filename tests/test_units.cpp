@@ -401,23 +401,34 @@ TEST(Detail, TransposedMaskSelectsTheSamePairs) {
   }
 }
 
-// Says which route fp32 takes on every implementation this host runs, so the test output
-// shows which ones the kernel tests exercised: the fused route wherever the instruction set
-// has the lanes products (unless BURST_FP32_ROUTE=blas), BLAS tiles on the rest.
-TEST(Kernels, Fp32RouteOfEveryImplementation) {
-  std::string fused, blas;
-  for (Isa isa : testing::isas_under_test()) {
-    const auto& ops = kernels::tile_ops(isa);
-    const bool takes_fused = kernels::detail::fused_route(ops, DType::kF32);
-    std::string& list = takes_fused ? fused : blas;
-    list += (list.empty() ? "" : ", ") + kernels::isa_name(isa);
-    if (ops.scores_lanes == nullptr) {
-      EXPECT_FALSE(takes_fused) << kernels::isa_name(isa);
+// Says which route fp32 and bf16 take on every implementation this host runs, so the test
+// output shows which ones the kernel tests exercised: fp32 takes the fused route wherever the
+// instruction set has the lanes products, bf16 (widened) only on avx512bf16 (unless
+// BURST_FP32_ROUTE=blas); the rest take BLAS tiles.
+TEST(Kernels, RouteOfEveryImplementation) {
+  const char* forced = std::getenv("BURST_FP32_ROUTE");
+  const bool forced_blas = forced != nullptr && std::string(forced) == "blas";
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    std::string fused, blas;
+    for (Isa isa : testing::isas_under_test()) {
+      const auto& ops = kernels::tile_ops(isa);
+      const bool takes_fused = kernels::detail::fused_route(ops, dtype);
+      std::string& list = takes_fused ? fused : blas;
+      list += (list.empty() ? "" : ", ") + kernels::isa_name(isa);
+      const bool lanes = ops.scores_lanes != nullptr && ops.accumulate_lanes != nullptr;
+      EXPECT_EQ(takes_fused, lanes && (dtype == DType::kF32 || ops.fused_bf16) && !forced_blas)
+          << kernels::isa_name(isa) << " " << dtype_name(dtype);
+      if (dtype == DType::kBF16 && isa == Isa::kAvx512Bf16) {
+        EXPECT_EQ(takes_fused, !forced_blas) << "bf16 on avx512bf16 takes the fused bf16 route";
+      }
+      if (dtype == DType::kBF16 && isa != Isa::kAvx512Bf16) {
+        EXPECT_FALSE(takes_fused) << kernels::isa_name(isa) << ": bf16 keeps the BLAS route";
+      }
     }
-    EXPECT_FALSE(kernels::detail::fused_route(ops, DType::kBF16)) << "bf16 keeps its routes";
+    std::printf("%s route: fused on [%s], BLAS tiles on [%s]\n", std::string(dtype_name(dtype)).c_str(), fused.c_str(),
+                blas.c_str());
+    EXPECT_FALSE(blas.empty() && fused.empty());
   }
-  std::printf("fp32 route: fused on [%s], BLAS tiles on [%s]\n", fused.c_str(), blas.c_str());
-  EXPECT_FALSE(blas.empty() && fused.empty());
 }
 
 // AMX-BF16 detection agrees with the kernel's view of the processor (/proc/cpuinfo), and the

@@ -6,8 +6,9 @@
 //   pass 2, one task per (batch, query head, query block): dQ_i over all key blocks.
 // Both passes recompute P = exp(scale Q K^T - lse) and dS = P (dP - delta) per tile; the
 // price is two extra GEMMs per tile (7 instead of 5), paid to avoid atomics or O(s) buffers.
-// The fused fp32 route (key_block_grads_fused) keeps those guarantees in one pass of five
-// products: pass 1's tasks also add dQ terms, in a fixed order (DqTurns).
+// The fused route (key_block_grads_fused; fp32, and bf16 widened where TileOps::fused_bf16)
+// keeps those guarantees in one pass of five products: pass 1's tasks also add dQ terms, in
+// a fixed order (DqTurns).
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -190,9 +191,11 @@ void query_block_grads(const BackwardCall& c, std::int64_t ib, std::int64_t ih, 
   detail::add_rows(c.dq, ib, q0, rows, ih, dq_acc);
 }
 
-// The fused fp32 route (tile_ops.h, lanes layout): one pass, five products per tile instead
-// of seven. One task per (batch, kv head, key block) packs K^T and V^T once (lanes = the
-// block's keys) and, per query tile of the `group` heads, reads Q and dO rows in place:
+// The fused route (tile_ops.h, lanes layout): one pass, five products per tile instead of
+// seven. One task per (batch, kv head, key block) packs K^T and V^T once (lanes = the
+// block's keys) and, per query tile of the `group` heads, reads Q and dO rows in place (bf16
+// inputs: widened to fp32 per query tile, K^T, V^T and K rows once per task, so the
+// arithmetic is the fp32 route's on the widened values):
 //   S = scale Q K^T, dP = dO V^T, P = exp(S - lse), dS = P (dP - delta)  (rows x lanes)
 //   dV^T += dO^T P, dK^T += Q^T dS  (d x lanes, the task's own, as in pass 1)
 //   dQ_i += scale dS K_j            (rows x d, added to dq in place)
@@ -251,10 +254,11 @@ class DqTurns {
 // 7 no better (docs/performance.md).
 constexpr int kDqLag = 2;
 
-enum LanesArray { kLKt, kLVt, kLP, kLDS, kLDKt, kLDVt, kLKRows, kLDQ };
+enum LanesArray { kLKt, kLVt, kLP, kLDS, kLDKt, kLDVt, kLKRows, kLDQ, kLQWide, kLDOWide };
 
 struct LanesScratch {
   float *k_t, *v_t, *p, *ds, *dk_t, *dv_t, *k_rows, *dq;
+  float *q_wide, *dout_wide;  // a query tile's Q and dO rows widened to fp32 (bf16 inputs)
   std::int64_t *qpos, *kpos;
 };
 
@@ -269,17 +273,20 @@ struct PendingDq {
 LanesScratch lanes_scratch_of(const detail::Workspace& ws, int worker) {
   return {ws.floats(worker, kLKt),  ws.floats(worker, kLVt),    ws.floats(worker, kLP),
           ws.floats(worker, kLDS),  ws.floats(worker, kLDKt),   ws.floats(worker, kLDVt),
-          ws.floats(worker, kLKRows), ws.floats(worker, kLDQ), ws.ints(worker, 0),
-          ws.ints(worker, 1)};
+          ws.floats(worker, kLKRows), ws.floats(worker, kLDQ), ws.floats(worker, kLQWide),
+          ws.floats(worker, kLDOWide), ws.ints(worker, 0), ws.ints(worker, 1)};
 }
 
 // K^T, V^T, dK^T, dV^T (d x np); P (m x np, or n x dp if larger: once dV is updated it holds
 // the zeroed copy of K a partial tile's dQ term may need), dS (m x np); K rows padded to
 // dp = lanes_padded(d) columns (n x dp); kDqLag + 1 dQ term slots (m x dp), the one free
-// also serving as accumulate_lanes_visible's finite copy of a Q or dO tile (m x d).
-detail::WorkspaceLayout lanes_layout(const Geometry& g) {
+// also serving as accumulate_lanes_visible's finite copy of a Q or dO tile (m x d); with bf16
+// inputs, the Q and dO rows of a query tile widened to fp32 (m x d each).
+detail::WorkspaceLayout lanes_layout(const Geometry& g, DType dtype) {
   const std::int64_t np = lanes_padded(g.block_n), dp = lanes_padded(g.d), m = g.block_m, n = g.block_n, d = g.d;
-  return {{d * np, d * np, std::max(m * np, n * dp), m * np, d * np, d * np, n * dp, (kDqLag + 1) * m * dp},
+  const std::int64_t wide = dtype == DType::kBF16 ? m * d : 0;
+  return {{d * np, d * np, std::max(m * np, n * dp), m * np, d * np, d * np, n * dp, (kDqLag + 1) * m * dp, wide,
+           wide},
           {m, n}};
 }
 
@@ -292,17 +299,20 @@ detail::WorkspaceLayout blas_layout(const Geometry& g, bool bf16_dot) {
   return {{m * d, m * d, n * d, n * d, m * n, m * n, acc, acc, packed, packed, acc}, {m, n}};
 }
 
-// Rows [k0, k0 + cols) of K as a row-major tile padded to dp columns (zeros), the right
+// Rows [k0, k0 + cols) of K as a row-major fp32 tile padded to dp columns (zeros), the right
 // operand of dQ = dS K; returns whether one of its values is not finite.
 bool pack_key_rows(const TensorView& k, std::int64_t ib, std::int64_t k0, int cols, std::int64_t kvh, std::int64_t dp,
-                   float* rows) {
+                   float* rows, const TileOps& ops) {
   bool non_finite = false;
   for (int j = 0; j < cols; ++j) {
-    const float* src = k.row<const float>(ib, k0 + j, kvh);
     float* dst = rows + j * dp;
+    if (k.dtype == DType::kF32) {
+      std::copy_n(k.row<const float>(ib, k0 + j, kvh), k.d, dst);
+    } else {
+      ops.bf16_to_f32(k.row<const bf16_bits>(ib, k0 + j, kvh), dst, k.d);
+    }
     for (std::int64_t x = 0; x < k.d; ++x) {
-      dst[x] = src[x];
-      non_finite |= !std::isfinite(src[x]);
+      non_finite |= !std::isfinite(dst[x]);
     }
     std::fill(dst + k.d, dst + dp, 0.0f);
   }
@@ -319,7 +329,7 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
   const int d = static_cast<int>(g.d);
   detail::pack_lanes(c.k, ib, k0, cols, kvh, w.k_t, ld);  // K^T
   detail::pack_lanes(c.v, ib, k0, cols, kvh, w.v_t, ld);  // V^T
-  const bool k_non_finite = pack_key_rows(c.k, ib, k0, cols, kvh, dp, w.k_rows);
+  const bool k_non_finite = pack_key_rows(c.k, ib, k0, cols, kvh, dp, w.k_rows, c.ops);
   std::fill_n(w.dk_t, d * ld, 0.0f);
   std::fill_n(w.dv_t, d * ld, 0.0f);
 
@@ -366,18 +376,20 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
       if (worker == 0 && c.opt.progress) c.opt.progress();
       const std::int64_t q0 = iqb * g.block_m;
       const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
-      const float* q = c.q.row<const float>(ib, q0, ih);
-      const float* dout = c.dout.row<const float>(ib, q0, ih);
+      // Q and dO rows in place (fp32), or widened (bf16).
+      const detail::Rows qr = detail::load_rows(c.q, ib, q0, rows, ih, w.q_wide, c.ops);
+      const detail::Rows dor = detail::load_rows(c.dout, ib, q0, rows, ih, w.dout_wide, c.ops);
+      const float *q = qr.data, *dout = dor.data;
       // S = scale Q K^T and dP = dO V^T  (rows x lanes: a query per row, a key per lane), then
       // P = exp(S - lse), dS = P (dP - delta); masked pairs zeroed afterwards (tile_probs_and_ds).
       const float* lse = c.lse.row(ib, ih) + q0;
       const float* delta = c.delta.row(ib, ih) + q0;
       if (c.ops.probs_and_ds_lanes != nullptr) {
-        c.ops.probs_and_ds_lanes(q, c.q.stride_s, dout, c.dout.stride_s, rows, w.k_t, w.v_t, ld, lanes, d, g.scale,
+        c.ops.probs_and_ds_lanes(q, qr.ld, dout, dor.ld, rows, w.k_t, w.v_t, ld, lanes, d, g.scale,
                                  lse, delta, w.p, w.ds, ld);
       } else {
-        c.ops.scores_lanes(q, c.q.stride_s, rows, w.k_t, ld, lanes, d, g.scale, w.p, ld);
-        c.ops.scores_lanes(dout, c.dout.stride_s, rows, w.v_t, ld, lanes, d, 1.0f, w.ds, ld);
+        c.ops.scores_lanes(q, qr.ld, rows, w.k_t, ld, lanes, d, g.scale, w.p, ld);
+        c.ops.scores_lanes(dout, dor.ld, rows, w.v_t, ld, lanes, d, 1.0f, w.ds, ld);
         c.ops.probs_from_lse(w.p, ld, rows, lanes, lse);
         c.ops.ds_from_dp(w.ds, ld, w.p, ld, rows, lanes, delta);
       }
@@ -395,13 +407,13 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
         c.ops.apply_mask(w.ds, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
         // dV^T += dO^T P and dK^T += Q^T dS (d x lanes), non-finite rows kept to their pairs.
         const detail::TilePairs pairs{w.kpos, w.qpos, false, c.opt.mask};
-        detail::accumulate_lanes_visible(c.ops, dout, c.dout.stride_s, rows, d, w.p, ld, lanes, cols, nullptr,
+        detail::accumulate_lanes_visible(c.ops, dout, dor.ld, rows, d, w.p, ld, lanes, cols, nullptr,
                                          w.dv_t, ld, pairs, term);
-        detail::accumulate_lanes_visible(c.ops, q, c.q.stride_s, rows, d, w.ds, ld, lanes, cols, nullptr, w.dk_t, ld,
+        detail::accumulate_lanes_visible(c.ops, q, qr.ld, rows, d, w.ds, ld, lanes, cols, nullptr, w.dk_t, ld,
                                          pairs, term);
       } else {
-        c.ops.accumulate_lanes(dout, c.dout.stride_s, rows, d, w.p, ld, lanes, nullptr, w.dv_t, ld);
-        c.ops.accumulate_lanes(q, c.q.stride_s, rows, d, w.ds, ld, lanes, nullptr, w.dk_t, ld);
+        c.ops.accumulate_lanes(dout, dor.ld, rows, d, w.p, ld, lanes, nullptr, w.dv_t, ld);
+        c.ops.accumulate_lanes(q, qr.ld, rows, d, w.ds, ld, lanes, nullptr, w.dk_t, ld);
       }
       // dQ term = scale dS K  (rows x dp; the products run over the block's cols keys). In a
       // partial tile a non-finite K value reaches only the queries that see its key: the
@@ -436,7 +448,7 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
 namespace detail {
 
 WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype) {
-  if (fused_route(ops, dtype)) return lanes_layout(g);
+  if (fused_route(ops, dtype)) return lanes_layout(g, dtype);
   return blas_layout(g, dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr);
 }
 

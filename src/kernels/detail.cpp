@@ -255,7 +255,8 @@ bool fused_route(const TileOps& ops, DType dtype) {
                 "'");
     return route == "blas";
   }();
-  return dtype == DType::kF32 && ops.scores_lanes != nullptr && ops.accumulate_lanes != nullptr && !forced_blas;
+  if (forced_blas || ops.scores_lanes == nullptr || ops.accumulate_lanes == nullptr) return false;
+  return dtype == DType::kF32 || ops.fused_bf16;
 }
 
 void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h, float* dst,
@@ -263,8 +264,13 @@ void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows,
   const std::int64_t lanes = lanes_padded(rows);
   for (std::int64_t x = 0; x < t.d; ++x) std::fill(dst + x * ld + rows, dst + x * ld + lanes, 0.0f);
   for (int i = 0; i < rows; ++i) {
-    const float* src = t.row<const float>(ib, s0 + i, h);
-    for (std::int64_t x = 0; x < t.d; ++x) dst[x * ld + i] = src[x];
+    if (t.dtype == DType::kF32) {
+      const float* src = t.row<const float>(ib, s0 + i, h);
+      for (std::int64_t x = 0; x < t.d; ++x) dst[x * ld + i] = src[x];
+    } else {
+      const bf16_bits* src = t.row<const bf16_bits>(ib, s0 + i, h);
+      for (std::int64_t x = 0; x < t.d; ++x) dst[x * ld + i] = bf16_to_float(src[x]);
+    }
   }
 }
 

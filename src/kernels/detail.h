@@ -131,13 +131,14 @@ void sgemm_visible(bool trans_a, int m, int n, int k, float alpha, const float* 
 WorkspaceLayout forward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype);
 WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype);
 
-// The fused fp32 route (tile_ops.h, lanes layout): taken when the instruction set has the
-// lanes products, the inputs are fp32, and BURST_FP32_ROUTE is not "blas" (which forces the
-// per-tile BLAS route, e.g. to compare the two). bf16 inputs keep their routes.
+// The fused route (tile_ops.h, lanes layout): taken when the instruction set has the lanes
+// products, the inputs are fp32 or the set takes bf16 too (TileOps::fused_bf16: avx512bf16),
+// and BURST_FP32_ROUTE is not "blas", which forces the per-tile BLAS route for both dtypes
+// (the only route before the fused ones), e.g. to compare the two.
 bool fused_route(const TileOps& ops, DType dtype);
 
-// Rows [s0, s0 + rows) of head h of batch ib (fp32) transposed into lanes layout:
-// dst[x * ld + i] = t[ib, s0 + i, h, x], lanes rows..lanes_padded(rows) zeroed.
+// Rows [s0, s0 + rows) of head h of batch ib transposed into lanes layout (bf16 widened to
+// fp32): dst[x * ld + i] = t[ib, s0 + i, h, x], lanes rows..lanes_padded(rows) zeroed.
 void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h, float* dst,
                 std::int64_t ld);
 

@@ -143,28 +143,32 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
   }
 }
 
-// The fused fp32 route (tile_ops.h, lanes layout): the task's state is held transposed, one
+// The fused routes (tile_ops.h, lanes layout): the task's state is held transposed, one
 // lane per query of the block: Q^T and O^T (d x lanes), and per tile S^T (block_n x lanes).
-// K and V rows are read in place; nothing is packed per tile.
+// K and V rows are read in place; nothing is packed per tile. bf16 inputs (the fused bf16
+// route, TileOps::fused_bf16) are widened: Q^T once per task, each K and V tile into
+// k_wide and v_wide, so every product and P are the fp32 route's (docs/numerics.md).
 struct LanesScratch {
   float *q_t, *o_t, *s_t, *row_max, *row_sum, *factor;
-  float* v_finite;  // V with non-finite elements zeroed (accumulate_lanes_visible's scratch)
+  float* v_finite;         // V with non-finite elements zeroed (accumulate_lanes_visible's scratch)
+  float *k_wide, *v_wide;  // the K and V tiles widened to fp32 (bf16 inputs; empty for fp32)
   std::int64_t *qpos, *kpos;
   std::int64_t ld;  // lanes_padded(block_m): the leading dimension of every lanes array
 };
 
-enum LanesArray { kLQ, kLO, kLS, kLRowMax, kLRowSum, kLFactor, kLVFinite };
+enum LanesArray { kLQ, kLO, kLS, kLRowMax, kLRowSum, kLFactor, kLVFinite, kLKWide, kLVWide };
 
-detail::WorkspaceLayout lanes_layout(const Geometry& g) {
+detail::WorkspaceLayout lanes_layout(const Geometry& g, DType dtype) {
   const std::int64_t mp = lanes_padded(g.block_m), n = g.block_n, d = g.d;
-  return {{d * mp, d * mp, n * mp, mp, mp, mp, n * d}, {g.block_m, n}};
+  const std::int64_t wide = dtype == DType::kBF16 ? n * d : 0;
+  return {{d * mp, d * mp, n * mp, mp, mp, mp, n * d, wide, wide}, {g.block_m, n}};
 }
 
 LanesScratch lanes_scratch_of(const detail::Workspace& ws, const Geometry& g, int worker) {
-  return {ws.floats(worker, kLQ),      ws.floats(worker, kLO),      ws.floats(worker, kLS),
-          ws.floats(worker, kLRowMax), ws.floats(worker, kLRowSum), ws.floats(worker, kLFactor),
-          ws.floats(worker, kLVFinite), ws.ints(worker, 0),         ws.ints(worker, 1),
-          lanes_padded(g.block_m)};
+  return {ws.floats(worker, kLQ),       ws.floats(worker, kLO),      ws.floats(worker, kLS),
+          ws.floats(worker, kLRowMax),  ws.floats(worker, kLRowSum), ws.floats(worker, kLFactor),
+          ws.floats(worker, kLVFinite), ws.floats(worker, kLKWide),  ws.floats(worker, kLVWide),
+          ws.ints(worker, 0),           ws.ints(worker, 1),          lanes_padded(g.block_m)};
 }
 
 void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
@@ -200,11 +204,12 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
     if (calling_thread && c.opt.progress) c.opt.progress();
     const std::int64_t k0 = jb * g.block_n;
     const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
-    const float* k = c.k.row<const float>(ib, k0, kvh);
-    const float* v = c.v.row<const float>(ib, k0, kvh);
+    // K and V rows in place (fp32), or widened into k_wide and v_wide (bf16).
+    const detail::Rows k = detail::load_rows(c.k, ib, k0, cols, kvh, w.k_wide, c.ops);
+    const detail::Rows v = detail::load_rows(c.v, ib, k0, cols, kvh, w.v_wide, c.ops);
 
     // S^T = scale K Q^T  (cols x lanes)
-    c.ops.scores_lanes(k, c.k.stride_s, cols, w.q_t, ld, lanes, d, g.scale, w.s_t, ld);
+    c.ops.scores_lanes(k.data, k.ld, cols, w.q_t, ld, lanes, d, g.scale, w.s_t, ld);
     if (vis == TileVisibility::kPartial) {
       if (!have_qpos) {
         detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
@@ -217,10 +222,10 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
     // O^T = O^T diag(factor) + V^T P^T  (d x lanes); P is 0 at masked pairs, which must not
     // let a non-finite V row reach the queries masked from it.
     if (vis == TileVisibility::kPartial) {
-      detail::accumulate_lanes_visible(c.ops, v, c.v.stride_s, cols, d, w.s_t, ld, lanes, rows, w.factor, w.o_t,
-                                       ld, {w.qpos, w.kpos, true, c.opt.mask}, w.v_finite);
+      detail::accumulate_lanes_visible(c.ops, v.data, v.ld, cols, d, w.s_t, ld, lanes, rows, w.factor, w.o_t, ld,
+                                       {w.qpos, w.kpos, true, c.opt.mask}, w.v_finite);
     } else {
-      c.ops.accumulate_lanes(v, c.v.stride_s, cols, d, w.s_t, ld, lanes, w.factor, w.o_t, ld);
+      c.ops.accumulate_lanes(v.data, v.ld, cols, d, w.s_t, ld, lanes, w.factor, w.o_t, ld);
     }
   }
 
@@ -302,7 +307,7 @@ void run_forward(const TensorView& q, const TensorView& k, const TensorView& v,
 namespace detail {
 
 WorkspaceLayout forward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype) {
-  if (fused_route(ops, dtype)) return lanes_layout(g);
+  if (fused_route(ops, dtype)) return lanes_layout(g, dtype);
   return blas_layout(g, dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr);
 }
 

@@ -83,6 +83,13 @@ struct TileOps {
   void (*probs_and_ds_lanes)(const float* b1, std::int64_t ld_b1, const float* b2, std::int64_t ld_b2, int nb,
                              const float* a1, const float* a2, std::int64_t ld_a, int lanes, int d, float alpha,
                              const float* lse, const float* delta, float* p, float* ds, std::int64_t ld_out);
+
+  // Whether bf16 inputs take the fused route too (detail::fused_route): their tiles are
+  // widened to fp32 (Q^T or K^T, V^T once per task, the streamed rows once per tile) and go
+  // through the lanes products above, so the arithmetic is the fp32 route's on the widened
+  // values. Set on avx512bf16, where it beat both the BLAS route and bf16 dot products
+  // (vdpbf16ps runs at half the fp32 FMA rate on the Xeon of docs/performance.md).
+  bool fused_bf16;
 };
 
 // Lanes-layout arrays are padded to a multiple of this many tokens (one AVX-512 vector).

@@ -1,7 +1,8 @@
 // Tile operations for AVX-512 with avx512_bf16: the avx512 element-wise code plus a bf16
-// dot-product (vdpbf16ps) micro-kernel for S = alpha Q K^T. On Zen 4 class cores vdpbf16ps
-// runs at twice the fp32 FMA rate (docs/performance.md). fp32 inputs take the fused route's
-// lanes-layout products, the same as avx512's.
+// dot-product (vdpbf16ps) micro-kernel for S = alpha Q K^T on the BLAS route. On Zen 4 class
+// cores vdpbf16ps runs at twice the fp32 FMA rate, on the Xeon measured in
+// docs/performance.md at half of it. fp32 inputs take the fused route's lanes-layout
+// products, the same as avx512's, and so do bf16 inputs, widened to fp32 (fused_bf16).
 #include <immintrin.h>
 
 #include <array>
@@ -112,8 +113,10 @@ void gemm_bf16_qkt(const bf16_bits* q, std::int64_t ld_q, int rows, const std::u
 #define BURST_TILE_ISA Isa::kAvx512Bf16
 #define BURST_TILE_BF16_DOT
 #define BURST_TILE_LANES
+#define BURST_TILE_FUSED_BF16
 #include "kernels/tile_ops_lanes.inc"
 #include "kernels/tile_ops_impl.inc"
+#undef BURST_TILE_FUSED_BF16
 #undef BURST_TILE_LANES
 #undef BURST_TILE_BF16_DOT
 #undef BURST_TILE_ISA
