@@ -38,8 +38,9 @@ struct LinkModel {
 LinkModel link_model_from_environment();
 
 // The network interfaces of the nodes, shared by the ranks of each node: with a fabric, a
-// send between nodes occupies the sender's NIC (up) and the receiver's NIC (down) for
-// bytes / inter_node_bytes_per_second, starting when both are free, and arrives
+// send between nodes takes bytes / inter_node_bytes_per_second on the sender's NIC (up) and
+// on the receiver's NIC (down), as through a switch that queues per output port: it leaves
+// when the up link is free, goes down when the down link is free, and arrives
 // inter_node_latency after it ends. A node has `nics_per_node` NICs; its i-th rank uses NIC
 // i % nics_per_node. One NIC per node: the node's ranks share its rate each way (a CPU
 // cluster); one per rank: a NIC of its own for every rank (GPU nodes with a NIC per GPU).

@@ -27,17 +27,20 @@ class Fabric {
   Fabric(int nodes, int nics_per_node)
       : nics_(nics_per_node), up_(static_cast<std::size_t>(nodes * nics_per_node)), down_(up_.size()) {}
   int nics_per_node() const { return nics_; }
-  // Reserves NIC `from` up and NIC `to` down (fabric-wide indices) for `busy`; returns when
-  // the send ends.
+  // A send of `busy` from NIC `from` to NIC `to` (fabric-wide indices), as through a switch
+  // that queues per output port: it leaves on `from`'s up link when that is free, and goes
+  // down `to`'s link when that is free and the send has started, so a busy receiver delays
+  // this send only, not the sender's next one. Returns when the send has arrived.
   Clock::time_point reserve(int from, int to, Clock::duration busy) {
     std::lock_guard lock(mutex_);
     BURST_CHECK(from >= 0 && to >= 0 && static_cast<std::size_t>(std::max(from, to)) < up_.size(), "fabric: NIC ",
                 std::max(from, to), " outside the fabric's ", up_.size(), " NICs");
     Clock::time_point& up = up_[static_cast<std::size_t>(from)];
     Clock::time_point& down = down_[static_cast<std::size_t>(to)];
-    const auto start = std::max({Clock::now(), up, down});
-    up = down = start + busy;
-    return start + busy;
+    const auto leave = std::max(Clock::now(), up);
+    up = leave + busy;
+    down = std::max(leave, down) + busy;
+    return down;
   }
 
  private:
