@@ -1,4 +1,5 @@
 #include "block_run.h"
+#include "layer_run.h"
 
 #include <algorithm>
 #include <chrono>
@@ -266,29 +267,13 @@ BlockRun execute_block(const RunArgs& args, const MemoryEstimate& estimate) {
   BlockRun out;
   out.problem = make_block_problem(args);
   const BlockProblem& p = out.problem;
-  const algo::Strategy strategy = args.strategy;
-  const bool single = strategy == algo::Strategy::kLocal;
-  const bool mpi = comm::launched_by_mpi();
-  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  BURST_CHECK(!single || args.ranks <= 1, "--ranks: strategy local runs on one rank, got ", args.ranks);
-  const int ranks = single ? 1 : args.ranks > 0 ? args.ranks : (mpi ? 0 : hardware);
-  BURST_CHECK(ranks == 0 || p.seqlen >= ranks, "--seqlen: needs at least one token per rank (", ranks, "), got ",
-              p.seqlen);
-  algo::LayerOptions opt;
-  opt.strategy = strategy;
-  opt.dtype = args.dtype;
-  opt.rope_base = args.rope_base;
-  const std::vector<std::int64_t> documents = documents_of(args, p.seqlen, args.x_path.empty() ? "--seqlen" : "the --x file");
-  kernels::AttentionOptions kernel;
-  kernel.mask = mask_of(args, documents);
-  kernel.isa = args.isa;
-  kernel.block_m = args.block_m;
-  kernel.block_n = args.block_n;
-  opt.attention = strategy_options(args, p.seqlen, kernel);
-  (void)kernels::blas_info();  // loads BLAS before any timing
+  const LayerSetup setup = layer_setup(args, p.seqlen);
+  const bool mpi = setup.mpi;
+  const int ranks = setup.ranks;
+  const algo::LayerOptions& opt = setup.options;
 
   BlockReport& report = out.report;
-  report.strategy = algo::strategy_name(strategy);
+  report.strategy = algo::strategy_name(args.strategy);
   report.layout = algo::layout_name(args.layout);
   report.has_backward = args.backward;
   report.tolerance = args.dtype == DType::kF32 ? kToleranceF32 : kToleranceBF16;

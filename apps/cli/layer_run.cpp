@@ -199,30 +199,13 @@ void verify_layer(const LayerProblem& p, const RunArgs& args, const kernels::Mas
 
 int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& outputs) {
   const LayerProblem p = make_layer_problem(args);
-  const algo::Strategy strategy = args.strategy;
-  const bool single = strategy == algo::Strategy::kLocal;
-  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  const bool mpi = comm::launched_by_mpi();
-  BURST_CHECK(!single || args.ranks <= 1, "--ranks: strategy local runs on one rank, got ", args.ranks);
-  const int ranks = single ? 1 : args.ranks > 0 ? args.ranks : (mpi ? 0 : hardware);
-  BURST_CHECK(ranks == 0 || p.seqlen >= ranks, "--seqlen: needs at least one token per rank (", ranks, "), got ",
-              p.seqlen);
-  algo::LayerOptions opt;
-  opt.strategy = strategy;
-  opt.dtype = args.dtype;
-  opt.rope_base = args.rope_base;
-  // Packed documents: attention stays inside each, and RoPE positions restart at each.
-  const std::vector<std::int64_t> documents = documents_of(args, p.seqlen, args.x_path.empty() ? "--seqlen" : "the --x file");
-  kernels::AttentionOptions kernel;
-  kernel.mask = mask_of(args, documents);
-  kernel.isa = args.isa;
-  kernel.block_m = args.block_m;
-  kernel.block_n = args.block_n;
-  opt.attention = strategy_options(args, p.seqlen, kernel);
-  (void)kernels::blas_info();  // loads BLAS before any timing
+  const LayerSetup setup = layer_setup(args, p.seqlen);
+  const bool mpi = setup.mpi;
+  const int ranks = setup.ranks;
+  const algo::LayerOptions& opt = setup.options;
 
   LayerReport report;
-  report.strategy = algo::strategy_name(strategy);
+  report.strategy = algo::strategy_name(args.strategy);
   report.layout = algo::layout_name(args.layout);
   report.has_backward = args.backward;
   report.tolerance = args.dtype == DType::kF32 ? kToleranceF32 : kToleranceBF16;
@@ -248,7 +231,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
     const std::unique_ptr<comm::Communicator> slow = link.active() ? comm::throttled(c, link) : nullptr;
     LinkCountingCommunicator counted(slow ? *slow : c);
     algo::AttentionLayer layer(counted, p.shape, mine);
-    const bool tp = algo::layer_only(strategy);
+    const bool tp = algo::layer_only(args.strategy);
     const algo::Parameters shard = tp ? algo::shard_parameters(p.weights, p.shape, layer.heads()) : algo::Parameters();
     const algo::Parameters& params = tp ? shard : p.weights;
     const std::int64_t rows = layer.rows(), dim = p.shape.model_dim;
@@ -283,7 +266,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
     std::vector<std::int64_t> lengths;
     for (const auto& s : algo::shard_plan(p.seqlen, c.world_size(), opt.attention.layout, opt.attention.mask))
       lengths.push_back(static_cast<std::int64_t>(s.size()));
-    const algo::LayerTraffic formula = algo::expected_layer_traffic(strategy, p.shape, p.batch, lengths, c.rank());
+    const algo::LayerTraffic formula = algo::expected_layer_traffic(args.strategy, p.shape, p.batch, lengths, c.rank());
     auto figures = [&](const algo::LayerStats& s, double seconds, double layer_formula, double grad_formula) {
       PassFigures f;
       f.seconds = seconds;
@@ -337,7 +320,7 @@ int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& output
     if (root) y_all = Tensor(DType::kF32, p.batch, p.seqlen, 1, dim);
     if (root && args.backward) dx_all = Tensor(DType::kF32, p.batch, p.seqlen, 1, dim);
     auto collect = [&](const Tensor& local, const Tensor& global) {
-      if (strategy == algo::Strategy::kTpV1) {
+      if (args.strategy == algo::Strategy::kTpV1) {
         if (root) algo::copy_from_shard(local.view(), layer.positions(), global.view());
       } else {
         algo::gather_rows(c, local.view(), plan, root ? &global.view() : nullptr);

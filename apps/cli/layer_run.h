@@ -23,6 +23,17 @@ namespace burst::cli {
 // `outputs` holds the --save and --json paths, checked before the run.
 int run_layer(const RunArgs& args, double memory_estimate_bytes, Outputs& outputs);
 
+// What --layer and --block runs share: the ranks to start (0: mpirun's), whether under
+// mpirun, and the layer's options; options.attention.mask.documents points into
+// `documents`, which moves with the struct.
+struct LayerSetup {
+  int ranks = 0;
+  bool mpi = false;
+  std::vector<std::int64_t> documents;
+  algo::LayerOptions options;
+};
+LayerSetup layer_setup(const RunArgs& args, std::int64_t seqlen);
+
 // The layer's shape (heads, kv heads, head_dim, D), X ([b, N, 1, D], random N(0, 1) drawn with
 // --seed, or --x) and, with --backward, a random dY drawn after X; no weights. `mode` ("--layer",
 // "--block") names the flag in errors.

@@ -1,13 +1,21 @@
-// What every rank of a `burst run` must agree on (run_settings) and the emulated links of the
-// run (link_model_of); split from args.cpp, which holds the flag table.
+// What every rank of a `burst run` must agree on (run_settings), the emulated links of the
+// run (link_model_of) and the setup --layer and --block share (layer_setup); split from
+// args.cpp, which holds the flag table.
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <thread>
 
 #include "args.h"
+#include "distributed.h"
+#include "layer_run.h"
+#include "problem.h"
 #include "burst/error.h"
+#include "burst/world.h"
+#include "kernels/blas.h"
 #include "burst/strategy.h"
 
 namespace burst::cli {
@@ -88,5 +96,29 @@ kernels::EmulatedCompute parse_emulation(std::string_view flag, std::string_view
   return e;
 }
 
+
+LayerSetup layer_setup(const RunArgs& args, std::int64_t seqlen) {
+  LayerSetup s;
+  const bool single = args.strategy == algo::Strategy::kLocal;
+  const int hardware = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  s.mpi = comm::launched_by_mpi();
+  BURST_CHECK(!single || args.ranks <= 1, "--ranks: strategy local runs on one rank, got ", args.ranks);
+  s.ranks = single ? 1 : args.ranks > 0 ? args.ranks : (s.mpi ? 0 : hardware);
+  BURST_CHECK(s.ranks == 0 || seqlen >= s.ranks, "--seqlen: needs at least one token per rank (", s.ranks, "), got ",
+              seqlen);
+  s.options.strategy = args.strategy;
+  s.options.dtype = args.dtype;
+  s.options.rope_base = args.rope_base;
+  // Packed documents: attention stays inside each, and RoPE positions restart at each.
+  s.documents = documents_of(args, seqlen, args.x_path.empty() ? "--seqlen" : "the --x file");
+  kernels::AttentionOptions kernel;
+  kernel.mask = mask_of(args, s.documents);
+  kernel.isa = args.isa;
+  kernel.block_m = args.block_m;
+  kernel.block_n = args.block_n;
+  s.options.attention = strategy_options(args, seqlen, kernel);
+  (void)kernels::blas_info();  // loads BLAS before any timing
+  return s;
+}
 
 }  // namespace burst::cli
