@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <sstream>
 
@@ -38,43 +39,74 @@ int tag(int kind, int step) { return kind * kTagSpan + step % kTagSpan; }
 
 // ---- helpers ------------------------------------------------------------------------------
 
-// Whether any query of shard `q` sees any key of shard `k`, exactly. The keys that a run of
-// consecutive query positions within one document sees form one run of positions, from the
-// first query's first key to the last query's last key (MaskSpec::key_range); a binary
-// search in the sorted keys tells whether any lies in it.
-bool shards_interact(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& q,
-                     const std::vector<std::int64_t>& k) {
-  if (!mask.masks_anything()) return true;
-  std::vector<std::int64_t> sorted;
-  if (!std::is_sorted(k.begin(), k.end())) {
-    sorted = k;
-    std::sort(sorted.begin(), sorted.end());
-  }
-  const std::vector<std::int64_t>& keys = sorted.empty() ? k : sorted;
+// A shard's positions as runs [first, last] of consecutive positions. Query runs also end
+// at document boundaries: the keys a query run sees then form one run of positions, from its
+// first query's first key to its last query's last key (MaskSpec::key_range). Key runs are
+// sorted, so a binary search tells whether any key lies in such a run.
+struct Span {
+  std::int64_t first, last;
+};
+
+std::vector<Span> query_runs(const kernels::MaskSpec& mask, const std::vector<std::int64_t>& q) {
+  std::vector<Span> runs;
   for (std::size_t i = 0; i < q.size();) {
     std::size_t j = i;
-    if (mask.documents.empty()) {
-      while (j + 1 < q.size() && q[j + 1] == q[j] + 1) ++j;
-    } else {
-      const std::int64_t end = mask.documents[static_cast<std::size_t>(mask.document_of(q[i])) + 1];
-      while (j + 1 < q.size() && q[j + 1] == q[j] + 1 && q[j + 1] < end) ++j;
-    }
-    const std::int64_t first = mask.key_range(q[i]).first, last = mask.key_range(q[j]).last;
-    const auto it = std::lower_bound(keys.begin(), keys.end(), first);
-    if (it != keys.end() && *it <= last) return true;
+    const std::int64_t end = mask.documents.empty()
+                                 ? std::numeric_limits<std::int64_t>::max()
+                                 : mask.documents[static_cast<std::size_t>(mask.document_of(q[i])) + 1];
+    while (j + 1 < q.size() && q[j + 1] == q[j] + 1 && q[j + 1] < end) ++j;
+    runs.push_back({q[i], q[j]});
     i = j + 1;
+  }
+  return runs;
+}
+
+std::vector<Span> key_runs(const std::vector<std::int64_t>& positions) {
+  std::vector<std::int64_t> sorted;
+  if (!std::is_sorted(positions.begin(), positions.end())) {
+    sorted = positions;
+    std::sort(sorted.begin(), sorted.end());
+  }
+  const std::vector<std::int64_t>& k = sorted.empty() ? positions : sorted;
+  std::vector<Span> runs;
+  for (const std::int64_t x : k) {
+    if (!runs.empty() && x <= runs.back().last + 1) {
+      runs.back().last = std::max(runs.back().last, x);
+    } else {
+      runs.push_back({x, x});
+    }
+  }
+  return runs;
+}
+
+// Whether any query of the shard with runs `q` sees any key of the shard with runs `k`,
+// exactly.
+bool runs_interact(const kernels::MaskSpec& mask, const std::vector<Span>& q, const std::vector<Span>& k) {
+  for (const Span& run : q) {
+    const std::int64_t first = mask.key_range(run.first).first, last = mask.key_range(run.last).last;
+    if (last < first) continue;
+    // The first key run that ends at or after `first`: a key in [first, last] lies in it if any does.
+    const auto it = std::lower_bound(k.begin(), k.end(), first, [](const Span& s, std::int64_t x) { return s.last < x; });
+    if (it != k.end() && it->first <= last) return true;
   }
   return false;
 }
 
-// meets[i][j]: whether rank i's queries see some key of rank j.
+// meets[i][j]: whether rank i's queries see some key of rank j. Each shard is reduced to its
+// runs once, so the P^2 tests cost P^2 x runs x log(runs), not P^2 x shard length: zigzag
+// shards have two runs, contiguous ones one.
 std::vector<std::vector<bool>> interaction_matrix(const kernels::MaskSpec& mask,
                                                   const std::vector<std::vector<std::int64_t>>& positions) {
   const std::size_t p = positions.size();
   std::vector<std::vector<bool>> meets(p, std::vector<bool>(p, true));
   if (!mask.masks_anything()) return meets;
+  std::vector<std::vector<Span>> queries, keys;
+  for (const std::vector<std::int64_t>& pos : positions) {
+    queries.push_back(query_runs(mask, pos));
+    keys.push_back(key_runs(pos));
+  }
   for (std::size_t i = 0; i < p; ++i)
-    for (std::size_t j = 0; j < p; ++j) meets[i][j] = shards_interact(mask, positions[i], positions[j]);
+    for (std::size_t j = 0; j < p; ++j) meets[i][j] = runs_interact(mask, queries[i], keys[j]);
   return meets;
 }
 
