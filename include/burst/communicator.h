@@ -88,6 +88,9 @@ class Request {
   bool test();
   // Waits for completion; throws TimeoutError (after cancelling) when the deadline passes.
   void wait(Deadline deadline);
+  // Waits for completion until `until` at most, without spinning: true once complete (a
+  // failed transfer throws), false when `until` passed first (the request stays posted).
+  bool wait_until(Deadline until);
 
  private:
   std::unique_ptr<RequestState> state_;
@@ -188,6 +191,13 @@ class Communicator {
   // Lets a backend move posted transfers forward while the caller computes (MPI needs the
   // caller's thread for that); a no-op where transfers move on their own.
   virtual void progress() {}
+  // The latest time by which progress() should be called again for posted transfers to keep
+  // moving on time: soon (kProgressPoll from now) by default, for backends whose transfers
+  // move only while the caller is inside them; later where nothing is due before then (the
+  // in-process backend: never; a throttled one: when its next held send is due). A caller
+  // that idles (an emulated kernel call) sleeps until then instead of polling.
+  virtual Clock::time_point progress_due() const { return Clock::now() + kProgressPoll; }
+  static constexpr std::chrono::microseconds kProgressPoll{200};
 
  protected:
   Communicator(int rank, int size);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -125,6 +126,10 @@ struct AttentionOptions {
   // distributed caller can keep posted transfers moving while this rank computes
   // (communicators whose transfers need the caller's thread, such as MPI's). Keep it cheap.
   std::function<void()> progress;
+  // When set, the latest time `progress` needs calling again (Communicator::progress_due):
+  // an emulated call sleeps until then instead of polling every 200 us, which with dozens of
+  // idle ranks on a few cores spent them on context switches. Computing calls ignore it.
+  std::function<std::chrono::steady_clock::time_point()> progress_due;
   // Set: the call is emulated (EmulatedCompute above) instead of computed.
   std::shared_ptr<const EmulatedCompute> emulate;
 };

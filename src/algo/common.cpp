@@ -110,6 +110,7 @@ kernels::AttentionOptions kernel_options(const DistributedOptions& o, Communicat
   k.block_m = o.block_m;
   k.block_n = o.block_n;
   k.progress = [&comm] { comm.progress(); };
+  k.progress_due = [&comm] { return comm.progress_due(); };
   k.emulate = o.emulate;
   return k;
 }

@@ -75,6 +75,14 @@ void Request::wait(Deadline deadline) {
   state_.reset();
 }
 
+bool Request::wait_until(Deadline until) {
+  if (!state_) return true;
+  if (!state_->wait_until(until)) return false;
+  state_->test();  // surfaces a transfer error (such as a size mismatch)
+  state_.reset();
+  return true;
+}
+
 void wait_all(std::span<Request> requests, Deadline deadline) {
   for (Request& r : requests) r.wait(deadline);
 }

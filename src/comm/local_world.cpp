@@ -2,7 +2,9 @@
 // destination rank; a send and a receive match on (channel, source, tag), first posted first
 // (MPI's non-overtaking order). The receiver's buffer is filled by one copy straight from the
 // sender's buffer (rendezvous: a send completes when its data has been taken), made by
-// whichever side arrives second, outside the lock. Waiters sleep on a condition variable.
+// whichever side arrives second, outside the lock. A waiter sleeps on its own transfer's
+// condition variable, so a completion wakes the two ranks it concerns, not every waiting rank
+// (with 64 ranks on two cores, waking all of them on every transfer cost more than the copies).
 //
 // A rank whose function throws aborts the world: every wait, post and progress call of the
 // other ranks then throws a CommError naming that rank and its message at once, instead of
@@ -34,6 +36,7 @@ struct Transfer {
   bool matched = false;
   bool done = false;
   std::string error;
+  std::condition_variable done_cv;  // with LocalWorld::mutex_
 };
 
 class LocalWorld {
@@ -72,12 +75,15 @@ class LocalWorld {
     lock.lock();
     recv.error = error;  // as with MPI, the receiver (which knows what it expected) reports it
     send.done = recv.done = true;
-    done_.notify_all();
+    send.done_cv.notify_all();
+    recv.done_cv.notify_all();
   }
 
   bool wait_until(Transfer& t, Deadline deadline) {
     std::unique_lock lock(mutex_);
-    const bool finished = done_.wait_until(lock, deadline, [&] { return t.done || aborted_; });
+    waiting_.push_back(&t);
+    const bool finished = t.done_cv.wait_until(lock, deadline, [&] { return t.done || aborted_; });
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), &t));
     if (!t.done) throw_if_aborted();
     return finished;
   }
@@ -90,7 +96,7 @@ class LocalWorld {
     if (aborted_) return false;
     abort_message_ = "rank " + std::to_string(rank) + " failed: " + message;
     aborted_ = true;
-    done_.notify_all();
+    for (Transfer* t : waiting_) t->done_cv.notify_all();
     return true;
   }
 
@@ -115,7 +121,9 @@ class LocalWorld {
       t->done = true;
       return;
     }
-    done_.wait(lock, [&] { return t->done; });
+    waiting_.push_back(t.get());
+    t->done_cv.wait(lock, [&] { return t->done; });
+    waiting_.erase(std::find(waiting_.begin(), waiting_.end(), t.get()));
   }
 
   // Channels of communicators created by split: derived from the parent's channel, how many
@@ -134,7 +142,7 @@ class LocalWorld {
   }
 
   std::mutex mutex_;
-  std::condition_variable done_;
+  std::vector<Transfer*> waiting_;  // transfers some rank is waiting on: abort wakes them
   std::vector<std::deque<std::shared_ptr<Transfer>>> sends_, recvs_;
   std::atomic<bool> aborted_{false};
   std::string abort_message_;  // guarded by mutex_
@@ -173,6 +181,8 @@ class LocalCommunicator : public Communicator {
   // Transfers move on their own here; the hook only lets a computing rank notice that a
   // peer has failed.
   void progress() override { world_->check_aborted(); }
+  // Often enough that an idle (emulated) rank notices a failed peer within 10 ms.
+  Clock::time_point progress_due() const override { return Clock::now() + std::chrono::milliseconds(10); }
 
   std::unique_ptr<Communicator> split(int color, int key) override {
     // Everyone learns everyone's (color, key); members of a color sort by (key, rank).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <numeric>
 #include <string>
 #include <thread>
@@ -28,25 +29,44 @@ class Fabric {
       : nics_(nics_per_node), up_(static_cast<std::size_t>(nodes * nics_per_node)), down_(up_.size()) {}
   int nics_per_node() const { return nics_; }
   // A send of `busy` from NIC `from` to NIC `to` (fabric-wide indices), as through a switch
-  // that queues per output port: it leaves on `from`'s up link when that is free, and goes
-  // down `to`'s link when that is free and the send has started, so a busy receiver delays
-  // this send only, not the sender's next one. Returns when the send has arrived.
+  // with a queue per output port: it leaves on `from`'s up link when that has sent what was
+  // posted before it, and goes down `to`'s link in the first gap, from the time it leaves,
+  // that the sends already booked there leave free. So a busy receiver delays this send only,
+  // not the sender's next one, and a send booked early for a late slot (senders post all of
+  // an all-to-all's sends at once) does not hold back one that reaches the switch before it.
+  // Returns when the send has arrived.
   Clock::time_point reserve(int from, int to, Clock::duration busy) {
     std::lock_guard lock(mutex_);
     BURST_CHECK(from >= 0 && to >= 0 && static_cast<std::size_t>(std::max(from, to)) < up_.size(), "fabric: NIC ",
                 std::max(from, to), " outside the fabric's ", up_.size(), " NICs");
+    const auto now = Clock::now();
     Clock::time_point& up = up_[static_cast<std::size_t>(from)];
-    Clock::time_point& down = down_[static_cast<std::size_t>(to)];
-    const auto leave = std::max(Clock::now(), up);
+    const auto leave = std::max(now, up);
     up = leave + busy;
-    down = std::max(leave, down) + busy;
-    return down;
+    return book(down_[static_cast<std::size_t>(to)], leave, busy, now);
   }
 
  private:
+  // Busy intervals of a down link, start -> end, disjoint.
+  using Bookings = std::map<Clock::time_point, Clock::time_point>;
+
+  // Books the first gap of `busy` at or after `from` and returns its end; forgets intervals
+  // that ended before `now`.
+  static Clock::time_point book(Bookings& link, Clock::time_point from, Clock::duration busy, Clock::time_point now) {
+    while (!link.empty() && link.begin()->second <= now) link.erase(link.begin());
+    auto start = from;
+    // The interval that starts before `from` may still cover it.
+    auto it = link.upper_bound(from);
+    if (it != link.begin() && std::prev(it)->second > start) start = std::prev(it)->second;
+    for (; it != link.end() && it->first < start + busy; ++it) start = std::max(start, it->second);
+    link.emplace(start, start + busy);
+    return start + busy;
+  }
+
   int nics_;
   std::mutex mutex_;
-  std::vector<Clock::time_point> up_, down_;
+  std::vector<Clock::time_point> up_;
+  std::vector<Bookings> down_;
 };
 
 std::shared_ptr<Fabric> make_fabric(int nodes, int nics_per_node) {
@@ -79,6 +99,25 @@ class HeldSend {
   HeldSend(Communicator& inner, const void* data, std::size_t bytes, int peer, int tag, Op op, Clock::time_point at)
       : inner_(inner), data_(data), bytes_(bytes), peer_(peer), tag_(tag), op_(op), release_at_(at) {}
 
+  // When it is due to be handed over; max once it has been.
+  Clock::time_point due() {
+    std::lock_guard lock(mutex_);
+    return released_ ? Clock::time_point::max() : release_at_;
+  }
+  // Waits until the send completes or `until`, whichever is first: true once complete. An
+  // unreleased send only sleeps towards its release (the caller pumps it then).
+  bool wait_until(Clock::time_point until) {
+    std::unique_lock lock(mutex_);
+    if (!released_) {
+      const auto wake = std::min(until, release_at_);
+      lock.unlock();
+      std::this_thread::sleep_until(wake);
+      return false;
+    }
+    lock.unlock();
+    // posted_ is only replaced by cancel(), on this rank's own thread.
+    return posted_.wait_until(until);
+  }
   // Hands the send to the wrapped communicator once its time has come.
   void release_if_due(Clock::time_point now) {
     std::lock_guard lock(mutex_);
@@ -125,50 +164,71 @@ void pump(Links& links) {
   for (const auto& h : held) h->release_if_due(now);
 }
 
-// Waits for `done` while keeping the rank's held sends moving: a request may depend on a
+// When the rank's next held send is due (max: none is held).
+Clock::time_point next_due(Links& links) {
+  std::vector<std::shared_ptr<HeldSend>> held;
+  {
+    std::lock_guard lock(links.mutex);
+    for (const auto& w : links.held)
+      if (auto sp = w.lock()) held.push_back(std::move(sp));
+  }
+  Clock::time_point due = Clock::time_point::max();
+  for (const auto& h : held) due = std::min(due, h->due());
+  return due;
+}
+
+// Waits for a request while keeping the rank's held sends moving: a request may depend on a
 // send of this rank that is still held (a ring step's receive on the neighbour's reply).
-template <class Done>
-bool wait_pumping(Links& links, Deadline deadline, Done&& done) {
+// wait_inner(until) blocks until the request completes (true) or `until` (false); it is woken
+// no later than the next held send is due, so that send leaves on time, and the wrapped
+// communicator is polled at least as often as it asks (progress_due).
+template <class WaitInner>
+bool wait_pumping(Links& links, const Communicator& inner, Deadline deadline, WaitInner&& wait_inner) {
   for (;;) {
     pump(links);
-    if (done()) return true;
-    const auto now = Clock::now();
-    if (now >= deadline) return false;
-    std::this_thread::sleep_until(std::min(deadline, now + std::chrono::microseconds(200)));
+    const auto until = std::min({deadline, next_due(links), inner.progress_due()});
+    if (wait_inner(until)) return true;
+    if (Clock::now() >= deadline) return false;
   }
 }
 
 class HeldState final : public RequestState {
  public:
-  HeldState(TransferInfo info, std::shared_ptr<HeldSend> send, std::shared_ptr<Links> links)
-      : RequestState(info), send_(std::move(send)), links_(std::move(links)) {}
+  HeldState(TransferInfo info, std::shared_ptr<HeldSend> send, std::shared_ptr<Links> links, const Communicator& inner)
+      : RequestState(info), send_(std::move(send)), links_(std::move(links)), inner_(inner) {}
   bool test() override {
     pump(*links_);
     return send_->done();
   }
-  bool wait_until(Deadline deadline) override { return wait_pumping(*links_, deadline, [&] { return send_->done(); }); }
+  bool wait_until(Deadline deadline) override {
+    return wait_pumping(*links_, inner_, deadline, [&](Clock::time_point until) { return send_->wait_until(until); });
+  }
   void cancel() override { send_->cancel(); }
 
  private:
   std::shared_ptr<HeldSend> send_;
   std::shared_ptr<Links> links_;
+  const Communicator& inner_;
 };
 
 // A receive (or an unthrottled send) of the wrapped communicator, reported as this one's.
 class Forwarded final : public RequestState {
  public:
-  Forwarded(TransferInfo info, Request inner, std::shared_ptr<Links> links)
-      : RequestState(info), inner_(std::move(inner)), links_(std::move(links)) {}
+  Forwarded(TransferInfo info, Request inner, std::shared_ptr<Links> links, const Communicator& comm)
+      : RequestState(info), inner_(std::move(inner)), links_(std::move(links)), comm_(comm) {}
   bool test() override {
     pump(*links_);
     return inner_.test();
   }
-  bool wait_until(Deadline deadline) override { return wait_pumping(*links_, deadline, [&] { return inner_.test(); }); }
+  bool wait_until(Deadline deadline) override {
+    return wait_pumping(*links_, comm_, deadline, [&](Clock::time_point until) { return inner_.wait_until(until); });
+  }
   void cancel() override { inner_ = Request(); }
 
  private:
   Request inner_;
   std::shared_ptr<Links> links_;
+  const Communicator& comm_;  // the wrapped communicator
 };
 
 class ThrottledCommunicator final : public Communicator {
@@ -199,6 +259,7 @@ class ThrottledCommunicator final : public Communicator {
     pump(*links_);
     inner_->progress();
   }
+  Clock::time_point progress_due() const override { return std::min(next_due(*links_), inner_->progress_due()); }
 
  protected:
   std::unique_ptr<RequestState> post_send(const void* data, std::size_t bytes, int peer, int tag, bool /*collective*/,
@@ -211,7 +272,7 @@ class ThrottledCommunicator final : public Communicator {
     const double rate = intra ? m.intra_node_bytes_per_second : m.inter_node_bytes_per_second;
     const auto latency = intra ? m.intra_node_latency : m.inter_node_latency;
     if (peer == rank() || (rate <= 0 && latency.count() == 0)) {
-      return std::make_unique<Forwarded>(info, inner_->isend(data, bytes, peer, tag, info.op), links_);
+      return std::make_unique<Forwarded>(info, inner_->isend(data, bytes, peer, tag, info.op), links_, *inner_);
     }
     // The link sends one message after another: this one starts when the link is free.
     Clock::time_point arrive;
@@ -235,11 +296,11 @@ class ThrottledCommunicator final : public Communicator {
       send = std::make_shared<HeldSend>(*inner_, data, bytes, peer, tag, info.op, arrive);
       links_->held.push_back(send);
     }
-    return std::make_unique<HeldState>(info, std::move(send), links_);
+    return std::make_unique<HeldState>(info, std::move(send), links_, *inner_);
   }
   std::unique_ptr<RequestState> post_recv(void* data, std::size_t bytes, int peer, int tag, bool /*collective*/,
                                           TransferInfo info) override {
-    return std::make_unique<Forwarded>(info, inner_->irecv(data, bytes, peer, tag, info.op), links_);
+    return std::make_unique<Forwarded>(info, inner_->irecv(data, bytes, peer, tag, info.op), links_, *inner_);
   }
 
  private:

@@ -36,12 +36,15 @@ double emulated_seconds(const Geometry& g, const AttentionOptions& opt, bool bac
 void wait_emulated(double seconds, const AttentionOptions& opt) {
   using Clock = std::chrono::steady_clock;
   const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
-  // Slices as short as a computing call's tiles, so transfers keep moving (progress) while it
-  // waits; sleeping leaves the cores to the other ranks.
-  constexpr auto kSlice = std::chrono::microseconds(200);
+  // Calls progress as often as the communicator asks (progress_due), else every 200 us, as
+  // short as a computing call's tiles, so transfers keep moving while it waits; sleeping
+  // leaves the cores to the other ranks. At least 20 us apart: an overdue send is released
+  // by the progress call itself.
+  constexpr auto kSlice = std::chrono::microseconds(200), kMinSleep = std::chrono::microseconds(20);
   for (auto now = Clock::now(); now < end; now = Clock::now()) {
     if (opt.progress) opt.progress();
-    std::this_thread::sleep_until(std::min(end, now + kSlice));
+    const auto due = opt.progress_due ? std::max(opt.progress_due(), now + kMinSleep) : now + kSlice;
+    std::this_thread::sleep_until(std::min(end, due));
   }
 }
 

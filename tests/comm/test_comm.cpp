@@ -157,6 +157,48 @@ TEST(ThrottledCommTiming, NodesShareTheirNic) {
   }
 }
 
+// The switch serves a receiver's link in the order sends reach it, not the order they were
+// booked: rank 0 posts a long send to rank 2 and then one to rank 1, which leaves its NIC only
+// after the first (at 0.2 s); rank 3's send to rank 1, posted after both but leaving at once,
+// takes the free link before then and arrives after its own 0.1 s, not behind rank 0's.
+TEST(ThrottledCommTiming, SwitchFillsTheGapsOfAReceiversLink) {
+  comm::LinkModel model;
+  model.inter_node_bytes_per_second = 50e6;  // 5 MB: 0.1 s
+  const auto fabric = comm::make_fabric(4, 1);
+  std::atomic<comm::Clock::rep> posted_at{0};
+  comm::run_local_ranks(4, [&](Communicator& c) {
+    c.set_ranks_per_node(1);
+    const auto slow = comm::throttled(c, model, fabric);
+    std::vector<std::uint8_t> big(10'000'000, 1), small(5'000'000, 2), got(big.size());
+    c.barrier();
+    if (c.rank() == 0) {
+      posted_at = comm::Clock::now().time_since_epoch().count();
+      comm::Request first = slow->isend(big.data(), big.size(), 2, 1);
+      comm::Request second = slow->isend(small.data(), small.size(), 1, 1);
+      c.barrier();
+      first.wait(slow->deadline());
+      second.wait(slow->deadline());
+    } else if (c.rank() == 3) {
+      c.barrier();  // after rank 0 has booked both
+      slow->isend(small.data(), small.size(), 1, 2).wait(slow->deadline());
+    } else if (c.rank() == 1) {
+      c.barrier();
+      got.resize(small.size());
+      slow->irecv(got.data(), got.size(), 3, 2).wait(slow->deadline());
+      const double since = std::chrono::duration<double>(comm::Clock::now().time_since_epoch() -
+                                                         comm::Clock::duration(posted_at.load())).count();
+      EXPECT_GE(since, 0.1);
+      EXPECT_LT(since, 0.25) << "rank 3's send waited behind one that reaches the switch later";
+      slow->irecv(got.data(), got.size(), 0, 1).wait(slow->deadline());
+      EXPECT_EQ(got, small);
+    } else {
+      c.barrier();
+      slow->irecv(got.data(), got.size(), 0, 1).wait(slow->deadline());
+      EXPECT_EQ(got, big);
+    }
+  });
+}
+
 // A split keeps the world's link classes: a node's own communicator (which sees one node)
 // sends at the intra-node rate, not the inter-node one, and a communicator across nodes at
 // the inter-node rate (the double ring runs on such splits).
