@@ -299,6 +299,8 @@ int run_calibrate(const PlanArgs& a) {
             << fmt("%.1f", c.attention_backward_bf16_causal * 1e-9) << "\n"
             << "  projection GEMM fp32   " << fmt("%.1f", c.gemm_f32 * 1e-9) << " GFLOP/s\n"
             << "  memory copy            " << fmt("%.2f", c.memory_bandwidth * 1e-9) << " GB/s\n"
+            << "  ring-rsa fp32          forward " << fmt("%.1f", c.ring_rsa_forward_f32 * 1e-9) << " GFLOP/s, backward "
+            << fmt("%.1f", c.ring_rsa_backward_f32 * 1e-9) << "\n"
             << "  link (" << c.link_backend << ")           " << fmt("%.2f", c.link_bandwidth * 1e-9) << " GB/s, "
             << fmt("%.1f", c.link_latency * 1e6) << " us per message\n"
             << "  memory available       " << fmt("%.1f", c.memory_bytes * 1e-9) << " GB\n"

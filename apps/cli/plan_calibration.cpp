@@ -56,6 +56,8 @@ std::string calibration_json(const plan::Calibration& c) {
   j.number("attention_backward_flops_bf16_causal", c.attention_backward_bf16_causal);
   j.number("gemm_flops_fp32", c.gemm_f32);
   j.number("memory_bandwidth", c.memory_bandwidth);
+  j.number("ring_rsa_forward_flops_fp32", c.ring_rsa_forward_f32);
+  j.number("ring_rsa_backward_flops_fp32", c.ring_rsa_backward_f32);
   j.string("link_backend", c.link_backend);
   j.number("link_bandwidth", c.link_bandwidth);
   j.number("link_latency", c.link_latency);
@@ -101,6 +103,8 @@ plan::Calibration load_calibration(const std::string& path, const std::string& w
   c.attention_backward_bf16_causal = optional("attention_backward_flops_bf16_causal");
   c.gemm_f32 = number_value(text, "gemm_flops_fp32", what);
   c.memory_bandwidth = number_value(text, "memory_bandwidth", what);
+  c.ring_rsa_forward_f32 = optional("ring_rsa_forward_flops_fp32");
+  c.ring_rsa_backward_f32 = optional("ring_rsa_backward_flops_fp32");
   c.link_backend = raw_value(text, "link_backend", what);
   c.link_bandwidth = number_value(text, "link_bandwidth", what);
   c.link_latency = number_value(text, "link_latency", what);

@@ -53,6 +53,9 @@ struct Cluster {
   double attention_backward_flops_causal = 0;
   double gemm_flops = 0;          // projections and MLP
   double memory_bandwidth = 0;    // bytes/s of one rank: ring-rsa's materialised score passes
+  // ring-rsa's measured rates, FLOPs counted as the attention kernels' without a mask (GEMMs
+  // and score passes together); 0: modelled from gemm_flops and memory_bandwidth instead.
+  double ring_rsa_forward_flops = 0, ring_rsa_backward_flops = 0;
   Link intra, inter;
   // 0: `inter` is every rank's own link. K > 0: `inter` is one NIC and a node has K of them,
   // so when more of its ranks send across at once (the double ring, Ulysses' all-to-all, USP's
@@ -190,6 +193,10 @@ struct Calibration {
   double attention_forward_bf16_causal = 0, attention_backward_bf16_causal = 0;
   double gemm_f32 = 0;
   double memory_bandwidth = 0;  // bytes/s of one core copying 256 MiB (read + write), all copying
+  // ring-rsa on one rank (4 heads x 4096 tokens, d = 128, fp32), FLOPs counted as the
+  // kernels' without a mask: its GEMMs and its passes over the score rows together. 0: not
+  // measured (older files); the planner then models it from gemm_f32 and memory_bandwidth.
+  double ring_rsa_forward_f32 = 0, ring_rsa_backward_f32 = 0;
   // A ring step between two ranks of the communicator a run would use here: threads of this
   // process, or MPI ranks under mpirun.
   std::string link_backend;

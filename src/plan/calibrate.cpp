@@ -3,6 +3,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <random>
 #include <string>
@@ -12,7 +13,9 @@
 #include "burst/error.h"
 #include "burst/kernels.h"
 #include "burst/linear.h"
+#include "burst/local_world.h"
 #include "burst/plan.h"
+#include "burst/strategy.h"
 #include "burst/tensor.h"
 
 namespace burst::plan {
@@ -88,6 +91,34 @@ double gemm_rate() {
                          mc = algo::batch_matrix(c.view(), 0);
   const double s = median_seconds(5, [&] { algo::matmul(ma, false, mw, false, mc, 0.0f, 1); });
   return 2.0 * kRows * kIn * kOut / s;
+}
+
+// ring-rsa's forward and backward FLOP/s on one rank, counted as the kernels' are (4 b h N^2 d
+// forward, 2.5x backward, no mask): its GEMMs and its passes over the materialised score rows
+// together, which a GEMM rate and a memory bandwidth alone predicted 3x too fast (its softmax
+// makes several passes over rows far larger than the caches). 4 heads x 4096 tokens, d = 128:
+// 256 MiB of score rows per thread, beyond this machine's caches as the runs' rows are.
+std::pair<double, double> ring_rsa_rates() {
+  constexpr std::int64_t kSeq = 4096, kHeads = 4, kDim = 128;
+  Tensor q(DType::kF32, 1, kSeq, kHeads, kDim), k(DType::kF32, 1, kSeq, kHeads, kDim), v(DType::kF32, 1, kSeq, kHeads, kDim),
+      dout(DType::kF32, 1, kSeq, kHeads, kDim), out(DType::kF32, 1, kSeq, kHeads, kDim);
+  fill_random(q.view(), 11);
+  fill_random(k.view(), 12);
+  fill_random(v.view(), 13);
+  fill_random(dout.view(), 14);
+  Tensor dq(DType::kF32, 1, kSeq, kHeads, kDim), dk(DType::kF32, 1, kSeq, kHeads, kDim), dv(DType::kF32, 1, kSeq, kHeads, kDim);
+  RowStats lse(1, kHeads, kSeq);
+  const std::unique_ptr<comm::Communicator> one = comm::single_rank_communicator();
+  const algo::StrategyInfo& rsa = algo::strategy_info(algo::Strategy::kRingRsa);
+  algo::StrategyOptions o;
+  o.seqlen = kSeq;
+  o.threads = 1;
+  const double flops = 4.0 * kHeads * static_cast<double>(kSeq) * static_cast<double>(kSeq) * kDim;
+  const double fwd = median_seconds(1, [&] { rsa.forward(*one, q.view(), k.view(), v.view(), out.view(), lse.view(), o); });
+  const double bwd = median_seconds(1, [&] {
+    rsa.backward(*one, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(), dq.view(), dk.view(), dv.view(), o);
+  });
+  return {flops / fwd, 2.5 * flops / bwd};
 }
 
 double copy_bandwidth() {
@@ -169,6 +200,9 @@ Calibration measure_compute(std::ostream& log, int threads) {
   log << "calibrating: projection GEMM and memory copy\n" << std::flush;
   c.gemm_f32 = on_every_core<double>(threads, [] { return gemm_rate(); });
   c.memory_bandwidth = on_every_core<double>(threads, [] { return copy_bandwidth(); });
+  log << "calibrating: ring-rsa (materialised scores, 4 heads x 4096 tokens)\n" << std::flush;
+  std::tie(c.ring_rsa_forward_f32, c.ring_rsa_backward_f32) =
+      on_every_core<std::pair<double, double>>(threads, [] { return ring_rsa_rates(); });
   return c;
 }
 
@@ -215,6 +249,9 @@ Cluster cluster_from_calibration(const Calibration& c, int ranks, DType dtype) {
   cl.attention_backward_flops_causal = bf16 ? c.attention_backward_bf16_causal : c.attention_backward_f32_causal;
   cl.gemm_flops = c.gemm_f32;
   cl.memory_bandwidth = c.memory_bandwidth;
+  // Measured in fp32; ring-rsa's scores are fp32 whatever the inputs.
+  cl.ring_rsa_forward_flops = c.ring_rsa_forward_f32;
+  cl.ring_rsa_backward_flops = c.ring_rsa_backward_f32;
   cl.intra = {c.link_bandwidth, c.link_latency};
   cl.inter = cl.intra;
   cl.memory_bytes = c.memory_bytes / ranks;

@@ -189,19 +189,24 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       // Materialised scores: Q K^T and P V as plain GEMMs over every key (no mask skipping),
       // and the score rows [b, h, n, N] fp32 streamed through memory: written by the K pass,
       // read and written by the softmax, read by the V pass.
+      // Measured rates (calibration) cover both; without them the GEMMs run at the GEMM rate
+      // and the score passes at the memory bandwidth.
+      const bool measured = c.ring_rsa_forward_flops > 0 && c.ring_rsa_backward_flops > 0;
       const double gemm = c.gemm_flops * share;
       const double full = 4.0 * b * hq * n_total * n_total * d / p;
       const double scores = b * hq * (n_total / p) * n_total * sizeof(float);
-      const double mem = scores / (c.memory_bandwidth * share);
+      const double mem = measured ? 0.0 : scores / (c.memory_bandwidth * share);
+      const double half_pass = measured ? full / 2 / (c.ring_rsa_forward_flops * share) : full / 2 / gemm + mem;
       const Link link = ring_link(c);
       const double half = p > 1 ? link.seconds(fsum / 2 / (p - 1), 1) : 0;
-      ring_pass(cost.forward, c, p, full / 2 / gemm + mem, half, 0);  // K pass: S = Q K^T
-      cost.forward.add_compute(2 * mem);                             // softmax in place
-      ring_pass(cost.forward, c, p, full / 2 / gemm + mem, half, 0);  // V pass: O = P V
+      ring_pass(cost.forward, c, p, half_pass, half, 0);  // K pass: S = Q K^T
+      if (!measured) cost.forward.add_compute(2 * mem);  // softmax in place
+      ring_pass(cost.forward, c, p, half_pass, half, 0);  // V pass: O = P V
       if (c.nodes > 1) cost.forward.inter_bytes += fsum * c.nodes / p;
       if (w.backward) {
         // K (scores again), V (dP) and K (dQ) passes, then dK and dV all-reduced.
-        const double third = 2.5 * full / gemm / 3 + 2 * mem;
+        const double third = measured ? 2.5 * full / 3 / (c.ring_rsa_backward_flops * share)
+                                      : 2.5 * full / gemm / 3 + 2 * mem;
         const double step = p > 1 ? link.seconds(bundle / 3 / (p - 1), 1) : 0;
         for (int pass = 0; pass < 3; ++pass) ring_pass(cost.backward, c, p, third, step, 0);
         collective(cost.backward, c, p, l, Pattern::kRing, trailing, 4.0 * (p - 1));

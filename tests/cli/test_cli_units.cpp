@@ -89,7 +89,8 @@ TEST(PlanCommand, Block) {
   expect_error({"--block", "--scope", "core"}, "--block cannot be combined with --scope");
 }
 
-// A calibration file reads back what was written; causal rates are optional (older files).
+// A calibration file reads back what was written; causal and ring-rsa rates are optional
+// (older files).
 TEST(PlanCalibrationFile, RoundTrip) {
   plan::Calibration cal;
   cal.cores = 2;
@@ -101,6 +102,7 @@ TEST(PlanCalibrationFile, RoundTrip) {
   cal.gemm_f32 = 90e9;
   cal.attention_forward_f32_causal = 70e9;
   cal.memory_bandwidth = 10e9;
+  cal.ring_rsa_forward_f32 = 30e9;
   cal.link_backend = "local";
   cal.link_bandwidth = 5e9;
   cal.link_latency = 30e-6;
@@ -111,6 +113,8 @@ TEST(PlanCalibrationFile, RoundTrip) {
   EXPECT_DOUBLE_EQ(back.attention_forward_f32, 80e9);
   EXPECT_DOUBLE_EQ(back.attention_forward_f32_causal, 70e9);
   EXPECT_DOUBLE_EQ(back.attention_backward_f32_causal, 0);
+  EXPECT_DOUBLE_EQ(back.ring_rsa_forward_f32, 30e9);
+  EXPECT_DOUBLE_EQ(back.ring_rsa_backward_f32, 0);
   EXPECT_EQ(back.link_backend, "local");
   EXPECT_EQ(back.cores, 2);
   EXPECT_THROW(cli::load_calibration(::testing::TempDir() + "/missing.json", "--cluster this"), Error);

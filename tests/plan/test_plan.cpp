@@ -292,6 +292,21 @@ TEST(PlanModel, ThisMachineFromCalibration) {
   measured.attention_forward_flops_causal = 40e9;
   measured.attention_backward_flops_causal = 30e9;
   EXPECT_NEAR(plan::predict(kBurst, measured, m, w).compute_seconds, causal_flops / 40e9, 1e-9);
+
+  // ring-rsa: its measured rates give its compute, full FLOPs (it skips nothing), forward and
+  // backward; unmeasured, its GEMMs at the GEMM rate plus score passes at the memory bandwidth.
+  w.causal = false;
+  w.backward = true;
+  const double full = 4.0 * 8192 * 8192 * 128 / 2;
+  const Prediction modelled = plan::predict(kRingRsa, two, m, w);
+  EXPECT_GT(modelled.compute_seconds, 3.5 * full / 80e9);  // GEMMs alone, both passes
+  cal.ring_rsa_forward_f32 = 20e9;
+  cal.ring_rsa_backward_f32 = 10e9;
+  const Cluster rsa_measured = plan::cluster_from_calibration(cal, 2, DType::kF32);
+  const Prediction p_rsa = plan::predict(kRingRsa, rsa_measured, m, w);
+  EXPECT_NEAR(p_rsa.compute_seconds, full / 20e9 + 2.5 * full / 10e9, 1e-6);
+  // bf16 inputs: ring-rsa's scores are fp32 either way, so the same rates serve.
+  EXPECT_DOUBLE_EQ(plan::cluster_from_calibration(cal, 2, DType::kBF16).ring_rsa_forward_flops, 20e9);
 }
 
 TEST(PlanCandidates, NamesRoundTripAndUnknownsListThem) {
