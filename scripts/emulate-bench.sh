@@ -94,8 +94,8 @@ python3 - "$dir" "$scale" > "out/$name.md" <<'PY'
 import glob, json, os, sys
 d, scale = sys.argv[1], sys.argv[2]
 print(f"Emulated runs (rates scaled by 1/{scale}; docs/emulation.md). Times in seconds.\n")
-print("| ranks | seqlen | Gbit/s x NICs | strategy | fwd | bwd | total | predicted | error | exposed fwd/bwd | inter-node MB/rank |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+print("| ranks | seqlen | Gbit/s x NICs | strategy | fwd | bwd | total | predicted | error | compute fwd/bwd | exposed fwd/bwd | host | inter-node MB/rank |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 rows = []
 for path in sorted(glob.glob(os.path.join(d, "*.json"))):
     if path.endswith(".plan.json"):
@@ -114,9 +114,14 @@ for path in sorted(glob.glob(os.path.join(d, "*.json"))):
     inter = sum(dist.get("forward_bytes_inter_node_by_rank", [0]) + dist.get("backward_bytes_inter_node_by_rank", [0]))
     inter /= max(1, int(p)) * 1e6
     err = f"{100 * (pred - (fwd + bwd)) / (fwd + bwd):+.1f}%" if pred else "-"
-    rows.append((int(p), int(s), g, nics, strategy, fwd, bwd, pred, err, dist.get("forward_exposed_seconds", 0), dist.get("backward_exposed_seconds", 0), inter))
-for (p, s, g, nics, strategy, fwd, bwd, pred, err, ef, eb, inter) in sorted(rows):
+    ef, eb = dist.get("forward_exposed_seconds", 0), dist.get("backward_exposed_seconds", 0)
+    cf, cb = dist.get("forward_compute_max_seconds", 0), dist.get("backward_compute_max_seconds", 0)
+    # What is neither the slowest rank's (emulated) compute nor waiting on transfers: this
+    # machine's own work (copies, merges, scheduling dozens of threads on its cores).
+    host = (fwd + bwd) - (cf + cb) - (ef + eb)
+    rows.append((int(p), int(s), g, nics, strategy, fwd, bwd, pred, err, cf, cb, ef, eb, host, inter))
+for (p, s, g, nics, strategy, fwd, bwd, pred, err, cf, cb, ef, eb, host, inter) in sorted(rows):
     pr = f"{pred:.1f}" if pred else "-"
-    print(f"| {p} | {s // 1024}K | {g[:-1]} x {nics[:-3]} | {strategy} | {fwd:.1f} | {bwd:.1f} | {fwd + bwd:.1f} | {pr} | {err} | {ef:.1f} / {eb:.1f} | {inter:.1f} |")
+    print(f"| {p} | {s // 1024}K | {g[:-1]} x {nics[:-3]} | {strategy} | {fwd:.1f} | {bwd:.1f} | {fwd + bwd:.1f} | {pr} | {err} | {cf:.1f} / {cb:.1f} | {ef:.1f} / {eb:.1f} | {host:.1f} | {inter:.1f} |")
 PY
 cat "out/$name.md"
