@@ -193,7 +193,8 @@ struct Calibration {
   double attention_forward_bf16_causal = 0, attention_backward_bf16_causal = 0;
   double gemm_f32 = 0;
   double memory_bandwidth = 0;  // bytes/s of one core copying 256 MiB (read + write), all copying
-  // ring-rsa on one rank (4 heads x 4096 tokens, d = 128, fp32), FLOPs counted as the
+  // ring-rsa on one rank (1 head, d = 128, fp32, score rows at least twice the L3 cache:
+  // 16384 tokens on a 260 MB L3), FLOPs counted as the
   // kernels' without a mask: its GEMMs and its passes over the score rows together. 0: not
   // measured (older files); the planner then models it from gemm_f32 and memory_bandwidth.
   double ring_rsa_forward_f32 = 0, ring_rsa_backward_f32 = 0;

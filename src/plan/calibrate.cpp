@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include <unistd.h>
+
 #include "burst/error.h"
 #include "burst/kernels.h"
 #include "burst/linear.h"
@@ -93,29 +95,45 @@ double gemm_rate() {
   return 2.0 * kRows * kIn * kOut / s;
 }
 
+// Tokens of ring-rsa's calibration problem: one head's score rows (4 s^2 bytes) at least twice
+// the last-level cache, as a real run's rows are (8 heads x 8K tokens on 2 ranks hold 1 GiB of
+// them per rank); rows that fit the cache ran 1.6x faster here. At least 8192 tokens.
+std::int64_t ring_rsa_tokens() {
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  std::int64_t s = 8192;
+  while (l3 > 0 && 4.0 * static_cast<double>(s) * static_cast<double>(s) < 2.0 * static_cast<double>(l3) && s < 65536) s *= 2;
+  return s;
+}
+
 // ring-rsa's forward and backward FLOP/s on one rank, counted as the kernels' are (4 b h N^2 d
 // forward, 2.5x backward, no mask): its GEMMs and its passes over the materialised score rows
 // together, which a GEMM rate and a memory bandwidth alone predicted 3x too fast (its softmax
-// makes several passes over rows far larger than the caches). 4 heads x 4096 tokens, d = 128:
-// 256 MiB of score rows per thread, beyond this machine's caches as the runs' rows are.
-std::pair<double, double> ring_rsa_rates() {
-  constexpr std::int64_t kSeq = 4096, kHeads = 4, kDim = 128;
-  Tensor q(DType::kF32, 1, kSeq, kHeads, kDim), k(DType::kF32, 1, kSeq, kHeads, kDim), v(DType::kF32, 1, kSeq, kHeads, kDim),
-      dout(DType::kF32, 1, kSeq, kHeads, kDim), out(DType::kF32, 1, kSeq, kHeads, kDim);
+// makes several passes over rows far larger than the caches). One head, d = 128, one call
+// each (every call allocates its rows afresh, so a warm-up call would not change that).
+std::pair<double, double> ring_rsa_rates(std::int64_t tokens) {
+  constexpr std::int64_t kHeads = 1, kDim = 128;
+  const std::int64_t n = tokens;
+  Tensor q(DType::kF32, 1, n, kHeads, kDim), k(DType::kF32, 1, n, kHeads, kDim), v(DType::kF32, 1, n, kHeads, kDim),
+      dout(DType::kF32, 1, n, kHeads, kDim), out(DType::kF32, 1, n, kHeads, kDim);
   fill_random(q.view(), 11);
   fill_random(k.view(), 12);
   fill_random(v.view(), 13);
   fill_random(dout.view(), 14);
-  Tensor dq(DType::kF32, 1, kSeq, kHeads, kDim), dk(DType::kF32, 1, kSeq, kHeads, kDim), dv(DType::kF32, 1, kSeq, kHeads, kDim);
-  RowStats lse(1, kHeads, kSeq);
+  Tensor dq(DType::kF32, 1, n, kHeads, kDim), dk(DType::kF32, 1, n, kHeads, kDim), dv(DType::kF32, 1, n, kHeads, kDim);
+  RowStats lse(1, kHeads, n);
   const std::unique_ptr<comm::Communicator> one = comm::single_rank_communicator();
   const algo::StrategyInfo& rsa = algo::strategy_info(algo::Strategy::kRingRsa);
   algo::StrategyOptions o;
-  o.seqlen = kSeq;
+  o.seqlen = n;
   o.threads = 1;
-  const double flops = 4.0 * kHeads * static_cast<double>(kSeq) * static_cast<double>(kSeq) * kDim;
-  const double fwd = median_seconds(1, [&] { rsa.forward(*one, q.view(), k.view(), v.view(), out.view(), lse.view(), o); });
-  const double bwd = median_seconds(1, [&] {
+  const double flops = 4.0 * kHeads * static_cast<double>(n) * static_cast<double>(n) * kDim;
+  auto timed = [](auto&& fn) {
+    const auto t0 = Clock::now();
+    fn();
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  const double fwd = timed([&] { rsa.forward(*one, q.view(), k.view(), v.view(), out.view(), lse.view(), o); });
+  const double bwd = timed([&] {
     rsa.backward(*one, q.view(), k.view(), v.view(), out.view(), lse.view(), dout.view(), dq.view(), dk.view(), dv.view(), o);
   });
   return {flops / fwd, 2.5 * flops / bwd};
@@ -200,9 +218,10 @@ Calibration measure_compute(std::ostream& log, int threads) {
   log << "calibrating: projection GEMM and memory copy\n" << std::flush;
   c.gemm_f32 = on_every_core<double>(threads, [] { return gemm_rate(); });
   c.memory_bandwidth = on_every_core<double>(threads, [] { return copy_bandwidth(); });
-  log << "calibrating: ring-rsa (materialised scores, 4 heads x 4096 tokens)\n" << std::flush;
+  const std::int64_t rsa_tokens = ring_rsa_tokens();
+  log << "calibrating: ring-rsa (materialised scores, 1 head x " << rsa_tokens << " tokens)\n" << std::flush;
   std::tie(c.ring_rsa_forward_f32, c.ring_rsa_backward_f32) =
-      on_every_core<std::pair<double, double>>(threads, [] { return ring_rsa_rates(); });
+      on_every_core<std::pair<double, double>>(threads, [&] { return ring_rsa_rates(rsa_tokens); });
   return c;
 }
 

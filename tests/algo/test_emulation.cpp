@@ -3,13 +3,16 @@
 // sends exactly the real run's bytes and runs its schedule, in the model's time.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include "../support.h"
 #include "burst/local_world.h"
+#include "burst/throttle.h"
 #include "burst/strategy.h"
 #include "kernels/emulate.h"
 
@@ -79,6 +82,42 @@ TEST(Emulation, KernelRefusesAModelWithoutRates) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("emulate: forward FLOP/s must be > 0"), std::string::npos) << e.what();
   }
+}
+
+// An emulated call sleeps until its communicator has something due, not to its end: a
+// throttled send posted before a 0.4 s emulated forward is released when its link has
+// carried it (0.05 s), by the call's progress hook, and arrives then, not after the call.
+TEST(Emulation, IdleCallsReleaseHeldSendsWhenDue) {
+  comm::LinkModel link;
+  link.inter_node_bytes_per_second = 20e6;  // 1 MB: 0.05 s
+  std::atomic<double> arrived{0};
+  comm::run_local_ranks(2, [&](comm::Communicator& c) {
+    c.set_ranks_per_node(1);
+    const auto slow = comm::throttled(c, link);
+    std::vector<std::uint8_t> data(1'000'000, 7), got(data.size(), 0);
+    c.barrier();
+    const auto t0 = Clock::now();
+    if (c.rank() == 0) {
+      comm::Request send = slow->isend(data.data(), data.size(), 1, 1);
+      constexpr std::int64_t kSeq = 1024, kDim = 64;
+      const Tensor q = testing::random_tensor(DType::kF32, 1, kSeq, 1, kDim, 1);
+      Tensor out(DType::kF32, 1, kSeq, 1, kDim);
+      RowStats lse(1, 1, kSeq);
+      kernels::AttentionOptions o;
+      o.emulate = model(4.0 * kSeq * kSeq * kDim / 0.4 / 1e9, 1);  // 0.4 s
+      o.progress = [&] { slow->progress(); };
+      o.progress_due = [&] { return slow->progress_due(); };
+      const double forward = seconds_of([&] { kernels::attention_forward(q.view(), q.view(), q.view(), out.view(), lse.view(), o); });
+      EXPECT_GE(forward, 0.4);
+      send.wait(slow->deadline());
+    } else {
+      slow->irecv(got.data(), got.size(), 0, 1).wait(slow->deadline());
+      arrived = std::chrono::duration<double>(Clock::now() - t0).count();
+      EXPECT_EQ(got, data);
+    }
+  });
+  EXPECT_GE(arrived.load(), 0.05);
+  EXPECT_LT(arrived.load(), 0.25) << "the held send waited for the emulated call to end";
 }
 
 // BurstAttention over 4 in-process ranks: the emulated run sends the real run's bytes and
