@@ -7,7 +7,8 @@
 // for the earlier sends on that link, takes bytes / rate, and arrives `latency` later. Only
 // then is it handed to the wrapped communicator. A held send is released when the sender
 // tests or waits on it, or calls progress() (the kernels do between tiles), so communication
-// still overlaps compute as it would on a real link. Receives are not touched: they complete
+// still overlaps compute as it would on a real link; progress_due() says when the next one is
+// due, and the communicator's own waits sleep until then rather than poll. Receives are not touched: they complete
 // when the released send arrives. Nodes come from the wrapped communicator
 // (BURST_RANKS_PER_NODE); with a single node every link counts as inter-node, so a rate set
 // for inter-node links slows every link.
