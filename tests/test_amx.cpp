@@ -376,10 +376,7 @@ TEST(AmxTiles, GemmMatchesDoubleSums) {
           // Values of the product C = A B (m x depth times depth x n) in double.
           std::vector<double> av(static_cast<std::size_t>(m * depth)), bv(static_cast<std::size_t>(depth * n));
           const std::int64_t mp = amx::pad_rows(m), np = amx::pad_rows(n), kp = amx::pad_depth(depth);
-          amx::Gemm g;
-          g.rows = static_cast<int>(mp);
-          g.cols = static_cast<int>(np);
-          g.depth = static_cast<int>(kp);
+          amx::Gemm g{.rows = static_cast<int>(mp), .cols = static_cast<int>(np), .depth = static_cast<int>(kp), .lda = kp};
           std::vector<bf16_bits> a_tiles;
           std::vector<std::uint32_t> b_tiles;
           if (way == 0) {  // A = X (m x depth bf16), B = Y^T, Y n x depth
@@ -417,7 +414,6 @@ TEST(AmxTiles, GemmMatchesDoubleSums) {
             g.b_part_stride = part;
           }
           g.a = a_tiles.data();
-          g.lda = kp;
           g.b = b_tiles.data();
           const std::int64_t ldc = np + 16;
           std::vector<float> c(static_cast<std::size_t>(mp * ldc), std::numeric_limits<float>::quiet_NaN());
@@ -478,16 +474,7 @@ TEST(AmxTiles, HardwareAndEmulationOnTheSameOperands) {
   std::vector<float> hw(static_cast<std::size_t>(m * n)), em(hw.size());
   for (auto [ops, out] : {std::pair{&amx::hardware_ops(), &hw}, {&amx::emulated_ops(), &em}}) {
     const amx::Session session(*ops);
-    amx::Gemm g;
-    g.rows = m;
-    g.cols = n;
-    g.depth = depth;
-    g.a = a.data();
-    g.lda = depth;
-    g.b = b.data();
-    g.c = out->data();
-    g.ldc = n;
-    ops->gemm(g);
+    ops->gemm({.rows = m, .cols = n, .depth = depth, .a = a.data(), .lda = depth, .b = b.data(), .c = out->data(), .ldc = n});
   }
   int differ = 0;
   double worst = 0.0;

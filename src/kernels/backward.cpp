@@ -324,6 +324,28 @@ class DqQueue {
   std::int64_t issued_ = 0;  // terms so far; term t uses slot t % kSlots
 };
 
+// Runs tile(turn, ih, q0, rows, vis) for every query tile of key block jb's task (the query
+// heads of kv head kvh, in turn order) that the mask does not skip; a skipped tile still takes
+// its turn in `queue`, with no term. Reports progress on worker 0.
+template <class Tile>
+void for_each_query_tile(const BackwardCall& c, std::int64_t ib, std::int64_t kvh, std::int64_t jb, int worker,
+                         DqQueue& queue, Tile&& tile) {
+  const Geometry& g = c.g;
+  for (std::int64_t ih = kvh * g.group; ih < (kvh + 1) * g.group; ++ih) {
+    for (std::int64_t iqb = 0; iqb < g.n_qblocks; ++iqb) {
+      const std::int64_t turn = (ib * g.n_heads_q + ih) * g.n_qblocks + iqb;
+      const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
+      if (vis == TileVisibility::kNone) {
+        queue.push(turn, ih, 0, 0, nullptr);  // nothing to add; the turn passes on in order
+        continue;
+      }
+      if (worker == 0 && c.opt.progress) c.opt.progress();
+      const std::int64_t q0 = iqb * g.block_m;
+      tile(turn, ih, q0, static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0)), vis);
+    }
+  }
+}
+
 LanesScratch lanes_scratch_of(const detail::Workspace& ws, int worker) {
   return {ws.floats(worker, kLKt),  ws.floats(worker, kLVt),    ws.floats(worker, kLP),
           ws.floats(worker, kLDS),  ws.floats(worker, kLDKt),   ws.floats(worker, kLDVt),
@@ -390,79 +412,69 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
   DqQueue queue(c, ib, jb, turns, w.dq, g.block_m * dp, dp);
 
   bool have_kpos = false;
-  for (std::int64_t ih = kvh * g.group; ih < (kvh + 1) * g.group; ++ih) {
-    for (std::int64_t iqb = 0; iqb < g.n_qblocks; ++iqb) {
-      const std::int64_t turn = (ib * g.n_heads_q + ih) * g.n_qblocks + iqb;
-      const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
-      if (vis == TileVisibility::kNone) {
-        queue.push(turn, ih, 0, 0, nullptr);  // nothing to add; the turn passes on in order
-        continue;
+  for_each_query_tile(c, ib, kvh, jb, worker, queue,
+                      [&](std::int64_t turn, std::int64_t ih, std::int64_t q0, int rows, TileVisibility vis) {
+    // Q and dO rows in place (fp32), or widened (bf16).
+    const detail::Rows qr = detail::load_rows(c.q, ib, q0, rows, ih, w.q_wide, c.ops);
+    const detail::Rows dor = detail::load_rows(c.dout, ib, q0, rows, ih, w.dout_wide, c.ops);
+    const float *q = qr.data, *dout = dor.data;
+    // S = scale Q K^T and dP = dO V^T  (rows x lanes: a query per row, a key per lane), then
+    // P = exp(S - lse), dS = P (dP - delta); masked pairs zeroed afterwards (tile_probs_and_ds).
+    const float* lse = c.lse.row(ib, ih) + q0;
+    const float* delta = c.delta.row(ib, ih) + q0;
+    if (c.ops.probs_and_ds_lanes != nullptr) {
+      c.ops.probs_and_ds_lanes(q, qr.ld, dout, dor.ld, rows, w.k_t, w.v_t, ld, lanes, d, g.scale,
+                               lse, delta, w.p, w.ds, ld);
+    } else {
+      c.ops.scores_lanes(q, qr.ld, rows, w.k_t, ld, lanes, d, g.scale, w.p, ld);
+      c.ops.scores_lanes(dout, dor.ld, rows, w.v_t, ld, lanes, d, 1.0f, w.ds, ld);
+      c.ops.probs_from_lse(w.p, ld, rows, lanes, lse);
+      c.ops.ds_from_dp(w.ds, ld, w.p, ld, rows, lanes, delta);
+    }
+    const bool partial = vis == TileVisibility::kPartial;
+    // This tile's dQ term slot: free (at most kDqLag terms are pending), so it serves as
+    // the finite-copy scratch of the products below until the term is written.
+    float* term = queue.slot();
+    if (partial) {
+      if (!have_kpos) {
+        detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
+        have_kpos = true;
       }
-      if (worker == 0 && c.opt.progress) c.opt.progress();
-      const std::int64_t q0 = iqb * g.block_m;
-      const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
-      // Q and dO rows in place (fp32), or widened (bf16).
-      const detail::Rows qr = detail::load_rows(c.q, ib, q0, rows, ih, w.q_wide, c.ops);
-      const detail::Rows dor = detail::load_rows(c.dout, ib, q0, rows, ih, w.dout_wide, c.ops);
-      const float *q = qr.data, *dout = dor.data;
-      // S = scale Q K^T and dP = dO V^T  (rows x lanes: a query per row, a key per lane), then
-      // P = exp(S - lse), dS = P (dP - delta); masked pairs zeroed afterwards (tile_probs_and_ds).
-      const float* lse = c.lse.row(ib, ih) + q0;
-      const float* delta = c.delta.row(ib, ih) + q0;
-      if (c.ops.probs_and_ds_lanes != nullptr) {
-        c.ops.probs_and_ds_lanes(q, qr.ld, dout, dor.ld, rows, w.k_t, w.v_t, ld, lanes, d, g.scale,
-                                 lse, delta, w.p, w.ds, ld);
-      } else {
-        c.ops.scores_lanes(q, qr.ld, rows, w.k_t, ld, lanes, d, g.scale, w.p, ld);
-        c.ops.scores_lanes(dout, dor.ld, rows, w.v_t, ld, lanes, d, 1.0f, w.ds, ld);
-        c.ops.probs_from_lse(w.p, ld, rows, lanes, lse);
-        c.ops.ds_from_dp(w.ds, ld, w.p, ld, rows, lanes, delta);
-      }
-      const bool partial = vis == TileVisibility::kPartial;
-      // This tile's dQ term slot: free (at most kDqLag terms are pending), so it serves as
-      // the finite-copy scratch of the products below until the term is written.
-      float* term = queue.slot();
-      if (partial) {
-        if (!have_kpos) {
-          detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
-          have_kpos = true;
-        }
-        detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
-        c.ops.apply_mask(w.p, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
-        c.ops.apply_mask(w.ds, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
-        // dV^T += dO^T P and dK^T += Q^T dS (d x lanes), non-finite rows kept to their pairs.
-        const detail::TilePairs pairs{w.kpos, w.qpos, false, c.opt.mask};
-        detail::accumulate_lanes_visible(c.ops, dout, dor.ld, rows, d, w.p, ld, lanes, cols, nullptr,
-                                         w.dv_t, ld, pairs, term);
-        detail::accumulate_lanes_visible(c.ops, q, qr.ld, rows, d, w.ds, ld, lanes, cols, nullptr, w.dk_t, ld,
-                                         pairs, term);
-      } else {
-        c.ops.accumulate_lanes(dout, dor.ld, rows, d, w.p, ld, lanes, nullptr, w.dv_t, ld);
-        c.ops.accumulate_lanes(q, qr.ld, rows, d, w.ds, ld, lanes, nullptr, w.dk_t, ld);
-      }
-      // dQ term = scale dS K  (rows x dp; the products run over the block's cols keys). In a
-      // partial tile a non-finite K value reaches only the queries that see its key: the
-      // product runs on a zeroed copy (in P, dead once dV has it) and those terms are added
-      // over visible pairs.
-      const bool zeroed = partial && k_non_finite;
-      if (zeroed) {
-        for (std::int64_t i = 0; i < cols * dp; ++i) w.p[i] = std::isfinite(w.k_rows[i]) ? w.k_rows[i] : 0.0f;
-      }
-      c.ops.scores_lanes(w.ds, ld, rows, zeroed ? w.p : w.k_rows, dp, static_cast<int>(dp), cols, g.scale, term, dp);
-      if (zeroed) {
-        for (int j = 0; j < cols; ++j) {
-          for (int x = 0; x < d; ++x) {
-            const float kv = w.k_rows[j * dp + x];
-            if (std::isfinite(kv)) continue;
-            for (int i = 0; i < rows; ++i) {
-              if (c.opt.mask.visible(w.qpos[i], w.kpos[j])) term[i * dp + x] += g.scale * w.ds[i * ld + j] * kv;
-            }
+      detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
+      c.ops.apply_mask(w.p, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
+      c.ops.apply_mask(w.ds, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
+      // dV^T += dO^T P and dK^T += Q^T dS (d x lanes), non-finite rows kept to their pairs.
+      const detail::TilePairs pairs{w.kpos, w.qpos, false, c.opt.mask};
+      detail::accumulate_lanes_visible(c.ops, dout, dor.ld, rows, d, w.p, ld, lanes, cols, nullptr,
+                                       w.dv_t, ld, pairs, term);
+      detail::accumulate_lanes_visible(c.ops, q, qr.ld, rows, d, w.ds, ld, lanes, cols, nullptr, w.dk_t, ld,
+                                       pairs, term);
+    } else {
+      c.ops.accumulate_lanes(dout, dor.ld, rows, d, w.p, ld, lanes, nullptr, w.dv_t, ld);
+      c.ops.accumulate_lanes(q, qr.ld, rows, d, w.ds, ld, lanes, nullptr, w.dk_t, ld);
+    }
+    // dQ term = scale dS K  (rows x dp; the products run over the block's cols keys). In a
+    // partial tile a non-finite K value reaches only the queries that see its key: the
+    // product runs on a zeroed copy (in P, dead once dV has it) and those terms are added
+    // over visible pairs.
+    const bool zeroed = partial && k_non_finite;
+    if (zeroed) {
+      for (std::int64_t i = 0; i < cols * dp; ++i) w.p[i] = std::isfinite(w.k_rows[i]) ? w.k_rows[i] : 0.0f;
+    }
+    c.ops.scores_lanes(w.ds, ld, rows, zeroed ? w.p : w.k_rows, dp, static_cast<int>(dp), cols, g.scale, term, dp);
+    if (zeroed) {
+      for (int j = 0; j < cols; ++j) {
+        for (int x = 0; x < d; ++x) {
+          const float kv = w.k_rows[j * dp + x];
+          if (std::isfinite(kv)) continue;
+          for (int i = 0; i < rows; ++i) {
+            if (c.opt.mask.visible(w.qpos[i], w.kpos[j])) term[i * dp + x] += g.scale * w.ds[i * ld + j] * kv;
           }
         }
       }
-      queue.push(turn, ih, q0, rows, term);
     }
-  }
+    queue.push(turn, ih, q0, rows, term);
+  });
   queue.flush(true);
   detail::add_lanes(c.dk, ib, k0, cols, kvh, w.dk_t, ld, g.scale);
   detail::add_lanes(c.dv, ib, k0, cols, kvh, w.dv_t, ld, 1.0f);
@@ -529,89 +541,66 @@ void key_block_grads_amx(const BackwardCall& c, std::int64_t ib, std::int64_t kv
   // One product of the tile: C (rows x cols) = [C +] alpha A B.
   auto product = [&](int rows, int cols_c, int depth, const bf16_bits* a_op, std::int64_t lda, int a_parts,
                      const std::uint32_t* b_op, int b_parts, float* out, std::int64_t ldc, bool accumulate, float alpha) {
-    amx::Gemm m;
-    m.rows = rows;
-    m.cols = cols_c;
-    m.depth = depth;
-    m.a = a_op;
-    m.lda = lda;
-    m.a_parts = a_parts;
-    m.a_part_stride = split_a_part;
-    m.b = b_op;
-    m.b_parts = b_parts;
-    m.b_part_stride = split_b_part;
-    m.c = out;
-    m.ldc = ldc;
-    m.accumulate = accumulate;
-    m.alpha = alpha;
-    tiles.gemm(m);
+    tiles.gemm({.rows = rows, .cols = cols_c, .depth = depth, .a = a_op, .lda = lda, .a_part_stride = split_a_part,
+                .a_parts = a_parts, .b = b_op, .b_part_stride = split_b_part, .b_parts = b_parts, .c = out, .ldc = ldc,
+                .accumulate = accumulate, .alpha = alpha});
   };
 
   bool have_kpos = false;
-  for (std::int64_t ih = kvh * g.group; ih < (kvh + 1) * g.group; ++ih) {
-    for (std::int64_t iqb = 0; iqb < g.n_qblocks; ++iqb) {
-      const std::int64_t turn = (ib * g.n_heads_q + ih) * g.n_qblocks + iqb;
-      const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
-      if (vis == TileVisibility::kNone) {
-        queue.push(turn, ih, 0, 0, nullptr);  // nothing to add; the turn passes on in order
-        continue;
-      }
-      if (worker == 0 && c.opt.progress) c.opt.progress();
-      const std::int64_t q0 = iqb * g.block_m;
-      const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
-      const int query_rows = static_cast<int>(amx::pad_rows(rows)), query_depth = static_cast<int>(amx::pad_depth(rows));
-      const bf16_bits* q = c.q.row<const bf16_bits>(ib, q0, ih);
-      const bf16_bits* dout = c.dout.row<const bf16_bits>(ib, q0, ih);
-      amx::pack_a_rows(q, c.q.stride_s, rows, d, q_a, a.dk);
-      amx::pack_a_rows(dout, c.dout.stride_s, rows, d, do_a, a.dk);
-      const bool q_non_finite = amx::pack_a_transposed(q, c.q.stride_s, rows, d, qt_a, a.mk);
-      const bool dout_non_finite = amx::pack_a_transposed(dout, c.dout.stride_s, rows, d, dot_a, a.mk);
+  for_each_query_tile(c, ib, kvh, jb, worker, queue,
+                      [&](std::int64_t turn, std::int64_t ih, std::int64_t q0, int rows, TileVisibility vis) {
+    const int query_rows = static_cast<int>(amx::pad_rows(rows)), query_depth = static_cast<int>(amx::pad_depth(rows));
+    const bf16_bits* q = c.q.row<const bf16_bits>(ib, q0, ih);
+    const bf16_bits* dout = c.dout.row<const bf16_bits>(ib, q0, ih);
+    amx::pack_a_rows(q, c.q.stride_s, rows, d, q_a, a.dk);
+    amx::pack_a_rows(dout, c.dout.stride_s, rows, d, do_a, a.dk);
+    const bool q_non_finite = amx::pack_a_transposed(q, c.q.stride_s, rows, d, qt_a, a.mk);
+    const bool dout_non_finite = amx::pack_a_transposed(dout, c.dout.stride_s, rows, d, dot_a, a.mk);
 
-      // S = scale Q K^T and dP = dO V^T, then P = exp(S - lse), dS = P (dP - delta); masked
-      // pairs zeroed afterwards (tile_probs_and_ds).
-      const int dk = static_cast<int>(a.dk);
-      product(query_rows, key_cols, dk, q_a, a.dk, 1, kt_b, 1, p, a.nk, false, g.scale);
-      product(query_rows, key_cols, dk, do_a, a.dk, 1, vt_b, 1, ds, a.nk, false, 1.0f);
-      c.ops.probs_from_lse(p, a.nk, rows, cols, c.lse.row(ib, ih) + q0);
-      c.ops.ds_from_dp(ds, a.nk, p, a.nk, rows, cols, c.delta.row(ib, ih) + q0);
-      const bool partial = vis == TileVisibility::kPartial;
-      if (partial) {
-        if (!have_kpos) {
-          detail::fill_positions(c.opt.k_pos, k0, cols, kpos);
-          have_kpos = true;
-        }
-        detail::fill_positions(c.opt.q_pos, q0, rows, qpos);
-        c.ops.apply_mask(p, a.nk, rows, cols, qpos, kpos, c.opt.mask, 0.0f);
-        c.ops.apply_mask(ds, a.nk, rows, cols, qpos, kpos, c.opt.mask, 0.0f);
+    // S = scale Q K^T and dP = dO V^T, then P = exp(S - lse), dS = P (dP - delta); masked
+    // pairs zeroed afterwards (tile_probs_and_ds).
+    const int dk = static_cast<int>(a.dk);
+    product(query_rows, key_cols, dk, q_a, a.dk, 1, kt_b, 1, p, a.nk, false, g.scale);
+    product(query_rows, key_cols, dk, do_a, a.dk, 1, vt_b, 1, ds, a.nk, false, 1.0f);
+    c.ops.probs_from_lse(p, a.nk, rows, cols, c.lse.row(ib, ih) + q0);
+    c.ops.ds_from_dp(ds, a.nk, p, a.nk, rows, cols, c.delta.row(ib, ih) + q0);
+    const bool partial = vis == TileVisibility::kPartial;
+    if (partial) {
+      if (!have_kpos) {
+        detail::fill_positions(c.opt.k_pos, k0, cols, kpos);
+        have_kpos = true;
       }
-
-      // dV^T += dO^T P and dK^T += Q^T dS  (d x keys), P and dS as B tiles in parts.
-      amx::split_b(p, a.nk, rows, cols, parts, p_b, split_b_part);
-      amx::split_b(ds, a.nk, rows, cols, parts, ds_b, split_b_part);
-      product(static_cast<int>(a.dc), key_cols, query_depth, dot_a, a.mk, 1, p_b, parts, dv_t, a.nc, true, 1.0f);
-      product(static_cast<int>(a.dc), key_cols, query_depth, qt_a, a.mk, 1, ds_b, parts, dk_t, a.nc, true, 1.0f);
-      // dQ term = scale dS K  (rows x dc), dS as A tiles in parts.
-      amx::split_a(ds, a.nk, rows, cols, parts, ds_a, a.nk, split_a_part);
-      float* term = queue.slot();
-      product(query_rows, static_cast<int>(a.dc), key_depth, ds_a, a.nk, parts, k_b, 1, term, a.dc, false, g.scale);
-
-      // The terms of non-finite inputs, which the packing zeroed, over visible pairs only.
-      const detail::TilePairs by_key{kpos, qpos, false, c.opt.mask}, by_query{qpos, kpos, true, c.opt.mask};
-      if (dout_non_finite) {
-        detail::add_non_finite_terms(dout, c.dout.stride_s, rows, d, p, 1, a.nk, cols, 1.0f, dv_t, 1, a.nc,
-                                     partial ? &by_key : nullptr);
-      }
-      if (q_non_finite) {
-        detail::add_non_finite_terms(q, c.q.stride_s, rows, d, ds, 1, a.nk, cols, 1.0f, dk_t, 1, a.nc,
-                                     partial ? &by_key : nullptr);
-      }
-      if (k_non_finite) {
-        detail::add_non_finite_terms(k, c.k.stride_s, cols, d, ds, a.nk, 1, rows, g.scale, term, a.dc, 1,
-                                     partial ? &by_query : nullptr);
-      }
-      queue.push(turn, ih, q0, rows, term);
+      detail::fill_positions(c.opt.q_pos, q0, rows, qpos);
+      c.ops.apply_mask(p, a.nk, rows, cols, qpos, kpos, c.opt.mask, 0.0f);
+      c.ops.apply_mask(ds, a.nk, rows, cols, qpos, kpos, c.opt.mask, 0.0f);
     }
-  }
+
+    // dV^T += dO^T P and dK^T += Q^T dS  (d x keys), P and dS as B tiles in parts.
+    amx::split_b(p, a.nk, rows, cols, parts, p_b, split_b_part);
+    amx::split_b(ds, a.nk, rows, cols, parts, ds_b, split_b_part);
+    product(static_cast<int>(a.dc), key_cols, query_depth, dot_a, a.mk, 1, p_b, parts, dv_t, a.nc, true, 1.0f);
+    product(static_cast<int>(a.dc), key_cols, query_depth, qt_a, a.mk, 1, ds_b, parts, dk_t, a.nc, true, 1.0f);
+    // dQ term = scale dS K  (rows x dc), dS as A tiles in parts.
+    amx::split_a(ds, a.nk, rows, cols, parts, ds_a, a.nk, split_a_part);
+    float* term = queue.slot();
+    product(query_rows, static_cast<int>(a.dc), key_depth, ds_a, a.nk, parts, k_b, 1, term, a.dc, false, g.scale);
+
+    // The terms of non-finite inputs, which the packing zeroed, over visible pairs only.
+    const detail::TilePairs by_key{kpos, qpos, false, c.opt.mask}, by_query{qpos, kpos, true, c.opt.mask};
+    if (dout_non_finite) {
+      detail::add_non_finite_terms(dout, c.dout.stride_s, rows, d, p, 1, a.nk, cols, 1.0f, dv_t, 1, a.nc,
+                                   partial ? &by_key : nullptr);
+    }
+    if (q_non_finite) {
+      detail::add_non_finite_terms(q, c.q.stride_s, rows, d, ds, 1, a.nk, cols, 1.0f, dk_t, 1, a.nc,
+                                   partial ? &by_key : nullptr);
+    }
+    if (k_non_finite) {
+      detail::add_non_finite_terms(k, c.k.stride_s, cols, d, ds, a.nk, 1, rows, g.scale, term, a.dc, 1,
+                                   partial ? &by_query : nullptr);
+    }
+    queue.push(turn, ih, q0, rows, term);
+  });
   queue.flush(true);
   detail::add_lanes(c.dk, ib, k0, cols, kvh, dk_t, a.nc, g.scale);
   detail::add_lanes(c.dv, ib, k0, cols, kvh, dv_t, a.nc, 1.0f);

@@ -57,6 +57,20 @@ struct ForwardCall {
   bool bf16_dot;  // S = Q K^T by bf16 dot products (q, k bf16 and the ISA has them)
 };
 
+// Runs tile(k0, cols, vis) for every key block the mask does not skip for query block iqb, in
+// order; reports progress between tiles on the calling thread.
+template <class Tile>
+void for_each_key_block(const ForwardCall& c, std::int64_t iqb, bool calling_thread, Tile&& tile) {
+  const Geometry& g = c.g;
+  for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
+    const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
+    if (vis == TileVisibility::kNone) continue;
+    if (calling_thread && c.opt.progress) c.opt.progress();
+    const std::int64_t k0 = jb * g.block_n;
+    tile(k0, static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0)), vis);
+  }
+}
+
 // The running state of `rows` query rows from q0 (acc row-major, leading dimension ld): fresh,
 // or the normalised partial (O, lse) read back as max = lse, sum = 1.
 void start_rows(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t q0, int rows, float* acc,
@@ -101,6 +115,29 @@ void finish_rows(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::in
   }
 }
 
+// Per-row state and positions of a row-major forward task.
+struct RowState {
+  float *row_max, *row_sum, *factor;
+  std::int64_t *qpos, *kpos;
+};
+
+// The online-softmax step of the row-major score tile s (rows x cols, leading dimension ld) of
+// the key block at k0: masks a partially visible tile (query positions filled on first use),
+// turns s into P and rescales the accumulator (rows x d, leading dimension ld_acc).
+void softmax_step(const ForwardCall& c, TileVisibility vis, std::int64_t q0, std::int64_t k0, int rows, int cols,
+                  float* s, std::int64_t ld, float* acc, std::int64_t ld_acc, const RowState& st, bool& have_qpos) {
+  if (vis == TileVisibility::kPartial) {
+    if (!have_qpos) {
+      detail::fill_positions(c.opt.q_pos, q0, rows, st.qpos);
+      have_qpos = true;
+    }
+    detail::fill_positions(c.opt.k_pos, k0, cols, st.kpos);
+    c.ops.apply_mask(s, ld, rows, cols, st.qpos, st.kpos, c.opt.mask, kNegInf);
+  }
+  c.ops.online_softmax(s, ld, rows, cols, st.row_max, st.row_sum, st.factor);
+  c.ops.scale_rows(acc, ld_acc, rows, static_cast<int>(c.g.d), st.factor);
+}
+
 void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::int64_t iqb,
                    const ForwardScratch& w, bool calling_thread) {
   const Geometry& g = c.g;
@@ -114,12 +151,7 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
   const detail::Rows qrows = c.bf16_dot ? detail::Rows{nullptr, 0}
                                         : detail::load_rows(c.q, ib, q0, rows, ih, w.q, c.ops);
   bool have_qpos = false;
-  for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
-    const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
-    if (vis == TileVisibility::kNone) continue;
-    if (calling_thread && c.opt.progress) c.opt.progress();
-    const std::int64_t k0 = jb * g.block_n;
-    const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
+  for_each_key_block(c, iqb, calling_thread, [&](std::int64_t k0, int cols, TileVisibility vis) {
     const detail::Rows vrows = detail::load_rows(c.v, ib, k0, cols, kvh, w.v, c.ops);
 
     // S = scale * Q K^T  (rows x cols)
@@ -133,16 +165,8 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
       sgemm(false, true, rows, cols, d, g.scale, qrows.data, qrows.ld, krows.data, krows.ld,
             0.0f, w.s, g.block_n);
     }
-    if (vis == TileVisibility::kPartial) {
-      if (!have_qpos) {
-        detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
-        have_qpos = true;
-      }
-      detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
-      c.ops.apply_mask(w.s, g.block_n, rows, cols, w.qpos, w.kpos, c.opt.mask, kNegInf);
-    }
-    c.ops.online_softmax(w.s, g.block_n, rows, cols, w.row_max, w.row_sum, w.factor);
-    c.ops.scale_rows(w.acc, d, rows, static_cast<int>(d), w.factor);
+    softmax_step(c, vis, q0, k0, rows, cols, w.s, g.block_n, w.acc, d, {w.row_max, w.row_sum, w.factor, w.qpos, w.kpos},
+                 have_qpos);
     // acc += P V  (rows x d); P is 0 at masked pairs, which must not let a non-finite V row
     // reach the rows masked from it.
     if (vis == TileVisibility::kPartial) {
@@ -151,7 +175,7 @@ void forward_block(const ForwardCall& c, std::int64_t ib, std::int64_t ih, std::
     } else {
       sgemm(false, false, rows, d, cols, 1.0f, w.s, g.block_n, vrows.data, vrows.ld, 1.0f, w.acc, d);
     }
-  }
+  });
 
   finish_rows(c, ib, ih, q0, rows, w.acc, d, w.row_max, w.row_sum);
 }
@@ -211,12 +235,7 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
 
   const MaskSpec lanes_mask = detail::transposed_mask(c.opt.mask);
   bool have_qpos = false;
-  for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
-    const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
-    if (vis == TileVisibility::kNone) continue;
-    if (calling_thread && c.opt.progress) c.opt.progress();
-    const std::int64_t k0 = jb * g.block_n;
-    const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
+  for_each_key_block(c, iqb, calling_thread, [&](std::int64_t k0, int cols, TileVisibility vis) {
     // K and V rows in place (fp32), or widened into k_wide and v_wide (bf16).
     const detail::Rows k = detail::load_rows(c.k, ib, k0, cols, kvh, w.k_wide, c.ops);
     const detail::Rows v = detail::load_rows(c.v, ib, k0, cols, kvh, w.v_wide, c.ops);
@@ -240,7 +259,7 @@ void forward_block_lanes(const ForwardCall& c, std::int64_t ib, std::int64_t ih,
     } else {
       c.ops.accumulate_lanes(v.data, v.ld, cols, d, w.s_t, ld, lanes, w.factor, w.o_t, ld);
     }
-  }
+  });
 
   // Normalise as forward_block does, transposing back: O = acc / sum, lse = max + log(sum).
   float* row = w.v_finite;  // free now: one output row
@@ -310,62 +329,30 @@ void forward_block_amx(const ForwardCall& c, std::int64_t ib, std::int64_t ih, s
   amx::pack_a_rows(c.q.row<const bf16_bits>(ib, q0, ih), c.q.stride_s, rows, d, w.q_a, a.dk);
   const std::int64_t part = a.mp * a.nk;  // elements between the parts of P
   bool have_qpos = false;
-  for (std::int64_t jb = 0; jb < g.n_kblocks; ++jb) {
-    const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
-    if (vis == TileVisibility::kNone) continue;
-    if (calling_thread && c.opt.progress) c.opt.progress();
-    const std::int64_t k0 = jb * g.block_n;
-    const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
+  for_each_key_block(c, iqb, calling_thread, [&](std::int64_t k0, int cols, TileVisibility vis) {
     const bf16_bits* k = c.k.row<const bf16_bits>(ib, k0, kvh);
     const bf16_bits* v = c.v.row<const bf16_bits>(ib, k0, kvh);
     amx::pack_b_transposed(k, c.k.stride_s, cols, d, w.k_b);
     const bool v_non_finite = amx::pack_b_rows(v, c.v.stride_s, cols, d, w.v_b);
 
     // S = scale Q K^T  (mp x pad_rows(cols))
-    amx::Gemm s;
-    s.rows = mp;
-    s.cols = static_cast<int>(amx::pad_rows(cols));
-    s.depth = static_cast<int>(a.dk);
-    s.a = w.q_a;
-    s.lda = a.dk;
-    s.b = w.k_b;
-    s.c = w.s;
-    s.ldc = a.nk;
-    s.alpha = g.scale;
-    tiles.gemm(s);
-    if (vis == TileVisibility::kPartial) {
-      if (!have_qpos) {
-        detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
-        have_qpos = true;
-      }
-      detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
-      c.ops.apply_mask(w.s, a.nk, rows, cols, w.qpos, w.kpos, c.opt.mask, kNegInf);
-    }
-    c.ops.online_softmax(w.s, a.nk, rows, cols, w.row_max, w.row_sum, w.factor);
-    c.ops.scale_rows(w.o, a.dc, rows, d, w.factor);
+    tiles.gemm({.rows = mp, .cols = static_cast<int>(amx::pad_rows(cols)), .depth = static_cast<int>(a.dk), .a = w.q_a,
+                .lda = a.dk, .b = w.k_b, .c = w.s, .ldc = a.nk, .alpha = g.scale});
+    softmax_step(c, vis, q0, k0, rows, cols, w.s, a.nk, w.o, a.dc, {w.row_max, w.row_sum, w.factor, w.qpos, w.kpos},
+                 have_qpos);
 
     // O += P V  (mp x dc), P as the sum of its bf16 parts.
     const int depth = static_cast<int>(amx::pad_depth(cols));
     amx::split_a(w.s, a.nk, rows, cols, detail::amx_parts(), w.p_a, a.nk, part);
-    amx::Gemm pv;
-    pv.rows = mp;
-    pv.cols = static_cast<int>(a.dc);
-    pv.depth = depth;
-    pv.a = w.p_a;
-    pv.lda = a.nk;
-    pv.a_part_stride = part;
-    pv.a_parts = detail::amx_parts();
-    pv.b = w.v_b;
-    pv.c = w.o;
-    pv.ldc = a.dc;
-    pv.accumulate = true;
-    tiles.gemm(pv);
+    tiles.gemm({.rows = mp, .cols = static_cast<int>(a.dc), .depth = depth, .a = w.p_a, .lda = a.nk,
+                .a_part_stride = part, .a_parts = detail::amx_parts(), .b = w.v_b, .c = w.o, .ldc = a.dc,
+                .accumulate = true});
     if (v_non_finite) {
       const detail::TilePairs pairs{w.qpos, w.kpos, true, c.opt.mask};
       detail::add_non_finite_terms(v, c.v.stride_s, cols, d, w.s, a.nk, 1, rows, 1.0f, w.o, a.dc, 1,
                                    vis == TileVisibility::kPartial ? &pairs : nullptr);
     }
-  }
+  });
   finish_rows(c, ib, ih, q0, rows, w.o, a.dc, w.row_max, w.row_sum);
 }
 

@@ -121,6 +121,14 @@ Isa resolve_isa(Isa requested) {
   return requested;
 }
 
+TileOps with_amx(const TileOps& base, Isa isa, const amx::Ops& amx) {
+  TileOps t = base;
+  t.isa = isa;
+  t.fused_bf16 = false;  // bf16 takes the AMX route (detail::route_of)
+  t.amx = &amx;
+  return t;
+}
+
 const TileOps& tile_ops(Isa isa) {
   switch (resolve_isa(isa)) {
     case Isa::kAmxBf16: return amxbf16::table();

@@ -124,6 +124,10 @@ const AmxStatus& amx_bf16_status();
 // The table for `isa` (kAuto resolved as resolve_isa does); throws if the processor lacks it.
 const TileOps& tile_ops(Isa isa);
 
+// The table of an AMX implementation: `base` (its element-wise work and the fused fp32 route)
+// with bf16 inputs' products on the tile backend `amx` (isa.cpp).
+TileOps with_amx(const TileOps& base, Isa isa, const amx::Ops& amx);
+
 // One table per implementation, defined in tile_ops_<isa>.cpp.
 namespace amxbf16 { const TileOps& table(); }
 namespace amxbf16_emulated { const TileOps& table(); }

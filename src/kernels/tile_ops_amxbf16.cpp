@@ -15,36 +15,34 @@ namespace burst::kernels::amxbf16 {
 namespace {
 
 // The intrinsics paste their tile number into the instruction text, so each takes a literal:
-// one branch per tile, chosen at compile time.
+// BURST_AMX_ON_TILE(OP) expands OP(t) for the literal t that equals the template's T.
+#define BURST_AMX_ON_TILE(OP)                                                        \
+  static_assert(T >= 0 && T < 8, "palette 1 has tiles 0..7");                        \
+  if constexpr (T == 0) OP(0);                                                       \
+  if constexpr (T == 1) OP(1);                                                       \
+  if constexpr (T == 2) OP(2);                                                       \
+  if constexpr (T == 3) OP(3);                                                       \
+  if constexpr (T == 4) OP(4);                                                       \
+  if constexpr (T == 5) OP(5);                                                       \
+  if constexpr (T == 6) OP(6);                                                       \
+  if constexpr (T == 7) OP(7)
+#define BURST_AMX_ZERO(t) _tile_zero(t)
+#define BURST_AMX_LOAD(t) _tile_loadd(t, base, stride)
+#define BURST_AMX_STORE(t) _tile_stored(t, base, stride)
 struct Tiles {
   static void load_config(const amx::TileConfig& config) { _tile_loadconfig(&config); }
   static void release() { _tile_release(); }
   template <int T>
   static void zero() {
-    static_assert(T >= 0 && T < 8, "palette 1 has tiles 0..7");
-#define BURST_AMX_ZERO(t) \
-  if constexpr (T == t) _tile_zero(t);
-    BURST_AMX_ZERO(0) BURST_AMX_ZERO(1) BURST_AMX_ZERO(2) BURST_AMX_ZERO(3)
-    BURST_AMX_ZERO(4) BURST_AMX_ZERO(5) BURST_AMX_ZERO(6) BURST_AMX_ZERO(7)
-#undef BURST_AMX_ZERO
+    BURST_AMX_ON_TILE(BURST_AMX_ZERO);
   }
   template <int T>
   static void load(const void* base, std::int64_t stride) {
-    static_assert(T >= 0 && T < 8, "palette 1 has tiles 0..7");
-#define BURST_AMX_LOAD(t) \
-  if constexpr (T == t) _tile_loadd(t, base, stride);
-    BURST_AMX_LOAD(0) BURST_AMX_LOAD(1) BURST_AMX_LOAD(2) BURST_AMX_LOAD(3)
-    BURST_AMX_LOAD(4) BURST_AMX_LOAD(5) BURST_AMX_LOAD(6) BURST_AMX_LOAD(7)
-#undef BURST_AMX_LOAD
+    BURST_AMX_ON_TILE(BURST_AMX_LOAD);
   }
   template <int T>
   static void store(void* base, std::int64_t stride) {
-    static_assert(T >= 0 && T < 8, "palette 1 has tiles 0..7");
-#define BURST_AMX_STORE(t) \
-  if constexpr (T == t) _tile_stored(t, base, stride);
-    BURST_AMX_STORE(0) BURST_AMX_STORE(1) BURST_AMX_STORE(2) BURST_AMX_STORE(3)
-    BURST_AMX_STORE(4) BURST_AMX_STORE(5) BURST_AMX_STORE(6) BURST_AMX_STORE(7)
-#undef BURST_AMX_STORE
+    BURST_AMX_ON_TILE(BURST_AMX_STORE);
   }
   // The four (C, A, B) triples of amx_gemm.inc's 2 x 2 block.
   template <int C, int A, int B>
@@ -58,19 +56,17 @@ struct Tiles {
     if constexpr (C == 3) _tile_dpbf16ps(3, 5, 7);
   }
 };
+#undef BURST_AMX_STORE
+#undef BURST_AMX_LOAD
+#undef BURST_AMX_ZERO
+#undef BURST_AMX_ON_TILE
 
 }  // namespace
 
 #include "kernels/amx_gemm.inc"
 
 const TileOps& table() {
-  static const TileOps ops = [] {
-    TileOps t = avx512bf16::table();
-    t.isa = Isa::kAmxBf16;
-    t.fused_bf16 = false;
-    t.amx = &amx::hardware_ops();
-    return t;
-  }();
+  static const TileOps ops = with_amx(avx512bf16::table(), Isa::kAmxBf16, amx::hardware_ops());
   return ops;
 }
 

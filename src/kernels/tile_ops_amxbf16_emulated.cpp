@@ -190,13 +190,7 @@ struct Tiles {
 #include "kernels/amx_gemm.inc"
 
 const TileOps& table() {
-  static const TileOps ops = [] {
-    TileOps t = avx512bf16::table();
-    t.isa = Isa::kAmxBf16Emulated;
-    t.fused_bf16 = false;
-    t.amx = &amx::emulated_ops();
-    return t;
-  }();
+  static const TileOps ops = with_amx(avx512bf16::table(), Isa::kAmxBf16Emulated, amx::emulated_ops());
   return ops;
 }
 
