@@ -169,12 +169,13 @@ std::vector<Case> catalog() {
     c.dtype = DType::kBF16;
     add(c);
   }
-  // bf16 with a tiny head dim and few keys, where the tolerance is smallest: P and dS must
-  // keep fp32 precision through every product (the AMX route's split, docs/numerics.md).
-  for (auto [sk, d] : {std::pair{3, 2}, {9, 1}}) {
+  // bf16 with a tiny head dim and few keys (and few queries, which dK sums over), where the
+  // tolerance is smallest: P and dS must keep fp32 precision through every product (the AMX
+  // route's split, docs/numerics.md).
+  for (auto [sq, sk, d] : {std::tuple{64, 3, 2}, {64, 9, 1}, {3, 3, 1}, {5, 2, 2}}) {
     Case c;
-    c.name = "bf16_sk" + std::to_string(sk) + "_headdim" + std::to_string(d);
-    c.sq = 64;
+    c.name = "bf16_sq" + std::to_string(sq) + "_sk" + std::to_string(sk) + "_headdim" + std::to_string(d);
+    c.sq = sq;
     c.sk = sk;
     c.d = d;
     c.dtype = DType::kBF16;
