@@ -225,7 +225,8 @@ constexpr Flag<RunArgs> kFlags[] = {
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.bwd_scheme = algo::parse_scheme(std::string(v), std::string(f));
      }},
-    {"--isa", "auto|avx512bf16|avx512|avx2|generic", "tile implementation (default auto)",
+    {"--isa", "auto|amxbf16|amxbf16-emulated|avx512bf16|avx512|avx2|generic",
+     "tile implementation (default auto; auto never picks the AMX ones)",
      [](RunArgs& a, std::string_view f, std::string_view v) {
        a.isa = kernels::parse_isa(std::string(v), std::string(f));
      }},

@@ -81,16 +81,22 @@ struct MaskSpec {
 };
 
 // Instruction-set implementations of the tile work, best first. kAuto takes the best one the
-// processor supports; the BURST_ISA environment variable (avx512bf16, avx512, avx2, generic)
-// overrides kAuto. avx512bf16 is avx512 plus bf16 dot products for Q K^T on bf16 inputs;
-// the others widen bf16 tiles to fp32.
-enum class Isa { kAuto, kAvx512Bf16, kAvx512, kAvx2, kGeneric };
+// processor supports among those auto may pick; the BURST_ISA environment variable
+// (amxbf16, amxbf16-emulated, avx512bf16, avx512, avx2, generic) overrides kAuto.
+// amxbf16 is avx512bf16 with bf16 inputs' products on AMX tiles (where the processor has
+// AMX-BF16 and Linux grants this process the tile state); amxbf16-emulated is the same code
+// with the tile instructions emulated in plain C++, a test and debugging aid on processors
+// without AMX. Auto picks neither: amxbf16 is unmeasured (docs/performance.md). avx512bf16 is
+// avx512 plus bf16 dot products; the others widen bf16 tiles to fp32.
+enum class Isa { kAuto, kAmxBf16, kAmxBf16Emulated, kAvx512Bf16, kAvx512, kAvx2, kGeneric };
 
 std::string isa_name(Isa isa);
-// Parses "auto", "avx512", "avx2", "generic"; throws naming `what` otherwise.
+// Parses a name isa_name gives; throws naming `what` otherwise.
 Isa parse_isa(const std::string& text, const std::string& what);
 // The implementations this processor can run, best first (never kAuto).
 std::vector<Isa> supported_isas();
+// Whether kAuto may resolve to `isa` (not the AMX ones, until amxbf16 is measured faster).
+bool chosen_by_auto(Isa isa);
 // What kAuto resolves to now (after BURST_ISA).
 Isa resolve_isa(Isa requested);
 

@@ -19,6 +19,7 @@
 #include "burst/error.h"
 #include "core/thread_pool.h"
 #include "burst/kernels.h"
+#include "kernels/amx.h"
 #include "kernels/blas.h"
 #include "kernels/detail.h"
 #include "kernels/emulate.h"
@@ -262,13 +263,88 @@ struct LanesScratch {
   std::int64_t *qpos, *kpos;
 };
 
-// The query tiles of one task whose dQ terms wait for their turn, oldest first; a tile with
-// no term (fully masked) still takes its turn, to pass it on in order.
-struct PendingDq {
-  std::int64_t turn, ih, q0;
-  int rows;
-  const float* term;  // rows x dp, or null
+// The dQ terms of one key-block task (batch ib, key block jb) waiting for their turn, oldest
+// first; a query tile with no term (fully masked) still takes its turn, to pass it on in
+// order. Terms live in kDqLag + 1 slots of `slot_floats` floats (rows x ld each): one is
+// always free for the next term (slot()), as at most kDqLag are pending after a push.
+class DqQueue {
+ public:
+  DqQueue(const BackwardCall& c, std::int64_t ib, std::int64_t jb, DqTurns& turns, float* slots,
+          std::int64_t slot_floats, std::int64_t ld)
+      : c_(c), ib_(ib), jb_(jb), turns_(turns), slots_(slots), slot_floats_(slot_floats), ld_(ld) {}
+
+  // The free slot the next term is to be computed in; until then it may serve as scratch.
+  float* slot() const { return slots_ + (issued_ % kSlots) * slot_floats_; }
+
+  // Queues query tile `turn`'s term (rows x d in slot(), or null for none), then adds the
+  // terms whose turn has come, waiting only while every slot is taken.
+  void push(std::int64_t turn, std::int64_t ih, std::int64_t q0, int rows, const float* term) {
+    if (term != nullptr) ++issued_;
+    pending_[(first_ + count_) % kSlots] = {turn, ih, q0, rows, term};
+    ++count_;
+    flush(false);
+  }
+
+  // Adds the pending terms whose turn has come, oldest first; with `all`, or while every slot
+  // is taken, waits for the turns.
+  void flush(bool all) {
+    while (count_ > 0) {
+      const Pending& e = pending_[first_];
+      if (!turns_.ready(e.turn, jb_)) {
+        if (!all && count_ < kSlots) return;
+        turns_.wait(e.turn, jb_);
+      }
+      if (e.term != nullptr) {
+        for (int i = 0; i < e.rows; ++i) {
+          float* dst = c_.dq.row<float>(ib_, e.q0 + i, e.ih);
+          const float* src = e.term + i * ld_;
+          for (std::int64_t x = 0; x < c_.g.d; ++x) dst[x] += src[x];
+        }
+      }
+      turns_.release(e.turn, jb_);
+      first_ = (first_ + 1) % kSlots;
+      --count_;
+    }
+  }
+
+ private:
+  static constexpr int kSlots = kDqLag + 1;  // pending entries: the lag, plus the one just pushed
+  struct Pending {
+    std::int64_t turn, ih, q0;
+    int rows;
+    const float* term;
+  };
+  const BackwardCall& c_;
+  std::int64_t ib_, jb_;
+  DqTurns& turns_;
+  float* slots_;
+  std::int64_t slot_floats_, ld_;
+  Pending pending_[kSlots] = {};
+  int first_ = 0, count_ = 0;
+  std::int64_t issued_ = 0;  // terms so far; term t uses slot t % kSlots
 };
+
+// Runs tile(turn, ih, q0, rows, vis) for every query tile of key block jb's task (the query
+// heads of kv head kvh, in turn order) that the mask does not skip; a skipped tile still takes
+// its turn in `queue`, with no term. Reports progress on worker 0.
+template <class Tile>
+void for_each_query_tile(const BackwardCall& c, std::int64_t ib, std::int64_t kvh, std::int64_t jb, int worker,
+                         DqQueue& queue, Tile&& tile) {
+  const Geometry& g = c.g;
+  for (std::int64_t ih = kvh * g.group; ih < (kvh + 1) * g.group; ++ih) {
+    for (std::int64_t iqb = 0; iqb < g.n_qblocks; ++iqb) {
+      const std::int64_t turn = (ib * g.n_heads_q + ih) * g.n_qblocks + iqb;
+      const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
+      if (vis == TileVisibility::kNone) {
+        queue.push(turn, ih, 0, 0, nullptr);  // nothing to add; the turn passes on in order
+        continue;
+      }
+      if (worker == 0 && c.opt.progress) c.opt.progress();
+      const std::int64_t q0 = iqb * g.block_m;
+      tile(turn, ih, q0, static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0)), vis);
+    }
+  }
+}
 
 LanesScratch lanes_scratch_of(const detail::Workspace& ws, int worker) {
   return {ws.floats(worker, kLKt),  ws.floats(worker, kLVt),    ws.floats(worker, kLP),
@@ -333,114 +409,201 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
   std::fill_n(w.dk_t, d * ld, 0.0f);
   std::fill_n(w.dv_t, d * ld, 0.0f);
 
-  // Adds the pending dQ terms whose turn has come, oldest first; with `all`, or while every
-  // slot is taken, waits for the turns.
-  constexpr int slots = kDqLag + 1;  // pending entries: the lag, plus the one just pushed
-  PendingDq pending[slots];
-  int first = 0, count = 0;
-  std::int64_t issued = 0;  // dQ terms so far; term t uses slot t % slots
-  auto flush = [&](bool all) {
-    while (count > 0) {
-      const PendingDq& e = pending[first];
-      if (!turns.ready(e.turn, jb)) {
-        if (!all && count < slots) return;
-        turns.wait(e.turn, jb);
-      }
-      if (e.term != nullptr) {
-        for (int i = 0; i < e.rows; ++i) {
-          float* dst = c.dq.row<float>(ib, e.q0 + i, e.ih);
-          const float* src = e.term + i * dp;
-          for (int x = 0; x < d; ++x) dst[x] += src[x];
-        }
-      }
-      turns.release(e.turn, jb);
-      first = (first + 1) % slots;
-      --count;
-    }
-  };
-  auto push = [&](const PendingDq& e) {
-    pending[(first + count) % slots] = e;
-    ++count;
-    flush(false);
-  };
+  DqQueue queue(c, ib, jb, turns, w.dq, g.block_m * dp, dp);
 
   bool have_kpos = false;
-  for (std::int64_t ih = kvh * g.group; ih < (kvh + 1) * g.group; ++ih) {
-    for (std::int64_t iqb = 0; iqb < g.n_qblocks; ++iqb) {
-      const std::int64_t turn = (ib * g.n_heads_q + ih) * g.n_qblocks + iqb;
-      const auto vis = detail::classify(c.opt.mask, c.qb.lo[iqb], c.qb.hi[iqb], c.kb.lo[jb], c.kb.hi[jb]);
-      if (vis == TileVisibility::kNone) {
-        push({turn, ih, 0, 0, nullptr});  // nothing to add; the turn passes on in order
-        continue;
+  for_each_query_tile(c, ib, kvh, jb, worker, queue,
+                      [&](std::int64_t turn, std::int64_t ih, std::int64_t q0, int rows, TileVisibility vis) {
+    // Q and dO rows in place (fp32), or widened (bf16).
+    const detail::Rows qr = detail::load_rows(c.q, ib, q0, rows, ih, w.q_wide, c.ops);
+    const detail::Rows dor = detail::load_rows(c.dout, ib, q0, rows, ih, w.dout_wide, c.ops);
+    const float *q = qr.data, *dout = dor.data;
+    // S = scale Q K^T and dP = dO V^T  (rows x lanes: a query per row, a key per lane), then
+    // P = exp(S - lse), dS = P (dP - delta); masked pairs zeroed afterwards (tile_probs_and_ds).
+    const float* lse = c.lse.row(ib, ih) + q0;
+    const float* delta = c.delta.row(ib, ih) + q0;
+    if (c.ops.probs_and_ds_lanes != nullptr) {
+      c.ops.probs_and_ds_lanes(q, qr.ld, dout, dor.ld, rows, w.k_t, w.v_t, ld, lanes, d, g.scale,
+                               lse, delta, w.p, w.ds, ld);
+    } else {
+      c.ops.scores_lanes(q, qr.ld, rows, w.k_t, ld, lanes, d, g.scale, w.p, ld);
+      c.ops.scores_lanes(dout, dor.ld, rows, w.v_t, ld, lanes, d, 1.0f, w.ds, ld);
+      c.ops.probs_from_lse(w.p, ld, rows, lanes, lse);
+      c.ops.ds_from_dp(w.ds, ld, w.p, ld, rows, lanes, delta);
+    }
+    const bool partial = vis == TileVisibility::kPartial;
+    // This tile's dQ term slot: free (at most kDqLag terms are pending), so it serves as
+    // the finite-copy scratch of the products below until the term is written.
+    float* term = queue.slot();
+    if (partial) {
+      if (!have_kpos) {
+        detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
+        have_kpos = true;
       }
-      if (worker == 0 && c.opt.progress) c.opt.progress();
-      const std::int64_t q0 = iqb * g.block_m;
-      const int rows = static_cast<int>(std::min<std::int64_t>(g.block_m, g.seqlen_q - q0));
-      // Q and dO rows in place (fp32), or widened (bf16).
-      const detail::Rows qr = detail::load_rows(c.q, ib, q0, rows, ih, w.q_wide, c.ops);
-      const detail::Rows dor = detail::load_rows(c.dout, ib, q0, rows, ih, w.dout_wide, c.ops);
-      const float *q = qr.data, *dout = dor.data;
-      // S = scale Q K^T and dP = dO V^T  (rows x lanes: a query per row, a key per lane), then
-      // P = exp(S - lse), dS = P (dP - delta); masked pairs zeroed afterwards (tile_probs_and_ds).
-      const float* lse = c.lse.row(ib, ih) + q0;
-      const float* delta = c.delta.row(ib, ih) + q0;
-      if (c.ops.probs_and_ds_lanes != nullptr) {
-        c.ops.probs_and_ds_lanes(q, qr.ld, dout, dor.ld, rows, w.k_t, w.v_t, ld, lanes, d, g.scale,
-                                 lse, delta, w.p, w.ds, ld);
-      } else {
-        c.ops.scores_lanes(q, qr.ld, rows, w.k_t, ld, lanes, d, g.scale, w.p, ld);
-        c.ops.scores_lanes(dout, dor.ld, rows, w.v_t, ld, lanes, d, 1.0f, w.ds, ld);
-        c.ops.probs_from_lse(w.p, ld, rows, lanes, lse);
-        c.ops.ds_from_dp(w.ds, ld, w.p, ld, rows, lanes, delta);
-      }
-      const bool partial = vis == TileVisibility::kPartial;
-      // This tile's dQ term slot: free (at most kDqLag terms are pending), so it serves as
-      // the finite-copy scratch of the products below until the term is written.
-      float* term = w.dq + (issued++ % slots) * g.block_m * dp;
-      if (partial) {
-        if (!have_kpos) {
-          detail::fill_positions(c.opt.k_pos, k0, cols, w.kpos);
-          have_kpos = true;
-        }
-        detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
-        c.ops.apply_mask(w.p, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
-        c.ops.apply_mask(w.ds, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
-        // dV^T += dO^T P and dK^T += Q^T dS (d x lanes), non-finite rows kept to their pairs.
-        const detail::TilePairs pairs{w.kpos, w.qpos, false, c.opt.mask};
-        detail::accumulate_lanes_visible(c.ops, dout, dor.ld, rows, d, w.p, ld, lanes, cols, nullptr,
-                                         w.dv_t, ld, pairs, term);
-        detail::accumulate_lanes_visible(c.ops, q, qr.ld, rows, d, w.ds, ld, lanes, cols, nullptr, w.dk_t, ld,
-                                         pairs, term);
-      } else {
-        c.ops.accumulate_lanes(dout, dor.ld, rows, d, w.p, ld, lanes, nullptr, w.dv_t, ld);
-        c.ops.accumulate_lanes(q, qr.ld, rows, d, w.ds, ld, lanes, nullptr, w.dk_t, ld);
-      }
-      // dQ term = scale dS K  (rows x dp; the products run over the block's cols keys). In a
-      // partial tile a non-finite K value reaches only the queries that see its key: the
-      // product runs on a zeroed copy (in P, dead once dV has it) and those terms are added
-      // over visible pairs.
-      const bool zeroed = partial && k_non_finite;
-      if (zeroed) {
-        for (std::int64_t i = 0; i < cols * dp; ++i) w.p[i] = std::isfinite(w.k_rows[i]) ? w.k_rows[i] : 0.0f;
-      }
-      c.ops.scores_lanes(w.ds, ld, rows, zeroed ? w.p : w.k_rows, dp, static_cast<int>(dp), cols, g.scale, term, dp);
-      if (zeroed) {
-        for (int j = 0; j < cols; ++j) {
-          for (int x = 0; x < d; ++x) {
-            const float kv = w.k_rows[j * dp + x];
-            if (std::isfinite(kv)) continue;
-            for (int i = 0; i < rows; ++i) {
-              if (c.opt.mask.visible(w.qpos[i], w.kpos[j])) term[i * dp + x] += g.scale * w.ds[i * ld + j] * kv;
-            }
+      detail::fill_positions(c.opt.q_pos, q0, rows, w.qpos);
+      c.ops.apply_mask(w.p, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
+      c.ops.apply_mask(w.ds, ld, rows, cols, w.qpos, w.kpos, c.opt.mask, 0.0f);
+      // dV^T += dO^T P and dK^T += Q^T dS (d x lanes), non-finite rows kept to their pairs.
+      const detail::TilePairs pairs{w.kpos, w.qpos, false, c.opt.mask};
+      detail::accumulate_lanes_visible(c.ops, dout, dor.ld, rows, d, w.p, ld, lanes, cols, nullptr,
+                                       w.dv_t, ld, pairs, term);
+      detail::accumulate_lanes_visible(c.ops, q, qr.ld, rows, d, w.ds, ld, lanes, cols, nullptr, w.dk_t, ld,
+                                       pairs, term);
+    } else {
+      c.ops.accumulate_lanes(dout, dor.ld, rows, d, w.p, ld, lanes, nullptr, w.dv_t, ld);
+      c.ops.accumulate_lanes(q, qr.ld, rows, d, w.ds, ld, lanes, nullptr, w.dk_t, ld);
+    }
+    // dQ term = scale dS K  (rows x dp; the products run over the block's cols keys). In a
+    // partial tile a non-finite K value reaches only the queries that see its key: the
+    // product runs on a zeroed copy (in P, dead once dV has it) and those terms are added
+    // over visible pairs.
+    const bool zeroed = partial && k_non_finite;
+    if (zeroed) {
+      for (std::int64_t i = 0; i < cols * dp; ++i) w.p[i] = std::isfinite(w.k_rows[i]) ? w.k_rows[i] : 0.0f;
+    }
+    c.ops.scores_lanes(w.ds, ld, rows, zeroed ? w.p : w.k_rows, dp, static_cast<int>(dp), cols, g.scale, term, dp);
+    if (zeroed) {
+      for (int j = 0; j < cols; ++j) {
+        for (int x = 0; x < d; ++x) {
+          const float kv = w.k_rows[j * dp + x];
+          if (std::isfinite(kv)) continue;
+          for (int i = 0; i < rows; ++i) {
+            if (c.opt.mask.visible(w.qpos[i], w.kpos[j])) term[i * dp + x] += g.scale * w.ds[i * ld + j] * kv;
           }
         }
       }
-      push({turn, ih, q0, rows, term});
     }
-  }
-  flush(true);
+    queue.push(turn, ih, q0, rows, term);
+  });
+  queue.flush(true);
   detail::add_lanes(c.dk, ib, k0, cols, kvh, w.dk_t, ld, g.scale);
   detail::add_lanes(c.dv, ib, k0, cols, kvh, w.dv_t, ld, 1.0f);
+}
+
+// The AMX route (amx.h): the fused route's single pass in row-major tiles, every product a
+// tile product. One task per (batch, kv head, key block) packs K and V once as B tiles along
+// d (for S and dP) and K once along the keys (for dQ); per query tile it packs Q and dO as A
+// tiles (rows, for S and dP; transposed, for dK^T and dV^T), then
+//   S = scale Q K^T, dP = dO V^T                 (rows x keys, exact bf16 products)
+//   P = exp(S - lse), dS = P (dP - delta)       (the avx512bf16 element-wise code)
+//   dV^T += dO^T P, dK^T += Q^T dS               (d x keys, the task's own; P and dS split
+//   dQ_i = scale dS K_j                          into bf16 parts, a product per part)
+// with the dQ terms added in key-block order (DqQueue), as on the fused route. Padding (rows
+// to 16, reductions to 32, C columns to 16) is zero and never stored.
+enum AmxArray { kAKt, kAVt, kAKb, kADKt, kADVt, kAQa, kADOa, kAQt, kADOt, kAS, kADP, kAPb, kADSb, kADSa, kADQ };
+
+struct AmxDims {
+  std::int64_t mp, mk, nc, nk, dk, dc;  // rows padded to 16 (p, c) or 32 (k: as a reduction)
+  explicit AmxDims(const Geometry& g)
+      : mp(amx::pad_rows(g.block_m)), mk(amx::pad_depth(g.block_m)), nc(amx::pad_rows(g.block_n)),
+        nk(amx::pad_depth(g.block_n)), dk(amx::pad_depth(g.d)), dc(amx::pad_rows(g.d)) {}
+};
+
+detail::WorkspaceLayout amx_layout(const Geometry& g) {
+  const AmxDims a(g);
+  const std::int64_t parts = detail::amx_parts(), m = g.block_m, n = g.block_n, d = g.d;
+  const std::int64_t rows_a = detail::floats_holding(a.mp * a.dk, 2), cols_a = detail::floats_holding(a.dc * a.mk, 2);
+  const std::int64_t split_b = parts * amx::b_words(m, n), split_a = detail::floats_holding(parts * a.mp * a.nk, 2);
+  return {{amx::b_words(d, n), amx::b_words(d, n), amx::b_words(n, d), a.dc * a.nc, a.dc * a.nc, rows_a, rows_a, cols_a,
+           cols_a, a.mp * a.nk, a.mp * a.nk, split_b, split_b, split_a, (kDqLag + 1) * a.mp * a.dc},
+          {m, n}};
+}
+
+void key_block_grads_amx(const BackwardCall& c, std::int64_t ib, std::int64_t kvh, std::int64_t jb, int worker,
+                         DqTurns& turns) {
+  const Geometry& g = c.g;
+  const AmxDims a(g);
+  auto words = [&](std::size_t i) { return reinterpret_cast<std::uint32_t*>(c.ws.floats(worker, i)); };
+  auto halves = [&](std::size_t i) { return reinterpret_cast<bf16_bits*>(c.ws.floats(worker, i)); };
+  std::uint32_t *kt_b = words(kAKt), *vt_b = words(kAVt), *k_b = words(kAKb), *p_b = words(kAPb),
+                *ds_b = words(kADSb);
+  bf16_bits *q_a = halves(kAQa), *do_a = halves(kADOa), *qt_a = halves(kAQt), *dot_a = halves(kADOt),
+            *ds_a = halves(kADSa);
+  float *dk_t = c.ws.floats(worker, kADKt), *dv_t = c.ws.floats(worker, kADVt), *p = c.ws.floats(worker, kAS),
+        *ds = c.ws.floats(worker, kADP);
+  std::int64_t *qpos = c.ws.ints(worker, 0), *kpos = c.ws.ints(worker, 1);
+  const int parts = detail::amx_parts(), d = static_cast<int>(g.d);
+  const std::int64_t split_a_part = a.mp * a.nk, split_b_part = amx::b_words(g.block_m, g.block_n);
+  const std::int64_t k0 = jb * g.block_n;
+  const int cols = static_cast<int>(std::min<std::int64_t>(g.block_n, g.seqlen_k - k0));
+  const int key_cols = static_cast<int>(amx::pad_rows(cols)), key_depth = static_cast<int>(amx::pad_depth(cols));
+  const amx::Ops& tiles = *c.ops.amx;
+  const amx::Session session(tiles);
+
+  const bf16_bits* k = c.k.row<const bf16_bits>(ib, k0, kvh);
+  amx::pack_b_transposed(k, c.k.stride_s, cols, d, kt_b);
+  amx::pack_b_transposed(c.v.row<const bf16_bits>(ib, k0, kvh), c.v.stride_s, cols, d, vt_b);
+  const bool k_non_finite = amx::pack_b_rows(k, c.k.stride_s, cols, d, k_b);
+  std::fill_n(dk_t, a.dc * a.nc, 0.0f);
+  std::fill_n(dv_t, a.dc * a.nc, 0.0f);
+  DqQueue queue(c, ib, jb, turns, c.ws.floats(worker, kADQ), a.mp * a.dc, a.dc);
+
+  // One product of the tile: C (rows x cols) = [C +] alpha A B.
+  auto product = [&](int rows, int cols_c, int depth, const bf16_bits* a_op, std::int64_t lda, int a_parts,
+                     const std::uint32_t* b_op, int b_parts, float* out, std::int64_t ldc, bool accumulate, float alpha) {
+    tiles.gemm({.rows = rows, .cols = cols_c, .depth = depth, .a = a_op, .lda = lda, .a_part_stride = split_a_part,
+                .a_parts = a_parts, .b = b_op, .b_part_stride = split_b_part, .b_parts = b_parts, .c = out, .ldc = ldc,
+                .accumulate = accumulate, .alpha = alpha});
+  };
+
+  bool have_kpos = false;
+  for_each_query_tile(c, ib, kvh, jb, worker, queue,
+                      [&](std::int64_t turn, std::int64_t ih, std::int64_t q0, int rows, TileVisibility vis) {
+    const int query_rows = static_cast<int>(amx::pad_rows(rows)), query_depth = static_cast<int>(amx::pad_depth(rows));
+    const bf16_bits* q = c.q.row<const bf16_bits>(ib, q0, ih);
+    const bf16_bits* dout = c.dout.row<const bf16_bits>(ib, q0, ih);
+    amx::pack_a_rows(q, c.q.stride_s, rows, d, q_a, a.dk);
+    amx::pack_a_rows(dout, c.dout.stride_s, rows, d, do_a, a.dk);
+    const bool q_non_finite = amx::pack_a_transposed(q, c.q.stride_s, rows, d, qt_a, a.mk);
+    const bool dout_non_finite = amx::pack_a_transposed(dout, c.dout.stride_s, rows, d, dot_a, a.mk);
+
+    // S = scale Q K^T and dP = dO V^T, then P = exp(S - lse), dS = P (dP - delta); masked
+    // pairs zeroed afterwards (tile_probs_and_ds).
+    const int dk = static_cast<int>(a.dk);
+    product(query_rows, key_cols, dk, q_a, a.dk, 1, kt_b, 1, p, a.nk, false, g.scale);
+    product(query_rows, key_cols, dk, do_a, a.dk, 1, vt_b, 1, ds, a.nk, false, 1.0f);
+    c.ops.probs_from_lse(p, a.nk, rows, cols, c.lse.row(ib, ih) + q0);
+    c.ops.ds_from_dp(ds, a.nk, p, a.nk, rows, cols, c.delta.row(ib, ih) + q0);
+    const bool partial = vis == TileVisibility::kPartial;
+    if (partial) {
+      if (!have_kpos) {
+        detail::fill_positions(c.opt.k_pos, k0, cols, kpos);
+        have_kpos = true;
+      }
+      detail::fill_positions(c.opt.q_pos, q0, rows, qpos);
+      c.ops.apply_mask(p, a.nk, rows, cols, qpos, kpos, c.opt.mask, 0.0f);
+      c.ops.apply_mask(ds, a.nk, rows, cols, qpos, kpos, c.opt.mask, 0.0f);
+    }
+
+    // dV^T += dO^T P and dK^T += Q^T dS  (d x keys), P and dS as B tiles in parts.
+    amx::split_b(p, a.nk, rows, cols, parts, p_b, split_b_part);
+    amx::split_b(ds, a.nk, rows, cols, parts, ds_b, split_b_part);
+    product(static_cast<int>(a.dc), key_cols, query_depth, dot_a, a.mk, 1, p_b, parts, dv_t, a.nc, true, 1.0f);
+    product(static_cast<int>(a.dc), key_cols, query_depth, qt_a, a.mk, 1, ds_b, parts, dk_t, a.nc, true, 1.0f);
+    // dQ term = scale dS K  (rows x dc), dS as A tiles in parts.
+    amx::split_a(ds, a.nk, rows, cols, parts, ds_a, a.nk, split_a_part);
+    float* term = queue.slot();
+    product(query_rows, static_cast<int>(a.dc), key_depth, ds_a, a.nk, parts, k_b, 1, term, a.dc, false, g.scale);
+
+    // The terms of non-finite inputs, which the packing zeroed, over visible pairs only.
+    const detail::TilePairs by_key{kpos, qpos, false, c.opt.mask}, by_query{qpos, kpos, true, c.opt.mask};
+    if (dout_non_finite) {
+      detail::add_non_finite_terms(dout, c.dout.stride_s, rows, d, p, 1, a.nk, cols, 1.0f, dv_t, 1, a.nc,
+                                   partial ? &by_key : nullptr);
+    }
+    if (q_non_finite) {
+      detail::add_non_finite_terms(q, c.q.stride_s, rows, d, ds, 1, a.nk, cols, 1.0f, dk_t, 1, a.nc,
+                                   partial ? &by_key : nullptr);
+    }
+    if (k_non_finite) {
+      detail::add_non_finite_terms(k, c.k.stride_s, cols, d, ds, a.nk, 1, rows, g.scale, term, a.dc, 1,
+                                   partial ? &by_query : nullptr);
+    }
+    queue.push(turn, ih, q0, rows, term);
+  });
+  queue.flush(true);
+  detail::add_lanes(c.dk, ib, k0, cols, kvh, dk_t, a.nc, g.scale);
+  detail::add_lanes(c.dv, ib, k0, cols, kvh, dv_t, a.nc, 1.0f);
 }
 
 }  // namespace
@@ -448,7 +611,8 @@ void key_block_grads_fused(const BackwardCall& c, std::int64_t ib, std::int64_t 
 namespace detail {
 
 WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype) {
-  if (fused_route(ops, dtype)) return lanes_layout(g, dtype);
+  if (route_of(ops, dtype) == Route::kAmx) return amx_layout(g);
+  if (route_of(ops, dtype) == Route::kFused) return lanes_layout(g, dtype);
   return blas_layout(g, dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr);
 }
 
@@ -481,17 +645,22 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   const detail::BlockBounds kb = detail::block_bounds(opt.k_pos, g.seqlen_k, g.block_n);
   ThreadPool& pool = ThreadPool::for_this_thread(opt.threads);
   const bool bf16_dot = q.dtype == DType::kBF16 && ops.gemm_bf16_qkt != nullptr;
-  const bool fused = detail::fused_route(ops, q.dtype);
+  const detail::Route route = detail::route_of(ops, q.dtype);
   const detail::Workspace ws(detail::backward_workspace_layout(g, ops, q.dtype), pool.size());
   const BackwardCall call{q, k, v, dout, lse, delta, dq, dk, dv, opt, g, ops, qb, kb, ws, bf16_dot};
 
-  if (fused) {
+  if (route != detail::Route::kBlas) {
     DqTurns turns(g.b * g.n_heads_q * g.n_qblocks);
     pool.parallel_for(g.b * g.n_heads_kv * g.n_kblocks, [&](std::int64_t task, int worker) {
       const std::int64_t jb = task % g.n_kblocks;
       const std::int64_t kvh = (task / g.n_kblocks) % g.n_heads_kv;
+      const std::int64_t ib = task / (g.n_kblocks * g.n_heads_kv);
       try {
-        key_block_grads_fused(call, task / (g.n_kblocks * g.n_heads_kv), kvh, jb, worker, turns);
+        if (route == detail::Route::kAmx) {
+          key_block_grads_amx(call, ib, kvh, jb, worker, turns);
+        } else {
+          key_block_grads_fused(call, ib, kvh, jb, worker, turns);
+        }
       } catch (...) {
         turns.abort(std::current_exception());
         throw;

@@ -246,7 +246,7 @@ void sgemm_visible(bool trans_a, int m, int n, int k, float alpha, const float* 
   }
 }
 
-bool fused_route(const TileOps& ops, DType dtype) {
+Route route_of(const TileOps& ops, DType dtype) {
   static const bool forced_blas = [] {
     const char* env = std::getenv("BURST_FP32_ROUTE");
     if (env == nullptr || *env == '\0') return false;
@@ -255,8 +255,44 @@ bool fused_route(const TileOps& ops, DType dtype) {
                 "'");
     return route == "blas";
   }();
-  if (forced_blas || ops.scores_lanes == nullptr || ops.accumulate_lanes == nullptr) return false;
-  return dtype == DType::kF32 || ops.fused_bf16;
+  if (forced_blas) return Route::kBlas;
+  if (dtype == DType::kBF16 && ops.amx != nullptr) return Route::kAmx;
+  if (ops.scores_lanes == nullptr || ops.accumulate_lanes == nullptr) return Route::kBlas;
+  return dtype == DType::kF32 || ops.fused_bf16 ? Route::kFused : Route::kBlas;
+}
+
+int amx_parts() {
+  static const int parts = [] {
+    const char* env = std::getenv("BURST_AMX_SPLIT");
+    if (env == nullptr || *env == '\0') return 3;
+    const std::string text = env;
+    BURST_CHECK(text == "2" || text == "3", "BURST_AMX_SPLIT: expected 2 or 3, got '", text, "'");
+    return text == "2" ? 2 : 3;
+  }();
+  return parts;
+}
+
+const char* route_name(Route route) {
+  switch (route) {
+    case Route::kAmx: return "AMX tiles";
+    case Route::kFused: return "fused";
+    case Route::kBlas: return "BLAS tiles";
+  }
+  return "?";
+}
+
+void add_non_finite_terms(const bf16_bits* y, std::int64_t ld_y, int nr, int d, const float* f, std::int64_t f_c,
+                          std::int64_t f_r, int nc, float alpha, float* out, std::int64_t out_c, std::int64_t out_x,
+                          const TilePairs* pairs) {
+  for (int r = 0; r < nr; ++r) {
+    for (int x = 0; x < d; ++x) {
+      const float v = bf16_to_float(y[r * ld_y + x]);
+      if (std::isfinite(v)) continue;
+      for (int c = 0; c < nc; ++c) {
+        if (pairs == nullptr || pairs->visible(c, r)) out[c * out_c + x * out_x] += alpha * f[c * f_c + r * f_r] * v;
+      }
+    }
+  }
 }
 
 void pack_lanes(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h, float* dst,

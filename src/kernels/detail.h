@@ -74,6 +74,9 @@ struct Rows {
 Rows load_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,
                float* scratch, const TileOps& ops);
 
+// Floats that hold n elements of `bytes` bytes (a bf16 or 32-bit word array in a Workspace).
+constexpr std::int64_t floats_holding(std::int64_t n, std::int64_t bytes) { return (n * bytes + 3) / 4; }
+
 // The arrays of one worker's scratch: element counts of its fp32 and int64 arrays.
 struct WorkspaceLayout {
   std::vector<std::int64_t> floats, ints;
@@ -131,11 +134,20 @@ void sgemm_visible(bool trans_a, int m, int n, int k, float alpha, const float* 
 WorkspaceLayout forward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype);
 WorkspaceLayout backward_workspace_layout(const Geometry& g, const TileOps& ops, DType dtype);
 
-// The fused route (tile_ops.h, lanes layout): taken when the instruction set has the lanes
-// products, the inputs are fp32 or the set takes bf16 too (TileOps::fused_bf16: avx512bf16),
-// and BURST_FP32_ROUTE is not "blas", which forces the per-tile BLAS route for both dtypes
-// (the only route before the fused ones), e.g. to compare the two.
-bool fused_route(const TileOps& ops, DType dtype);
+// The route a kernel call takes (src/kernels/README.md, "Routes"), for all its tiles:
+//   kAmx    bf16 inputs on an AMX implementation (TileOps::amx): tile products (amx.h);
+//   kFused  the lanes layout (tile_ops.h) where the instruction set has the lanes products and
+//           the inputs are fp32 or the set takes bf16 too (TileOps::fused_bf16: avx512bf16);
+//   kBlas   otherwise, and for both dtypes when BURST_FP32_ROUTE is "blas", which forces the
+//           per-tile BLAS route (the only route before the others), e.g. to compare them.
+enum class Route { kBlas, kFused, kAmx };
+
+// The number of bf16 parts (2 or 3: amx.h, "The split") the AMX route splits its fp32
+// operands (P and dS) into: 3, or BURST_AMX_SPLIT for measurements (docs/numerics.md).
+int amx_parts();
+Route route_of(const TileOps& ops, DType dtype);
+const char* route_name(Route route);
+inline bool fused_route(const TileOps& ops, DType dtype) { return route_of(ops, dtype) == Route::kFused; }
 
 // Rows [s0, s0 + rows) of head h of batch ib transposed into lanes layout (bf16 widened to
 // fp32): dst[x * ld + i] = t[ib, s0 + i, h, x], lanes rows..lanes_padded(rows) zeroed.
@@ -155,6 +167,18 @@ MaskSpec transposed_mask(const MaskSpec& mask);
 void accumulate_lanes_visible(const TileOps& ops, const float* b, std::int64_t ld_b, int nb, int d,
                               const float* t, std::int64_t ld_t, int lanes, int count, const float* factor,
                               float* c_t, std::int64_t ld_c, const TilePairs& pairs, float* scratch);
+
+// The terms of non-finite values of a bf16 operand y (nr rows x d, leading dimension ld_y)
+// that its product on the AMX route leaves out (the packing writes them as 0: a split fp32
+// operand's zero part times an infinity would be NaN, and a masked pair's 0 times a NaN
+// would reach rows masked from it): for every non-finite y[r][x] and every c < nc that sees
+// row r (pairs->visible(c, r); every c when pairs is null),
+//   out[c * out_c + x * out_x] += alpha f[c * f_c + r * f_r] y[r][x].
+// So y's non-finite values reach exactly the outputs of visible pairs, with IEEE arithmetic
+// on the unsplit fp32 factor f (docs/numerics.md, "Non-finite inputs").
+void add_non_finite_terms(const bf16_bits* y, std::int64_t ld_y, int nr, int d, const float* f, std::int64_t f_c,
+                          std::int64_t f_r, int nc, float alpha, float* out, std::int64_t out_c, std::int64_t out_x,
+                          const TilePairs* pairs);
 
 // Adds `rows` x d of src (leading dimension d) into the fp32 rows of t.
 void add_rows(const TensorView& t, std::int64_t ib, std::int64_t s0, int rows, std::int64_t h,

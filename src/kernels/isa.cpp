@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 
 #include "core/cpu.h"
 #include "burst/error.h"
@@ -12,9 +13,15 @@
 namespace burst::kernels {
 namespace {
 
+// Every implementation, best first.
+constexpr Isa kImplementations[] = {Isa::kAmxBf16, Isa::kAmxBf16Emulated, Isa::kAvx512Bf16,
+                                    Isa::kAvx512,  Isa::kAvx2,            Isa::kGeneric};
+
 bool supported(Isa isa) {
   const CpuFeatures& cpu = cpu_features();
   switch (isa) {
+    case Isa::kAmxBf16: return supported(Isa::kAvx512Bf16) && amx_bf16_status().permitted;
+    case Isa::kAmxBf16Emulated:
     case Isa::kAvx512Bf16: return cpu.has_avx512_kernels() && cpu.avx512bf16;
     case Isa::kAvx512: return cpu.has_avx512_kernels();
     case Isa::kAvx2: return cpu.has_avx2_kernels();
@@ -64,6 +71,8 @@ const AmxStatus& amx_bf16_status() {
 std::string isa_name(Isa isa) {
   switch (isa) {
     case Isa::kAuto: return "auto";
+    case Isa::kAmxBf16: return "amxbf16";
+    case Isa::kAmxBf16Emulated: return "amxbf16-emulated";
     case Isa::kAvx512Bf16: return "avx512bf16";
     case Isa::kAvx512: return "avx512";
     case Isa::kAvx2: return "avx2";
@@ -73,19 +82,24 @@ std::string isa_name(Isa isa) {
 }
 
 Isa parse_isa(const std::string& text, const std::string& what) {
-  for (Isa isa : {Isa::kAuto, Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2, Isa::kGeneric}) {
+  if (text == isa_name(Isa::kAuto)) return Isa::kAuto;
+  std::string names = isa_name(Isa::kAuto);
+  for (Isa isa : kImplementations) {
     if (text == isa_name(isa)) return isa;
+    names.append(isa == kImplementations[std::size(kImplementations) - 1] ? " or " : ", ").append(isa_name(isa));
   }
-  fail(what, ": expected auto, avx512bf16, avx512, avx2 or generic, got '", text, "'");
+  fail(what, ": expected ", names, ", got '", text, "'");
 }
 
 std::vector<Isa> supported_isas() {
   std::vector<Isa> out;
-  for (Isa isa : {Isa::kAvx512Bf16, Isa::kAvx512, Isa::kAvx2, Isa::kGeneric}) {
+  for (Isa isa : kImplementations) {
     if (supported(isa)) out.push_back(isa);
   }
   return out;
 }
+
+bool chosen_by_auto(Isa isa) { return isa != Isa::kAuto && isa != Isa::kAmxBf16 && isa != Isa::kAmxBf16Emulated; }
 
 Isa resolve_isa(Isa requested) {
   if (requested == Isa::kAuto) {
@@ -93,14 +107,32 @@ Isa resolve_isa(Isa requested) {
       requested = parse_isa(env, "BURST_ISA");
     }
   }
-  if (requested == Isa::kAuto) return supported_isas().front();
+  if (requested == Isa::kAuto) {
+    // Auto skips the AMX implementations without asking Linux for the tile state.
+    for (Isa isa : kImplementations) {
+      if (chosen_by_auto(isa) && supported(isa)) return isa;
+    }
+  }
+  if (requested == Isa::kAmxBf16 && supported(Isa::kAvx512Bf16)) {
+    BURST_CHECK(supported(requested), "isa: this process cannot run the amxbf16 kernels: ", amx_bf16_status().why);
+  }
   BURST_CHECK(supported(requested), "isa: this processor (", cpu_features().describe(),
               ") cannot run the ", isa_name(requested), " kernels");
   return requested;
 }
 
+TileOps with_amx(const TileOps& base, Isa isa, const amx::Ops& amx) {
+  TileOps t = base;
+  t.isa = isa;
+  t.fused_bf16 = false;  // bf16 takes the AMX route (detail::route_of)
+  t.amx = &amx;
+  return t;
+}
+
 const TileOps& tile_ops(Isa isa) {
   switch (resolve_isa(isa)) {
+    case Isa::kAmxBf16: return amxbf16::table();
+    case Isa::kAmxBf16Emulated: return amxbf16_emulated::table();
     case Isa::kAvx512Bf16: return avx512bf16::table();
     case Isa::kAvx512: return avx512::table();
     case Isa::kAvx2: return avx2::table();

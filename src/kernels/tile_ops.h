@@ -10,6 +10,10 @@
 
 namespace burst::kernels {
 
+namespace amx {
+struct Ops;
+}
+
 struct TileOps {
   Isa isa;
 
@@ -90,6 +94,10 @@ struct TileOps {
   // values. Set on avx512bf16, where it beat both the BLAS route and bf16 dot products
   // (vdpbf16ps runs at half the fp32 FMA rate on the Xeon of docs/performance.md).
   bool fused_bf16;
+
+  // The AMX route (amx.h, README.md "AMX"): bf16 inputs' products as TDPBF16PS tile
+  // products, on the processor (amxbf16) or emulated (amxbf16-emulated); null elsewhere.
+  const amx::Ops* amx;
 };
 
 // Lanes-layout arrays are padded to a multiple of this many tokens (one AVX-512 vector).
@@ -101,8 +109,8 @@ constexpr std::int64_t bf16_packed_words(std::int64_t cols, std::int64_t d) {
   return (cols + kBf16Panel - 1) / kBf16Panel * kBf16Panel * ((d + 1) / 2);
 }
 
-// AMX-BF16 (Sapphire Rapids and later Xeons), detected for the slot an AMX implementation
-// will take (README.md, "AMX"); no kernel executes AMX instructions yet. cpu: cpuid 7.0 EDX
+// AMX-BF16 (Sapphire Rapids and later Xeons), detected for the amxbf16 implementation
+// (README.md, "AMX"), which is supported only where `permitted` holds. cpu: cpuid 7.0 EDX
 // reports amx_bf16 (bit 22) and amx_tile (bit 24); os: XCR0 enables the tile state (bits 17,
 // 18); permitted: Linux granted this process the tile data state (arch_prctl
 // ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA = 18), requested once, on the first call, and
@@ -116,7 +124,13 @@ const AmxStatus& amx_bf16_status();
 // The table for `isa` (kAuto resolved as resolve_isa does); throws if the processor lacks it.
 const TileOps& tile_ops(Isa isa);
 
+// The table of an AMX implementation: `base` (its element-wise work and the fused fp32 route)
+// with bf16 inputs' products on the tile backend `amx` (isa.cpp).
+TileOps with_amx(const TileOps& base, Isa isa, const amx::Ops& amx);
+
 // One table per implementation, defined in tile_ops_<isa>.cpp.
+namespace amxbf16 { const TileOps& table(); }
+namespace amxbf16_emulated { const TileOps& table(); }
 namespace avx512bf16 { const TileOps& table(); }
 namespace avx512 { const TileOps& table(); }
 namespace avx2 { const TileOps& table(); }

@@ -102,7 +102,7 @@ expect_error "head_dim over 256" "--head-dim: expected at most 256, got 300" run
 expect_error "window without comma" "--window: expected two integers LEFT,RIGHT" run --window 12
 expect_error "window not integers" "--window: expected two integers LEFT,RIGHT" run --window a,1
 expect_error "bad dtype" "--dtype: expected fp32 or bf16, got 'fp16'" run --dtype fp16
-expect_error "bad isa" "--isa: expected auto, avx512bf16, avx512, avx2 or generic" run --isa sse9
+expect_error "bad isa" "--isa: expected auto, amxbf16, amxbf16-emulated, avx512bf16, avx512, avx2 or generic" run --isa sse9
 expect_error "switch given a value" "--causal: expected no value" run --causal=yes
 
 # --- small random problems -----------------------------------------------------------------

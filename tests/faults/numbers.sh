@@ -82,6 +82,21 @@ else
         "$BURST" run --strategy $strategy "${ranks[@]}" --dtype bf16
     done
   done
+  # bf16 on the AMX route, whose products split P and dS into bf16 parts and leave non-finite
+  # inputs to a pass over visible pairs: on the processor where it has AMX, emulated where it
+  # has avx512_bf16.
+  amx_isas=()
+  has avx512f avx512bw avx512dq avx512vl avx512_bf16 && amx_isas+=(amxbf16-emulated)
+  has avx512f avx512bw avx512dq avx512vl avx512_bf16 amx_bf16 amx_tile && amx_isas+=(amxbf16)
+  [ ${#amx_isas[@]} -eq 0 ] && skip "bf16 on the AMX route" "no avx512_bf16 on this processor"
+  has amx_bf16 amx_tile || skip "bf16 on amxbf16" "no AMX on this processor (amxbf16-emulated runs instead)"
+  for isa in "${amx_isas[@]}"; do
+    for plant in "q 10 0 3 nan" "k 20 1 3 inf" "v 30 0 3 -inf" "do 5 0 2 nan"; do
+      read -r t row head x value <<<"$plant"
+      case_ "local $isa bf16 causal: $t[$row,$head,$x] = $value" $t $row $head $x $value causal bf16 -- \
+        "$BURST" run --strategy local --dtype bf16 --isa $isa
+    done
+  done
   case_ "burst kv scheme, striped: k[20,1,3] = nan" k 20 1 3 nan causal -- \
     "$BURST" run --strategy burst --ranks 2 --bwd-scheme kv --layout striped
 
