@@ -178,15 +178,24 @@ Clock::time_point next_due(Links& links) {
 }
 
 // Waits for a request while keeping the rank's held sends moving: a request may depend on a
-// send of this rank that is still held (a ring step's receive on the neighbour's reply).
-// wait_inner(until) blocks until the request completes (true) or `until` (false); it is woken
-// no later than the next held send is due, so that send leaves on time, and the wrapped
-// communicator is polled at least as often as it asks (progress_due).
-template <class WaitInner>
-bool wait_pumping(Links& links, const Communicator& inner, Deadline deadline, WaitInner&& wait_inner) {
+// send of this rank that is still held (a ring step's receive on the neighbour's reply). It
+// wakes no later than the next held send is due, so that send leaves on time. Over a backend
+// whose transfers move on their own (in-process) it blocks in wait_inner(until), which returns
+// true once the request completed; over one that must be polled (MPI: progress due within
+// kProgressPoll) it tests and sleeps between tests, as passive as before.
+template <class Test, class WaitInner>
+bool wait_pumping(Links& links, const Communicator& inner, Deadline deadline, Test&& test, WaitInner&& wait_inner) {
   for (;;) {
     pump(links);
-    const auto until = std::min({deadline, next_due(links), inner.progress_due()});
+    const auto now = Clock::now();
+    const auto due = inner.progress_due();
+    const auto until = std::min({deadline, next_due(links), due});
+    if (due - now <= Communicator::kProgressPoll) {
+      if (test()) return true;
+      if (now >= deadline) return false;
+      std::this_thread::sleep_until(until);
+      continue;
+    }
     if (wait_inner(until)) return true;
     if (Clock::now() >= deadline) return false;
   }
@@ -201,7 +210,9 @@ class HeldState final : public RequestState {
     return send_->done();
   }
   bool wait_until(Deadline deadline) override {
-    return wait_pumping(*links_, inner_, deadline, [&](Clock::time_point until) { return send_->wait_until(until); });
+    return wait_pumping(
+        *links_, inner_, deadline, [&] { return send_->done(); },
+        [&](Clock::time_point until) { return send_->wait_until(until); });
   }
   void cancel() override { send_->cancel(); }
 
@@ -221,7 +232,9 @@ class Forwarded final : public RequestState {
     return inner_.test();
   }
   bool wait_until(Deadline deadline) override {
-    return wait_pumping(*links_, comm_, deadline, [&](Clock::time_point until) { return inner_.wait_until(until); });
+    return wait_pumping(
+        *links_, comm_, deadline, [&] { return inner_.test(); },
+        [&](Clock::time_point until) { return inner_.wait_until(until); });
   }
   void cancel() override { inner_ = Request(); }
 
