@@ -360,8 +360,10 @@ void double_ring_forward(Communicator& comm, const std::function<std::size_t(int
 // The backward pipeline over the double ring. Bundles follow the forward's double-ring path.
 // The accumulator of a bundle trails it along its node's intra ring; the node's last rank
 // sends the node's partial sum straight home, and home adds the I node partials in the fixed
-// order of the outer steps. Per rank: P - 1 bundle sends and P accumulator sends, as in the
-// single ring; memory independent of P.
+// order of the outer steps. A node partial is sent at the end of an outer step, across nodes
+// from the second on: home adds it at the end of the next outer step, so it crosses while
+// that step computes, and only the last one is waited for. Per rank: P - 1 bundle sends and
+// P accumulator sends, as in the single ring; memory independent of P.
 void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_bundle, float* home, DType wire,
                         StrategyStats& stats) {
   const DoubleRing d = make_double_ring(comm);
@@ -374,11 +376,18 @@ void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_
   AlignedBuffer outer_buf[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
   AlignedBuffer inner[2] = {AlignedBuffer(max_bundle), AlignedBuffer(max_bundle)};
   AlignedBuffer contrib(max_acc * 4), incoming(max_acc * wire_bytes), outgoing(max_acc * wire_bytes),
-      to_home(max_acc * wire_bytes), from_away(max_acc * wire_bytes);
+      to_home(max_acc * wire_bytes);
   std::memcpy(outer_buf[0].data(), own_bundle, spec.bundle_bytes(comm.rank()));
   const std::size_t own_acc = spec.acc_floats(comm.rank());
+  AlignedBuffer from_away[2] = {AlignedBuffer(own_acc * wire_bytes), AlignedBuffer(own_acc * wire_bytes)};
   std::fill_n(home, own_acc, 0.0f);
-  Request pending_partial, pending_home;
+  Request pending_partial, pending_home, home_in[2];
+  // Adds the node partial of outer step u to home, once it has arrived.
+  const auto add_home = [&](int u) {
+    const auto k = static_cast<std::size_t>(u % 2);
+    wait_timed({&home_in[k], 1}, comm, stats);
+    add_from_wire(from_away[k], wire, home, own_acc);
+  };
   int outer = 0;
   for (int u = 0; u < d.nodes; ++u) {
     Request hop[2];
@@ -390,8 +399,8 @@ void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_
     }
     // This outer step, node n + u handles this rank's bundle; its rank before this one's
     // local index is the last to add to it and sends the node's partial sum here.
-    Request home_in = comm.irecv(from_away.data(), own_acc * wire_bytes, d.rank_at(d.node + u, d.local - 1),
-                                 tag(kTagHome, u));
+    home_in[u % 2] = comm.irecv(from_away[u % 2].data(), own_acc * wire_bytes, d.rank_at(d.node + u, d.local - 1),
+                                tag(kTagHome, u));
     int cur = 0;
     for (int s = 0; s < d.per_node; ++s) {
       const int origin = d.rank_at(d.node - u, d.local - s);
@@ -423,11 +432,11 @@ void travel_double_ring(Communicator& comm, const Travel& spec, const void* own_
       wait_timed(moves, *d.intra, stats);
       cur = 1 - cur;
     }
-    wait_timed({&home_in, 1}, comm, stats);
-    add_from_wire(from_away, wire, home, own_acc);
+    if (u > 0) add_home(u - 1);
     wait_timed(hop, *d.inter, stats);
     outer = 1 - outer;
   }
+  add_home(d.nodes - 1);
   Request last[2] = {std::move(pending_partial), std::move(pending_home)};
   wait_timed(last, comm, stats);
   add_traffic(d, stats);

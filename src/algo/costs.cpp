@@ -316,20 +316,20 @@ namespace {
 // BurstAttention's buffers (algo/burst.cpp). Forward: two K/V messages in flight (four on the
 // double ring) and an fp32 running state when O is not fp32. Backward: delta, the stationary
 // side's accumulators, this rank's bundle, two travelling bundles (four on the double ring),
-// the home accumulator, the step's contribution and its wire copies in and out (two more on
-// the double ring: to home, from away).
+// the home accumulator, the step's contribution and its wire copies in and out (three more on
+// the double ring: to home, and two from away, one arriving while the other is added).
 double ring_forward_workspace(const Sizes& z, double n, const StrategyOptions& o, const PassBytes& kernel) {
   return (o.double_ring ? 4 : 2) * 2 * z.kv(n, z.e) + (z.eo != 4 ? z.q(n, 4) : 0) + kernel.forward;
 }
 double ring_backward_workspace(const Sizes& z, double n, BackwardScheme scheme, const StrategyOptions& o,
                                const PassBytes& kernel) {
-  const double travelling = o.double_ring ? 4 : 2;
+  const double travelling = o.double_ring ? 4 : 2, wires = o.double_ring ? 5 : 2;
   if (scheme == BackwardScheme::kQuery) {
     const double bundle = 2 * z.q(n, z.e) + 2 * z.stats(n), acc = z.q(n, 4), wire = z.q(n, z.wire);
-    return z.stats(n) + 2 * z.kv(n, 4) + bundle + acc + travelling * bundle + acc + travelling * wire + kernel.backward;
+    return z.stats(n) + 2 * z.kv(n, 4) + bundle + acc + travelling * bundle + acc + wires * wire + kernel.backward;
   }
   const double bundle = 2 * z.kv(n, z.e), acc = 2 * z.kv(n, 4), wire = 2 * z.kv(n, z.wire);
-  return z.stats(n) + z.q(n, 4) + bundle + acc + travelling * bundle + acc + travelling * wire + kernel.backward;
+  return z.stats(n) + z.q(n, 4) + bundle + acc + travelling * bundle + acc + wires * wire + kernel.backward;
 }
 
 }  // namespace

@@ -176,5 +176,49 @@ TEST(Emulation, RingRunsSendTheRealBytesInTheModelsTime) {
   }
 }
 
+// The double ring's backward over 4 nodes of 2 ranks, inter-node links throttled so that a
+// node's partial dQ takes 0.6 of a compute step to cross: every outer step but the first
+// sends one home across nodes. They must cross while the next outer step computes; only the
+// last is waited for. (Waiting for each at the end of its own outer step, as the first
+// version did, exposes three crossings: 0.18 s of wait against the 0.06 s allowed here.)
+TEST(Emulation, DoubleRingBackwardHidesTheNodePartialsGoingHome) {
+  constexpr int kRanks = 8, kPerNode = 2;
+  constexpr std::int64_t kShard = 128, kHeads = 2, kDim = 64, kSeq = kRanks * kShard;
+  constexpr double kStep = 0.1;  // seconds of modelled backward per ring step
+  const double step_flops = 10.0 * kShard * kShard * kDim * kHeads;
+  const double dq_bytes = 4.0 * kShard * kHeads * kDim;
+  const double crossing = 0.6 * kStep;  // a node partial's inter-node hop
+  comm::LinkModel links;
+  links.inter_node_bytes_per_second = dq_bytes / crossing;  // a bundle (Q, dO, D, lse) takes 2.03 x that
+  comm::run_local_ranks(kRanks, [&](comm::Communicator& local) {
+    local.set_ranks_per_node(kPerNode);
+    const auto c = comm::throttled(local, links);
+    algo::StrategyOptions o;
+    o.seqlen = kSeq;
+    o.layout = algo::Layout::kContiguous;
+    o.double_ring = true;
+    o.backward_scheme = algo::BackwardScheme::kQuery;
+    o.emulate = model(1000.0, step_flops / kStep / 1e9);
+    const auto seed = static_cast<std::uint64_t>(10 * local.rank());
+    const Tensor q = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 1),
+                 k = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 2),
+                 v = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 3),
+                 dout = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 4);
+    Tensor out(DType::kF32, 1, kShard, kHeads, kDim), dq(DType::kF32, 1, kShard, kHeads, kDim),
+        dk(DType::kF32, 1, kShard, kHeads, kDim), dv(DType::kF32, 1, kShard, kHeads, kDim);
+    RowStats lse(1, kHeads, kShard);
+    algo::strategy_forward(algo::Strategy::kBurst, *c, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
+    c->barrier();
+    algo::StrategyStats stats;
+    const double took = seconds_of([&] {
+      stats = algo::strategy_backward(algo::Strategy::kBurst, *c, q.view(), k.view(), v.view(), out.view(), lse.view(),
+                                      dout.view(), dq.view(), dk.view(), dv.view(), o);
+    });
+    EXPECT_EQ(stats.steps_computed, kRanks);
+    EXPECT_LE(stats.wait_seconds, crossing + 0.06) << "rank " << local.rank() << " waited for node partials";
+    expect_model_time(took, kRanks * kStep + crossing, "double-ring backward");
+  });
+}
+
 }  // namespace
 }  // namespace burst
