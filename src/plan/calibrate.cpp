@@ -1,8 +1,10 @@
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <iomanip>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -39,6 +41,13 @@ double median_seconds(int repeat, Fn&& fn) {
   return s[s.size() / 2];
 }
 
+template <class Fn>
+double seconds_of(Fn&& fn) {
+  const auto t0 = Clock::now();
+  fn();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
 void fill_random(const TensorView& t, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -52,35 +61,110 @@ void fill_random(const TensorView& t, std::uint64_t seed) {
   }
 }
 
-// Forward and backward FLOP/s of the local kernels, one thread, counted as the library counts
-// them (forward 4 b h s^2 d, backward 2.5x).
-std::pair<double, double> kernel_rates(DType dtype, bool causal) {
-  constexpr std::int64_t kSeq = 4096, kHeads = 2, kDim = 128;
-  Tensor q(dtype, 1, kSeq, kHeads, kDim), k(dtype, 1, kSeq, kHeads, kDim), v(dtype, 1, kSeq, kHeads, kDim),
-      dout(dtype, 1, kSeq, kHeads, kDim);
-  fill_random(q.view(), 1);
-  fill_random(k.view(), 2);
-  fill_random(v.view(), 3);
-  fill_random(dout.view(), 4);
-  Tensor out(dtype, 1, kSeq, kHeads, kDim);
-  Tensor dq(DType::kF32, 1, kSeq, kHeads, kDim), dk(DType::kF32, 1, kSeq, kHeads, kDim),
-      dv(DType::kF32, 1, kSeq, kHeads, kDim);
-  RowStats lse(1, kHeads, kSeq), delta(1, kHeads, kSeq);
+// The attention kernels' configurations the calibration measures: fp32 and bf16, without and
+// with a causal mask.
+constexpr int kKernelConfigs = 4;
+DType config_dtype(int i) { return i < 2 ? DType::kF32 : DType::kBF16; }
+bool config_causal(int i) { return i % 2 == 1; }
+
+// Forward and backward FLOP/s of each configuration on one thread, counted as the library
+// counts them (forward 4 b h s^2 d, backward 2.5x), with the spread of the samples behind
+// each (largest over smallest, less 1).
+struct KernelRates {
+  std::array<double, kKernelConfigs> forward{}, backward{}, forward_spread{}, backward_spread{};
+  KernelRates operator+(const KernelRates& o) const {
+    KernelRates r;
+    for (int i = 0; i < kKernelConfigs; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      r.forward[k] = forward[k] + o.forward[k];
+      r.backward[k] = backward[k] + o.backward[k];
+      r.forward_spread[k] = forward_spread[k] + o.forward_spread[k];
+      r.backward_spread[k] = backward_spread[k] + o.backward_spread[k];
+    }
+    return r;
+  }
+  KernelRates operator/(double x) const {
+    KernelRates r = *this;
+    for (std::size_t k = 0; k < kKernelConfigs; ++k) {
+      r.forward[k] /= x;
+      r.backward[k] /= x;
+      r.forward_spread[k] /= x;
+      r.backward_spread[k] /= x;
+    }
+    return r;
+  }
+};
+
+// One configuration's problem: 2 heads x 4096 tokens, d = 128, random inputs.
+struct KernelProblem {
+  static constexpr std::int64_t kSeq = 4096, kHeads = 2, kDim = 128;
+  Tensor q, k, v, dout, out, dq, dk, dv;
+  RowStats lse{1, kHeads, kSeq}, delta{1, kHeads, kSeq};
   kernels::AttentionOptions o;
-  o.threads = 1;
-  o.mask.causal = causal;
-  const double flops = 4.0 * kHeads * static_cast<double>(kSeq) * static_cast<double>(kSeq) * kDim *
-                       kernels::visible_fraction(kSeq, kSeq, o);
-  const double fwd = median_seconds(3, [&] { kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), o); });
-  kernels::compute_delta(dout.view(), out.view(), delta.view(), 1);
-  const double bwd = median_seconds(3, [&] {
+  double flops = 0;
+
+  KernelProblem(DType dtype, bool causal)
+      : q(dtype, 1, kSeq, kHeads, kDim), k(dtype, 1, kSeq, kHeads, kDim), v(dtype, 1, kSeq, kHeads, kDim),
+        dout(dtype, 1, kSeq, kHeads, kDim), out(dtype, 1, kSeq, kHeads, kDim), dq(DType::kF32, 1, kSeq, kHeads, kDim),
+        dk(DType::kF32, 1, kSeq, kHeads, kDim), dv(DType::kF32, 1, kSeq, kHeads, kDim) {
+    fill_random(q.view(), 1);
+    fill_random(k.view(), 2);
+    fill_random(v.view(), 3);
+    fill_random(dout.view(), 4);
+    o.threads = 1;
+    o.mask.causal = causal;
+    flops = 4.0 * kHeads * static_cast<double>(kSeq) * static_cast<double>(kSeq) * kDim *
+            kernels::visible_fraction(kSeq, kSeq, o);
+  }
+  double forward() {
+    return seconds_of([&] { kernels::attention_forward(q.view(), k.view(), v.view(), out.view(), lse.view(), o); });
+  }
+  double backward() {
+    kernels::compute_delta(dout.view(), out.view(), delta.view(), 1);
     dq.fill_zero();
     dk.fill_zero();
     dv.fill_zero();
-    kernels::attention_backward(q.view(), k.view(), v.view(), dout.view(), lse.view(), delta.view(), dq.view(),
-                                dk.view(), dv.view(), o);
-  });
-  return {flops / fwd, 2.5 * flops / bwd};
+    return seconds_of([&] {
+      kernels::attention_backward(q.view(), k.view(), v.view(), dout.view(), lse.view(), delta.view(), dq.view(),
+                                  dk.view(), dv.view(), o);
+    });
+  }
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+double spread(const std::vector<double>& v) {
+  const auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  return *hi / *lo - 1.0;
+}
+
+// Every configuration's rates on this thread: `rounds` rounds, each timing one forward and one
+// backward call of every configuration in turn (after a warm-up round), and the median round
+// of each. Interleaved, a spell of a faster or slower machine (this one is shared) moves a
+// sample of every configuration rather than all samples of one.
+KernelRates kernel_rates(int rounds) {
+  std::vector<std::unique_ptr<KernelProblem>> problems;
+  for (int i = 0; i < kKernelConfigs; ++i) problems.push_back(std::make_unique<KernelProblem>(config_dtype(i), config_causal(i)));
+  std::vector<std::vector<double>> fwd(kKernelConfigs), bwd(kKernelConfigs);
+  for (int round = -1; round < rounds; ++round) {
+    for (int i = 0; i < kKernelConfigs; ++i) {
+      KernelProblem& p = *problems[static_cast<std::size_t>(i)];
+      const double f = p.forward(), b = p.backward();
+      if (round < 0) continue;
+      fwd[static_cast<std::size_t>(i)].push_back(p.flops / f);
+      bwd[static_cast<std::size_t>(i)].push_back(2.5 * p.flops / b);
+    }
+  }
+  KernelRates r;
+  for (std::size_t k = 0; k < kKernelConfigs; ++k) {
+    r.forward[k] = median(fwd[k]);
+    r.backward[k] = median(bwd[k]);
+    r.forward_spread[k] = spread(fwd[k]);
+    r.backward_spread[k] = spread(bwd[k]);
+  }
+  return r;
 }
 
 // fp32 GEMM of projection shape (4096 tokens x 1024 -> 1024), one thread.
@@ -203,18 +287,24 @@ Calibration measure_compute(std::ostream& log, int threads) {
   c.cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   c.memory_bytes = available_memory();
   c.measured_at = utc_now();
-  log << "calibrating: attention kernels fp32 (2 heads x 4096 tokens, d 128), one thread on each of " << threads
-      << " core(s)\n" << std::flush;
-  using Rates = std::pair<double, double>;
-  std::tie(c.attention_forward_f32, c.attention_backward_f32) =
-      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kF32, false); });
-  std::tie(c.attention_forward_f32_causal, c.attention_backward_f32_causal) =
-      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kF32, true); });
-  log << "calibrating: attention kernels bf16\n" << std::flush;
-  std::tie(c.attention_forward_bf16, c.attention_backward_bf16) =
-      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kBF16, false); });
-  std::tie(c.attention_forward_bf16_causal, c.attention_backward_bf16_causal) =
-      on_every_core<Rates>(threads, [] { return kernel_rates(DType::kBF16, true); });
+  constexpr int kRounds = 7;
+  log << "calibrating: attention kernels fp32 and bf16, without and with a causal mask (2 heads x 4096 tokens, d 128), "
+      << kRounds << " interleaved rounds, one thread on each of " << threads << " core(s)\n" << std::flush;
+  const KernelRates k = on_every_core<KernelRates>(threads, [] { return kernel_rates(kRounds); });
+  double* forward[kKernelConfigs] = {&c.attention_forward_f32, &c.attention_forward_f32_causal, &c.attention_forward_bf16,
+                                     &c.attention_forward_bf16_causal};
+  double* backward[kKernelConfigs] = {&c.attention_backward_f32, &c.attention_backward_f32_causal,
+                                      &c.attention_backward_bf16, &c.attention_backward_bf16_causal};
+  for (std::size_t i = 0; i < kKernelConfigs; ++i) {
+    *forward[i] = k.forward[i];
+    *backward[i] = k.backward[i];
+    const int n = static_cast<int>(i);
+    log << "  " << dtype_name(config_dtype(n)) << (config_causal(n) ? " causal" : "       ") << "  forward "
+        << std::fixed << std::setprecision(1) << k.forward[i] / 1e9 << " GFLOP/s (rounds spread "
+        << std::setprecision(0) << 100 * k.forward_spread[i] << "%), backward " << std::setprecision(1)
+        << k.backward[i] / 1e9 << " (spread " << std::setprecision(0) << 100 * k.backward_spread[i] << "%)\n"
+        << std::defaultfloat << std::flush;
+  }
   log << "calibrating: projection GEMM and memory copy\n" << std::flush;
   c.gemm_f32 = on_every_core<double>(threads, [] { return gemm_rate(); });
   c.memory_bandwidth = on_every_core<double>(threads, [] { return copy_bandwidth(); });
