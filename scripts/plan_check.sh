@@ -55,6 +55,7 @@ configs=(
   "core-burst-p2-8k         burst     2  8192 8 0 1 0"
   "core-burst-p2-16k-causal burst     2 16384 8 1 1 0"
   "core-burst-p4-16k-causal burst     4 16384 8 1 1 0"
+  "core-burst-p2-16k-c-contig burst@contiguous 2 16384 8 1 1 0"
   "core-burst-p2-32k-causal burst     2 32768 4 1 0 0"
   "core-ring-p4-8k          ring      4  8192 8 0 1 0"
   "core-ringrsa-p2-8k       ring-rsa  2  8192 8 0 1 0"
@@ -78,7 +79,10 @@ fi
 
 for c in "${configs[@]}"; do
   read -r name strategy ranks seqlen heads causal backward layer <<< "$c"
-  run_args=(--strategy "$strategy" --ranks "$ranks" --seqlen "$seqlen" --heads "$heads" --head-dim 128
+  # strategy@layout: burst run's --layout, the planner's name for the same choice.
+  layout=zigzag
+  [[ $strategy == *@* ]] && layout=${strategy#*@}
+  run_args=(--strategy "${strategy%@*}" --ranks "$ranks" --seqlen "$seqlen" --heads "$heads" --head-dim 128
             --repeat "$REPEAT")
   plan_args=(--cluster this --calibration "$CALIBRATION" --ranks "$ranks" --model custom --heads "$heads"
              --head-dim 128 --seqlen "$seqlen" --strategy "$strategy" --dtype fp32)
@@ -91,7 +95,7 @@ for c in "${configs[@]}"; do
   # Both sides of each choice named explicitly: run and plan share their defaults (causal,
   # forward and backward), and a pass one of them ran by default would not be compared.
   if [[ $causal == 1 ]]; then
-    run_args+=(--causal --layout zigzag)
+    run_args+=(--causal --layout "$layout")
     plan_args+=(--causal)
   else
     run_args+=(--no-causal)

@@ -52,7 +52,8 @@ struct PlanArgs {
   bool cluster_given = false;
   std::vector<Candidate> strategies;  // empty: all
   std::string json_path;
-  int top = 0;  // > 0: rank every choice (USP at every Ulysses degree) and list the best `top`
+  int top = 0;  // > 0: rank every choice (USP at every Ulysses degree, every layout) and list the best `top`
+  std::optional<algo::Layout> layout;  // of the strategies whose work depends on it
 };
 
 
@@ -185,18 +186,29 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view, std::string_view) { a.backward = true; }},
     {"--forward-only", "", "the forward alone (first-token latency)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.backward = false; }},
-    {"--causal", "", "causal mask, zigzag layout for the rings (the default)",
+    {"--causal", "", "causal mask (the default); the rings and allgather shard tokens zigzag unless --layout or --top "
+     "says otherwise",
      [](PlanArgs& a, std::string_view, std::string_view) { a.causal = true; }},
     {"--no-causal", "", "no mask (contiguous layout)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.causal = false; }},
     {"--strategy", "S[,S...]", "only these strategies (burst, burst-double, ring, ring-rsa, ulysses, usp, usp:U for "
-     "U ranks per Ulysses group, allgather, tp-v1, tp-v3)",
+     "U ranks per Ulysses group, allgather, tp-v1, tp-v3); S@L runs burst, ring, usp or allgather with layout L "
+     "(burst@striped)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        a.strategies.clear();
        for_each_item(v, [&](std::string_view item) { a.strategies.push_back(plan::parse_candidate(std::string(item), std::string(f))); });
      }},
-    {"--top", "N", "also try USP at every Ulysses degree and list the N fastest choices that fit, with their time "
-     "and memory per rank",
+    {"--layout", "zigzag|striped|contiguous", "under the causal mask, the token layout of burst, ring, usp and "
+     "allgather (default zigzag; --top without --layout tries every one)",
+     [](PlanArgs& a, std::string_view f, std::string_view v) {
+       const algo::Layout l = algo::parse_layout(std::string(v), std::string(f));
+       const auto planned = plan::planned_layouts();
+       BURST_CHECK(std::find(planned.begin(), planned.end(), l) != planned.end(), f,
+                   ": expected zigzag, striped or contiguous (the layouts the planner models), got '", v, "'");
+       a.layout = l;
+     }},
+    {"--top", "N", "also try USP at every Ulysses degree and, under a causal mask, every layout, and list the N "
+     "fastest choices that fit, with their time and memory per rank",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.top = static_cast<int>(parse_positive(f, v)); }},
     {"--paper", "", "the paper's table: LLaMA-2 7b first-token latency on 8xA100-PCIe, 32K..256K, predicted next to published",
      [](PlanArgs& a, std::string_view, std::string_view) { a.paper = true; }},
@@ -214,6 +226,13 @@ PlanArgs parse_plan_args(std::span<char* const> args) {
   for (auto [one, other] : {std::pair{"--forward-only", "--backward"}, {"--no-causal", "--causal"}})
     BURST_CHECK(!was_given(one) || !was_given(other), one, " cannot be combined with ", other, ": they ask for opposites");
   BURST_CHECK(!was_given("--block") || !was_given("--scope"), "--block cannot be combined with --scope: --block is --scope block");
+  BURST_CHECK(!a.layout || a.causal, "--layout: without a mask every layout gives every rank the same work; it needs --causal");
+  for (const Candidate& c : a.strategies) {
+    BURST_CHECK(!a.layout || c.layout == algo::Layout::kZigzag, "--layout cannot be combined with a layout in --strategy (",
+                c.name(), "): give one or the other");
+    BURST_CHECK(a.causal || c.layout == algo::Layout::kZigzag, "--strategy ", c.name(),
+                ": without a mask every layout gives every rank the same work; a layout needs --causal");
+  }
   // A calibrated machine is the natural subject of a plan; a preset is for the paper's clusters.
   if (!a.cluster_given && !a.paper && std::filesystem::exists(a.calibration)) a.cluster = "this";
   return a;
@@ -345,7 +364,14 @@ int run_plan(std::span<char* const> args) {
                       : std::vector<std::int64_t>{32768, 65536, 131072, 262144, 524288, 1048576};
   }
   std::vector<Candidate> choices = a.strategies.empty() ? plan::candidates() : a.strategies;
-  if (a.top > 0) choices = plan::with_ulysses_degrees(choices, m, c);
+  if (a.layout) {
+    for (Candidate& cand : choices)
+      if (plan::layout_matters(cand.strategy)) cand.layout = *a.layout;
+  }
+  if (a.top > 0) {
+    choices = plan::with_ulysses_degrees(choices, m, c);
+    if (!a.layout) choices = plan::with_layouts(choices, a.causal);
+  }
 
   print_header(std::cout, c, m, w);
   const std::vector<Row> rows = plan::predict_all(c, m, w, seqlens, choices);

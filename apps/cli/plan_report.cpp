@@ -103,23 +103,25 @@ void print_header(std::ostream& os, const Cluster& c, const ModelShape& m, const
      << fmt("%.1f", c.memory_bytes * 1e-9) << " GB per rank\n";
   os << "model     " << describe_model(m) << "\n";
   os << "workload  scope " << plan::scope_name(w.scope) << ", " << (w.backward ? "forward + backward" : "forward")
-     << ", batch " << w.batch << ", " << (w.causal ? "causal (zigzag)" : "no mask") << ", "
+     << ", batch " << w.batch << ", " << (w.causal ? "causal (zigzag, or the layout after @)" : "no mask") << ", "
      << (w.element_bytes == 2 ? "bf16" : "fp32") << "\n";
 }
 
 void print_row(std::ostream& os, const Row& row) {
   os << "\nseqlen " << row.seqlen << " (" << seqlen_label(row.seqlen) << ")\n";
-  char line[256];
-  std::snprintf(line, sizeof line, "%-13s %10s %10s %10s %10s %10s %12s %10s\n", "strategy", "forward s", "backward s",
-                "total s", "compute s", "exposed s", "GB sent/rank", "memory GB");
+  char line[512];
+  int width = 13;  // the longest name, "usp:16@contiguous *" included
+  for (const Prediction& p : row.predictions) width = std::max(width, static_cast<int>(p.candidate.name().size()) + 2);
+  std::snprintf(line, sizeof line, "%-*s %10s %10s %10s %10s %10s %12s %10s\n", width, "strategy", "forward s",
+                "backward s", "total s", "compute s", "exposed s", "GB sent/rank", "memory GB");
   os << line;
   for (std::size_t i = 0; i < row.predictions.size(); ++i) {
     const Prediction& p = row.predictions[i];
     const std::string name = p.candidate.name() + (static_cast<int>(i) == row.best ? " *" : "");
     if (!p.infeasible.empty()) {
-      std::snprintf(line, sizeof line, "%-13s cannot run: %s\n", name.c_str(), p.infeasible.c_str());
+      std::snprintf(line, sizeof line, "%-*s cannot run: %s\n", width, name.c_str(), p.infeasible.c_str());
     } else {
-      std::snprintf(line, sizeof line, "%-13s %10.4g %10.4g %10.4g %10.4g %10.4g %12.4g %10.4g%s\n", name.c_str(),
+      std::snprintf(line, sizeof line, "%-*s %10.4g %10.4g %10.4g %10.4g %10.4g %12.4g %10.4g%s\n", width, name.c_str(),
                     p.forward_seconds, p.backward_seconds, p.seconds(), p.compute_seconds, p.exposed_seconds,
                     (p.forward_bytes + p.backward_bytes) * 1e-9, p.memory_bytes * 1e-9, p.out_of_memory ? "  OOM" : "");
     }

@@ -27,6 +27,7 @@
 #include "burst/communicator.h"
 #include "burst/dtype.h"
 #include "burst/layer.h"
+#include "burst/layout.h"
 #include "burst/strategy.h"
 
 namespace burst::plan {
@@ -110,14 +111,23 @@ struct Workload {
 Workload make_workload(std::int64_t batch, bool causal, bool backward, Scope scope, DType dtype);
 
 // A strategy the planner compares: a registry entry, with BurstAttention's double ring as a
-// candidate of its own ("burst-double") and USP with a chosen Ulysses degree ("usp:4").
+// candidate of its own ("burst-double"), USP with a chosen Ulysses degree ("usp:4") and, for
+// the strategies whose work per rank depends on it, the token layout under a causal mask
+// ("burst@striped"; zigzag, burst run's default for causal problems, is left unnamed).
+// Without a mask every layout gives every rank the same work: the planner runs contiguous.
 struct Candidate {
   algo::Strategy strategy = algo::Strategy::kBurst;
   bool double_ring = false;
   int ulysses_degree = 0;  // usp: ranks per Ulysses group; 0: usp_degree's choice
+  algo::Layout layout = algo::Layout::kZigzag;
   std::string name() const;
   bool operator==(const Candidate&) const = default;
 };
+// The layouts the planner models (contiguous, zigzag, striped), and whether a strategy's work
+// per rank depends on them: the rings (burst, ring, usp's ring across groups) and all-gather,
+// whose ranks compute their own queries. The others compute whole rows or every score.
+std::vector<algo::Layout> planned_layouts();
+bool layout_matters(algo::Strategy strategy);
 // Every candidate, in the order tables list them: burst, burst-double, ring, ring-rsa,
 // ulysses, usp, allgather, tp-v1, tp-v3 (local runs on one rank and is not planned).
 const std::vector<Candidate>& candidates();
@@ -128,6 +138,10 @@ Candidate parse_candidate(const std::string& text, const std::string& what);
 // ranks and both head counts: the Ulysses degree becomes a choice the ranking makes.
 std::vector<Candidate> with_ulysses_degrees(const std::vector<Candidate>& choices, const ModelShape& model,
                                             const Cluster& cluster);
+// Under a causal mask, `choices` with every candidate whose work depends on the layout
+// (layout_matters) at each of planned_layouts() in turn: the layout becomes a choice the
+// ranking makes. Without one, `choices` as they are.
+std::vector<Candidate> with_layouts(const std::vector<Candidate>& choices, bool causal);
 
 // Why a candidate cannot run a problem ("" when it can): the registry's reason (heads that do
 // not split, tensor parallelism outside a layer), or the planner's own (the double ring on one

@@ -15,6 +15,8 @@ def plan(seqlens, cluster="8xA100-PCIe", model="llama2-7b", *, ranks=None, nodes
     (every layer, with projections and MLP); backward=False predicts the forward alone
     (first-token latency). Returns one dict per length: {"seqlen", "recommended",
     "strategies": [one dict per strategy, named as `burst plan --json` names them]}.
+    strategies: only these, named as `burst plan --strategy` names them ("usp:4" for a
+    Ulysses degree, "burst@striped" for a layout under the causal mask).
     Bad arguments raise ValueError naming the argument.
     """
     if isinstance(seqlens, int):

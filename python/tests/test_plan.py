@@ -30,6 +30,16 @@ def test_plan_matches_the_command(tmp_path):
             assert got["seconds"] == pytest.approx(exp["seconds"] or 0, rel=1e-8)
 
 
+def test_plan_takes_a_layout_in_the_strategy_name():
+    rows = burst.plan(262144, cluster="8xA100-PCIe", backward=False,
+                      strategies=["burst", "burst@striped", "burst@contiguous"])
+    zigzag, striped, contiguous = (s["seconds"] for s in rows[0]["strategies"])
+    assert [s["strategy"] for s in rows[0]["strategies"]] == ["burst", "burst@striped", "burst@contiguous"]
+    assert striped == pytest.approx(zigzag, rel=0.01) and contiguous > 1.5 * zigzag
+    with pytest.raises(ValueError, match="^strategies: 'ulysses@striped'"):
+        burst.plan(4096, strategies=["ulysses@striped"])
+
+
 def test_plan_errors_name_the_argument():
     with pytest.raises(ValueError, match="^scope: expected core, layer or model"):
         burst.plan(4096, scope="all")

@@ -1,10 +1,13 @@
 #include "burst/plan.h"
 #include "block_model.h"
+#include "steps.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numeric>
+#include <tuple>
 
 #include "burst/layout.h"
 #include "burst/error.h"
@@ -13,10 +16,14 @@
 namespace burst::plan {
 namespace {
 
-// Shard lengths of the layout the planner assumes: zigzag for causal problems (balanced
-// work), contiguous otherwise.
-std::vector<std::int64_t> shard_lengths(std::int64_t seqlen, int ranks, bool causal) {
-  return algo::shard_lengths(seqlen, ranks, causal ? algo::Layout::kZigzag : algo::Layout::kContiguous);
+// The layout a candidate runs: its own under a causal mask, contiguous without one (no mask:
+// every layout gives every rank the same work).
+algo::Layout layout_of(const Candidate& cand, const Workload& w) {
+  return w.causal ? cand.layout : algo::Layout::kContiguous;
+}
+
+std::vector<std::int64_t> shard_lengths(const Candidate& cand, const Workload& w, int ranks) {
+  return algo::shard_lengths(w.seqlen, ranks, layout_of(cand, w));
 }
 
 // Time of one pass, split into its parts.
@@ -46,15 +53,16 @@ Link inter_flow(const Cluster& c, int flows) {
 // step waits for it.
 Link ring_link(const Cluster& c) { return c.nodes > 1 ? inter_flow(c, 1) : c.intra; }
 
-// A ring of `steps` steps whose compute totals `compute` and whose step transfer takes
-// `step_wire` (from the second step on, posted while the previous step computes), plus a
-// trailing transfer at the end.
-void ring_pass(Pass& pass, const Cluster& c, int steps, double compute, double step_wire, double tail_wire) {
-  const double per_step = compute / steps;
-  const double wire = (steps - 1) * step_wire + tail_wire;
+// A ring whose step t computes for step_compute[t] seconds (its busiest rank's work, steps.h)
+// and whose step transfer takes `step_wire` (from the second step on, posted while the
+// previous step computes), plus a trailing transfer at the end.
+void ring_pass(Pass& pass, const Cluster& c, const std::vector<double>& step_compute, double step_wire, double tail_wire) {
+  const double compute = std::accumulate(step_compute.begin(), step_compute.end(), 0.0);
+  const double wire = static_cast<double>(step_compute.size() - 1) * step_wire + tail_wire;
   double t = 0;
   if (c.overlap) {
-    t = per_step + (steps - 1) * std::max(per_step, step_wire) + tail_wire;
+    t = step_compute.front() + tail_wire;
+    for (std::size_t i = 1; i < step_compute.size(); ++i) t += std::max(step_compute[i], step_wire);
   } else {
     t = compute + wire;
   }
@@ -63,20 +71,40 @@ void ring_pass(Pass& pass, const Cluster& c, int steps, double compute, double s
   pass.wire += wire;
 }
 
-// The double ring: I outer steps, each an L-step intra ring; the inter-node hop of the next
-// outer step is posted at the start and hides behind the L intra steps.
-void double_ring_pass(Pass& pass, const Cluster& c, double compute, double step_bytes, double step_msgs,
-                      double tail_bytes) {
+// A ring of `steps` equal steps whose compute totals `compute`.
+void ring_pass(Pass& pass, const Cluster& c, int steps, double compute, double step_wire, double tail_wire) {
+  ring_pass(pass, c, std::vector<double>(static_cast<std::size_t>(steps), compute / steps), step_wire, tail_wire);
+}
+
+// Seconds of each step: its visible pairs x FLOPs per pair / rate.
+std::vector<double> seconds_of(std::vector<double> pairs, double flops_per_pair, double rate) {
+  for (double& x : pairs) x *= flops_per_pair / rate;
+  return pairs;
+}
+
+// The double ring: I outer steps, each an L-step intra ring ([u][s]: seconds of intra step s
+// of outer step u, its busiest rank's); the inter-node hop of the next outer step is posted at
+// the start and hides behind the L intra steps.
+void double_ring_pass(Pass& pass, const Cluster& c, const std::vector<std::vector<double>>& steps, double step_bytes,
+                      double step_msgs, double tail_bytes) {
   const int nodes = c.nodes, local = c.ranks_per_node;
-  const double per_step = compute / (nodes * local);
   // Every rank of a node sends its inter-node hop in the same outer step.
   const Link across = inter_flow(c, local);
   const double intra = c.intra.seconds(step_bytes, step_msgs), inter = across.seconds(step_bytes, step_msgs);
-  const double intra_cycle = c.overlap ? per_step + (local - 1) * std::max(per_step, intra)
-                                       : local * per_step + (local - 1) * intra;
-  const double outer = c.overlap ? std::max(intra_cycle, inter) : intra_cycle + inter;
+  double compute = 0, seconds = 0;
+  for (int u = 0; u < nodes; ++u) {
+    const std::vector<double>& cycle = steps[static_cast<std::size_t>(u)];
+    double intra_cycle = cycle.front();
+    for (int s = 1; s < local; ++s) {
+      const double step = cycle[static_cast<std::size_t>(s)];
+      intra_cycle += c.overlap ? std::max(step, intra) : step + intra;
+    }
+    compute += std::accumulate(cycle.begin(), cycle.end(), 0.0);
+    const bool last = u + 1 == nodes;
+    seconds += last ? intra_cycle : c.overlap ? std::max(intra_cycle, inter) : intra_cycle + inter;
+  }
   const double tail = nodes > 1 ? across.seconds(tail_bytes, 1) : c.intra.seconds(tail_bytes, 1);
-  pass.seconds += (nodes - 1) * outer + intra_cycle + tail;
+  pass.seconds += seconds + tail;
   pass.compute += compute;
   pass.wire += nodes * (local - 1) * intra + (nodes - 1) * inter + tail;
   pass.inter_bytes += (nodes - 1) * step_bytes + (nodes > 1 ? tail_bytes : 0);
@@ -141,6 +169,17 @@ algo::ProblemShape core_shape(const Candidate& cand, const ModelShape& m, const 
   return s;
 }
 
+// pair_work is O(P^2); a table of strategies at one length asks for the same few layouts. The
+// reference holds until the next call on this thread.
+const PairWork& cached_pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, bool causal) {
+  using Key = std::tuple<algo::Layout, std::int64_t, int, bool>;
+  thread_local std::map<Key, PairWork> cache;
+  const Key key{layout, seqlen, ranks, causal};
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= 16) cache.clear();
+  return cache.emplace(key, pair_work(layout, seqlen, ranks, causal)).first->second;
+}
+
 // The attention core's passes on one rank.
 void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, const Workload& w,
                const std::vector<std::int64_t>& lengths, LayerCost& cost) {
@@ -163,24 +202,46 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
   cost.backward_bytes += bsum;
   const int l = c.ranks_per_node;
 
+  // The rings' work step by step under the candidate's layout (steps.h): a step takes its
+  // busiest rank's time. FLOPs of one visible (query, key) pair over every head.
+  const algo::Layout layout = layout_of(cand, w);
+  const double pair_flops = 4.0 * b * hq * d;
+  auto work = [&]() -> const PairWork& { return cached_pair_work(layout, w.seqlen, p, w.causal); };
+  // The backward's travelling side: the ring always moves K and V; burst as the library's
+  // automatic scheme chooses.
+  const Travelling backward_travels =
+      cand.strategy == algo::Strategy::kRing ||
+              algo::choose_scheme(layout, lengths, w.batch, m.heads, m.kv_heads, m.head_dim, w.element_bytes) ==
+                  algo::BackwardScheme::kKeyValue
+          ? Travelling::kKeys
+          : Travelling::kQueries;
+
   switch (cand.strategy) {
     case algo::Strategy::kBurst:
     case algo::Strategy::kRing: {
+      const PairWork& pairs = work();
       if (cand.double_ring) {
-        double_ring_pass(cost.forward, c, fwd, p > 1 ? fsum / (p - 1) : 0, 1, 0);
+        auto seconds = [&](Travelling t, double flops_per_pair, double rate) {
+          std::vector<std::vector<double>> steps = double_ring_steps(pairs, c.nodes, l, t);
+          for (auto& cycle : steps) cycle = seconds_of(std::move(cycle), flops_per_pair, rate);
+          return steps;
+        };
+        double_ring_pass(cost.forward, c, seconds(Travelling::kKeys, pair_flops, fwd_rate), p > 1 ? fsum / (p - 1) : 0, 1, 0);
         if (w.backward) {
-          double_ring_pass(cost.backward, c, bwd, p > 1 ? bundle / (p - 1) + trailing / p : 0, 2,
-                           p > 1 ? trailing / p : 0);
+          double_ring_pass(cost.backward, c, seconds(backward_travels, 2.5 * pair_flops, bwd_rate),
+                           p > 1 ? bundle / (p - 1) + trailing / p : 0, 2, p > 1 ? trailing / p : 0);
         }
         break;
       }
       const Link link = ring_link(c);
       const double share_inter = c.nodes > 1 ? static_cast<double>(c.nodes) / p : 0.0;
-      ring_pass(cost.forward, c, p, fwd, p > 1 ? link.seconds(fsum / (p - 1), 1) : 0, 0);
+      ring_pass(cost.forward, c, seconds_of(ring_steps(pairs, Travelling::kKeys), pair_flops, fwd_rate),
+                p > 1 ? link.seconds(fsum / (p - 1), 1) : 0, 0);
       cost.forward.inter_bytes += fsum * share_inter;
       if (w.backward) {
         const double step = p > 1 ? link.seconds(bundle / (p - 1) + trailing / p, 2) : 0;
-        ring_pass(cost.backward, c, p, bwd, step, p > 1 ? link.seconds(trailing / p, 1) : 0);
+        ring_pass(cost.backward, c, seconds_of(ring_steps(pairs, backward_travels), 2.5 * pair_flops, bwd_rate), step,
+                  p > 1 ? link.seconds(trailing / p, 1) : 0);
         cost.backward.inter_bytes += bsum * share_inter;
       }
       break;
@@ -215,11 +276,13 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       break;
     }
     case algo::Strategy::kAllGather: {
+      // One kernel call over every key: the busiest rank's queries set the time.
+      const double busiest = busiest_rank(work());
       collective(cost.forward, c, p, l, Pattern::kRing, fsum, p - 1);
-      cost.forward.add_compute(fwd);
+      cost.forward.add_compute(busiest * pair_flops / fwd_rate);
       if (w.backward) {
         collective(cost.backward, c, p, l, Pattern::kRing, bundle, p - 1);
-        cost.backward.add_compute(bwd);
+        cost.backward.add_compute(busiest * 2.5 * pair_flops / bwd_rate);
         collective(cost.backward, c, p, l, Pattern::kRing, trailing, p - 1);
       }
       break;
@@ -247,11 +310,14 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       // Ring members r, r + U, ... lie on different nodes when P > L; the node's U rings
       // then all cross at every step.
       const Link link = p > l ? inter_flow(c, std::min(u, l)) : c.intra;
-      ring_pass(cost.forward, c, groups, fwd, groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0);
+      const PairWork& pairs = work();
+      ring_pass(cost.forward, c, seconds_of(group_ring_steps(pairs, u, Travelling::kKeys), pair_flops, fwd_rate),
+                groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0);
       if (w.backward) {
         collective(cost.backward, group_view, u, std::min(u, l), Pattern::kPairwise, bsum - ring_b, 2.0 * (u - 1));
         const double step = groups > 1 ? link.seconds(ring_bundle / (groups - 1) + ring_tail / groups, 2) : 0;
-        ring_pass(cost.backward, c, groups, bwd, step, groups > 1 ? link.seconds(ring_tail / groups, 1) : 0);
+        ring_pass(cost.backward, c, seconds_of(group_ring_steps(pairs, u, backward_travels), 2.5 * pair_flops, bwd_rate),
+                  step, groups > 1 ? link.seconds(ring_tail / groups, 1) : 0);
       }
       if (p > l) {
         cost.forward.inter_bytes += ring_f;
@@ -399,6 +465,15 @@ const std::vector<Candidate>& candidates() {
   return all;
 }
 
+std::vector<algo::Layout> planned_layouts() {
+  return {algo::Layout::kZigzag, algo::Layout::kStriped, algo::Layout::kContiguous};
+}
+
+bool layout_matters(algo::Strategy strategy) {
+  return strategy == algo::Strategy::kBurst || strategy == algo::Strategy::kRing || strategy == algo::Strategy::kUsp ||
+         strategy == algo::Strategy::kAllGather;
+}
+
 std::string Candidate::name() const {
   std::string n = algo::strategy_name(strategy);
   if (double_ring) n += "-double";
@@ -406,10 +481,31 @@ std::string Candidate::name() const {
     n += ':';
     n += std::to_string(ulysses_degree);
   }
+  if (layout != algo::Layout::kZigzag) {
+    n += '@';
+    n += algo::layout_name(layout);
+  }
   return n;
 }
 
 Candidate parse_candidate(const std::string& text, const std::string& what) {
+  // strategy[@layout]
+  if (const std::size_t at = text.find('@'); at != std::string::npos) {
+    Candidate c = parse_candidate(text.substr(0, at), what);
+    const std::string name = text.substr(at + 1);
+    const std::vector<algo::Layout> planned = planned_layouts();
+    std::string names;
+    for (algo::Layout l : planned) {
+      if (!names.empty()) names += '|';
+      names += algo::layout_name(l);
+    }
+    const auto it = std::find_if(planned.begin(), planned.end(), [&](algo::Layout l) { return algo::layout_name(l) == name; });
+    if (it == planned.end()) fail(what, ": '", text, "': expected a layout ", names, " after '@', got '", name, "'");
+    if (!layout_matters(c.strategy))
+      fail(what, ": '", text, "': ", algo::strategy_name(c.strategy), "'s work does not depend on the layout");
+    c.layout = *it;
+    return c;
+  }
   if (text.rfind("usp:", 0) == 0) {
     const std::string digits = text.substr(4);
     int u = 0;
@@ -436,6 +532,22 @@ std::vector<Candidate> with_ulysses_degrees(const std::vector<Candidate>& choice
     }
     for (int u = 2; u <= c.ranks() / 2; ++u)
       if (c.ranks() % u == 0 && m.heads % u == 0 && m.kv_heads % u == 0) out.push_back({algo::Strategy::kUsp, false, u});
+  }
+  return out;
+}
+
+std::vector<Candidate> with_layouts(const std::vector<Candidate>& choices, bool causal) {
+  std::vector<Candidate> out;
+  for (const Candidate& cand : choices) {
+    if (!causal || !layout_matters(cand.strategy)) {
+      out.push_back(cand);
+      continue;
+    }
+    for (algo::Layout l : planned_layouts()) {
+      Candidate c = cand;
+      c.layout = l;
+      if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(c);
+    }
   }
   return out;
 }
@@ -473,7 +585,7 @@ Prediction predict(const Candidate& cand, const Cluster& c, const ModelShape& m,
   const int p = c.ranks();
   BURST_CHECK(w.seqlen >= p, "--seqlen: ", w.seqlen, " tokens cannot shard over ", p, " ranks");
   if (!pr.infeasible.empty()) return pr;
-  const std::vector<std::int64_t> lengths = shard_lengths(w.seqlen, p, w.causal);
+  const std::vector<std::int64_t> lengths = shard_lengths(cand, w, p);
   const int l = c.ranks_per_node;
   const bool tp = algo::layer_only(cand.strategy);
 

@@ -89,6 +89,38 @@ TEST(PlanCommand, Block) {
   expect_error({"--block", "--scope", "core"}, "--block cannot be combined with --scope");
 }
 
+// --layout sets the layout of the strategies whose work depends on it, S@L names one, and
+// --top under a causal mask ranks every layout; a contiguous layout is never the best there.
+// Without a mask a layout is refused, as is a layout given twice.
+TEST(PlanCommand, Layouts) {
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--cluster", "8xA100-PCIe", "--forward-only", "--seqlen", "64K", "--top", "40"}), 0);
+  std::string out = testing::internal::GetCapturedStdout();
+  for (const char* name : {"burst@striped", "burst@contiguous", "allgather@contiguous", "ulysses "})
+    EXPECT_NE(out.find(name), std::string::npos) << name << "\n" << out;
+  EXPECT_EQ(out.find("ulysses@"), std::string::npos) << out;
+  const std::size_t recommended = out.find("recommended: ");
+  ASSERT_NE(recommended, std::string::npos) << out;
+  EXPECT_EQ(out.substr(recommended, out.find('\n', recommended) - recommended).find("@contiguous ("), std::string::npos)
+      << out;
+
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--cluster", "8xA100-PCIe", "--forward-only", "--seqlen", "64K", "--layout", "contiguous",
+                       "--strategy", "burst,ulysses"}),
+            0);
+  out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("burst@contiguous"), std::string::npos) << out;
+  EXPECT_NE(out.find("ulysses"), std::string::npos) << out;
+  EXPECT_EQ(out.find("ulysses@"), std::string::npos) << out;
+
+  expect_error({"--layout", "balanced"}, "--layout:");
+  expect_error({"--layout", "diagonal"}, "--layout:");
+  expect_error({"--no-causal", "--layout", "striped"}, "--layout:");
+  expect_error({"--layout", "striped", "--strategy", "burst@contiguous"}, "--layout cannot be combined");
+  expect_error({"--no-causal", "--strategy", "burst@striped"}, "--strategy burst@striped:");
+  expect_error({"--strategy", "ulysses@striped"}, "--strategy:");
+}
+
 // A calibration file reads back what was written; causal and ring-rsa rates are optional
 // (older files).
 TEST(PlanCalibrationFile, RoundTrip) {

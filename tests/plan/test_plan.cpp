@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <numeric>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "burst/local_world.h"
 #include "burst/plan.h"
 #include "burst/strategy.h"
+#include "plan/steps.h"
 
 namespace burst {
 namespace {
@@ -188,6 +190,120 @@ TEST(PlanCandidates, UlyssesDegreesAreChoices) {
   const Prediction p2 = plan::predict(plan::parse_candidate("usp:2", "t"), c, m, first_token(131072));
   EXPECT_TRUE(p4.runs() && p2.runs());
   EXPECT_NE(p4.forward_bytes, p2.forward_bytes);
+}
+
+// ---- Layouts: the rings' work step by step ----
+
+// Visible pairs between every two shards, counted one pair at a time from the library's own
+// shard positions: what pair_work computes from runs and closed forms.
+std::vector<double> brute_pairs(algo::Layout layout, std::int64_t n, int p, bool causal) {
+  const auto plan = algo::shard_plan(n, p, layout);
+  std::vector<double> out;
+  for (int i = 0; i < p; ++i) {
+    for (int j = 0; j < p; ++j) {
+      double pairs = 0;
+      for (std::int64_t q : plan[static_cast<std::size_t>(i)])
+        for (std::int64_t k : plan[static_cast<std::size_t>(j)]) pairs += !causal || k <= q ? 1 : 0;
+      out.push_back(pairs);
+    }
+  }
+  return out;
+}
+
+TEST(PlanSteps, PairWorkCountsEveryVisiblePair) {
+  for (algo::Layout layout : plan::planned_layouts()) {
+    for (int p : {1, 2, 3, 4, 8}) {
+      for (std::int64_t n : {std::int64_t{p}, std::int64_t{2 * p - 1}, std::int64_t{2 * p}, std::int64_t{37},
+                             std::int64_t{64}, std::int64_t{203}}) {
+        if (n < p) continue;
+        for (bool causal : {false, true}) {
+          SCOPED_TRACE(algo::layout_name(layout) + " P=" + std::to_string(p) + " N=" + std::to_string(n) +
+                       (causal ? " causal" : ""));
+          const plan::PairWork w = plan::pair_work(layout, n, p, causal);
+          EXPECT_EQ(w.pairs, brute_pairs(layout, n, p, causal));
+          const auto nd = static_cast<double>(n);
+          EXPECT_DOUBLE_EQ(w.total(), causal ? nd * (nd + 1) / 2 : nd * nd);
+        }
+      }
+    }
+  }
+  EXPECT_THROW(plan::pair_work(algo::Layout::kBalanced, 64, 4, true), Error);
+}
+
+// A ring step waits for its busiest rank. Causal, P ranks of c tokens: the contiguous
+// layout's last rank computes a full c x c block at every step after the first (its
+// triangle); zigzag's half-chunks give every rank 2 (c/2)^2 pairs at each step, the mean.
+TEST(PlanSteps, RingStepsTakeTheBusiestRank) {
+  constexpr int p = 4;
+  constexpr std::int64_t c = 64, n = p * c;
+  using plan::Travelling;
+  for (Travelling t : {Travelling::kKeys, Travelling::kQueries}) {
+    const std::vector<double> contiguous = plan::ring_steps(plan::pair_work(algo::Layout::kContiguous, n, p, true), t);
+    EXPECT_EQ(contiguous, (std::vector<double>{c * (c + 1) / 2.0, c * c, c * c, c * c}));
+    const plan::PairWork zz = plan::pair_work(algo::Layout::kZigzag, n, p, true);
+    const std::vector<double> zigzag = plan::ring_steps(zz, t);
+    EXPECT_EQ(zigzag.front(), 2.0 * (c / 2) * (c / 2) + c / 2);  // a full chunk pair and two triangles
+    for (std::size_t s = 1; s < zigzag.size(); ++s) EXPECT_EQ(zigzag[s], 2.0 * (c / 2) * (c / 2));
+    EXPECT_DOUBLE_EQ(std::accumulate(zigzag.begin(), zigzag.end(), 0.0), zz.total() / p);  // balanced
+    // The double ring visits the same pairs in another order: balanced zigzag steps stay so.
+    double sum = 0;
+    for (const auto& cycle : plan::double_ring_steps(zz, 2, 2, t)) sum += std::accumulate(cycle.begin(), cycle.end(), 0.0);
+    EXPECT_DOUBLE_EQ(sum, zz.total() / p);
+  }
+  // USP's groups of 2 over the 4 ranks: two groups of 2c tokens; a member computes half the
+  // two groups' pairs (half the heads). Contiguous: group 1 against itself and group 0.
+  const std::vector<double> groups =
+      plan::group_ring_steps(plan::pair_work(algo::Layout::kContiguous, n, p, true), 2, plan::Travelling::kKeys);
+  EXPECT_EQ(groups, (std::vector<double>{(2 * c) * (2 * c + 1) / 2.0 / 2, (2 * c) * (2 * c) / 2.0}));
+  // All-gather's busiest rank: the last contiguous shard sees every earlier key.
+  EXPECT_EQ(plan::busiest_rank(plan::pair_work(algo::Layout::kContiguous, n, p, true)), (p - 1) * c * c + c * (c + 1) / 2.0);
+}
+
+// The layout as a choice: burst@striped names it; under a causal mask with_layouts offers
+// every modelled layout of the strategies whose work depends on it, and the planner predicts
+// contiguous shards near twice as slow as zigzag (compute-bound); without a mask they agree.
+TEST(PlanCandidates, LayoutsAreChoices) {
+  const plan::Candidate striped = plan::parse_candidate("burst@striped", "--strategy");
+  EXPECT_EQ(striped.layout, algo::Layout::kStriped);
+  EXPECT_EQ(striped.name(), "burst@striped");
+  EXPECT_EQ(plan::parse_candidate("usp:2@contiguous", "t").name(), "usp:2@contiguous");
+  EXPECT_EQ(plan::parse_candidate("burst-double@striped", "t").name(), "burst-double@striped");
+  for (const char* bad : {"ulysses@striped", "burst@balanced", "burst@", "tp-v3@zigzag"}) {
+    try {
+      plan::parse_candidate(bad, "--strategy");
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      std::string named = "--strategy: '";
+      named += bad;
+      named += '\'';
+      EXPECT_NE(std::string(e.what()).find(named), std::string::npos) << e.what();
+    }
+  }
+  std::vector<std::string> names;
+  for (const plan::Candidate& cand : plan::with_layouts({kBurst, kUlysses, kAllGather}, true)) names.push_back(cand.name());
+  EXPECT_EQ(names, (std::vector<std::string>{"burst", "burst@striped", "burst@contiguous", "ulysses", "allgather",
+                                             "allgather@striped", "allgather@contiguous"}));
+  EXPECT_EQ(plan::with_layouts({kBurst, kUlysses}, false).size(), 2u);
+
+  const Cluster c = plan::cluster_preset("8xA100-PCIe", "test");
+  const ModelShape m = plan::model_preset("llama2-7b", "test");
+  const Workload w = first_token(262144);  // compute-bound on this cluster
+  plan::Candidate contiguous = kBurst;
+  contiguous.layout = algo::Layout::kContiguous;
+  const Prediction zz = plan::predict(kBurst, c, m, w), st = plan::predict(striped, c, m, w),
+                   ct = plan::predict(contiguous, c, m, w);
+  EXPECT_EQ(zz.forward_bytes, ct.forward_bytes);
+  EXPECT_NEAR(st.forward_seconds / zz.forward_seconds, 1.0, 0.01);
+  EXPECT_GT(ct.forward_seconds / zz.forward_seconds, 1.6);
+  const Workload full = first_token(262144, false);
+  EXPECT_DOUBLE_EQ(plan::predict(contiguous, c, m, full).seconds(), plan::predict(kBurst, c, m, full).seconds());
+  // Ranked together, a contiguous layout is never the recommendation under a causal mask.
+  const std::vector<plan::Row> rows =
+      plan::predict_all(c, m, w, {65536, 262144}, plan::with_layouts(plan::candidates(), true));
+  for (const plan::Row& row : rows) {
+    ASSERT_GE(row.best, 0);
+    EXPECT_NE(row.predictions[static_cast<std::size_t>(row.best)].candidate.layout, algo::Layout::kContiguous);
+  }
 }
 
 TEST(PlanModel, RingRsaRunsOutOfMemoryFirst) {

@@ -1,0 +1,159 @@
+#include "steps.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "burst/error.h"
+
+namespace burst::plan {
+namespace {
+
+// Tokens [first, first + count).
+struct Run {
+  std::int64_t first = 0, count = 0;
+};
+
+// A rank's shard as runs of consecutive positions, as algo::shard_positions lists them.
+std::vector<Run> shard_runs(algo::Layout layout, std::int64_t n, int world, int rank) {
+  const std::int64_t p = world, r = rank;
+  switch (layout) {
+    case algo::Layout::kContiguous:
+      return {{r * n / p, (r + 1) * n / p - r * n / p}};
+    case algo::Layout::kZigzag: {
+      const std::int64_t chunks = 2 * p;
+      if (n < chunks) {
+        std::vector<Run> runs = {{r, 1}};
+        if (r < n - p) runs.push_back({n - 1 - r, 1});
+        return runs;
+      }
+      auto start = [&](std::int64_t c) { return c * n / chunks; };
+      return {{start(r), start(r + 1) - start(r)}, {start(chunks - 1 - r), start(chunks - r) - start(chunks - 1 - r)}};
+    }
+    default:
+      BURST_CHECK(false, "plan: no runs for layout ", algo::layout_name(layout));
+  }
+  return {};
+}
+
+// Sum of min(x, cap) over x = lo..hi (0 when hi < lo); lo >= 0.
+double sum_capped(std::int64_t lo, std::int64_t hi, std::int64_t cap) {
+  if (hi < lo) return 0.0;
+  const std::int64_t ramp_hi = std::min(hi, cap);
+  double s = 0.0;
+  if (ramp_hi >= lo) s += static_cast<double>(ramp_hi - lo + 1) * static_cast<double>(lo + ramp_hi) / 2.0;
+  if (hi > cap) s += static_cast<double>(hi - std::max(lo - 1, cap)) * static_cast<double>(cap);
+  return s;
+}
+
+// Pairs (q, k) with k <= q between the queries of run a and the keys of run b.
+double causal_pairs(const Run& a, const Run& b) {
+  // Query q sees min(max(q - b.first + 1, 0), b.count) keys of b.
+  const std::int64_t lo = std::max(a.first, b.first), hi = a.first + a.count - 1;
+  return sum_capped(lo - b.first + 1, hi - b.first + 1, b.count);
+}
+
+// Striped shards: rank r holds r + aP for a < m_r. Key j + bP <= query r + aP exactly when
+// b <= a (j <= r) or b <= a - 1 (j > r).
+double striped_causal_pairs(std::int64_t n, int p, int i, int j) {
+  const std::int64_t m_i = (n - i + p - 1) / p, m_j = (n - j + p - 1) / p;
+  const std::int64_t shift = j <= i ? 1 : 0;
+  return sum_capped(shift, m_i - 1 + shift, m_j);
+}
+
+int wrap(int x, int m) { return ((x % m) + m) % m; }
+
+}  // namespace
+
+double PairWork::total() const { return std::accumulate(pairs.begin(), pairs.end(), 0.0); }
+
+PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, bool causal) {
+  BURST_CHECK(ranks >= 1 && seqlen >= ranks, "plan: ", seqlen, " tokens cannot shard over ", ranks, " ranks");
+  BURST_CHECK(layout == algo::Layout::kContiguous || layout == algo::Layout::kZigzag || layout == algo::Layout::kStriped,
+              "plan: the planner models the contiguous, zigzag and striped layouts, got ", algo::layout_name(layout));
+  PairWork w;
+  w.ranks = ranks;
+  w.pairs.assign(static_cast<std::size_t>(ranks) * static_cast<std::size_t>(ranks), 0.0);
+  const std::vector<std::int64_t> lengths = algo::shard_lengths(seqlen, ranks, layout);
+  std::vector<std::vector<Run>> runs;
+  if (causal && layout != algo::Layout::kStriped) {
+    for (int r = 0; r < ranks; ++r) runs.push_back(shard_runs(layout, seqlen, ranks, r));
+  }
+  for (int i = 0; i < ranks; ++i) {
+    for (int j = 0; j < ranks; ++j) {
+      double pairs = 0.0;
+      if (!causal) {
+        pairs = static_cast<double>(lengths[static_cast<std::size_t>(i)]) * static_cast<double>(lengths[static_cast<std::size_t>(j)]);
+      } else if (layout == algo::Layout::kStriped) {
+        pairs = striped_causal_pairs(seqlen, ranks, i, j);
+      } else {
+        for (const Run& a : runs[static_cast<std::size_t>(i)])
+          for (const Run& b : runs[static_cast<std::size_t>(j)]) pairs += causal_pairs(a, b);
+      }
+      w.pairs[static_cast<std::size_t>(i) * static_cast<std::size_t>(ranks) + static_cast<std::size_t>(j)] = pairs;
+    }
+  }
+  return w;
+}
+
+namespace {
+// Pairs of rank `rank` holding origin `origin`'s travelling side.
+double held(const PairWork& w, int rank, int origin, Travelling travelling) {
+  return travelling == Travelling::kKeys ? w.at(rank, origin) : w.at(origin, rank);
+}
+}  // namespace
+
+std::vector<double> ring_steps(const PairWork& w, Travelling travelling) {
+  const int p = w.ranks;
+  std::vector<double> steps(static_cast<std::size_t>(p), 0.0);
+  for (int t = 0; t < p; ++t)
+    for (int r = 0; r < p; ++r)
+      steps[static_cast<std::size_t>(t)] = std::max(steps[static_cast<std::size_t>(t)], held(w, r, wrap(r - t, p), travelling));
+  return steps;
+}
+
+std::vector<std::vector<double>> double_ring_steps(const PairWork& w, int nodes, int per_node, Travelling travelling) {
+  BURST_CHECK(nodes * per_node == w.ranks, "plan: ", nodes, " nodes of ", per_node, " ranks are not ", w.ranks, " ranks");
+  std::vector<std::vector<double>> steps(static_cast<std::size_t>(nodes), std::vector<double>(static_cast<std::size_t>(per_node), 0.0));
+  for (int u = 0; u < nodes; ++u) {
+    for (int s = 0; s < per_node; ++s) {
+      double& step = steps[static_cast<std::size_t>(u)][static_cast<std::size_t>(s)];
+      for (int n = 0; n < nodes; ++n) {
+        for (int l = 0; l < per_node; ++l) {
+          const int origin = wrap(n - u, nodes) * per_node + wrap(l - s, per_node);
+          step = std::max(step, held(w, n * per_node + l, origin, travelling));
+        }
+      }
+    }
+  }
+  return steps;
+}
+
+std::vector<double> group_ring_steps(const PairWork& w, int group_size, Travelling travelling) {
+  BURST_CHECK(group_size >= 1 && w.ranks % group_size == 0, "plan: groups of ", group_size, " do not divide ", w.ranks,
+              " ranks");
+  const int groups = w.ranks / group_size;
+  // Pairs between two groups' token sets.
+  auto group_pairs = [&](int g, int origin) {
+    double s = 0.0;
+    for (int a = 0; a < group_size; ++a)
+      for (int b = 0; b < group_size; ++b) s += held(w, g * group_size + a, origin * group_size + b, travelling);
+    return s;
+  };
+  std::vector<double> steps(static_cast<std::size_t>(groups), 0.0);
+  for (int t = 0; t < groups; ++t)
+    for (int g = 0; g < groups; ++g)
+      steps[static_cast<std::size_t>(t)] = std::max(steps[static_cast<std::size_t>(t)], group_pairs(g, wrap(g - t, groups)) / group_size);
+  return steps;
+}
+
+double busiest_rank(const PairWork& w) {
+  double most = 0.0;
+  for (int r = 0; r < w.ranks; ++r) {
+    double s = 0.0;
+    for (int j = 0; j < w.ranks; ++j) s += w.at(r, j);
+    most = std::max(most, s);
+  }
+  return most;
+}
+
+}  // namespace burst::plan
