@@ -54,15 +54,19 @@ Link inter_flow(const Cluster& c, int flows) {
 Link ring_link(const Cluster& c) { return c.nodes > 1 ? inter_flow(c, 1) : c.intra; }
 
 // A ring whose step t computes for step_compute[t] seconds (its busiest rank's work, steps.h)
-// and whose step transfer takes `step_wire` (from the second step on, posted while the
-// previous step computes), plus a trailing transfer at the end.
-void ring_pass(Pass& pass, const Cluster& c, const std::vector<double>& step_compute, double step_wire, double tail_wire) {
+// and whose step transfer takes `step_wire` (steps 1 to `hops`, posted while the previous
+// step computes; later steps receive nothing, their shards having stopped; -1: every step),
+// plus a trailing transfer at the end.
+void ring_pass(Pass& pass, const Cluster& c, const std::vector<double>& step_compute, double step_wire, double tail_wire,
+               int hops = -1) {
+  const auto last_hop = hops < 0 ? step_compute.size() - 1 : static_cast<std::size_t>(hops);
   const double compute = std::accumulate(step_compute.begin(), step_compute.end(), 0.0);
-  const double wire = static_cast<double>(step_compute.size() - 1) * step_wire + tail_wire;
+  const double wire = static_cast<double>(last_hop) * step_wire + tail_wire;
   double t = 0;
   if (c.overlap) {
     t = step_compute.front() + tail_wire;
-    for (std::size_t i = 1; i < step_compute.size(); ++i) t += std::max(step_compute[i], step_wire);
+    for (std::size_t i = 1; i < step_compute.size(); ++i)
+      t += i <= last_hop ? std::max(step_compute[i], step_wire) : step_compute[i];
   } else {
     t = compute + wire;
   }
@@ -75,6 +79,36 @@ void ring_pass(Pass& pass, const Cluster& c, const std::vector<double>& step_com
 void ring_pass(Pass& pass, const Cluster& c, int steps, double compute, double step_wire, double tail_wire) {
   ring_pass(pass, c, std::vector<double>(static_cast<std::size_t>(steps), compute / steps), step_wire, tail_wire);
 }
+
+// What a single ring sends when each origin's shard stops at its last step (steps.h's
+// last_steps; the library's rings forward a shard only while a later rank needs it): the
+// registry's unmasked means (every origin's shard makes P - 1 hops and its accumulator P)
+// scaled, origin by origin in proportion to its tokens, to the hops it makes.
+struct RingSends {
+  double forward = 0, bundle = 0, trailing = 0;  // mean bytes per rank
+  int forward_hops = 0, backward_hops = 0;       // the last step that receives a shard
+};
+RingSends ring_sends(const std::vector<int>& forward_last, const std::vector<int>& backward_last,
+                     const std::vector<double>& tokens, double forward, double bundle, double trailing) {
+  RingSends s;
+  const auto p = static_cast<double>(tokens.size());
+  if (tokens.size() < 2) return s;
+  double all = 0, f = 0, b = 0, t = 0;
+  for (std::size_t j = 0; j < tokens.size(); ++j) {
+    all += tokens[j];
+    f += forward_last[j] * tokens[j];
+    b += backward_last[j] * tokens[j];
+    t += (backward_last[j] > 0 ? backward_last[j] + 1 : 0) * tokens[j];
+    s.forward_hops = std::max(s.forward_hops, forward_last[j]);
+    s.backward_hops = std::max(s.backward_hops, backward_last[j]);
+  }
+  s.forward = forward * f / ((p - 1) * all);
+  s.bundle = bundle * b / ((p - 1) * all);
+  s.trailing = trailing * t / (p * all);
+  return s;
+}
+
+std::vector<double> as_doubles(const std::vector<std::int64_t>& v) { return {v.begin(), v.end()}; }
 
 // Seconds of each step: its visible pairs x FLOPs per pair / rate.
 std::vector<double> seconds_of(std::vector<double> pairs, double flops_per_pair, double rate) {
@@ -235,14 +269,20 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       }
       const Link link = ring_link(c);
       const double share_inter = c.nodes > 1 ? static_cast<double>(c.nodes) / p : 0.0;
+      // Shards stop where no later rank needs them (a causal contiguous layout): fewer bytes
+      // than the registry's unmasked figures, and no transfer after the last hop.
+      const RingSends sent = ring_sends(last_steps(pairs, Travelling::kKeys), last_steps(pairs, backward_travels),
+                                        as_doubles(lengths), fsum, bundle, trailing);
+      cost.forward_bytes += sent.forward - fsum;
       ring_pass(cost.forward, c, seconds_of(ring_steps(pairs, Travelling::kKeys), pair_flops, fwd_rate),
-                p > 1 ? link.seconds(fsum / (p - 1), 1) : 0, 0);
-      cost.forward.inter_bytes += fsum * share_inter;
+                p > 1 ? link.seconds(fsum / (p - 1), 1) : 0, 0, sent.forward_hops);
+      cost.forward.inter_bytes += sent.forward * share_inter;
       if (w.backward) {
         const double step = p > 1 ? link.seconds(bundle / (p - 1) + trailing / p, 2) : 0;
         ring_pass(cost.backward, c, seconds_of(ring_steps(pairs, backward_travels), 2.5 * pair_flops, bwd_rate), step,
-                  p > 1 ? link.seconds(trailing / p, 1) : 0);
-        cost.backward.inter_bytes += bsum * share_inter;
+                  sent.backward_hops > 0 ? link.seconds(trailing / p, 1) : 0, sent.backward_hops);
+        cost.backward_bytes += sent.bundle + sent.trailing - bsum;
+        cost.backward.inter_bytes += (sent.bundle + sent.trailing) * share_inter;
       }
       break;
     }
@@ -310,18 +350,25 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       // Ring members r, r + U, ... lie on different nodes when P > L; the node's U rings
       // then all cross at every step.
       const Link link = p > l ? inter_flow(c, std::min(u, l)) : c.intra;
-      const PairWork& pairs = work();
-      ring_pass(cost.forward, c, seconds_of(group_ring_steps(pairs, u, Travelling::kKeys), pair_flops, fwd_rate),
-                groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0);
+      // The ring across groups: a member computes 1 / U of its two groups' pairs.
+      const PairWork groups_work = group_work(work(), u);
+      std::vector<double> group_tokens(static_cast<std::size_t>(groups), 0.0);
+      for (int r = 0; r < p; ++r) group_tokens[static_cast<std::size_t>(r / u)] += static_cast<double>(lengths[static_cast<std::size_t>(r)]);
+      const RingSends sent = ring_sends(last_steps(groups_work, Travelling::kKeys), last_steps(groups_work, backward_travels),
+                                        group_tokens, ring_f, ring_bundle, ring_tail);
+      cost.forward_bytes += sent.forward - ring_f;
+      ring_pass(cost.forward, c, seconds_of(ring_steps(groups_work, Travelling::kKeys), pair_flops / u, fwd_rate),
+                groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0, sent.forward_hops);
       if (w.backward) {
         collective(cost.backward, group_view, u, std::min(u, l), Pattern::kPairwise, bsum - ring_b, 2.0 * (u - 1));
         const double step = groups > 1 ? link.seconds(ring_bundle / (groups - 1) + ring_tail / groups, 2) : 0;
-        ring_pass(cost.backward, c, seconds_of(group_ring_steps(pairs, u, backward_travels), 2.5 * pair_flops, bwd_rate),
-                  step, groups > 1 ? link.seconds(ring_tail / groups, 1) : 0);
+        ring_pass(cost.backward, c, seconds_of(ring_steps(groups_work, backward_travels), 2.5 * pair_flops / u, bwd_rate),
+                  step, sent.backward_hops > 0 ? link.seconds(ring_tail / groups, 1) : 0, sent.backward_hops);
+        cost.backward_bytes += sent.bundle + sent.trailing - ring_b;
       }
       if (p > l) {
-        cost.forward.inter_bytes += ring_f;
-        cost.backward.inter_bytes += w.backward ? ring_b : 0;
+        cost.forward.inter_bytes += sent.forward;
+        cost.backward.inter_bytes += w.backward ? sent.bundle + sent.trailing : 0;
       }
       break;
     }

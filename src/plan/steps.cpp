@@ -128,22 +128,31 @@ std::vector<std::vector<double>> double_ring_steps(const PairWork& w, int nodes,
   return steps;
 }
 
-std::vector<double> group_ring_steps(const PairWork& w, int group_size, Travelling travelling) {
+std::vector<int> last_steps(const PairWork& w, Travelling travelling) {
+  const int p = w.ranks;
+  std::vector<int> last(static_cast<std::size_t>(p), 0);
+  for (int j = 0; j < p; ++j) {
+    for (int t = p - 1; t > 0; --t) {
+      if (held(w, wrap(j + t, p), j, travelling) > 0) {
+        last[static_cast<std::size_t>(j)] = t;
+        break;
+      }
+    }
+  }
+  return last;
+}
+
+PairWork group_work(const PairWork& w, int group_size) {
   BURST_CHECK(group_size >= 1 && w.ranks % group_size == 0, "plan: groups of ", group_size, " do not divide ", w.ranks,
               " ranks");
-  const int groups = w.ranks / group_size;
-  // Pairs between two groups' token sets.
-  auto group_pairs = [&](int g, int origin) {
-    double s = 0.0;
-    for (int a = 0; a < group_size; ++a)
-      for (int b = 0; b < group_size; ++b) s += held(w, g * group_size + a, origin * group_size + b, travelling);
-    return s;
-  };
-  std::vector<double> steps(static_cast<std::size_t>(groups), 0.0);
-  for (int t = 0; t < groups; ++t)
-    for (int g = 0; g < groups; ++g)
-      steps[static_cast<std::size_t>(t)] = std::max(steps[static_cast<std::size_t>(t)], group_pairs(g, wrap(g - t, groups)) / group_size);
-  return steps;
+  PairWork g;
+  g.ranks = w.ranks / group_size;
+  g.pairs.assign(static_cast<std::size_t>(g.ranks) * static_cast<std::size_t>(g.ranks), 0.0);
+  for (int i = 0; i < w.ranks; ++i)
+    for (int j = 0; j < w.ranks; ++j)
+      g.pairs[static_cast<std::size_t>(i / group_size) * static_cast<std::size_t>(g.ranks) +
+              static_cast<std::size_t>(j / group_size)] += w.at(i, j);
+  return g;
 }
 
 double busiest_rank(const PairWork& w) {

@@ -44,11 +44,16 @@ std::vector<double> ring_steps(const PairWork& w, Travelling travelling);
 std::vector<std::vector<double>> double_ring_steps(const PairWork& w, int nodes, int per_node,
                                                    Travelling travelling);
 
-// USP's ring across P / U groups of U consecutive ranks: a group holds its members' tokens and
-// each member 1 / U of the heads, so step t of the group ring pairs group g with group
-// (g - t) mod (P / U) and a member computes 1 / U of the two groups' pairs. The busiest
-// group's pairs per member, at each step.
-std::vector<double> group_ring_steps(const PairWork& w, int group_size, Travelling travelling);
+// How far each origin's shard travels around a single ring, as the library forwards it: the
+// last step t (1..P-1) at which rank origin + t has pairs with it, 0 when only the origin
+// has (a causal contiguous layout: the last rank's keys are needed by no later rank). The
+// shard makes that many hops and, in the backward, its accumulator one more (home), none at 0.
+std::vector<int> last_steps(const PairWork& w, Travelling travelling);
+
+// USP's ring runs across P / U groups of U consecutive ranks: a group holds its members'
+// tokens. The pairs between groups' token sets: a PairWork over P / U "ranks". A member
+// computes 1 / U of them (its heads).
+PairWork group_work(const PairWork& w, int group_size);
 
 // The busiest rank's pairs against every key (all-gather: one call over all keys).
 double busiest_rank(const PairWork& w);

@@ -16,6 +16,7 @@
 #include "burst/plan.h"
 #include "burst/strategy.h"
 #include "plan/steps.h"
+#include "../support.h"
 
 namespace burst {
 namespace {
@@ -252,11 +253,67 @@ TEST(PlanSteps, RingStepsTakeTheBusiestRank) {
   }
   // USP's groups of 2 over the 4 ranks: two groups of 2c tokens; a member computes half the
   // two groups' pairs (half the heads). Contiguous: group 1 against itself and group 0.
-  const std::vector<double> groups =
-      plan::group_ring_steps(plan::pair_work(algo::Layout::kContiguous, n, p, true), 2, plan::Travelling::kKeys);
-  EXPECT_EQ(groups, (std::vector<double>{(2 * c) * (2 * c + 1) / 2.0 / 2, (2 * c) * (2 * c) / 2.0}));
+  const std::vector<double> groups = plan::ring_steps(
+      plan::group_work(plan::pair_work(algo::Layout::kContiguous, n, p, true), 2), plan::Travelling::kKeys);
+  EXPECT_EQ(groups, (std::vector<double>{(2 * c) * (2 * c + 1) / 2.0, (2 * c) * (2 * c)}));
+  // How far shards travel, causal contiguous: origin j's keys are needed by the ranks after
+  // it (P - 1 - j hops); its queries by the ranks before it, which lie past the wrap (the
+  // last is rank j - 1, P - 1 hops; origin 0's queries need only its own keys).
+  const plan::PairWork ct = plan::pair_work(algo::Layout::kContiguous, n, p, true);
+  EXPECT_EQ(plan::last_steps(ct, plan::Travelling::kKeys), (std::vector<int>{3, 2, 1, 0}));
+  EXPECT_EQ(plan::last_steps(ct, plan::Travelling::kQueries), (std::vector<int>{0, 3, 3, 3}));
+  EXPECT_EQ(plan::last_steps(plan::pair_work(algo::Layout::kZigzag, n, p, true), plan::Travelling::kKeys),
+            (std::vector<int>{3, 3, 3, 3}));
   // All-gather's busiest rank: the last contiguous shard sees every earlier key.
   EXPECT_EQ(plan::busiest_rank(plan::pair_work(algo::Layout::kContiguous, n, p, true)), (p - 1) * c * c + c * (c + 1) / 2.0);
+}
+
+// The planner's bytes under every layout are what the rings send: a causal contiguous shard
+// stops where no later rank needs it. 4 in-process ranks, every sending ring strategy.
+TEST(PlanSteps, RingBytesAreWhatRunsSend) {
+  constexpr int kRanks = 4;
+  constexpr std::int64_t kSeq = 72, kHeads = 4, kDim = 8;
+  const Cluster c = plan::resize(plan::cluster_preset("8xA100-PCIe", "test"), 1, kRanks, "test");
+  ModelShape m;
+  m.heads = m.kv_heads = kHeads;
+  m.head_dim = kDim;
+  m.model_dim = kHeads * kDim;
+  const Workload w = plan::make_workload(1, true, true, Scope::kCore, DType::kF32);
+  for (algo::Layout layout : plan::planned_layouts()) {
+    for (plan::Candidate cand : {kBurst, kRing, plan::parse_candidate("usp:2", "t")}) {
+      cand.layout = layout;
+      SCOPED_TRACE(cand.name());
+      std::vector<double> forward(kRanks), backward(kRanks);
+      comm::run_local_ranks(kRanks, [&](comm::Communicator& comm) {
+        algo::StrategyOptions o;
+        o.seqlen = kSeq;
+        o.layout = layout;
+        o.mask.causal = true;
+        o.ulysses_degree = cand.ulysses_degree;
+        const std::int64_t n = algo::shard_lengths(kSeq, kRanks, layout)[static_cast<std::size_t>(comm.rank())];
+        const auto seed = static_cast<std::uint64_t>(10 * comm.rank());
+        const Tensor q = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 1),
+                     k = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 2),
+                     v = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 3),
+                     dout = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 4);
+        Tensor out(DType::kF32, 1, n, kHeads, kDim), dq(DType::kF32, 1, n, kHeads, kDim),
+            dk(DType::kF32, 1, n, kHeads, kDim), dv(DType::kF32, 1, n, kHeads, kDim);
+        RowStats lse(1, kHeads, n);
+        const auto f = algo::strategy_forward(cand.strategy, comm, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
+        const auto b = algo::strategy_backward(cand.strategy, comm, q.view(), k.view(), v.view(), out.view(), lse.view(),
+                                               dout.view(), dq.view(), dk.view(), dv.view(), o);
+        forward[static_cast<std::size_t>(comm.rank())] = static_cast<double>(f.bytes_sent);
+        backward[static_cast<std::size_t>(comm.rank())] = static_cast<double>(b.bytes_sent);
+      });
+      const double f_mean = std::accumulate(forward.begin(), forward.end(), 0.0) / kRanks,
+                   b_mean = std::accumulate(backward.begin(), backward.end(), 0.0) / kRanks;
+      Workload at = w;
+      at.seqlen = kSeq;
+      const Prediction p = plan::predict(cand, c, m, at);
+      EXPECT_NEAR(p.forward_bytes, f_mean, 1e-9 * f_mean);
+      EXPECT_NEAR(p.backward_bytes, b_mean, 1e-9 * b_mean);
+    }
+  }
 }
 
 // The layout as a choice: burst@striped names it; under a causal mask with_layouts offers
@@ -292,7 +349,9 @@ TEST(PlanCandidates, LayoutsAreChoices) {
   contiguous.layout = algo::Layout::kContiguous;
   const Prediction zz = plan::predict(kBurst, c, m, w), st = plan::predict(striped, c, m, w),
                    ct = plan::predict(contiguous, c, m, w);
-  EXPECT_EQ(zz.forward_bytes, ct.forward_bytes);
+  // A contiguous shard stops at the last rank (its keys are needed by no later one): half
+  // the K/V sends of a full circle.
+  EXPECT_DOUBLE_EQ(ct.forward_bytes, zz.forward_bytes / 2);
   EXPECT_NEAR(st.forward_seconds / zz.forward_seconds, 1.0, 0.01);
   EXPECT_GT(ct.forward_seconds / zz.forward_seconds, 1.6);
   const Workload full = first_token(262144, false);
