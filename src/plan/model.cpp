@@ -80,34 +80,6 @@ void ring_pass(Pass& pass, const Cluster& c, int steps, double compute, double s
   ring_pass(pass, c, std::vector<double>(static_cast<std::size_t>(steps), compute / steps), step_wire, tail_wire);
 }
 
-// What a single ring sends when each origin's shard stops at its last step (steps.h's
-// last_steps; the library's rings forward a shard only while a later rank needs it): the
-// registry's unmasked means (every origin's shard makes P - 1 hops and its accumulator P)
-// scaled, origin by origin in proportion to its tokens, to the hops it makes.
-struct RingSends {
-  double forward = 0, bundle = 0, trailing = 0;  // mean bytes per rank
-  int forward_hops = 0, backward_hops = 0;       // the last step that receives a shard
-};
-RingSends ring_sends(const std::vector<int>& forward_last, const std::vector<int>& backward_last,
-                     const std::vector<double>& tokens, double forward, double bundle, double trailing) {
-  RingSends s;
-  const auto p = static_cast<double>(tokens.size());
-  if (tokens.size() < 2) return s;
-  double all = 0, f = 0, b = 0, t = 0;
-  for (std::size_t j = 0; j < tokens.size(); ++j) {
-    all += tokens[j];
-    f += forward_last[j] * tokens[j];
-    b += backward_last[j] * tokens[j];
-    t += (backward_last[j] > 0 ? backward_last[j] + 1 : 0) * tokens[j];
-    s.forward_hops = std::max(s.forward_hops, forward_last[j]);
-    s.backward_hops = std::max(s.backward_hops, backward_last[j]);
-  }
-  s.forward = forward * f / ((p - 1) * all);
-  s.bundle = bundle * b / ((p - 1) * all);
-  s.trailing = trailing * t / (p * all);
-  return s;
-}
-
 std::vector<double> as_doubles(const std::vector<std::int64_t>& v) { return {v.begin(), v.end()}; }
 
 // Seconds of each step: its visible pairs x FLOPs per pair / rate.

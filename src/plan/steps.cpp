@@ -142,6 +142,26 @@ std::vector<int> last_steps(const PairWork& w, Travelling travelling) {
   return last;
 }
 
+RingSends ring_sends(const std::vector<int>& forward_last, const std::vector<int>& backward_last,
+                     const std::vector<double>& tokens, double forward, double bundle, double trailing) {
+  RingSends s;
+  const auto p = static_cast<double>(tokens.size());
+  if (tokens.size() < 2) return s;
+  double all = 0, f = 0, b = 0, t = 0;
+  for (std::size_t j = 0; j < tokens.size(); ++j) {
+    all += tokens[j];
+    f += forward_last[j] * tokens[j];
+    b += backward_last[j] * tokens[j];
+    t += (backward_last[j] > 0 ? backward_last[j] + 1 : 0) * tokens[j];
+    s.forward_hops = std::max(s.forward_hops, forward_last[j]);
+    s.backward_hops = std::max(s.backward_hops, backward_last[j]);
+  }
+  s.forward = forward * f / ((p - 1) * all);
+  s.bundle = bundle * b / ((p - 1) * all);
+  s.trailing = trailing * t / (p * all);
+  return s;
+}
+
 PairWork group_work(const PairWork& w, int group_size) {
   BURST_CHECK(group_size >= 1 && w.ranks % group_size == 0, "plan: groups of ", group_size, " do not divide ", w.ranks,
               " ranks");

@@ -50,6 +50,17 @@ std::vector<std::vector<double>> double_ring_steps(const PairWork& w, int nodes,
 // shard makes that many hops and, in the backward, its accumulator one more (home), none at 0.
 std::vector<int> last_steps(const PairWork& w, Travelling travelling);
 
+// What a single ring sends when each origin's shard stops at its last step (last_steps of
+// the forward's and the backward's travelling sides): the registry's unmasked mean bytes
+// per rank (every origin's shard makes P - 1 hops and its accumulator P) scaled, origin by
+// origin in proportion to its tokens, to the hops it makes.
+struct RingSends {
+  double forward = 0, bundle = 0, trailing = 0;  // mean bytes per rank
+  int forward_hops = 0, backward_hops = 0;       // the last step that receives a shard
+};
+RingSends ring_sends(const std::vector<int>& forward_last, const std::vector<int>& backward_last,
+                     const std::vector<double>& tokens, double forward, double bundle, double trailing);
+
 // USP's ring runs across P / U groups of U consecutive ranks: a group holds its members'
 // tokens. The pairs between groups' token sets: a PairWork over P / U "ranks". A member
 // computes 1 / U of them (its heads).
