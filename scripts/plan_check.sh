@@ -4,11 +4,14 @@
 # `burst plan --cluster this` for the same ones, and prints predicted vs measured time per pass
 # with the relative error, and the bytes per rank (which must agree exactly).
 #
-#   scripts/plan_check.sh [-o DIR] [--quick] [--only NAME,...]
+#   scripts/plan_check.sh [-o DIR] [--quick] [--only NAME,...] [--probe]
 #
 # -o DIR   where the JSON files go (default out/plan_check); the table is also DIR/table.txt
 # --quick  two small configurations only (a smoke test of the script)
 # --only   just the named configurations (names as in the table)
+# --probe  calibrate again just before each configuration (`burst plan --calibrate --rounds 3`,
+#          DIR/NAME.calibration.json) and predict it from that: on a shared machine whose speed
+#          moves within minutes, this separates the model's error from the machine's drift
 # The last column is the 1-minute load average when the run started (the previous runs' own
 # ranks included): on a shared machine the kernels' rate moves with it, so calibrate just
 # before (delete the calibration file). A warning is printed when the machine is busy (load
@@ -22,11 +25,13 @@ cd "$(dirname "$0")/.."
 out=out/plan_check
 quick=0
 only=""
+probe=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -o) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --only) only=",$2,"; shift 2 ;;
+    --probe) probe=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "plan_check.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
@@ -46,7 +51,7 @@ if busy; then
        "measured times will be slower than predicted" >&2
 fi
 
-if [[ ! -f "$CALIBRATION" ]]; then
+if [[ $probe == 0 && ! -f "$CALIBRATION" ]]; then
   "${PLAN[@]}" --calibrate --calibration "$CALIBRATION"
 fi
 
@@ -113,6 +118,11 @@ for c in "${configs[@]}"; do
     plan_args+=(--scope layer)
   else
     plan_args+=(--scope core)
+  fi
+  if [[ $probe == 1 ]]; then
+    "${PLAN[@]}" --calibrate --rounds 3 --calibration "$out/$name.calibration.json" > /dev/null 2>&1 ||
+      { echo "plan_check: $name: calibration failed" >&2; continue; }
+    plan_args[3]="$out/$name.calibration.json"  # the file after --calibration
   fi
   echo "plan_check: $name: $BURST run ${run_args[*]}" >&2
   cut -d' ' -f1 /proc/loadavg > "$out/$name.load"  # the machine may be shared: say how busy

@@ -52,6 +52,7 @@ struct PlanArgs {
   bool cluster_given = false;
   std::vector<Candidate> strategies;  // empty: all
   std::string json_path;
+  int rounds = 7;  // --calibrate: the kernels' interleaved rounds
   int top = 0;  // > 0: rank every choice (USP at every Ulysses degree, every layout) and list the best `top`
   std::optional<algo::Layout> layout;  // of the strategies whose work depends on it
 };
@@ -216,6 +217,8 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view, std::string_view v) { a.json_path = v; }},
     {"--calibrate", "", "measure this machine (kernels, GEMM, memory, link) and write --calibration",
      [](PlanArgs& a, std::string_view, std::string_view) { a.calibrate = true; }},
+    {"--rounds", "N", "with --calibrate: interleaved rounds of the kernel measurements, the median kept (default 7)",
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.rounds = static_cast<int>(parse_count(f, v, 100)); }},
     {"--help", "", "print this help", [](PlanArgs& a, std::string_view, std::string_view) { a.help = true; }},
 };
 
@@ -226,6 +229,7 @@ PlanArgs parse_plan_args(std::span<char* const> args) {
   for (auto [one, other] : {std::pair{"--forward-only", "--backward"}, {"--no-causal", "--causal"}})
     BURST_CHECK(!was_given(one) || !was_given(other), one, " cannot be combined with ", other, ": they ask for opposites");
   BURST_CHECK(!was_given("--block") || !was_given("--scope"), "--block cannot be combined with --scope: --block is --scope block");
+  BURST_CHECK(!was_given("--rounds") || a.calibrate, "--rounds: it sets --calibrate's measurements; give --calibrate too");
   BURST_CHECK(!a.layout || a.causal, "--layout: without a mask every layout gives every rank the same work; it needs --causal");
   for (const Candidate& c : a.strategies) {
     BURST_CHECK(!a.layout || c.layout == algo::Layout::kZigzag, "--layout cannot be combined with a layout in --strategy (",
@@ -294,7 +298,7 @@ int run_calibrate(const PlanArgs& a) {
   bool root = false;
   // Under mpirun every process measures its own core; in one process, one thread per core.
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  plan::Calibration c = plan::measure_compute(std::cerr, comm::launched_by_mpi() ? 1 : cores);
+  plan::Calibration c = plan::measure_compute(std::cerr, comm::launched_by_mpi() ? 1 : cores, a.rounds);
   std::cerr << "calibrating: link (ring steps of 8 B and 64 MiB between 2 ranks)\n" << std::flush;
   std::mutex mutex;
   comm::run_world(2, [&](comm::Communicator& comm) {
@@ -320,6 +324,8 @@ int run_calibrate(const PlanArgs& a) {
             << "  memory copy            " << fmt("%.2f", c.memory_bandwidth * 1e-9) << " GB/s\n"
             << "  ring-rsa fp32          forward " << fmt("%.1f", c.ring_rsa_forward_f32 * 1e-9) << " GFLOP/s, backward "
             << fmt("%.1f", c.ring_rsa_backward_f32 * 1e-9) << "\n"
+            << "  two threads per core   " << fmt("%.2f", c.shared_core_efficiency)
+            << " of one thread's rate (ranks beyond the cores)\n"
             << "  link (" << c.link_backend << ")           " << fmt("%.2f", c.link_bandwidth * 1e-9) << " GB/s, "
             << fmt("%.1f", c.link_latency * 1e6) << " us per message\n"
             << "  memory available       " << fmt("%.1f", c.memory_bytes * 1e-9) << " GB\n"

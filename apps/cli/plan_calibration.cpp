@@ -58,6 +58,7 @@ std::string calibration_json(const plan::Calibration& c) {
   j.number("memory_bandwidth", c.memory_bandwidth);
   j.number("ring_rsa_forward_flops_fp32", c.ring_rsa_forward_f32);
   j.number("ring_rsa_backward_flops_fp32", c.ring_rsa_backward_f32);
+  j.number("shared_core_efficiency", c.shared_core_efficiency);
   j.string("link_backend", c.link_backend);
   j.number("link_bandwidth", c.link_bandwidth);
   j.number("link_latency", c.link_latency);
@@ -105,6 +106,7 @@ plan::Calibration load_calibration(const std::string& path, const std::string& w
   c.memory_bandwidth = number_value(text, "memory_bandwidth", what);
   c.ring_rsa_forward_f32 = optional("ring_rsa_forward_flops_fp32");
   c.ring_rsa_backward_f32 = optional("ring_rsa_backward_flops_fp32");
+  c.shared_core_efficiency = optional("shared_core_efficiency");
   c.link_backend = raw_value(text, "link_backend", what);
   c.link_bandwidth = number_value(text, "link_bandwidth", what);
   c.link_latency = number_value(text, "link_latency", what);

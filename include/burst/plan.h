@@ -69,6 +69,10 @@ struct Cluster {
   // Every rank has a compute slot of its own (a GPU); false: the ranks of a node share its
   // cores (this machine's CPUs).
   bool slot_per_rank = true;
+  // When a node has more rank threads than compute slots: what a slot shared by two threads
+  // gives, relative to one thread on it (time slicing costs caches and switches). 1: nothing
+  // lost.
+  double shared_slot_efficiency = 1.0;
 
   int ranks() const { return nodes * ranks_per_node; }
   // Threads of one rank (burst run shares the slots among the ranks of a node) and the
@@ -212,6 +216,10 @@ struct Calibration {
   // kernels' without a mask: its GEMMs and its passes over the score rows together. 0: not
   // measured (older files); the planner then models it from gemm_f32 and memory_bandwidth.
   double ring_rsa_forward_f32 = 0, ring_rsa_backward_f32 = 0;
+  // The fp32 kernels (no mask, forward and backward) with two threads on every core at once:
+  // their total rate over the all-busy rate above with one thread per core. 0: not measured
+  // (older files): taken as 1.
+  double shared_core_efficiency = 0;
   // A ring step between two ranks of the communicator a run would use here: threads of this
   // process, or MPI ranks under mpirun.
   std::string link_backend;
@@ -225,7 +233,8 @@ struct Calibration {
 // Measures the kernels, the GEMM and memory copies with `threads` threads at once (one per
 // core: the rate of a core while all are busy), printing progress lines to `log`; sets the
 // compute figures, cores, memory_bytes and measured_at of the result, not the link.
-Calibration measure_compute(std::ostream& log, int threads);
+// `rounds`: the kernels' interleaved rounds (burst plan --calibrate --rounds, default 7).
+Calibration measure_compute(std::ostream& log, int threads, int rounds = 7);
 // Measures ring steps between the first two ranks of `comm` (8-byte messages for the latency,
 // 64 MiB ones for the bandwidth) and sets the link figures of `into` on rank 0. Collective;
 // needs at least 2 ranks.

@@ -167,6 +167,18 @@ KernelRates kernel_rates(int rounds) {
   return r;
 }
 
+// The fp32 kernels without a mask on this thread: forward and backward rates averaged, the
+// median of `rounds` rounds after a warm-up.
+double shared_kernel_rate(int rounds) {
+  KernelProblem p(DType::kF32, false);
+  std::vector<double> rates;
+  for (int round = -1; round < rounds; ++round) {
+    const double f = p.forward(), b = p.backward();
+    if (round >= 0) rates.push_back(0.5 * (p.flops / f + 2.5 * p.flops / b));
+  }
+  return median(rates);
+}
+
 // fp32 GEMM of projection shape (4096 tokens x 1024 -> 1024), one thread.
 double gemm_rate() {
   constexpr std::int64_t kRows = 4096, kIn = 1024, kOut = 1024;
@@ -282,15 +294,15 @@ double available_memory() {
   return 0;
 }
 
-Calibration measure_compute(std::ostream& log, int threads) {
+Calibration measure_compute(std::ostream& log, int threads, int rounds) {
+  BURST_CHECK(rounds >= 1, "--rounds: expected at least 1 round, got ", rounds);
   Calibration c;
   c.cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   c.memory_bytes = available_memory();
   c.measured_at = utc_now();
-  constexpr int kRounds = 7;
   log << "calibrating: attention kernels fp32 and bf16, without and with a causal mask (2 heads x 4096 tokens, d 128), "
-      << kRounds << " interleaved rounds, one thread on each of " << threads << " core(s)\n" << std::flush;
-  const KernelRates k = on_every_core<KernelRates>(threads, [] { return kernel_rates(kRounds); });
+      << rounds << " interleaved rounds, one thread on each of " << threads << " core(s)\n" << std::flush;
+  const KernelRates k = on_every_core<KernelRates>(threads, [&] { return kernel_rates(rounds); });
   double* forward[kKernelConfigs] = {&c.attention_forward_f32, &c.attention_forward_f32_causal, &c.attention_forward_bf16,
                                      &c.attention_forward_bf16_causal};
   double* backward[kKernelConfigs] = {&c.attention_backward_f32, &c.attention_backward_f32_causal,
@@ -305,6 +317,13 @@ Calibration measure_compute(std::ostream& log, int threads) {
         << k.backward[i] / 1e9 << " (spread " << std::setprecision(0) << 100 * k.backward_spread[i] << "%)\n"
         << std::defaultfloat << std::flush;
   }
+  // Ranks beyond the cores share them (burst run with more ranks than cores): the same fp32
+  // kernels on two threads per core, against one.
+  log << "calibrating: the same fp32 kernels with two threads on each core\n" << std::flush;
+  const double shared = on_every_core<double>(2 * threads, [&] { return shared_kernel_rate(std::min(rounds, 3)); });
+  c.shared_core_efficiency = 2.0 * shared / (0.5 * (c.attention_forward_f32 + c.attention_backward_f32));
+  log << "  " << std::fixed << std::setprecision(1) << 2.0 * shared / 1e9 << " GFLOP/s per core, "
+      << std::setprecision(2) << c.shared_core_efficiency << " of one thread per core\n" << std::defaultfloat << std::flush;
   log << "calibrating: projection GEMM and memory copy\n" << std::flush;
   c.gemm_f32 = on_every_core<double>(threads, [] { return gemm_rate(); });
   c.memory_bandwidth = on_every_core<double>(threads, [] { return copy_bandwidth(); });
@@ -368,6 +387,7 @@ Cluster cluster_from_calibration(const Calibration& c, int ranks, DType dtype) {
   // backend copies inside the posting call, on the rank's own time.
   cl.overlap = c.link_backend == "mpi";
   cl.slot_per_rank = false;  // the ranks share the measured cores
+  if (c.shared_core_efficiency > 0) cl.shared_slot_efficiency = c.shared_core_efficiency;
   return cl;
 }
 

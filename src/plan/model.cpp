@@ -444,7 +444,8 @@ int Cluster::threads_per_rank() const { return std::max(1, compute_slots / std::
 double Cluster::rank_share() const {
   const int threads = threads_per_rank();
   const double busy = static_cast<double>(threads) * ranks_per_node;
-  return threads * std::min(1.0, compute_slots / busy);
+  if (busy <= compute_slots) return threads;
+  return threads * (compute_slots / busy) * shared_slot_efficiency;
 }
 
 std::string scope_name(Scope scope) {

@@ -51,6 +51,8 @@ TEST(PlanCommand, ErrorsNameTheFlag) {
   expect_error({"--causal=yes"}, "--causal:");
   expect_error({"--cluster", "this", "--calibration", "/nonexistent/calibration.json"}, "--cluster this:");
   expect_error({"--model", "custom"}, "--model:");
+  expect_error({"--rounds", "3"}, "--rounds:");
+  expect_error({"--calibrate", "--rounds", "0"}, "--rounds:");
 }
 
 TEST(PlanCommand, RunsPresetsAndWritesJson) {
@@ -135,6 +137,7 @@ TEST(PlanCalibrationFile, RoundTrip) {
   cal.attention_forward_f32_causal = 70e9;
   cal.memory_bandwidth = 10e9;
   cal.ring_rsa_forward_f32 = 30e9;
+  cal.shared_core_efficiency = 0.85;
   cal.link_backend = "local";
   cal.link_bandwidth = 5e9;
   cal.link_latency = 30e-6;
@@ -147,6 +150,7 @@ TEST(PlanCalibrationFile, RoundTrip) {
   EXPECT_DOUBLE_EQ(back.attention_backward_f32_causal, 0);
   EXPECT_DOUBLE_EQ(back.ring_rsa_forward_f32, 30e9);
   EXPECT_DOUBLE_EQ(back.ring_rsa_backward_f32, 0);
+  EXPECT_DOUBLE_EQ(back.shared_core_efficiency, 0.85);
   EXPECT_EQ(back.link_backend, "local");
   EXPECT_EQ(back.cores, 2);
   EXPECT_THROW(cli::load_calibration(::testing::TempDir() + "/missing.json", "--cluster this"), Error);

@@ -446,6 +446,12 @@ TEST(PlanModel, ThisMachineFromCalibration) {
   EXPECT_FALSE(two.overlap);
   EXPECT_DOUBLE_EQ(two.rank_share(), 1.0);   // one core each
   EXPECT_DOUBLE_EQ(four.rank_share(), 0.5);  // four ranks on two cores
+  // A core shared by two rank threads gives what the calibration measured it gives; ranks
+  // with a core each are untouched.
+  cal.shared_core_efficiency = 0.8;
+  EXPECT_DOUBLE_EQ(plan::cluster_from_calibration(cal, 4, DType::kF32).rank_share(), 0.4);
+  EXPECT_DOUBLE_EQ(plan::cluster_from_calibration(cal, 2, DType::kF32).rank_share(), 1.0);
+  cal.shared_core_efficiency = 0;  // older files: nothing lost
   // Attention core, one head of 8K: compute = 4 h N^2 d / P / rate.
   ModelShape m;
   m.name = "custom";
