@@ -55,6 +55,8 @@ struct PlanArgs {
   int rounds = 7;  // --calibrate: the kernels' interleaved rounds
   int top = 0;  // > 0: rank every choice (USP at every Ulysses degree, every layout) and list the best `top`
   std::optional<algo::Layout> layout;  // of the strategies whose work depends on it
+  std::int64_t window_left = -1, window_right = -1;  // --window; negative: unbounded
+  bool masked() const { return causal || window_left >= 0 || window_right >= 0; }
 };
 
 
@@ -192,6 +194,22 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view, std::string_view) { a.causal = true; }},
     {"--no-causal", "", "no mask (contiguous layout)",
      [](PlanArgs& a, std::string_view, std::string_view) { a.causal = false; }},
+    {"--window", "LEFT,RIGHT", "a sliding window, as burst run's: keys in [query-LEFT, query+RIGHT], a negative side "
+     "unbounded (with the causal default: LEFT,0 or LEFT,-1 is a causal window of LEFT + 1 keys)",
+     [](PlanArgs& a, std::string_view f, std::string_view v) {
+       const std::string text(v);
+       const auto comma = text.find(',');
+       BURST_CHECK(comma != std::string::npos, f, ": expected two integers LEFT,RIGHT separated by a comma, got '", v, "'");
+       auto side = [&](const std::string& part) {
+         std::int64_t x = 0;
+         const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), x);
+         BURST_CHECK(ec == std::errc() && end == part.data() + part.size() && x <= (std::int64_t{1} << 40), f,
+                     ": expected two integers LEFT,RIGHT separated by a comma, got '", v, "'");
+         return x < 0 ? std::int64_t{-1} : x;
+       };
+       a.window_left = side(text.substr(0, comma));
+       a.window_right = side(text.substr(comma + 1));
+     }},
     {"--strategy", "S[,S...]", "only these strategies (burst, burst-double, ring, ring-rsa, ulysses, usp, usp:U for "
      "U ranks per Ulysses group, allgather, tp-v1, tp-v3); S@L runs burst, ring, usp or allgather with layout L "
      "(burst@striped)",
@@ -199,7 +217,7 @@ constexpr Flag<PlanArgs> kFlags[] = {
        a.strategies.clear();
        for_each_item(v, [&](std::string_view item) { a.strategies.push_back(plan::parse_candidate(std::string(item), std::string(f))); });
      }},
-    {"--layout", "zigzag|striped|contiguous", "under the causal mask, the token layout of burst, ring, usp and "
+    {"--layout", "zigzag|striped|contiguous", "under a mask (causal, a window), the token layout of burst, ring, usp and "
      "allgather (default zigzag; --top without --layout tries every one)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        const algo::Layout l = algo::parse_layout(std::string(v), std::string(f));
@@ -208,7 +226,7 @@ constexpr Flag<PlanArgs> kFlags[] = {
                    ": expected zigzag, striped or contiguous (the layouts the planner models), got '", v, "'");
        a.layout = l;
      }},
-    {"--top", "N", "also try USP at every Ulysses degree and, under a causal mask, every layout, and list the N "
+    {"--top", "N", "also try USP at every Ulysses degree and, under a mask (causal, a window), every layout, and list the N "
      "fastest choices that fit, with their time and memory per rank",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.top = static_cast<int>(parse_positive(f, v)); }},
     {"--paper", "", "the paper's table: LLaMA-2 7b first-token latency on 8xA100-PCIe, 32K..256K, predicted next to published",
@@ -230,12 +248,13 @@ PlanArgs parse_plan_args(std::span<char* const> args) {
     BURST_CHECK(!was_given(one) || !was_given(other), one, " cannot be combined with ", other, ": they ask for opposites");
   BURST_CHECK(!was_given("--block") || !was_given("--scope"), "--block cannot be combined with --scope: --block is --scope block");
   BURST_CHECK(!was_given("--rounds") || a.calibrate, "--rounds: it sets --calibrate's measurements; give --calibrate too");
-  BURST_CHECK(!a.layout || a.causal, "--layout: without a mask every layout gives every rank the same work; it needs --causal");
+  BURST_CHECK(!a.layout || a.masked(),
+              "--layout: without a mask every layout gives every rank the same work; it needs --causal or --window");
   for (const Candidate& c : a.strategies) {
     BURST_CHECK(!a.layout || c.layout == algo::Layout::kZigzag, "--layout cannot be combined with a layout in --strategy (",
                 c.name(), "): give one or the other");
-    BURST_CHECK(a.causal || c.layout == algo::Layout::kZigzag, "--strategy ", c.name(),
-                ": without a mask every layout gives every rank the same work; a layout needs --causal");
+    BURST_CHECK(a.masked() || c.layout == algo::Layout::kZigzag, "--strategy ", c.name(),
+                ": without a mask every layout gives every rank the same work; a layout needs --causal or --window");
   }
   // A calibrated machine is the natural subject of a plan; a preset is for the paper's clusters.
   if (!a.cluster_given && !a.paper && std::filesystem::exists(a.calibration)) a.cluster = "this";
@@ -363,7 +382,9 @@ int run_plan(std::span<char* const> args) {
   const DType dtype = a.dtype.value_or(a.cluster == "this" ? DType::kF32 : DType::kBF16);
   const ModelShape m = make_model(a);
   const Cluster c = make_cluster(a, dtype);
-  const Workload w = plan::make_workload(a.batch, a.causal, a.backward, a.scope, dtype);
+  Workload w = plan::make_workload(a.batch, a.causal, a.backward, a.scope, dtype);
+  w.window_left = a.window_left;
+  w.window_right = a.window_right;
   std::vector<std::int64_t> seqlens = a.seqlens;
   if (seqlens.empty()) {
     seqlens = a.paper ? kPaperSeqlens
@@ -376,7 +397,7 @@ int run_plan(std::span<char* const> args) {
   }
   if (a.top > 0) {
     choices = plan::with_ulysses_degrees(choices, m, c);
-    if (!a.layout) choices = plan::with_layouts(choices, a.causal);
+    if (!a.layout) choices = plan::with_layouts(choices, a.masked());
   }
 
   print_header(std::cout, c, m, w);

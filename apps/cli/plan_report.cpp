@@ -85,10 +85,20 @@ std::string what_would_fit(const Cluster& c, const ModelShape& m, const Workload
   for (int factor = 2; factor <= 1024; factor *= 2) {
     Cluster more = c;
     more.nodes = c.nodes * factor;
+    if (more.ranks() > seqlen) break;  // every rank needs a token
     if (fits(more, seqlen)) return text + "; " + std::to_string(more.ranks()) + " ranks (" + std::to_string(more.nodes) +
                                    " nodes) fit " + std::to_string(seqlen);
   }
   return text;
+}
+
+std::string describe_mask(const Workload& w) {
+  std::string s = w.causal ? "causal" : "";
+  if (w.window_left >= 0 || w.window_right >= 0) {
+    if (!s.empty()) s += ", ";
+    s += "window " + std::to_string(w.window_left) + "," + std::to_string(w.window_right);
+  }
+  return s.empty() ? "no mask" : s + " (zigzag, or the layout after @)";
 }
 
 void print_header(std::ostream& os, const Cluster& c, const ModelShape& m, const Workload& w) {
@@ -103,7 +113,7 @@ void print_header(std::ostream& os, const Cluster& c, const ModelShape& m, const
      << fmt("%.1f", c.memory_bytes * 1e-9) << " GB per rank\n";
   os << "model     " << describe_model(m) << "\n";
   os << "workload  scope " << plan::scope_name(w.scope) << ", " << (w.backward ? "forward + backward" : "forward")
-     << ", batch " << w.batch << ", " << (w.causal ? "causal (zigzag, or the layout after @)" : "no mask") << ", "
+     << ", batch " << w.batch << ", " << describe_mask(w) << ", "
      << (w.element_bytes == 2 ? "bf16" : "fp32") << "\n";
 }
 
@@ -226,6 +236,8 @@ std::string plan_json(const Cluster& c, const ModelShape& m, const Workload& w,
   j.string("scope", plan::scope_name(w.scope));
   j.boolean("backward", w.backward);
   j.boolean("causal", w.causal);
+  j.integer("window_left", w.window_left);
+  j.integer("window_right", w.window_right);
   j.integer("batch", w.batch);
   j.string("dtype", w.element_bytes == 2 ? "bf16" : "fp32");
   std::string list;

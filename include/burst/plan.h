@@ -102,12 +102,22 @@ struct Workload {
   std::int64_t batch = 1;
   std::int64_t seqlen = 0;
   bool causal = false;
+  // A sliding window: keys in [q - window_left, q + window_right]; a negative side is
+  // unbounded (kernels::MaskSpec).
+  std::int64_t window_left = -1, window_right = -1;
   bool backward = false;           // forward + backward (training step) instead of forward only
   Scope scope = Scope::kModel;
   std::size_t element_bytes = 2;   // the attention core's q, k, v, dO (2: bf16, 4: fp32)
   std::size_t output_bytes = 2;    // the core's O (burst run: the input dtype; the layer: fp32)
   std::size_t weight_bytes = 2;    // bytes per parameter (model scope)
   std::size_t activation_bytes = 2;  // X, MLP activations (model scope)
+  kernels::MaskSpec mask() const {
+    kernels::MaskSpec m;
+    m.causal = causal;
+    m.window_left = window_left;
+    m.window_right = window_right;
+    return m;
+  }
 };
 
 // A workload in `dtype`: the attention core's inputs, the weights and activations. burst run
@@ -116,9 +126,10 @@ Workload make_workload(std::int64_t batch, bool causal, bool backward, Scope sco
 
 // A strategy the planner compares: a registry entry, with BurstAttention's double ring as a
 // candidate of its own ("burst-double"), USP with a chosen Ulysses degree ("usp:4") and, for
-// the strategies whose work per rank depends on it, the token layout under a causal mask
-// ("burst@striped"; zigzag, burst run's default for causal problems, is left unnamed).
-// Without a mask every layout gives every rank the same work: the planner runs contiguous.
+// the strategies whose work per rank depends on it, the token layout under a mask (causal,
+// a window: "burst@striped"; zigzag, burst run's default for causal problems, is left
+// unnamed). Without a mask every layout gives every rank the same work: the planner runs
+// contiguous.
 struct Candidate {
   algo::Strategy strategy = algo::Strategy::kBurst;
   bool double_ring = false;
@@ -142,10 +153,10 @@ Candidate parse_candidate(const std::string& text, const std::string& what);
 // ranks and both head counts: the Ulysses degree becomes a choice the ranking makes.
 std::vector<Candidate> with_ulysses_degrees(const std::vector<Candidate>& choices, const ModelShape& model,
                                             const Cluster& cluster);
-// Under a causal mask, `choices` with every candidate whose work depends on the layout
-// (layout_matters) at each of planned_layouts() in turn: the layout becomes a choice the
-// ranking makes. Without one, `choices` as they are.
-std::vector<Candidate> with_layouts(const std::vector<Candidate>& choices, bool causal);
+// Under a mask (`masked`: causal or a window), `choices` with every candidate whose work
+// depends on the layout (layout_matters) at each of planned_layouts() in turn: the layout
+// becomes a choice the ranking makes. Without one, `choices` as they are.
+std::vector<Candidate> with_layouts(const std::vector<Candidate>& choices, bool masked);
 
 // Why a candidate cannot run a problem ("" when it can): the registry's reason (heads that do
 // not split, tensor parallelism outside a layer), or the planner's own (the double ring on one

@@ -16,10 +16,10 @@
 namespace burst::plan {
 namespace {
 
-// The layout a candidate runs: its own under a causal mask, contiguous without one (no mask:
-// every layout gives every rank the same work).
+// The layout a candidate runs: its own under a mask (causal, a window), contiguous without
+// one (no mask: every layout gives every rank the same work).
 algo::Layout layout_of(const Candidate& cand, const Workload& w) {
-  return w.causal ? cand.layout : algo::Layout::kContiguous;
+  return w.mask().masks_anything() ? cand.layout : algo::Layout::kContiguous;
 }
 
 std::vector<std::int64_t> shard_lengths(const Candidate& cand, const Workload& w, int ranks) {
@@ -142,7 +142,7 @@ void collective(Pass& pass, const Cluster& c, int ranks, int ranks_per_node, Pat
 
 double visible(const Workload& w) {
   kernels::AttentionOptions o;
-  o.mask.causal = w.causal;
+  o.mask = w.mask();
   return kernels::visible_fraction(w.seqlen, w.seqlen, o);
 }
 
@@ -177,13 +177,13 @@ algo::ProblemShape core_shape(const Candidate& cand, const ModelShape& m, const 
 
 // pair_work is O(P^2); a table of strategies at one length asks for the same few layouts. The
 // reference holds until the next call on this thread.
-const PairWork& cached_pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, bool causal) {
-  using Key = std::tuple<algo::Layout, std::int64_t, int, bool>;
+const PairWork& cached_pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask) {
+  using Key = std::tuple<algo::Layout, std::int64_t, int, bool, std::int64_t, std::int64_t>;
   thread_local std::map<Key, PairWork> cache;
-  const Key key{layout, seqlen, ranks, causal};
+  const Key key{layout, seqlen, ranks, mask.causal, mask.window_left, mask.window_right};
   if (auto it = cache.find(key); it != cache.end()) return it->second;
   if (cache.size() >= 16) cache.clear();
-  return cache.emplace(key, pair_work(layout, seqlen, ranks, causal)).first->second;
+  return cache.emplace(key, pair_work(layout, seqlen, ranks, mask)).first->second;
 }
 
 // The attention core's passes on one rank.
@@ -212,7 +212,7 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
   // busiest rank's time. FLOPs of one visible (query, key) pair over every head.
   const algo::Layout layout = layout_of(cand, w);
   const double pair_flops = 4.0 * b * hq * d;
-  auto work = [&]() -> const PairWork& { return cached_pair_work(layout, w.seqlen, p, w.causal); };
+  auto work = [&]() -> const PairWork& { return cached_pair_work(layout, w.seqlen, p, w.mask()); };
   // The backward's travelling side: the ring always moves K and V; burst as the library's
   // automatic scheme chooses.
   const Travelling backward_travels =
@@ -556,10 +556,10 @@ std::vector<Candidate> with_ulysses_degrees(const std::vector<Candidate>& choice
   return out;
 }
 
-std::vector<Candidate> with_layouts(const std::vector<Candidate>& choices, bool causal) {
+std::vector<Candidate> with_layouts(const std::vector<Candidate>& choices, bool masked) {
   std::vector<Candidate> out;
   for (const Candidate& cand : choices) {
-    if (!causal || !layout_matters(cand.strategy)) {
+    if (!masked || !layout_matters(cand.strategy)) {
       out.push_back(cand);
       continue;
     }

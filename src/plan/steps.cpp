@@ -47,17 +47,24 @@ double sum_capped(std::int64_t lo, std::int64_t hi, std::int64_t cap) {
 
 // Pairs (q, k) with k <= q between the queries of run a and the keys of run b.
 double causal_pairs(const Run& a, const Run& b) {
+  if (a.count <= 0 || b.count <= 0) return 0.0;
   // Query q sees min(max(q - b.first + 1, 0), b.count) keys of b.
   const std::int64_t lo = std::max(a.first, b.first), hi = a.first + a.count - 1;
   return sum_capped(lo - b.first + 1, hi - b.first + 1, b.count);
 }
 
-// Striped shards: rank r holds r + aP for a < m_r. Key j + bP <= query r + aP exactly when
-// b <= a (j <= r) or b <= a - 1 (j > r).
-double striped_causal_pairs(std::int64_t n, int p, int i, int j) {
+// Pairs with k - q <= x between runs a and b: k - x <= q, run b moved by -x.
+double pairs_up_to(const Run& a, const Run& b, std::int64_t x) { return causal_pairs(a, {b.first - x, b.count}); }
+
+std::int64_t floor_div(std::int64_t x, std::int64_t y) { return x / y - ((x % y != 0) && ((x < 0) != (y < 0)) ? 1 : 0); }
+
+// Striped shards: rank i holds i + aP for a < m_i. Pairs with (j + bP) - (i + aP) <= x: for
+// each a, the b with b <= a + f, f = floor((x + i - j) / P), so sum over a of
+// clamp(a + f + 1, 0, m_j).
+double striped_pairs_up_to(std::int64_t n, int p, int i, int j, std::int64_t x) {
   const std::int64_t m_i = (n - i + p - 1) / p, m_j = (n - j + p - 1) / p;
-  const std::int64_t shift = j <= i ? 1 : 0;
-  return sum_capped(shift, m_i - 1 + shift, m_j);
+  const std::int64_t f = floor_div(x + i - j, p);
+  return sum_capped(std::max<std::int64_t>(f + 1, 0), f + m_i, m_j);
 }
 
 int wrap(int x, int m) { return ((x % m) + m) % m; }
@@ -66,28 +73,37 @@ int wrap(int x, int m) { return ((x % m) + m) % m; }
 
 double PairWork::total() const { return std::accumulate(pairs.begin(), pairs.end(), 0.0); }
 
-PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, bool causal) {
+PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask) {
   BURST_CHECK(ranks >= 1 && seqlen >= ranks, "plan: ", seqlen, " tokens cannot shard over ", ranks, " ranks");
+  BURST_CHECK(!mask.has_documents(), "plan: packed documents are not modelled");
   BURST_CHECK(layout == algo::Layout::kContiguous || layout == algo::Layout::kZigzag || layout == algo::Layout::kStriped,
               "plan: the planner models the contiguous, zigzag and striped layouts, got ", algo::layout_name(layout));
   PairWork w;
   w.ranks = ranks;
   w.pairs.assign(static_cast<std::size_t>(ranks) * static_cast<std::size_t>(ranks), 0.0);
   const std::vector<std::int64_t> lengths = algo::shard_lengths(seqlen, ranks, layout);
+  // Visible pairs are those with lo <= k - q <= hi; beyond +-N every pair is in.
+  const std::int64_t far = seqlen;
+  std::int64_t lo = mask.window_left >= 0 ? -std::min(mask.window_left, far) : -far;
+  std::int64_t hi = mask.window_right >= 0 ? std::min(mask.window_right, far) : far;
+  if (mask.causal) hi = std::min<std::int64_t>(hi, 0);
+  const bool everything = lo <= -far && hi >= far;
   std::vector<std::vector<Run>> runs;
-  if (causal && layout != algo::Layout::kStriped) {
+  if (!everything && layout != algo::Layout::kStriped) {
     for (int r = 0; r < ranks; ++r) runs.push_back(shard_runs(layout, seqlen, ranks, r));
   }
   for (int i = 0; i < ranks; ++i) {
     for (int j = 0; j < ranks; ++j) {
       double pairs = 0.0;
-      if (!causal) {
+      if (everything) {
         pairs = static_cast<double>(lengths[static_cast<std::size_t>(i)]) * static_cast<double>(lengths[static_cast<std::size_t>(j)]);
+      } else if (lo > hi) {
+        pairs = 0.0;
       } else if (layout == algo::Layout::kStriped) {
-        pairs = striped_causal_pairs(seqlen, ranks, i, j);
+        pairs = striped_pairs_up_to(seqlen, ranks, i, j, hi) - striped_pairs_up_to(seqlen, ranks, i, j, lo - 1);
       } else {
         for (const Run& a : runs[static_cast<std::size_t>(i)])
-          for (const Run& b : runs[static_cast<std::size_t>(j)]) pairs += causal_pairs(a, b);
+          for (const Run& b : runs[static_cast<std::size_t>(j)]) pairs += pairs_up_to(a, b, hi) - pairs_up_to(a, b, lo - 1);
       }
       w.pairs[static_cast<std::size_t>(i) * static_cast<std::size_t>(ranks) + static_cast<std::size_t>(j)] = pairs;
     }

@@ -11,14 +11,15 @@
 #include <cstdint>
 #include <vector>
 
+#include "burst/kernels.h"
 #include "burst/layout.h"
 
 namespace burst::plan {
 
 // Visible (query, key) pairs between every two ranks' shards: pairs[i][j] for the queries of
-// rank i against the keys of rank j, under a causal mask or none, for the layouts that do not
-// read the mask (contiguous, zigzag, striped). Exact for any N >= P; cost O(P^2) from runs of
-// consecutive positions (striped in closed form).
+// rank i against the keys of rank j, under a mask's causal flag and window (no documents),
+// for the layouts that do not read the mask (contiguous, zigzag, striped). Exact for any
+// N >= P; cost O(P^2) from runs of consecutive positions (striped in closed form).
 struct PairWork {
   int ranks = 0;
   std::vector<double> pairs;  // row-major [query rank][key rank]
@@ -28,7 +29,12 @@ struct PairWork {
   }
   double total() const;
 };
-PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, bool causal);
+PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask);
+inline PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, bool causal) {
+  kernels::MaskSpec mask;
+  mask.causal = causal;
+  return pair_work(layout, seqlen, ranks, mask);
+}
 
 // Which side travels around the ring: the keys (the forward, and the backward's kKeyValue
 // scheme: rank r computes its queries against origin j's keys) or the queries (kQuery: rank r

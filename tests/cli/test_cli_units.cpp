@@ -121,6 +121,27 @@ TEST(PlanCommand, Layouts) {
   expect_error({"--layout", "striped", "--strategy", "burst@contiguous"}, "--layout cannot be combined");
   expect_error({"--no-causal", "--strategy", "burst@striped"}, "--strategy burst@striped:");
   expect_error({"--strategy", "ulysses@striped"}, "--strategy:");
+
+  // A sliding window: the table says so, and under a causal window contiguous shards (whose
+  // keys stop after one hop) beat zigzag. A window alone is a mask too: layouts apply.
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--cluster", "8xA100-PCIe", "--forward-only", "--window", "4095,0", "--seqlen", "256K",
+                       "--strategy", "burst,burst@contiguous"}),
+            0);
+  out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("causal, window 4095,0"), std::string::npos) << out;
+  EXPECT_NE(out.find("recommended: burst@contiguous"), std::string::npos) << out;
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--cluster", "8xA100-PCIe", "--no-causal", "--window", "8,8", "--layout", "striped", "--seqlen",
+                       "4K", "--strategy", "burst"}),
+            0);
+  out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("burst@striped"), std::string::npos) << out;
+  // Nothing fits (a training step of llama2-7b on 40 GB): the fit line stops looking for
+  // more ranks where they would outnumber the tokens (it used to fail there).
+  EXPECT_NE(out.find("fit       nothing fits 4096 tokens"), std::string::npos) << out;
+  expect_error({"--window", "5"}, "--window:");
+  expect_error({"--window", "a,b"}, "--window:");
 }
 
 // A calibration file reads back what was written; causal and ring-rsa rates are optional

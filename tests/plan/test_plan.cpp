@@ -197,18 +197,26 @@ TEST(PlanCandidates, UlyssesDegreesAreChoices) {
 
 // Visible pairs between every two shards, counted one pair at a time from the library's own
 // shard positions: what pair_work computes from runs and closed forms.
-std::vector<double> brute_pairs(algo::Layout layout, std::int64_t n, int p, bool causal) {
+std::vector<double> brute_pairs(algo::Layout layout, std::int64_t n, int p, const kernels::MaskSpec& mask) {
   const auto plan = algo::shard_plan(n, p, layout);
   std::vector<double> out;
   for (int i = 0; i < p; ++i) {
     for (int j = 0; j < p; ++j) {
       double pairs = 0;
       for (std::int64_t q : plan[static_cast<std::size_t>(i)])
-        for (std::int64_t k : plan[static_cast<std::size_t>(j)]) pairs += !causal || k <= q ? 1 : 0;
+        for (std::int64_t k : plan[static_cast<std::size_t>(j)]) pairs += mask.visible(q, k) ? 1 : 0;
       out.push_back(pairs);
     }
   }
   return out;
+}
+
+kernels::MaskSpec mask_of(bool causal, std::int64_t left = -1, std::int64_t right = -1) {
+  kernels::MaskSpec m;
+  m.causal = causal;
+  m.window_left = left;
+  m.window_right = right;
+  return m;
 }
 
 TEST(PlanSteps, PairWorkCountsEveryVisiblePair) {
@@ -221,9 +229,15 @@ TEST(PlanSteps, PairWorkCountsEveryVisiblePair) {
           SCOPED_TRACE(algo::layout_name(layout) + " P=" + std::to_string(p) + " N=" + std::to_string(n) +
                        (causal ? " causal" : ""));
           const plan::PairWork w = plan::pair_work(layout, n, p, causal);
-          EXPECT_EQ(w.pairs, brute_pairs(layout, n, p, causal));
+          EXPECT_EQ(w.pairs, brute_pairs(layout, n, p, mask_of(causal)));
           const auto nd = static_cast<double>(n);
           EXPECT_DOUBLE_EQ(w.total(), causal ? nd * (nd + 1) / 2 : nd * nd);
+          // Sliding windows: one-sided, two-sided, wider than the sequence, empty sides.
+          for (auto [left, right] : {std::pair<std::int64_t, std::int64_t>{5, 0}, {5, -1}, {0, 3}, {3, 7}, {-1, 2}, {500, 500}}) {
+            SCOPED_TRACE("window " + std::to_string(left) + "," + std::to_string(right));
+            const kernels::MaskSpec mask = mask_of(causal, left, right);
+            EXPECT_EQ(plan::pair_work(layout, n, p, mask).pairs, brute_pairs(layout, n, p, mask));
+          }
         }
       }
     }
@@ -278,17 +292,19 @@ TEST(PlanSteps, RingBytesAreWhatRunsSend) {
   m.heads = m.kv_heads = kHeads;
   m.head_dim = kDim;
   m.model_dim = kHeads * kDim;
-  const Workload w = plan::make_workload(1, true, true, Scope::kCore, DType::kF32);
+  for (std::int64_t window : {-1, 9}) {  // causal, and a causal window of 10 keys
+  Workload w = plan::make_workload(1, true, true, Scope::kCore, DType::kF32);
+  w.window_left = window;
   for (algo::Layout layout : plan::planned_layouts()) {
     for (plan::Candidate cand : {kBurst, kRing, plan::parse_candidate("usp:2", "t")}) {
       cand.layout = layout;
-      SCOPED_TRACE(cand.name());
+      SCOPED_TRACE(cand.name() + " window " + std::to_string(window));
       std::vector<double> forward(kRanks), backward(kRanks);
       comm::run_local_ranks(kRanks, [&](comm::Communicator& comm) {
         algo::StrategyOptions o;
         o.seqlen = kSeq;
         o.layout = layout;
-        o.mask.causal = true;
+        o.mask = w.mask();
         o.ulysses_degree = cand.ulysses_degree;
         const std::int64_t n = algo::shard_lengths(kSeq, kRanks, layout)[static_cast<std::size_t>(comm.rank())];
         const auto seed = static_cast<std::uint64_t>(10 * comm.rank());
@@ -313,6 +329,7 @@ TEST(PlanSteps, RingBytesAreWhatRunsSend) {
       EXPECT_NEAR(p.forward_bytes, f_mean, 1e-9 * f_mean);
       EXPECT_NEAR(p.backward_bytes, b_mean, 1e-9 * b_mean);
     }
+  }
   }
 }
 
@@ -363,6 +380,17 @@ TEST(PlanCandidates, LayoutsAreChoices) {
     ASSERT_GE(row.best, 0);
     EXPECT_NE(row.predictions[static_cast<std::size_t>(row.best)].candidate.layout, algo::Layout::kContiguous);
   }
+  // A causal sliding window of 4K keys at 256K: a contiguous shard's keys are needed by the
+  // next rank only, so they stop after one hop (the last rank's make none: 1/P of a full
+  // circle), where most of zigzag's go round (each rank holds a chunk next to the previous
+  // rank's); contiguous is burst's fastest layout.
+  Workload window = w;
+  window.window_left = 4095;
+  const Prediction wz = plan::predict(kBurst, c, m, window), wc = plan::predict(contiguous, c, m, window);
+  EXPECT_NEAR(wc.forward_bytes, zz.forward_bytes / c.ranks(), 1e-6 * wc.forward_bytes);
+  EXPECT_LT(wc.forward_bytes, wz.forward_bytes);
+  EXPECT_LT(wc.forward_seconds, wz.forward_seconds);
+  EXPECT_LT(wc.forward_seconds, plan::predict(striped, c, m, window).forward_seconds);
 }
 
 TEST(PlanModel, RingRsaRunsOutOfMemoryFirst) {
