@@ -2,6 +2,7 @@
 #include "flags.h"
 
 #include <algorithm>
+#include <tuple>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -78,26 +79,9 @@ double parse_bytes(std::string_view flag, std::string_view text) {
   return value * scale;
 }
 
-constexpr std::int64_t kMaxWindow = std::int64_t{1} << 40;
-
 // "LEFT,RIGHT"; a negative side means unbounded and is stored as -1 (MaskSpec's convention).
 void parse_window(RunArgs& a, std::string_view flag, std::string_view text) {
-  const auto comma = text.find(',');
-  BURST_CHECK(comma != std::string_view::npos, flag,
-              ": expected two integers LEFT,RIGHT separated by a comma, got '", text, "'");
-  const auto side = [&](std::string_view part) {
-    std::int64_t value = 0;
-    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
-    BURST_CHECK(ec == std::errc() && end == part.data() + part.size(), flag,
-                ": expected two integers LEFT,RIGHT separated by a comma, got '", text, "'");
-    // Past the longest sequence a window is unbounded in effect; bounding it keeps the
-    // kernels' position arithmetic (position + window) far from int64 overflow.
-    BURST_CHECK(value <= kMaxWindow, flag, ": expected sides of at most ", kMaxWindow, " (or negative: unbounded), got ",
-                value);
-    return value < 0 ? std::int64_t{-1} : value;
-  };
-  a.window_left = side(text.substr(0, comma));
-  a.window_right = side(text.substr(comma + 1));
+  std::tie(a.window_left, a.window_right) = parse_window_sides(flag, text);
 }
 
 constexpr std::int64_t kMaxSeqlen = std::int64_t{1} << 32;

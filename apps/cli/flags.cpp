@@ -1,6 +1,7 @@
 #include "flags.h"
 
 #include <algorithm>
+#include <charconv>
 #include <sstream>
 
 namespace burst::cli {
@@ -120,6 +121,23 @@ std::string usage_text(std::string_view command, std::string_view description, c
   }
   if (!epilogue.empty()) os << "\n" << epilogue;
   return os.str();
+}
+
+std::pair<std::int64_t, std::int64_t> parse_window_sides(std::string_view flag, std::string_view text) {
+  constexpr std::int64_t kMaxWindow = std::int64_t{1} << 40;
+  const auto comma = text.find(',');
+  BURST_CHECK(comma != std::string_view::npos, flag,
+              ": expected two integers LEFT,RIGHT separated by a comma, got '", text, "'");
+  const auto side = [&](std::string_view part) {
+    std::int64_t value = 0;
+    const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    BURST_CHECK(ec == std::errc() && end == part.data() + part.size(), flag,
+                ": expected two integers LEFT,RIGHT separated by a comma, got '", text, "'");
+    BURST_CHECK(value <= kMaxWindow, flag, ": expected sides of at most ", kMaxWindow, " (or negative: unbounded), got ",
+                value);
+    return value < 0 ? std::int64_t{-1} : value;
+  };
+  return {side(text.substr(0, comma)), side(text.substr(comma + 1))};
 }
 
 }  // namespace burst::cli

@@ -3,6 +3,9 @@
 // text cannot drift apart, and every subcommand parses and prints help alike.
 #pragma once
 
+#include <cstdint>
+#include <utility>
+
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,6 +46,11 @@ std::string usage_text(std::string_view command, std::string_view description, c
                        std::string_view epilogue = {});
 // `text` wrapped at `width` columns, each line after the first starting with `indent` spaces.
 std::string wrap(std::string_view text, std::size_t width, std::size_t indent, std::size_t first_column);
+
+// A sliding window's sides "LEFT,RIGHT" (--window of run and plan): integers, a negative side
+// unbounded (returned as -1), a side at most 2^40 (past any sequence; it keeps the kernels'
+// position arithmetic far from overflow). Throws naming `flag` otherwise.
+std::pair<std::int64_t, std::int64_t> parse_window_sides(std::string_view flag, std::string_view text);
 
 // Parses args against `table` ("--flag value" and "--flag=value"); returns the names given,
 // in order.

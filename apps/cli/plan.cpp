@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "args.h"
@@ -197,18 +198,7 @@ constexpr Flag<PlanArgs> kFlags[] = {
     {"--window", "LEFT,RIGHT", "a sliding window, as burst run's: keys in [query-LEFT, query+RIGHT], a negative side "
      "unbounded (with the causal default: LEFT,0 or LEFT,-1 is a causal window of LEFT + 1 keys)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
-       const std::string text(v);
-       const auto comma = text.find(',');
-       BURST_CHECK(comma != std::string::npos, f, ": expected two integers LEFT,RIGHT separated by a comma, got '", v, "'");
-       auto side = [&](const std::string& part) {
-         std::int64_t x = 0;
-         const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), x);
-         BURST_CHECK(ec == std::errc() && end == part.data() + part.size() && x <= (std::int64_t{1} << 40), f,
-                     ": expected two integers LEFT,RIGHT separated by a comma, got '", v, "'");
-         return x < 0 ? std::int64_t{-1} : x;
-       };
-       a.window_left = side(text.substr(0, comma));
-       a.window_right = side(text.substr(comma + 1));
+       std::tie(a.window_left, a.window_right) = parse_window_sides(f, v);
      }},
     {"--strategy", "S[,S...]", "only these strategies (burst, burst-double, ring, ring-rsa, ulysses, usp, usp:U for "
      "U ranks per Ulysses group, allgather, tp-v1, tp-v3); S@L runs burst, ring, usp or allgather with layout L "

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../support.h"
+#include "rank_problem.h"
 #include "burst/local_world.h"
 #include "burst/throttle.h"
 #include "burst/strategy.h"
@@ -141,24 +142,12 @@ TEST(Emulation, RingRunsSendTheRealBytesInTheModelsTime) {
       o.layout = algo::Layout::kZigzag;
       o.mask.causal = causal;
       o.block_m = o.block_n = 64;
-      const auto seed = static_cast<std::uint64_t>(10 * c.rank());
-      const Tensor q = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 1),
-                   k = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 2),
-                   v = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 3),
-                   dout = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 4);
-      Tensor out(DType::kF32, 1, kShard, kHeads, kDim), dq(DType::kF32, 1, kShard, kHeads, kDim),
-          dk(DType::kF32, 1, kShard, kHeads, kDim), dv(DType::kF32, 1, kShard, kHeads, kDim);
-      RowStats lse(1, kHeads, kShard);
+      testing::RankProblem shards(kShard, kHeads, kDim, c.rank());
       auto run = [&](algo::StrategyStats& fwd, algo::StrategyStats& bwd, double& fwd_s, double& bwd_s) {
         c.barrier();
-        fwd_s = seconds_of([&] {
-          fwd = algo::strategy_forward(algo::Strategy::kBurst, c, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
-        });
+        fwd_s = seconds_of([&] { fwd = shards.forward(algo::Strategy::kBurst, c, o); });
         c.barrier();
-        bwd_s = seconds_of([&] {
-          bwd = algo::strategy_backward(algo::Strategy::kBurst, c, q.view(), k.view(), v.view(), out.view(), lse.view(),
-                                        dout.view(), dq.view(), dk.view(), dv.view(), o);
-        });
+        bwd_s = seconds_of([&] { bwd = shards.backward(algo::Strategy::kBurst, c, o); });
       };
       algo::StrategyStats real_f, real_b, emu_f, emu_b;
       double s0 = 0, s1 = 0, fwd_s = 0, bwd_s = 0;
@@ -202,21 +191,11 @@ TEST(Emulation, DoubleRingBackwardHidesTheNodePartialsGoingHome) {
     o.double_ring = true;
     o.backward_scheme = algo::BackwardScheme::kQuery;
     o.emulate = model(1000.0, step_flops / kStep / 1e9);
-    const auto seed = static_cast<std::uint64_t>(10 * local.rank());
-    const Tensor q = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 1),
-                 k = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 2),
-                 v = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 3),
-                 dout = testing::random_tensor(DType::kF32, 1, kShard, kHeads, kDim, seed + 4);
-    Tensor out(DType::kF32, 1, kShard, kHeads, kDim), dq(DType::kF32, 1, kShard, kHeads, kDim),
-        dk(DType::kF32, 1, kShard, kHeads, kDim), dv(DType::kF32, 1, kShard, kHeads, kDim);
-    RowStats lse(1, kHeads, kShard);
-    algo::strategy_forward(algo::Strategy::kBurst, *c, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
+    testing::RankProblem shards(kShard, kHeads, kDim, local.rank());
+    shards.forward(algo::Strategy::kBurst, *c, o);
     c->barrier();
     algo::StrategyStats stats;
-    const double took = seconds_of([&] {
-      stats = algo::strategy_backward(algo::Strategy::kBurst, *c, q.view(), k.view(), v.view(), out.view(), lse.view(),
-                                      dout.view(), dq.view(), dk.view(), dv.view(), o);
-    });
+    const double took = seconds_of([&] { stats = shards.backward(algo::Strategy::kBurst, *c, o); });
     EXPECT_EQ(stats.steps_computed, kRanks);
     EXPECT_LE(stats.wait_seconds, crossing + 0.06) << "rank " << local.rank() << " waited for node partials";
     expect_model_time(took, kRanks * kStep + crossing, "double-ring backward");

@@ -17,6 +17,7 @@
 #include "burst/strategy.h"
 #include "plan/steps.h"
 #include "../support.h"
+#include "../algo/rank_problem.h"
 
 namespace burst {
 namespace {
@@ -307,17 +308,9 @@ TEST(PlanSteps, RingBytesAreWhatRunsSend) {
         o.mask = w.mask();
         o.ulysses_degree = cand.ulysses_degree;
         const std::int64_t n = algo::shard_lengths(kSeq, kRanks, layout)[static_cast<std::size_t>(comm.rank())];
-        const auto seed = static_cast<std::uint64_t>(10 * comm.rank());
-        const Tensor q = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 1),
-                     k = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 2),
-                     v = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 3),
-                     dout = testing::random_tensor(DType::kF32, 1, n, kHeads, kDim, seed + 4);
-        Tensor out(DType::kF32, 1, n, kHeads, kDim), dq(DType::kF32, 1, n, kHeads, kDim),
-            dk(DType::kF32, 1, n, kHeads, kDim), dv(DType::kF32, 1, n, kHeads, kDim);
-        RowStats lse(1, kHeads, n);
-        const auto f = algo::strategy_forward(cand.strategy, comm, q.view(), k.view(), v.view(), out.view(), lse.view(), o);
-        const auto b = algo::strategy_backward(cand.strategy, comm, q.view(), k.view(), v.view(), out.view(), lse.view(),
-                                               dout.view(), dq.view(), dk.view(), dv.view(), o);
+        testing::RankProblem shards(n, kHeads, kDim, comm.rank());
+        const auto f = shards.forward(cand.strategy, comm, o);
+        const auto b = shards.backward(cand.strategy, comm, o);
         forward[static_cast<std::size_t>(comm.rank())] = static_cast<double>(f.bytes_sent);
         backward[static_cast<std::size_t>(comm.rank())] = static_cast<double>(b.bytes_sent);
       });
