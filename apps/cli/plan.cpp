@@ -210,11 +210,7 @@ constexpr Flag<PlanArgs> kFlags[] = {
     {"--layout", "zigzag|striped|contiguous", "under a mask (causal, a window), the token layout of burst, ring, usp and "
      "allgather (default zigzag; --top without --layout tries every one)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
-       const algo::Layout l = algo::parse_layout(std::string(v), std::string(f));
-       const auto planned = plan::planned_layouts();
-       BURST_CHECK(std::find(planned.begin(), planned.end(), l) != planned.end(), f,
-                   ": expected zigzag, striped or contiguous (the layouts the planner models), got '", v, "'");
-       a.layout = l;
+       a.layout = plan::parse_planned_layout(std::string(v), std::string(f));
      }},
     {"--top", "N", "also try USP at every Ulysses degree and, under a mask (causal, a window), every layout, and list the N "
      "fastest choices that fit, with their time and memory per rank",
@@ -381,10 +377,7 @@ int run_plan(std::span<char* const> args) {
                       : std::vector<std::int64_t>{32768, 65536, 131072, 262144, 524288, 1048576};
   }
   std::vector<Candidate> choices = a.strategies.empty() ? plan::candidates() : a.strategies;
-  if (a.layout) {
-    for (Candidate& cand : choices)
-      if (plan::layout_matters(cand.strategy)) cand.layout = *a.layout;
-  }
+  if (a.layout) choices = plan::with_layout(std::move(choices), *a.layout);
   if (a.top > 0) {
     choices = plan::with_ulysses_degrees(choices, m, c);
     if (!a.layout) choices = plan::with_layouts(choices, a.masked());

@@ -143,6 +143,11 @@ struct Candidate {
 // whose ranks compute their own queries. The others compute whole rows or every score.
 std::vector<algo::Layout> planned_layouts();
 bool layout_matters(algo::Strategy strategy);
+// A layout_name among planned_layouts(); throws naming `what` and listing them otherwise.
+algo::Layout parse_planned_layout(const std::string& text, const std::string& what);
+// `choices` with every candidate whose work depends on the layout (layout_matters) set to
+// `layout`; the others as they are.
+std::vector<Candidate> with_layout(std::vector<Candidate> choices, algo::Layout layout);
 // Every candidate, in the order tables list them: burst, burst-double, ring, ring-rsa,
 // ulysses, usp, allgather, tp-v1, tp-v3 (local runs on one rank and is not planned).
 const std::vector<Candidate>& candidates();

@@ -508,22 +508,35 @@ std::string Candidate::name() const {
   return n;
 }
 
+algo::Layout parse_planned_layout(const std::string& text, const std::string& what) {
+  const std::vector<algo::Layout> planned = planned_layouts();
+  std::string names;
+  for (algo::Layout l : planned) {
+    if (!names.empty()) names += '|';
+    names += algo::layout_name(l);
+  }
+  const auto it = std::find_if(planned.begin(), planned.end(), [&](algo::Layout l) { return algo::layout_name(l) == text; });
+  if (it == planned.end()) fail(what, ": expected a layout the planner models, ", names, ", got '", text, "'");
+  return *it;
+}
+
+std::vector<Candidate> with_layout(std::vector<Candidate> choices, algo::Layout layout) {
+  for (Candidate& cand : choices)
+    if (layout_matters(cand.strategy)) cand.layout = layout;
+  return choices;
+}
+
 Candidate parse_candidate(const std::string& text, const std::string& what) {
   // strategy[@layout]
   if (const std::size_t at = text.find('@'); at != std::string::npos) {
     Candidate c = parse_candidate(text.substr(0, at), what);
-    const std::string name = text.substr(at + 1);
-    const std::vector<algo::Layout> planned = planned_layouts();
-    std::string names;
-    for (algo::Layout l : planned) {
-      if (!names.empty()) names += '|';
-      names += algo::layout_name(l);
-    }
-    const auto it = std::find_if(planned.begin(), planned.end(), [&](algo::Layout l) { return algo::layout_name(l) == name; });
-    if (it == planned.end()) fail(what, ": '", text, "': expected a layout ", names, " after '@', got '", name, "'");
+    std::string named = what;
+    named += ": '";
+    named += text;
+    named += '\'';
+    c.layout = parse_planned_layout(text.substr(at + 1), named);
     if (!layout_matters(c.strategy))
-      fail(what, ": '", text, "': ", algo::strategy_name(c.strategy), "'s work does not depend on the layout");
-    c.layout = *it;
+      fail(named, ": ", algo::strategy_name(c.strategy), "'s work does not depend on the layout");
     return c;
   }
   if (text.rfind("usp:", 0) == 0) {
