@@ -38,19 +38,27 @@ py::dict prediction_dict(const plan::Prediction& p, bool recommended) {
 py::list plan_rows(const std::vector<std::int64_t>& seqlens, const std::string& cluster_name, const std::string& model_name,
                    std::optional<int> ranks, std::optional<int> nodes, std::int64_t batch, bool causal, bool backward,
                    const std::string& scope, const std::string& dtype,
-                   const std::optional<std::vector<std::string>>& strategies) {
+                   const std::optional<std::vector<std::string>>& strategies, std::int64_t window_left,
+                   std::int64_t window_right) {
   BURST_CHECK(!seqlens.empty(), "seqlens: expected at least one sequence length, got none");
   BURST_CHECK(batch >= 1, "batch: expected >= 1, got ", batch);
   const plan::ModelShape model = plan::model_preset(model_name, "model");
   plan::Cluster cluster = plan::cluster_preset(cluster_name, "cluster");
   const int n = nodes.value_or(cluster.nodes);
   cluster = plan::resize(cluster, n, ranks.value_or(nodes ? n * cluster.ranks_per_node : cluster.ranks()), "ranks");
-  const plan::Workload work = plan::make_workload(batch, causal, backward, plan::parse_scope(scope, "scope"),
-                                                  parse_dtype(dtype, "dtype"));
+  plan::Workload work = plan::make_workload(batch, causal, backward, plan::parse_scope(scope, "scope"),
+                                            parse_dtype(dtype, "dtype"));
+  work.window_left = window_left;
+  work.window_right = window_right;
+  const bool masked = causal || window_left >= 0 || window_right >= 0;
   std::vector<plan::Candidate> candidates = plan::candidates();
   if (strategies) {
     candidates.clear();
-    for (const std::string& s : *strategies) candidates.push_back(plan::parse_candidate(s, "strategies"));
+    for (const std::string& s : *strategies) {
+      candidates.push_back(plan::parse_candidate(s, "strategies"));
+      BURST_CHECK(masked || candidates.back().layout == algo::Layout::kZigzag, "strategies: ", s,
+                  ": without a mask every layout gives every rank the same work; a layout needs causal=True or a window");
+    }
   }
   std::vector<plan::Row> rows;
   {
@@ -76,7 +84,7 @@ py::list plan_rows(const std::vector<std::int64_t>& seqlens, const std::string& 
 void bind_plan(py::module_& m) {
   m.def("plan", &plan_rows, py::arg("seqlens"), py::arg("cluster"), py::arg("model"), py::arg("ranks"),
         py::arg("nodes"), py::arg("batch"), py::arg("causal"), py::arg("backward"), py::arg("scope"),
-        py::arg("dtype"), py::arg("strategies"));
+        py::arg("dtype"), py::arg("strategies"), py::arg("window_left"), py::arg("window_right"));
   m.def("plan_clusters", [] {
     std::vector<std::string> names;
     for (const std::string& n : plan::cluster_preset_names())
