@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <sstream>
 
 #include "json.h"
@@ -82,12 +83,29 @@ std::string what_would_fit(const Cluster& c, const ModelShape& m, const Workload
   std::int64_t shorter = seqlen / 2;
   while (shorter >= std::max<std::int64_t>(c.ranks(), 1) && !fits(c, shorter)) shorter /= 2;
   if (shorter >= c.ranks()) text += "; on " + std::to_string(c.ranks()) + " ranks " + std::to_string(shorter) + " tokens fit";
+  // The least memory per rank any choice needs: once doubling the ranks no longer lowers it
+  // (weights that no strategy here shards), more ranks will not fit either.
+  auto least_memory = [](const plan::Row& row) {
+    double least = std::numeric_limits<double>::infinity();
+    for (const plan::Prediction& p : row.predictions)
+      if (p.infeasible.empty()) least = std::min(least, p.memory_bytes);
+    return least;
+  };
+  double before = std::numeric_limits<double>::infinity();
   for (int factor = 2; factor <= 1024; factor *= 2) {
     Cluster more = c;
     more.nodes = c.nodes * factor;
     if (more.ranks() > seqlen) break;  // every rank needs a token
-    if (fits(more, seqlen)) return text + "; " + std::to_string(more.ranks()) + " ranks (" + std::to_string(more.nodes) +
-                                   " nodes) fit " + std::to_string(seqlen);
+    const plan::Row row = plan::predict_all(more, m, w, {seqlen}, choices).front();
+    if (row.best >= 0)
+      return text + "; " + std::to_string(more.ranks()) + " ranks (" + std::to_string(more.nodes) + " nodes) fit " +
+             std::to_string(seqlen);
+    const double least = least_memory(row);
+    if (!(least < 0.99 * before)) {
+      text += "; more ranks do not lower the memory per rank below " + fmt("%.1f", least * 1e-9) + " GB";
+      break;
+    }
+    before = least;
   }
   return text;
 }
