@@ -54,6 +54,8 @@ struct PlanArgs {
   std::vector<Candidate> strategies;  // empty: all
   std::string json_path;
   int rounds = 7;  // --calibrate: the kernels' interleaved rounds
+  std::optional<double> speed;          // --speed: compute rates scaled by it
+  std::optional<double> probe_seconds;  // --probe: measure the kernels' rate now for that long
   int top = 0;  // > 0: rank every choice (USP at every Ulysses degree, every layout) and list the best `top`
   std::optional<algo::Layout> layout;  // of the strategies whose work depends on it
   std::int64_t window_left = -1, window_right = -1;  // --window; negative: unbounded
@@ -223,6 +225,13 @@ constexpr Flag<PlanArgs> kFlags[] = {
      [](PlanArgs& a, std::string_view, std::string_view) { a.calibrate = true; }},
     {"--rounds", "N", "with --calibrate: interleaved rounds of the kernel measurements, the median kept (default 7)",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.rounds = static_cast<int>(parse_count(f, v, 100)); }},
+    {"--speed", "F", "scale the cluster's compute rates (attention kernels, GEMM, ring-rsa) by F: plan for cores that "
+     "run at F times the calibrated or preset rate (e.g. the speed --probe reads)",
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.speed = parse_positive(f, v); }},
+    {"--probe", "SECONDS", "measure the fp32 kernels' rate on every core now, for about SECONDS, and print it against "
+     "--calibration's as 'speed F' (a shared machine's speed moves: scripts/plan_check.sh probes before and after "
+     "every run)",
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.probe_seconds = parse_positive(f, v); }},
     {"--help", "", "print this help", [](PlanArgs& a, std::string_view, std::string_view) { a.help = true; }},
 };
 
@@ -234,6 +243,7 @@ PlanArgs parse_plan_args(std::span<char* const> args) {
     BURST_CHECK(!was_given(one) || !was_given(other), one, " cannot be combined with ", other, ": they ask for opposites");
   BURST_CHECK(!was_given("--block") || !was_given("--scope"), "--block cannot be combined with --scope: --block is --scope block");
   BURST_CHECK(!was_given("--rounds") || a.calibrate, "--rounds: it sets --calibrate's measurements; give --calibrate too");
+  BURST_CHECK(!a.calibrate || !a.probe_seconds, "--probe cannot be combined with --calibrate: the probe reads a calibration");
   BURST_CHECK(!a.layout || a.masked(),
               "--layout: without a mask every layout gives every rank the same work; it needs --causal or --window");
   for (const Candidate& c : a.strategies) {
@@ -294,7 +304,24 @@ Cluster make_cluster(const PlanArgs& a, DType dtype) {
   if (a.nics_per_node) c.nics_per_node = *a.nics_per_node;
   if (a.latency_us) c.intra.latency = c.inter.latency = *a.latency_us * 1e-6;
   if (a.memory_gb) c.memory_bytes = *a.memory_gb * 1e9;
+  if (a.speed) {
+    for (double* rate : {&c.attention_forward_flops, &c.attention_backward_flops, &c.attention_forward_flops_causal,
+                         &c.attention_backward_flops_causal, &c.gemm_flops, &c.ring_rsa_forward_flops,
+                         &c.ring_rsa_backward_flops})
+      *rate *= *a.speed;
+  }
   return c;
+}
+
+// The kernels' rate now against the calibration's: the speed to plan with.
+int run_probe(const PlanArgs& a) {
+  const plan::Calibration c = load_calibration(a.calibration, "--probe");
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const double rate = plan::probe_kernel_rate(cores, *a.probe_seconds);
+  std::cout << "speed " << fmt("%.4f", rate / c.attention_forward_f32) << " (fp32 forward " << fmt("%.1f", rate * 1e-9)
+            << " GFLOP/s per core now, " << fmt("%.1f", c.attention_forward_f32 * 1e-9) << " in " << a.calibration
+            << ", " << cores << " cores)\n";
+  return 0;
 }
 
 int run_calibrate(const PlanArgs& a) {
@@ -316,7 +343,9 @@ int run_calibrate(const PlanArgs& a) {
   if (!root) return 0;
   outputs.write_text(a.calibration, calibration_json(c));
   outputs.commit();
-  std::cout << "calibration (" << c.cores << " cores, one thread each):\n"
+  const Cluster tiles = plan::cluster_from_calibration(c, 1, DType::kF32);
+  std::cout << "calibration (" << c.cores << " cores, one thread each; kernels on " << c.kernel_heads << " heads x "
+            << c.kernel_tokens << " tokens):\n"
             << "  attention fp32 forward " << fmt("%.1f", c.attention_forward_f32 * 1e-9) << " GFLOP/s, backward "
             << fmt("%.1f", c.attention_backward_f32 * 1e-9) << "\n"
             << "  attention bf16 forward " << fmt("%.1f", c.attention_forward_bf16 * 1e-9) << " GFLOP/s, backward "
@@ -325,6 +354,10 @@ int run_calibrate(const PlanArgs& a) {
             << fmt("%.1f", c.attention_forward_bf16_causal * 1e-9) << " GFLOP/s, backward "
             << fmt("%.1f", c.attention_backward_f32_causal * 1e-9) << " / "
             << fmt("%.1f", c.attention_backward_bf16_causal * 1e-9) << "\n"
+            << "  fp32 masked tile       " << tiles.tile_rows << " x " << tiles.tile_cols << ": forward "
+            << fmt("%.2f", tiles.masked_tile_forward / (tiles.tile_rows * tiles.tile_cols)) << ", backward "
+            << fmt("%.2f", tiles.masked_tile_backward / (tiles.tile_rows * tiles.tile_cols))
+            << " tiles of work beyond its visible pairs\n"
             << "  projection GEMM fp32   " << fmt("%.1f", c.gemm_f32 * 1e-9) << " GFLOP/s\n"
             << "  memory copy            " << fmt("%.2f", c.memory_bandwidth * 1e-9) << " GB/s\n"
             << "  ring-rsa fp32          forward " << fmt("%.1f", c.ring_rsa_forward_f32 * 1e-9) << " GFLOP/s, backward "
@@ -356,6 +389,7 @@ int run_plan(std::span<char* const> args) {
     return 0;
   }
   if (a.calibrate) return run_calibrate(a);
+  if (a.probe_seconds) return run_probe(a);
   // Under mpirun only the calibration is collective; the predictions are printed once.
   if (comm::launcher_rank() != 0) return 0;
   Outputs outputs;

@@ -54,6 +54,10 @@ std::string calibration_json(const plan::Calibration& c) {
   j.number("attention_backward_flops_fp32_causal", c.attention_backward_f32_causal);
   j.number("attention_forward_flops_bf16_causal", c.attention_forward_bf16_causal);
   j.number("attention_backward_flops_bf16_causal", c.attention_backward_bf16_causal);
+  j.integer("kernel_heads", c.kernel_heads);
+  j.integer("kernel_tokens", c.kernel_tokens);
+  j.integer("tile_rows", c.tile_rows);
+  j.integer("tile_cols", c.tile_cols);
   j.number("gemm_flops_fp32", c.gemm_f32);
   j.number("memory_bandwidth", c.memory_bandwidth);
   j.number("ring_rsa_forward_flops_fp32", c.ring_rsa_forward_f32);
@@ -102,6 +106,17 @@ plan::Calibration load_calibration(const std::string& path, const std::string& w
   c.attention_backward_f32_causal = optional("attention_backward_flops_fp32_causal");
   c.attention_forward_bf16_causal = optional("attention_forward_flops_bf16_causal");
   c.attention_backward_bf16_causal = optional("attention_backward_flops_bf16_causal");
+  // Files from before these keys measured 2 heads x 4096 tokens on this machine's tile.
+  auto count = [&](const char* key, double absent) {
+    const double x = optional(key);
+    BURST_CHECK(x == static_cast<double>(static_cast<std::int64_t>(x)), what, ": calibration \"", key,
+                "\": expected a whole number, got ", x);
+    return x > 0 ? static_cast<std::int64_t>(x) : static_cast<std::int64_t>(absent);
+  };
+  c.kernel_heads = count("kernel_heads", 2);
+  c.kernel_tokens = count("kernel_tokens", 4096);
+  c.tile_rows = static_cast<int>(count("tile_rows", 0));
+  c.tile_cols = static_cast<int>(count("tile_cols", 0));
   c.gemm_f32 = number_value(text, "gemm_flops_fp32", what);
   c.memory_bandwidth = number_value(text, "memory_bandwidth", what);
   c.ring_rsa_forward_f32 = optional("ring_rsa_forward_flops_fp32");

@@ -49,9 +49,17 @@ struct Cluster {
   // Rates of one compute slot, FLOP/s as counted above, for the attention core's dtype.
   double attention_forward_flops = 0;
   double attention_backward_flops = 0;
-  // With a causal mask (FLOPs at the visible fraction); 0: the rates above.
+  // With a causal mask (FLOPs at the visible fraction); 0: the rates above. Not used when the
+  // tiles below are modelled.
   double attention_forward_flops_causal = 0;
   double attention_backward_flops_causal = 0;
+  // The kernels' tile (query rows x key columns) and what a partially masked tile costs
+  // beyond its visible pairs, in pairs at the full rates above (forward, backward): a masked
+  // call takes (visible pairs + extra x partially masked tiles) x FLOPs per pair / rate, so
+  // full blocks run at the full rate and only the mask's edges cost more. tile_rows 0: not
+  // modelled.
+  int tile_rows = 0, tile_cols = 0;
+  double masked_tile_forward = 0, masked_tile_backward = 0;
   double gemm_flops = 0;          // projections and MLP
   double memory_bandwidth = 0;    // bytes/s of one rank: ring-rsa's materialised score passes
   // ring-rsa's measured rates, FLOPs counted as the attention kernels' without a mask (GEMMs
@@ -217,14 +225,19 @@ Cluster resize(Cluster cluster, int nodes, int ranks, const std::string& what);
 
 struct Calibration {
   // One core's rate while every core runs the same measurement (one thread each), counted
-  // FLOPs as above: attention kernels on 2 heads x 4096 tokens, d = 128, no mask; fp32
+  // FLOPs as above: attention kernels on kernel_heads x kernel_tokens, d = 128, no mask; fp32
   // sgemm-based projections.
   double attention_forward_f32 = 0, attention_backward_f32 = 0;
   double attention_forward_bf16 = 0, attention_backward_bf16 = 0;
   // The same with a causal mask (FLOPs counted at the visible fraction): masked diagonal
   // tiles run slower than full ones. 0: not measured (older files), use the rates above.
+  // cluster_from_calibration turns them into the cost of a partially masked tile.
   double attention_forward_f32_causal = 0, attention_backward_f32_causal = 0;
   double attention_forward_bf16_causal = 0, attention_backward_bf16_causal = 0;
+  // The kernels' problem: heads x tokens (older files: 2 x 4096), and the tile the kernels
+  // ran it with (0: older files, this machine's default tile).
+  std::int64_t kernel_heads = 8, kernel_tokens = 4096;
+  int tile_rows = 0, tile_cols = 0;
   double gemm_f32 = 0;
   double memory_bandwidth = 0;  // bytes/s of one core copying 256 MiB (read + write), all copying
   // ring-rsa on one rank (1 head, d = 128, fp32, score rows at least twice the L3 cache:
@@ -251,6 +264,11 @@ struct Calibration {
 // compute figures, cores, memory_bytes and measured_at of the result, not the link.
 // `rounds`: the kernels' interleaved rounds (burst plan --calibrate --rounds, default 7).
 Calibration measure_compute(std::ostream& log, int threads, int rounds = 7);
+// The fp32 forward kernel's rate on the calibration's problem (no mask) now: `threads`
+// threads at once call it for about `seconds`, and the mean of their median calls is
+// returned (FLOP/s of one core, as Calibration::attention_forward_f32). On a shared machine
+// whose speed moves, its ratio to the calibration's rate is the speed to plan with.
+double probe_kernel_rate(int threads, double seconds);
 // Measures ring steps between the first two ranks of `comm` (8-byte messages for the latency,
 // 64 MiB ones for the bandwidth) and sets the link figures of `into` on rank 0. Collective;
 // needs at least 2 ranks.
@@ -260,7 +278,10 @@ void measure_link(comm::Communicator& comm, Calibration& into);
 double available_memory();
 
 // The cluster "this": one node of `ranks` ranks sharing the measured cores, as burst run
-// places them (threads per rank = cores / ranks, at least one), with the rates of `dtype`.
+// places them (threads per rank = cores / ranks, at least one), with the rates of `dtype`
+// and the kernels' tile model: a partially masked tile's extra cost is what the causal
+// problem took beyond its visible pairs at the full rate, divided among its partially
+// masked tiles (0 when the causal rate is not below the full one).
 Cluster cluster_from_calibration(const Calibration& calibration, int ranks, DType dtype);
 
 }  // namespace burst::plan

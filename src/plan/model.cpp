@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <tuple>
 
 #include "burst/layout.h"
@@ -186,6 +187,17 @@ const PairWork& cached_pair_work(algo::Layout layout, std::int64_t seqlen, int r
   return cache.emplace(key, pair_work(layout, seqlen, ranks, mask)).first->second;
 }
 
+// Partially masked tiles, cached like cached_pair_work (O(P N / tile x log)).
+const PairWork& cached_partial_tiles(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask,
+                                     int rows, int cols) {
+  using Key = std::tuple<algo::Layout, std::int64_t, int, bool, std::int64_t, std::int64_t, int, int>;
+  thread_local std::map<Key, PairWork> cache;
+  const Key key{layout, seqlen, ranks, mask.causal, mask.window_left, mask.window_right, rows, cols};
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  if (cache.size() >= 16) cache.clear();
+  return cache.emplace(key, partial_tiles(layout, seqlen, ranks, mask, rows, cols)).first->second;
+}
+
 // The attention core's passes on one rank.
 void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, const Workload& w,
                const std::vector<std::int64_t>& lengths, LayerCost& cost) {
@@ -193,12 +205,25 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
   const double b = static_cast<double>(w.batch), n_total = static_cast<double>(w.seqlen);
   const double hq = static_cast<double>(m.heads), d = static_cast<double>(m.head_dim);
   const double share = c.rank_share();
-  const bool causal_rates = w.causal && c.attention_forward_flops_causal > 0 && c.attention_backward_flops_causal > 0;
+  // A masked call on a cluster with a tile model: full tiles at the full rate and each
+  // partially masked tile's extra (Cluster::masked_tile_forward); else one rate for the mask.
+  const bool tiled = c.tile_rows > 0 && (w.causal || w.window_left >= 0 || w.window_right >= 0);
+  const bool causal_rates =
+      !tiled && w.causal && c.attention_forward_flops_causal > 0 && c.attention_backward_flops_causal > 0;
   const double fwd_rate = (causal_rates ? c.attention_forward_flops_causal : c.attention_forward_flops) * share;
   const double bwd_rate = (causal_rates ? c.attention_backward_flops_causal : c.attention_backward_flops) * share;
-  // Counted FLOPs of this rank's share of the whole problem.
+  // Counted FLOPs of this rank's share of the whole problem, run as one call per head over
+  // every token (Ulysses, tensor parallelism); with the tile model, the call's partially
+  // masked tiles added.
   const double flops = 4.0 * b * hq * n_total * n_total * d * visible(w) / p;
-  const double fwd = flops / fwd_rate, bwd = 2.5 * flops / bwd_rate;
+  double fwd = flops / fwd_rate, bwd = 2.5 * flops / bwd_rate;
+  if (tiled) {
+    const double edges =
+        cached_partial_tiles(algo::Layout::kContiguous, w.seqlen, 1, w.mask(), c.tile_rows, c.tile_cols).total() *
+        4.0 * b * hq * d / p;
+    fwd += c.masked_tile_forward * edges / fwd_rate;
+    bwd += 2.5 * c.masked_tile_backward * edges / bwd_rate;
+  }
 
   const algo::StrategyOptions options = options_of(cand, m, c);
   // Every rank's bytes, averaged as the library's reports average them.
@@ -213,6 +238,18 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
   const algo::Layout layout = layout_of(cand, w);
   const double pair_flops = 4.0 * b * hq * d;
   auto work = [&]() -> const PairWork& { return cached_pair_work(layout, w.seqlen, p, w.mask()); };
+  // What the kernels compute between every two ranks' shards, in pairs at the full rate, for
+  // the forward and the backward: the visible pairs without the tile model.
+  std::optional<PairWork> tiled_forward, tiled_backward;
+  auto kernel_work = [&](bool backward) -> const PairWork& {
+    if (!tiled) return work();
+    std::optional<PairWork>& slot = backward ? tiled_backward : tiled_forward;
+    if (!slot) {
+      slot = tile_weighted(work(), cached_partial_tiles(layout, w.seqlen, p, w.mask(), c.tile_rows, c.tile_cols),
+                           backward ? c.masked_tile_backward : c.masked_tile_forward);
+    }
+    return *slot;
+  };
   // The backward's travelling side: the ring always moves K and V; burst as the library's
   // automatic scheme chooses.
   const Travelling backward_travels =
@@ -227,14 +264,15 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
     case algo::Strategy::kRing: {
       const PairWork& pairs = work();
       if (cand.double_ring) {
-        auto seconds = [&](Travelling t, double flops_per_pair, double rate) {
-          std::vector<std::vector<double>> steps = double_ring_steps(pairs, c.nodes, l, t);
+        auto seconds = [&](const PairWork& kernels, Travelling t, double flops_per_pair, double rate) {
+          std::vector<std::vector<double>> steps = double_ring_steps(kernels, c.nodes, l, t);
           for (auto& cycle : steps) cycle = seconds_of(std::move(cycle), flops_per_pair, rate);
           return steps;
         };
-        double_ring_pass(cost.forward, c, seconds(Travelling::kKeys, pair_flops, fwd_rate), p > 1 ? fsum / (p - 1) : 0, 1, 0);
+        double_ring_pass(cost.forward, c, seconds(kernel_work(false), Travelling::kKeys, pair_flops, fwd_rate),
+                         p > 1 ? fsum / (p - 1) : 0, 1, 0);
         if (w.backward) {
-          double_ring_pass(cost.backward, c, seconds(backward_travels, 2.5 * pair_flops, bwd_rate),
+          double_ring_pass(cost.backward, c, seconds(kernel_work(true), backward_travels, 2.5 * pair_flops, bwd_rate),
                            p > 1 ? bundle / (p - 1) + trailing / p : 0, 2, p > 1 ? trailing / p : 0);
         }
         break;
@@ -246,12 +284,13 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       const RingSends sent = ring_sends(last_steps(pairs, Travelling::kKeys), last_steps(pairs, backward_travels),
                                         as_doubles(lengths), fsum, bundle, trailing);
       cost.forward_bytes += sent.forward - fsum;
-      ring_pass(cost.forward, c, seconds_of(ring_steps(pairs, Travelling::kKeys), pair_flops, fwd_rate),
+      ring_pass(cost.forward, c, seconds_of(ring_steps(kernel_work(false), Travelling::kKeys), pair_flops, fwd_rate),
                 p > 1 ? link.seconds(fsum / (p - 1), 1) : 0, 0, sent.forward_hops);
       cost.forward.inter_bytes += sent.forward * share_inter;
       if (w.backward) {
         const double step = p > 1 ? link.seconds(bundle / (p - 1) + trailing / p, 2) : 0;
-        ring_pass(cost.backward, c, seconds_of(ring_steps(pairs, backward_travels), 2.5 * pair_flops, bwd_rate), step,
+        ring_pass(cost.backward, c, seconds_of(ring_steps(kernel_work(true), backward_travels), 2.5 * pair_flops, bwd_rate),
+                  step,
                   sent.backward_hops > 0 ? link.seconds(trailing / p, 1) : 0, sent.backward_hops);
         cost.backward_bytes += sent.bundle + sent.trailing - bsum;
         cost.backward.inter_bytes += (sent.bundle + sent.trailing) * share_inter;
@@ -289,12 +328,11 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
     }
     case algo::Strategy::kAllGather: {
       // One kernel call over every key: the busiest rank's queries set the time.
-      const double busiest = busiest_rank(work());
       collective(cost.forward, c, p, l, Pattern::kRing, fsum, p - 1);
-      cost.forward.add_compute(busiest * pair_flops / fwd_rate);
+      cost.forward.add_compute(busiest_rank(kernel_work(false)) * pair_flops / fwd_rate);
       if (w.backward) {
         collective(cost.backward, c, p, l, Pattern::kRing, bundle, p - 1);
-        cost.backward.add_compute(busiest * 2.5 * pair_flops / bwd_rate);
+        cost.backward.add_compute(busiest_rank(kernel_work(true)) * 2.5 * pair_flops / bwd_rate);
         collective(cost.backward, c, p, l, Pattern::kRing, trailing, p - 1);
       }
       break;
@@ -329,12 +367,16 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
       const RingSends sent = ring_sends(last_steps(groups_work, Travelling::kKeys), last_steps(groups_work, backward_travels),
                                         group_tokens, ring_f, ring_bundle, ring_tail);
       cost.forward_bytes += sent.forward - ring_f;
-      ring_pass(cost.forward, c, seconds_of(ring_steps(groups_work, Travelling::kKeys), pair_flops / u, fwd_rate),
+      ring_pass(cost.forward, c,
+                seconds_of(ring_steps(tiled ? group_work(kernel_work(false), u) : groups_work, Travelling::kKeys),
+                           pair_flops / u, fwd_rate),
                 groups > 1 ? link.seconds(ring_f / (groups - 1), 1) : 0, 0, sent.forward_hops);
       if (w.backward) {
         collective(cost.backward, group_view, u, std::min(u, l), Pattern::kPairwise, bsum - ring_b, 2.0 * (u - 1));
         const double step = groups > 1 ? link.seconds(ring_bundle / (groups - 1) + ring_tail / groups, 2) : 0;
-        ring_pass(cost.backward, c, seconds_of(ring_steps(groups_work, backward_travels), 2.5 * pair_flops / u, bwd_rate),
+        ring_pass(cost.backward, c,
+                  seconds_of(ring_steps(tiled ? group_work(kernel_work(true), u) : groups_work, backward_travels),
+                             2.5 * pair_flops / u, bwd_rate),
                   step, sent.backward_hops > 0 ? link.seconds(ring_tail / groups, 1) : 0, sent.backward_hops);
         cost.backward_bytes += sent.bundle + sent.trailing - ring_b;
       }

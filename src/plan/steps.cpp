@@ -73,21 +73,92 @@ int wrap(int x, int m) { return ((x % m) + m) % m; }
 
 double PairWork::total() const { return std::accumulate(pairs.begin(), pairs.end(), 0.0); }
 
-PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask) {
+namespace {
+
+void check_modelled(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask) {
   BURST_CHECK(ranks >= 1 && seqlen >= ranks, "plan: ", seqlen, " tokens cannot shard over ", ranks, " ranks");
   BURST_CHECK(!mask.has_documents(), "plan: packed documents are not modelled");
   BURST_CHECK(layout == algo::Layout::kContiguous || layout == algo::Layout::kZigzag || layout == algo::Layout::kStriped,
               "plan: the planner models the contiguous, zigzag and striped layouts, got ", algo::layout_name(layout));
+}
+
+// The visible pairs of a mask on N tokens are those with lo <= k - q <= hi; beyond +-N every
+// pair is in, so an unbounded side is N.
+struct Band {
+  std::int64_t lo = 0, hi = 0;
+  bool everything = false;
+};
+Band band_of(const kernels::MaskSpec& mask, std::int64_t seqlen) {
+  const std::int64_t far = seqlen;
+  Band b;
+  b.lo = mask.window_left >= 0 ? -std::min(mask.window_left, far) : -far;
+  b.hi = mask.window_right >= 0 ? std::min(mask.window_right, far) : far;
+  if (mask.causal) b.hi = std::min<std::int64_t>(b.hi, 0);
+  b.everything = b.lo <= -far && b.hi >= far;
+  return b;
+}
+
+// Smallest and largest position of each block of `block` consecutive local tokens of a
+// rank's shard (its positions ascend).
+struct Blocks {
+  std::vector<std::int64_t> lo, hi;
+};
+Blocks shard_blocks(algo::Layout layout, std::int64_t n, int world, int rank, int block) {
+  std::vector<Run> runs;
+  std::int64_t count = 0;
+  if (layout == algo::Layout::kStriped) {
+    count = (n - rank + world - 1) / world;
+  } else {
+    runs = shard_runs(layout, n, world, rank);
+    for (const Run& run : runs) count += run.count;
+  }
+  auto position = [&](std::int64_t t) {
+    if (layout == algo::Layout::kStriped) return rank + t * world;
+    for (const Run& run : runs) {
+      if (t < run.count) return run.first + t;
+      t -= run.count;
+    }
+    return std::int64_t{-1};
+  };
+  Blocks b;
+  for (std::int64_t first = 0; first < count; first += block) {
+    b.lo.push_back(position(first));
+    b.hi.push_back(position(std::min(first + block, count) - 1));
+  }
+  return b;
+}
+
+// Partially masked tiles of query blocks `q` against key blocks `k` under band `band`, as
+// kernels' classify sees them: a tile is skipped when k_hi - q_lo < lo or k_lo - q_hi > hi,
+// full when k_lo - q_hi >= lo and k_hi - q_lo <= hi, partial otherwise.
+double partial_between(const Blocks& q, const Blocks& k, const Band& band) {
+  double partial = 0;
+  for (std::size_t i = 0; i < q.lo.size(); ++i) {
+    const auto first_hi_at_least = [&](std::int64_t x) {
+      return std::lower_bound(k.hi.begin(), k.hi.end(), x) - k.hi.begin();
+    };
+    const auto first_lo_above = [&](std::int64_t x) { return std::upper_bound(k.lo.begin(), k.lo.end(), x) - k.lo.begin(); };
+    // Computed: from the first block with k_hi >= q_lo + lo to the last with k_lo <= q_hi + hi.
+    const auto c = first_hi_at_least(q.lo[i] + band.lo), d = first_lo_above(q.hi[i] + band.hi);
+    // Full: k_lo >= q_hi + lo and k_hi <= q_lo + hi.
+    const auto a = std::lower_bound(k.lo.begin(), k.lo.end(), q.hi[i] + band.lo) - k.lo.begin();
+    const auto b = std::upper_bound(k.hi.begin(), k.hi.end(), q.lo[i] + band.hi) - k.hi.begin();
+    const auto computed = std::max<std::ptrdiff_t>(d - c, 0);
+    const auto full = std::max<std::ptrdiff_t>(std::min(b, d) - std::max(a, c), 0);
+    partial += static_cast<double>(computed - full);
+  }
+  return partial;
+}
+
+}  // namespace
+
+PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask) {
+  check_modelled(layout, seqlen, ranks, mask);
   PairWork w;
   w.ranks = ranks;
   w.pairs.assign(static_cast<std::size_t>(ranks) * static_cast<std::size_t>(ranks), 0.0);
   const std::vector<std::int64_t> lengths = algo::shard_lengths(seqlen, ranks, layout);
-  // Visible pairs are those with lo <= k - q <= hi; beyond +-N every pair is in.
-  const std::int64_t far = seqlen;
-  std::int64_t lo = mask.window_left >= 0 ? -std::min(mask.window_left, far) : -far;
-  std::int64_t hi = mask.window_right >= 0 ? std::min(mask.window_right, far) : far;
-  if (mask.causal) hi = std::min<std::int64_t>(hi, 0);
-  const bool everything = lo <= -far && hi >= far;
+  const auto [lo, hi, everything] = band_of(mask, seqlen);
   std::vector<std::vector<Run>> runs;
   if (!everything && layout != algo::Layout::kStriped) {
     for (int r = 0; r < ranks; ++r) runs.push_back(shard_runs(layout, seqlen, ranks, r));
@@ -108,6 +179,35 @@ PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, const ke
       w.pairs[static_cast<std::size_t>(i) * static_cast<std::size_t>(ranks) + static_cast<std::size_t>(j)] = pairs;
     }
   }
+  return w;
+}
+
+PairWork partial_tiles(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask, int rows,
+                       int cols) {
+  check_modelled(layout, seqlen, ranks, mask);
+  BURST_CHECK(rows >= 1 && cols >= 1, "plan: tiles of ", rows, " x ", cols, " tokens");
+  PairWork w;
+  w.ranks = ranks;
+  w.pairs.assign(static_cast<std::size_t>(ranks) * static_cast<std::size_t>(ranks), 0.0);
+  const Band band = band_of(mask, seqlen);
+  if (band.everything || band.lo > band.hi) return w;
+  std::vector<Blocks> queries, keys;
+  for (int r = 0; r < ranks; ++r) {
+    queries.push_back(shard_blocks(layout, seqlen, ranks, r, rows));
+    keys.push_back(shard_blocks(layout, seqlen, ranks, r, cols));
+  }
+  for (int i = 0; i < ranks; ++i)
+    for (int j = 0; j < ranks; ++j)
+      w.pairs[static_cast<std::size_t>(i) * static_cast<std::size_t>(ranks) + static_cast<std::size_t>(j)] =
+          partial_between(queries[static_cast<std::size_t>(i)], keys[static_cast<std::size_t>(j)], band);
+  return w;
+}
+
+PairWork tile_weighted(const PairWork& visible, const PairWork& partial, double extra) {
+  BURST_CHECK(visible.ranks == partial.ranks, "plan: pair and tile counts of ", visible.ranks, " and ", partial.ranks,
+              " ranks");
+  PairWork w = visible;
+  for (std::size_t i = 0; i < w.pairs.size(); ++i) w.pairs[i] += extra * partial.pairs[i];
   return w;
 }
 

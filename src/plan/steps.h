@@ -36,6 +36,19 @@ inline PairWork pair_work(algo::Layout layout, std::int64_t seqlen, int ranks, b
   return pair_work(layout, seqlen, ranks, mask);
 }
 
+// Partially masked tiles between every two ranks' shards (same shape as pair_work, counts in
+// place of pairs) when the kernels tile a call into blocks of `rows` consecutive local
+// queries and `cols` consecutive local keys, classified by their position bounds as
+// kernels' classify does: the tiles that are computed and masked element by element. A
+// shard's positions ascend (every layout here), so each query block's partial key blocks are
+// found by binary search: O(P N / rows x log) in all.
+PairWork partial_tiles(algo::Layout layout, std::int64_t seqlen, int ranks, const kernels::MaskSpec& mask, int rows,
+                       int cols);
+
+// The kernels' work in pairs at the full rate: visible pairs plus `extra` per partially
+// masked tile.
+PairWork tile_weighted(const PairWork& visible, const PairWork& partial, double extra);
+
 // Which side travels around the ring: the keys (the forward, and the backward's kKeyValue
 // scheme: rank r computes its queries against origin j's keys) or the queries (kQuery: rank r
 // computes origin j's queries against its keys).

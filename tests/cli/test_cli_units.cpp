@@ -53,6 +53,92 @@ TEST(PlanCommand, ErrorsNameTheFlag) {
   expect_error({"--model", "custom"}, "--model:");
   expect_error({"--rounds", "3"}, "--rounds:");
   expect_error({"--calibrate", "--rounds", "0"}, "--rounds:");
+  expect_error({"--speed", "0"}, "--speed:");
+  expect_error({"--probe", "-1"}, "--probe:");
+  expect_error({"--calibrate", "--probe", "1"}, "--probe cannot be combined with --calibrate");
+  expect_error({"--probe", "1", "--calibration", "/nonexistent/calibration.json"}, "--probe:");
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The first number after "key": in a JSON text.
+double first_number(const std::string& text, const std::string& key) {
+  const auto at = text.find("\"" + key + "\": ");
+  EXPECT_NE(at, std::string::npos) << key;
+  return at == std::string::npos ? 0 : std::stod(text.substr(at + key.size() + 4));
+}
+
+// The fit line: when more ranks no longer lower the memory per rank (LLaMA-2 7b training:
+// its fp32 weights and gradients alone exceed an A100's 40 GB, and no strategy here shards
+// them), it says so instead of trying up to 1024x the ranks.
+TEST(PlanCommand, FitStopsWhereMoreRanksDoNotHelp) {
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--cluster", "8xA100-PCIe", "--seqlen", "64K", "--strategy", "burst"}), 0);
+  const std::string out = testing::internal::GetCapturedStdout();
+  EXPECT_NE(out.find("fit       nothing fits 65536 tokens in memory; more ranks do not lower the memory per rank below "),
+            std::string::npos)
+      << out;
+  // Where more ranks do fit, it names how many.
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--cluster", "8xA100-PCIe", "--seqlen", "1M", "--strategy", "burst", "--forward-only"}), 0);
+  const std::string fits = testing::internal::GetCapturedStdout();
+  EXPECT_NE(fits.find(" ranks ("), std::string::npos) << fits;
+}
+
+// --speed F scales the compute rates: the compute time of every strategy by 1 / F, links not.
+TEST(PlanCommand, SpeedScalesCompute) {
+  const std::string base = ::testing::TempDir() + "/plan_speed1.json", half = ::testing::TempDir() + "/plan_speed05.json";
+  const std::vector<std::string> args = {"--cluster", "8xA100-PCIe", "--seqlen", "64K", "--strategy", "burst",
+                                         "--forward-only"};
+  testing::internal::CaptureStdout();
+  std::vector<std::string> a = args, b = args;
+  a.insert(a.end(), {"--json", base});
+  b.insert(b.end(), {"--speed", "0.5", "--json", half});
+  EXPECT_EQ(plan_main(a), 0);
+  EXPECT_EQ(plan_main(b), 0);
+  testing::internal::GetCapturedStdout();
+  const std::string one = read_text(base), slow = read_text(half);
+  EXPECT_NEAR(first_number(slow, "compute_seconds") / first_number(one, "compute_seconds"), 2.0, 1e-7);
+  EXPECT_DOUBLE_EQ(first_number(slow, "forward_bytes_per_rank"), first_number(one, "forward_bytes_per_rank"));
+}
+
+// A calibration with every required figure.
+plan::Calibration example_calibration() {
+  plan::Calibration cal;
+  cal.cores = 2;
+  cal.memory_bytes = 16e9;
+  cal.attention_forward_f32 = 80e9;
+  cal.attention_backward_f32 = 60e9;
+  cal.attention_forward_bf16 = 110e9;
+  cal.attention_backward_bf16 = 90e9;
+  cal.gemm_f32 = 90e9;
+  cal.memory_bandwidth = 10e9;
+  cal.link_backend = "local";
+  cal.link_bandwidth = 5e9;
+  cal.link_latency = 30e-6;
+  cal.measured_at = "now";
+  return cal;
+}
+
+// --probe reads the kernels' rate now and prints it over the calibration's.
+TEST(PlanCommand, ProbeReadsTheSpeedAgainstTheCalibration) {
+  plan::Calibration cal = example_calibration();
+  cal.attention_forward_f32 = 1e9;  // far below any core's rate
+  const std::string path = ::testing::TempDir() + "/plan_probe_calibration.json";
+  cli::save_calibration(path, cal);
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(plan_main({"--probe", "0.1", "--calibration", path}), 0);
+  const std::string out = testing::internal::GetCapturedStdout();
+  ASSERT_EQ(out.rfind("speed ", 0), 0u) << out;
+  const double speed = std::stod(out.substr(6));
+  EXPECT_GT(speed, 1.0) << out;  // at least 1 GFLOP/s per core
+  EXPECT_LT(speed, 1e4) << out;
+  EXPECT_NE(out.find(path), std::string::npos) << out;
 }
 
 TEST(PlanCommand, RunsPresetsAndWritesJson) {
@@ -147,22 +233,10 @@ TEST(PlanCommand, Layouts) {
 // A calibration file reads back what was written; causal and ring-rsa rates are optional
 // (older files).
 TEST(PlanCalibrationFile, RoundTrip) {
-  plan::Calibration cal;
-  cal.cores = 2;
-  cal.memory_bytes = 16e9;
-  cal.attention_forward_f32 = 80e9;
-  cal.attention_backward_f32 = 60e9;
-  cal.attention_forward_bf16 = 110e9;
-  cal.attention_backward_bf16 = 90e9;
-  cal.gemm_f32 = 90e9;
+  plan::Calibration cal = example_calibration();
   cal.attention_forward_f32_causal = 70e9;
-  cal.memory_bandwidth = 10e9;
   cal.ring_rsa_forward_f32 = 30e9;
   cal.shared_core_efficiency = 0.85;
-  cal.link_backend = "local";
-  cal.link_bandwidth = 5e9;
-  cal.link_latency = 30e-6;
-  cal.measured_at = "now";
   const std::string path = ::testing::TempDir() + "/plan_calibration.json";
   cli::save_calibration(path, cal);
   const plan::Calibration back = cli::load_calibration(path, "--cluster this");
@@ -174,7 +248,34 @@ TEST(PlanCalibrationFile, RoundTrip) {
   EXPECT_DOUBLE_EQ(back.shared_core_efficiency, 0.85);
   EXPECT_EQ(back.link_backend, "local");
   EXPECT_EQ(back.cores, 2);
+  EXPECT_EQ(back.kernel_heads, 8);
+  EXPECT_EQ(back.kernel_tokens, 4096);
+  EXPECT_EQ(back.tile_rows, 0);
   EXPECT_THROW(cli::load_calibration(::testing::TempDir() + "/missing.json", "--cluster this"), Error);
+  // The kernels' problem and tile round trip; a file from before them measured 2 heads.
+  cal.kernel_heads = 16;
+  cal.kernel_tokens = 2048;
+  cal.tile_rows = 128;
+  cal.tile_cols = 64;
+  cli::save_calibration(path, cal);
+  const plan::Calibration tiled = cli::load_calibration(path, "--cluster this");
+  EXPECT_EQ(tiled.kernel_heads, 16);
+  EXPECT_EQ(tiled.kernel_tokens, 2048);
+  EXPECT_EQ(tiled.tile_rows, 128);
+  EXPECT_EQ(tiled.tile_cols, 64);
+  std::string text = read_text(path), older;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);)
+    if (line.find("kernel_") == std::string::npos && line.find("tile_") == std::string::npos) older += line + "\n";
+  {
+    std::ofstream out(path);
+    out << older;
+  }
+  const plan::Calibration old = cli::load_calibration(path, "--cluster this");
+  EXPECT_EQ(old.kernel_heads, 2);
+  EXPECT_EQ(old.kernel_tokens, 4096);
+  EXPECT_EQ(old.tile_rows, 0);
+  EXPECT_DOUBLE_EQ(old.attention_forward_f32, 80e9);
 }
 
 // The memory estimate of a run from .npy files is the estimate of the files' sizes, read from

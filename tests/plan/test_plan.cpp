@@ -4,10 +4,12 @@
 // the communicators' counters in tests/algo; the command's flags and files are tests/cli's.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "burst/error.h"
@@ -15,6 +17,7 @@
 #include "burst/local_world.h"
 #include "burst/plan.h"
 #include "burst/strategy.h"
+#include "kernels/detail.h"
 #include "plan/steps.h"
 #include "../support.h"
 #include "../algo/rank_problem.h"
@@ -244,6 +247,61 @@ TEST(PlanSteps, PairWorkCountsEveryVisiblePair) {
     }
   }
   EXPECT_THROW(plan::pair_work(algo::Layout::kBalanced, 64, 4, true), Error);
+}
+
+// Partially masked tiles between every two shards, classified one tile at a time by the
+// kernels' own classify on the position bounds of blocks of the library's shard positions:
+// what partial_tiles finds by binary search.
+std::vector<double> brute_partial_tiles(algo::Layout layout, std::int64_t n, int p, const kernels::MaskSpec& mask, int rows,
+                                        int cols) {
+  const auto plan = algo::shard_plan(n, p, layout);
+  auto bounds = [](const std::vector<std::int64_t>& positions, int block) {
+    std::vector<std::pair<std::int64_t, std::int64_t>> b;
+    for (std::size_t first = 0; first < positions.size(); first += static_cast<std::size_t>(block)) {
+      const std::size_t last = std::min(positions.size(), first + static_cast<std::size_t>(block)) - 1;
+      b.emplace_back(*std::min_element(positions.begin() + static_cast<std::ptrdiff_t>(first), positions.begin() + static_cast<std::ptrdiff_t>(last) + 1),
+                     *std::max_element(positions.begin() + static_cast<std::ptrdiff_t>(first), positions.begin() + static_cast<std::ptrdiff_t>(last) + 1));
+    }
+    return b;
+  };
+  std::vector<double> out;
+  for (int i = 0; i < p; ++i) {
+    for (int j = 0; j < p; ++j) {
+      double partial = 0;
+      for (auto [q_lo, q_hi] : bounds(plan[static_cast<std::size_t>(i)], rows))
+        for (auto [k_lo, k_hi] : bounds(plan[static_cast<std::size_t>(j)], cols))
+          partial += kernels::detail::classify(mask, q_lo, q_hi, k_lo, k_hi) == kernels::detail::TileVisibility::kPartial;
+      out.push_back(partial);
+    }
+  }
+  return out;
+}
+
+TEST(PlanSteps, PartialTilesAreTheKernelsMaskedTiles) {
+  for (algo::Layout layout : plan::planned_layouts()) {
+    for (int p : {1, 2, 3, 4}) {
+      for (std::int64_t n : {std::int64_t{37}, std::int64_t{64}, std::int64_t{203}}) {
+        for (auto [rows, cols] : {std::pair{4, 4}, {8, 4}, {5, 7}, {300, 300}}) {
+          for (auto [causal, left, right] : {std::tuple<bool, std::int64_t, std::int64_t>{true, -1, -1}, {false, -1, -1},
+                                             {true, 9, -1}, {false, 3, 11}, {false, -1, 0}, {true, 500, 500}}) {
+            SCOPED_TRACE(algo::layout_name(layout) + " P=" + std::to_string(p) + " N=" + std::to_string(n) + " tile " +
+                         std::to_string(rows) + "x" + std::to_string(cols) + (causal ? " causal" : "") + " window " +
+                         std::to_string(left) + "," + std::to_string(right));
+            const kernels::MaskSpec mask = mask_of(causal, left, right);
+            EXPECT_EQ(plan::partial_tiles(layout, n, p, mask, rows, cols).pairs,
+                      brute_partial_tiles(layout, n, p, mask, rows, cols));
+          }
+        }
+      }
+    }
+  }
+  // A causal square of N tokens in T x T tiles: its N / T diagonal tiles.
+  EXPECT_EQ(plan::partial_tiles(algo::Layout::kContiguous, 4096, 1, mask_of(true), 256, 256).total(), 16);
+  const plan::PairWork visible = plan::pair_work(algo::Layout::kZigzag, 512, 2, true);
+  const plan::PairWork partial = plan::partial_tiles(algo::Layout::kZigzag, 512, 2, mask_of(true), 64, 64);
+  const plan::PairWork weighted = plan::tile_weighted(visible, partial, 1000);
+  for (std::size_t i = 0; i < visible.pairs.size(); ++i)
+    EXPECT_EQ(weighted.pairs[i], visible.pairs[i] + 1000 * partial.pairs[i]);
 }
 
 // A ring step waits for its busiest rank. Causal, P ranks of c tokens: the contiguous
@@ -494,6 +552,31 @@ TEST(PlanModel, ThisMachineFromCalibration) {
   measured.attention_forward_flops_causal = 40e9;
   measured.attention_backward_flops_causal = 30e9;
   EXPECT_NEAR(plan::predict(kBurst, measured, m, w).compute_seconds, causal_flops / 40e9, 1e-9);
+  // A calibration with causal rates gives the tile model: full tiles at the full rate, and
+  // each partially masked tile what the causal problem took beyond its visible pairs. Its own
+  // problem (one call over kernel_tokens, as Ulysses makes on 2 ranks of 2 heads) comes out at
+  // its causal rate.
+  cal.attention_forward_f32_causal = 40e9;
+  cal.attention_backward_f32_causal = 30e9;
+  cal.kernel_tokens = 4096;
+  cal.tile_rows = cal.tile_cols = 256;
+  const Cluster tiled = plan::cluster_from_calibration(cal, 2, DType::kF32);
+  EXPECT_EQ(tiled.tile_rows, 256);
+  const double visible = 4096.0 * 4097 / 2;  // pairs, 16 partially masked tiles among them
+  EXPECT_NEAR(tiled.masked_tile_forward, visible * (80e9 / 40e9 - 1) / 16, 1e-6);
+  EXPECT_NEAR(tiled.masked_tile_backward, visible * (60e9 / 30e9 - 1) / 16, 1e-6);
+  ModelShape two_heads = m;
+  two_heads.heads = two_heads.kv_heads = 2;
+  two_heads.model_dim = 256;
+  Workload own = w;
+  own.seqlen = 4096;
+  EXPECT_NEAR(plan::predict(kUlysses, tiled, two_heads, own).compute_seconds, 4.0 * 128 * visible / 40e9, 1e-9);
+  // Burst on zigzag shards of 8K: the diagonal tiles of step 0 cost extra, the full blocks of
+  // step 1 only their pairs at the full rate, so the prediction lies between the two rates'.
+  const double tiled_burst = plan::predict(kBurst, tiled, m, w).compute_seconds;
+  EXPECT_GT(tiled_burst, causal_flops / 80e9);
+  EXPECT_LT(tiled_burst, causal_flops / 40e9);
+  cal.attention_forward_f32_causal = cal.attention_backward_f32_causal = 0;
 
   // ring-rsa: its measured rates give its compute, full FLOPs (it skips nothing), forward and
   // backward; unmeasured, its GEMMs at the GEMM rate plus score passes at the memory bandwidth.
