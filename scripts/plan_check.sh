@@ -4,12 +4,12 @@
 # `burst plan --cluster this` for the same ones, and prints predicted vs measured time per pass
 # with the relative error, and the bytes per rank (which must agree exactly).
 #
-#   scripts/plan_check.sh [-o DIR] [--quick] [--only NAME,...] [--probe] [--no-bracket]
+#   scripts/plan_check.sh [-o DIR] [--quick] [--only NAME,...] [--recalibrate] [--no-bracket]
 #
 # -o DIR   where the JSON files go (default out/plan_check); the table is also DIR/table.txt
 # --quick  two small configurations only (a smoke test of the script)
 # --only   just the named configurations (names as in the table)
-# --probe  calibrate again just before each configuration (`burst plan --calibrate --rounds 3`,
+# --recalibrate  calibrate again just before each configuration (`burst plan --calibrate --rounds 3`,
 #          DIR/NAME.calibration.json) and predict it from that: on a shared machine whose speed
 #          moves within minutes, this separates the model's error from the machine's drift
 # Every run is bracketed by two probes of the kernels' speed (`burst plan --probe 3`: the fp32
@@ -32,14 +32,14 @@ cd "$(dirname "$0")/.."
 out=out/plan_check
 quick=0
 only=""
-probe=0
+recalibrate=0
 bracket=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -o) out="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --only) only=",$2,"; shift 2 ;;
-    --probe) probe=1; shift ;;
+    --recalibrate) recalibrate=1; shift ;;
     --no-bracket) bracket=0; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "plan_check.sh: unknown argument '$1'" >&2; exit 2 ;;
@@ -60,7 +60,7 @@ if busy; then
        "measured times will be slower than predicted" >&2
 fi
 
-if [[ $probe == 0 && ! -f "$CALIBRATION" ]]; then
+if [[ $recalibrate == 0 && ! -f "$CALIBRATION" ]]; then
   "${PLAN[@]}" --calibrate --calibration "$CALIBRATION"
 fi
 
@@ -133,7 +133,7 @@ for c in "${configs[@]}"; do
   else
     plan_args+=(--scope core)
   fi
-  if [[ $probe == 1 ]]; then
+  if [[ $recalibrate == 1 ]]; then
     "${PLAN[@]}" --calibrate --rounds 3 --calibration "$out/$name.calibration.json" > /dev/null 2>&1 ||
       { echo "plan_check: $name: calibration failed" >&2; continue; }
     plan_args[3]="$out/$name.calibration.json"  # the file after --calibration
