@@ -304,12 +304,7 @@ Cluster make_cluster(const PlanArgs& a, DType dtype) {
   if (a.nics_per_node) c.nics_per_node = *a.nics_per_node;
   if (a.latency_us) c.intra.latency = c.inter.latency = *a.latency_us * 1e-6;
   if (a.memory_gb) c.memory_bytes = *a.memory_gb * 1e9;
-  if (a.speed) {
-    for (double* rate : {&c.attention_forward_flops, &c.attention_backward_flops, &c.attention_forward_flops_causal,
-                         &c.attention_backward_flops_causal, &c.gemm_flops, &c.ring_rsa_forward_flops,
-                         &c.ring_rsa_backward_flops})
-      *rate *= *a.speed;
-  }
+  if (a.speed) c = plan::at_speed(std::move(c), *a.speed);
   return c;
 }
 
@@ -343,31 +338,8 @@ int run_calibrate(const PlanArgs& a) {
   if (!root) return 0;
   outputs.write_text(a.calibration, calibration_json(c));
   outputs.commit();
-  const Cluster tiles = plan::cluster_from_calibration(c, 1, DType::kF32);
-  std::cout << "calibration (" << c.cores << " cores, one thread each; kernels on " << c.kernel_heads << " heads x "
-            << c.kernel_tokens << " tokens):\n"
-            << "  attention fp32 forward " << fmt("%.1f", c.attention_forward_f32 * 1e-9) << " GFLOP/s, backward "
-            << fmt("%.1f", c.attention_backward_f32 * 1e-9) << "\n"
-            << "  attention bf16 forward " << fmt("%.1f", c.attention_forward_bf16 * 1e-9) << " GFLOP/s, backward "
-            << fmt("%.1f", c.attention_backward_bf16 * 1e-9) << "\n"
-            << "  causal fp32 / bf16     forward " << fmt("%.1f", c.attention_forward_f32_causal * 1e-9) << " / "
-            << fmt("%.1f", c.attention_forward_bf16_causal * 1e-9) << " GFLOP/s, backward "
-            << fmt("%.1f", c.attention_backward_f32_causal * 1e-9) << " / "
-            << fmt("%.1f", c.attention_backward_bf16_causal * 1e-9) << "\n"
-            << "  fp32 masked tile       " << tiles.tile_rows << " x " << tiles.tile_cols << ": forward "
-            << fmt("%.2f", tiles.masked_tile_forward / (tiles.tile_rows * tiles.tile_cols)) << ", backward "
-            << fmt("%.2f", tiles.masked_tile_backward / (tiles.tile_rows * tiles.tile_cols))
-            << " tiles of work beyond its visible pairs\n"
-            << "  projection GEMM fp32   " << fmt("%.1f", c.gemm_f32 * 1e-9) << " GFLOP/s\n"
-            << "  memory copy            " << fmt("%.2f", c.memory_bandwidth * 1e-9) << " GB/s\n"
-            << "  ring-rsa fp32          forward " << fmt("%.1f", c.ring_rsa_forward_f32 * 1e-9) << " GFLOP/s, backward "
-            << fmt("%.1f", c.ring_rsa_backward_f32 * 1e-9) << "\n"
-            << "  two threads per core   " << fmt("%.2f", c.shared_core_efficiency)
-            << " of one thread's rate (ranks beyond the cores)\n"
-            << "  link (" << c.link_backend << ")           " << fmt("%.2f", c.link_bandwidth * 1e-9) << " GB/s, "
-            << fmt("%.1f", c.link_latency * 1e6) << " us per message\n"
-            << "  memory available       " << fmt("%.1f", c.memory_bytes * 1e-9) << " GB\n"
-            << "written to " << a.calibration << "\n";
+  print_calibration(std::cout, c);
+  std::cout << "written to " << a.calibration << "\n";
   return 0;
 }
 

@@ -7,6 +7,7 @@
 #include "burst/error.h"
 #include "json.h"
 #include "output.h"
+#include "plan_report.h"
 
 namespace burst::cli {
 namespace {
@@ -67,6 +68,35 @@ std::string calibration_json(const plan::Calibration& c) {
   j.number("link_bandwidth", c.link_bandwidth);
   j.number("link_latency", c.link_latency);
   return j.text();
+}
+
+void print_calibration(std::ostream& os, const plan::Calibration& c) {
+  const plan::Cluster tiles = plan::cluster_from_calibration(c, 1, DType::kF32);
+  os << "calibration (" << c.cores << " cores, one thread each; kernels on " << c.kernel_heads << " heads x "
+     << c.kernel_tokens << " tokens):\n"
+     << "  attention fp32 forward " << fmt("%.1f", c.attention_forward_f32 * 1e-9) << " GFLOP/s, backward "
+     << fmt("%.1f", c.attention_backward_f32 * 1e-9) << "\n"
+     << "  attention bf16 forward " << fmt("%.1f", c.attention_forward_bf16 * 1e-9) << " GFLOP/s, backward "
+     << fmt("%.1f", c.attention_backward_bf16 * 1e-9) << "\n"
+     << "  causal fp32 / bf16     forward " << fmt("%.1f", c.attention_forward_f32_causal * 1e-9) << " / "
+     << fmt("%.1f", c.attention_forward_bf16_causal * 1e-9) << " GFLOP/s, backward "
+     << fmt("%.1f", c.attention_backward_f32_causal * 1e-9) << " / "
+     << fmt("%.1f", c.attention_backward_bf16_causal * 1e-9) << "\n";
+  if (tiles.tile_rows > 0) {
+    const double area = static_cast<double>(tiles.tile_rows) * tiles.tile_cols;
+    os << "  fp32 masked tile       " << tiles.tile_rows << " x " << tiles.tile_cols << ": forward "
+       << fmt("%.2f", tiles.masked_tile_forward / area) << ", backward " << fmt("%.2f", tiles.masked_tile_backward / area)
+       << " tiles of work beyond its visible pairs\n";
+  }
+  os << "  projection GEMM fp32   " << fmt("%.1f", c.gemm_f32 * 1e-9) << " GFLOP/s\n"
+     << "  memory copy            " << fmt("%.2f", c.memory_bandwidth * 1e-9) << " GB/s\n"
+     << "  ring-rsa fp32          forward " << fmt("%.1f", c.ring_rsa_forward_f32 * 1e-9) << " GFLOP/s, backward "
+     << fmt("%.1f", c.ring_rsa_backward_f32 * 1e-9) << "\n"
+     << "  two threads per core   " << fmt("%.2f", c.shared_core_efficiency)
+     << " of one thread's rate (ranks beyond the cores)\n"
+     << "  link (" << c.link_backend << ")           " << fmt("%.2f", c.link_bandwidth * 1e-9) << " GB/s, "
+     << fmt("%.1f", c.link_latency * 1e6) << " us per message\n"
+     << "  memory available       " << fmt("%.1f", c.memory_bytes * 1e-9) << " GB\n";
 }
 
 void save_calibration(const std::string& path, const plan::Calibration& c) {

@@ -3,6 +3,7 @@
 // by --cluster this.
 #pragma once
 
+#include <ostream>
 #include <string>
 
 #include "burst/plan.h"
@@ -11,6 +12,8 @@ namespace burst::cli {
 
 // The calibration as the JSON text load_calibration reads.
 std::string calibration_json(const plan::Calibration& c);
+// The calibration's figures, a line each, as burst plan --calibrate prints them.
+void print_calibration(std::ostream& os, const plan::Calibration& c);
 // Writes calibration_json(c) to `path` (all or nothing, output.h).
 void save_calibration(const std::string& path, const plan::Calibration& c);
 // Throws burst::Error naming `what` when the file is missing or malformed.

@@ -259,6 +259,11 @@ struct Calibration {
   std::string measured_at;    // UTC time
 };
 
+// The cluster with every compute rate (attention kernels, causal ones included, GEMM,
+// ring-rsa) times `speed` (> 0, else throws): cores that run at that fraction of the
+// calibrated or preset rate. Links, memory and the masked tiles' extra (in pairs) stay.
+Cluster at_speed(Cluster cluster, double speed);
+
 // Measures the kernels, the GEMM and memory copies with `threads` threads at once (one per
 // core: the rate of a core while all are busy), printing progress lines to `log`; sets the
 // compute figures, cores, memory_bytes and measured_at of the result, not the link.

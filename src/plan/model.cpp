@@ -481,6 +481,15 @@ void block_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, co
 
 }  // namespace
 
+Cluster at_speed(Cluster c, double speed) {
+  BURST_CHECK(speed > 0 && std::isfinite(speed), "speed: expected a positive number, got ", speed);
+  for (double* rate : {&c.attention_forward_flops, &c.attention_backward_flops, &c.attention_forward_flops_causal,
+                       &c.attention_backward_flops_causal, &c.gemm_flops, &c.ring_rsa_forward_flops,
+                       &c.ring_rsa_backward_flops})
+    *rate *= speed;
+  return c;
+}
+
 int Cluster::threads_per_rank() const { return std::max(1, compute_slots / std::max(1, ranks_per_node)); }
 
 double Cluster::rank_share() const {

@@ -278,6 +278,23 @@ TEST(PlanCalibrationFile, RoundTrip) {
   EXPECT_DOUBLE_EQ(old.attention_forward_f32, 80e9);
 }
 
+// The printed calibration: the masked tile's line only when causal rates give one.
+TEST(PlanCalibrationFile, PrintsTheMaskedTileWhenMeasured) {
+  plan::Calibration cal = example_calibration();
+  std::ostringstream plain;
+  cli::print_calibration(plain, cal);
+  EXPECT_NE(plain.str().find("attention fp32 forward 80.0 GFLOP/s, backward 60.0"), std::string::npos) << plain.str();
+  EXPECT_EQ(plain.str().find("masked tile"), std::string::npos) << plain.str();
+  cal.attention_forward_f32_causal = 40e9;  // twice the time over the visible pairs
+  cal.attention_backward_f32_causal = 60e9;  // no extra
+  cal.tile_rows = cal.tile_cols = 256;
+  std::ostringstream tiled;
+  cli::print_calibration(tiled, cal);
+  // 4096 x 4097 / 2 visible pairs over 16 partial tiles of 65536: 8.00 tiles of extra work each.
+  EXPECT_NE(tiled.str().find("fp32 masked tile       256 x 256: forward 8.00, backward 0.00 tiles"), std::string::npos)
+      << tiled.str();
+}
+
 // The memory estimate of a run from .npy files is the estimate of the files' sizes, read from
 // their headers, not of the size flags' defaults (32768 tokens); a file of the wrong rank
 // fails there, naming the flag.

@@ -577,6 +577,15 @@ TEST(PlanModel, ThisMachineFromCalibration) {
   EXPECT_GT(tiled_burst, causal_flops / 80e9);
   EXPECT_LT(tiled_burst, causal_flops / 40e9);
   cal.attention_forward_f32_causal = cal.attention_backward_f32_causal = 0;
+  // A cluster at half speed: every compute rate halved, the links and the tiles' extra kept.
+  const Cluster half = plan::at_speed(tiled, 0.5);
+  EXPECT_DOUBLE_EQ(half.attention_forward_flops, 40e9);
+  EXPECT_DOUBLE_EQ(half.attention_backward_flops_causal, 15e9);
+  EXPECT_DOUBLE_EQ(half.gemm_flops, 40e9);
+  EXPECT_DOUBLE_EQ(half.intra.bandwidth, tiled.intra.bandwidth);
+  EXPECT_DOUBLE_EQ(half.masked_tile_forward, tiled.masked_tile_forward);
+  EXPECT_NEAR(plan::predict(kUlysses, half, two_heads, own).compute_seconds, 4.0 * 128 * visible / 20e9, 1e-9);
+  EXPECT_THROW(plan::at_speed(tiled, 0), Error);
 
   // ring-rsa: its measured rates give its compute, full FLOPs (it skips nothing), forward and
   // backward; unmeasured, its GEMMs at the GEMM rate plus score passes at the memory bandwidth.
