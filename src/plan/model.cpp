@@ -207,7 +207,7 @@ void core_cost(const Candidate& cand, const Cluster& c, const ModelShape& m, con
   const double share = c.rank_share();
   // A masked call on a cluster with a tile model: full tiles at the full rate and each
   // partially masked tile's extra (Cluster::masked_tile_forward); else one rate for the mask.
-  const bool tiled = c.tile_rows > 0 && (w.causal || w.window_left >= 0 || w.window_right >= 0);
+  const bool tiled = c.tile_rows > 0 && w.mask().masks_anything();
   const bool causal_rates =
       !tiled && w.causal && c.attention_forward_flops_causal > 0 && c.attention_backward_flops_causal > 0;
   const double fwd_rate = (causal_rates ? c.attention_forward_flops_causal : c.attention_forward_flops) * share;
