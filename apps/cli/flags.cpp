@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <sstream>
 
 namespace burst::cli {
@@ -138,6 +139,47 @@ std::pair<std::int64_t, std::int64_t> parse_window_sides(std::string_view flag, 
     return value < 0 ? std::int64_t{-1} : value;
   };
   return {side(text.substr(0, comma)), side(text.substr(comma + 1))};
+}
+
+std::int64_t parse_tokens(std::string_view flag, std::string_view text) {
+  std::int64_t unit = 1;
+  std::string_view digits = text;
+  if (!text.empty() && (text.back() == 'K' || text.back() == 'k')) unit = 1024;
+  if (!text.empty() && (text.back() == 'M' || text.back() == 'm')) unit = 1024 * 1024;
+  if (unit != 1) digits.remove_suffix(1);
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  BURST_CHECK(ec == std::errc() && end == digits.data() + digits.size() && value >= 1 && value <= (std::int64_t{1} << 32) / unit,
+              flag, ": expected a positive integer with an optional K or M suffix, got '", text, "'");
+  return value * unit;
+}
+
+std::int64_t parse_count_at_most(std::string_view flag, std::string_view text, std::int64_t max) {
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  BURST_CHECK(ec == std::errc() && end == text.data() + text.size() && value >= 1 && value <= max, flag,
+              ": expected an integer in [1, ", max, "], got '", text, "'");
+  return value;
+}
+
+double parse_real(std::string_view flag, std::string_view text, bool suffixes) {
+  double unit = 1;
+  std::string_view digits = text;
+  if (suffixes && !text.empty()) {
+    switch (text.back()) {
+      case 'K': unit = 1e3; break;
+      case 'M': unit = 1e6; break;
+      case 'G': unit = 1e9; break;
+      case 'T': unit = 1e12; break;
+      default: break;
+    }
+    if (unit != 1) digits.remove_suffix(1);
+  }
+  double value = 0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  BURST_CHECK(ec == std::errc() && end == digits.data() + digits.size() && std::isfinite(value) && value > 0, flag,
+              ": expected a positive number", suffixes ? " (optional suffix K, M, G, T)" : "", ", got '", text, "'");
+  return value * unit;
 }
 
 }  // namespace burst::cli

@@ -52,6 +52,26 @@ std::string wrap(std::string_view text, std::size_t width, std::size_t indent, s
 // position arithmetic far from overflow). Throws naming `flag` otherwise.
 std::pair<std::int64_t, std::int64_t> parse_window_sides(std::string_view flag, std::string_view text);
 
+// Flag values shared by the subcommands' tables; each throws naming `flag`.
+// An integer from 1 to 2^32 with an optional binary suffix K (1024) or M (1048576): "32K",
+// "1M", "4096".
+std::int64_t parse_tokens(std::string_view flag, std::string_view text);
+// An integer in [1, max].
+std::int64_t parse_count_at_most(std::string_view flag, std::string_view text, std::int64_t max);
+// A positive finite number; with `suffixes`, an optional decimal K, M, G or T (1e3 .. 1e12).
+double parse_real(std::string_view flag, std::string_view text, bool suffixes = false);
+// fn(item) for each comma-separated item of `text` (empty items included).
+template <class Fn>
+void for_each_item(std::string_view text, Fn&& fn) {
+  std::size_t start = 0;
+  while (true) {
+    const auto comma = text.find(',', start);
+    fn(text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+    if (comma == std::string_view::npos) return;
+    start = comma + 1;
+  }
+}
+
 // Parses args against `table` ("--flag value" and "--flag=value"); returns the names given,
 // in order.
 template <class Args>

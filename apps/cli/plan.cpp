@@ -63,60 +63,6 @@ struct PlanArgs {
 };
 
 
-// An integer with an optional binary suffix K (1024) or M (1048576): "32K", "1M", "4096".
-std::int64_t parse_tokens(std::string_view flag, std::string_view text) {
-  std::int64_t unit = 1;
-  std::string_view digits = text;
-  if (!text.empty() && (text.back() == 'K' || text.back() == 'k')) unit = 1024;
-  if (!text.empty() && (text.back() == 'M' || text.back() == 'm')) unit = 1024 * 1024;
-  if (unit != 1) digits.remove_suffix(1);
-  std::int64_t value = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-  BURST_CHECK(ec == std::errc() && end == digits.data() + digits.size() && value >= 1 && value <= (std::int64_t{1} << 32) / unit,
-              flag, ": expected a positive integer with an optional K or M suffix, got '", text, "'");
-  return value * unit;
-}
-
-std::int64_t parse_count(std::string_view flag, std::string_view text, std::int64_t max) {
-  std::int64_t value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  BURST_CHECK(ec == std::errc() && end == text.data() + text.size() && value >= 1 && value <= max, flag,
-              ": expected an integer in [1, ", max, "], got '", text, "'");
-  return value;
-}
-
-// A positive finite number with an optional decimal suffix (K, M, G, T: 1e3 .. 1e12).
-double parse_positive(std::string_view flag, std::string_view text, bool suffixes = false) {
-  double unit = 1;
-  std::string_view digits = text;
-  if (suffixes && !text.empty()) {
-    switch (text.back()) {
-      case 'K': unit = 1e3; break;
-      case 'M': unit = 1e6; break;
-      case 'G': unit = 1e9; break;
-      case 'T': unit = 1e12; break;
-      default: break;
-    }
-    if (unit != 1) digits.remove_suffix(1);
-  }
-  double value = 0;
-  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-  BURST_CHECK(ec == std::errc() && end == digits.data() + digits.size() && std::isfinite(value) && value > 0, flag,
-              ": expected a positive number", suffixes ? " (optional suffix K, M, G, T)" : "", ", got '", text, "'");
-  return value * unit;
-}
-
-template <class Fn>
-void for_each_item(std::string_view text, Fn&& fn) {
-  std::size_t start = 0;
-  while (true) {
-    const auto comma = text.find(',', start);
-    fn(text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
-    if (comma == std::string_view::npos) return;
-    start = comma + 1;
-  }
-}
-
 constexpr std::int64_t kMaxCount = std::int64_t{1} << 20;
 
 constexpr Flag<PlanArgs> kFlags[] = {
@@ -136,48 +82,48 @@ constexpr Flag<PlanArgs> kFlags[] = {
        a.model = v;
      }},
     {"--layers", "L", "transformer layers (overrides the model's)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.layers = parse_count(f, v, 4096); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.layers = parse_count_at_most(f, v, 4096); }},
     {"--heads", "H", "query heads",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.heads = parse_count(f, v, kMaxCount); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.heads = parse_count_at_most(f, v, kMaxCount); }},
     {"--kv-heads", "G", "key/value heads, dividing H (default: H for custom)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.kv_heads = parse_count(f, v, kMaxCount); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.kv_heads = parse_count_at_most(f, v, kMaxCount); }},
     {"--head-dim", "D", "head dimension",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.head_dim = parse_count(f, v, 256); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.head_dim = parse_count_at_most(f, v, 256); }},
     {"--model-dim", "D", "width of X (default heads x head_dim for custom)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.model_dim = parse_count(f, v, kMaxCount); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.model_dim = parse_count_at_most(f, v, kMaxCount); }},
     {"--mlp-dim", "F", "SwiGLU MLP width (default 0 for custom: no MLP)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.mlp_dim = parse_count(f, v, kMaxCount); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.mlp_dim = parse_count_at_most(f, v, kMaxCount); }},
     {"--seqlen", "S[,S...]", "sequence lengths, K = 1024, M = 1048576 (default 32K,64K,128K,256K,512K,1M)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        a.seqlens.clear();
        for_each_item(v, [&](std::string_view item) { a.seqlens.push_back(parse_tokens(f, item)); });
      }},
     {"--batch", "B", "sequences per batch (default 1)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.batch = parse_count(f, v, kMaxCount); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.batch = parse_count_at_most(f, v, kMaxCount); }},
     {"--ranks", "P", "ranks in all (default: the cluster's; this: 2)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.ranks = static_cast<int>(parse_count(f, v, 1 << 16)); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.ranks = static_cast<int>(parse_count_at_most(f, v, 1 << 16)); }},
     {"--nodes", "I", "nodes, each with ranks / nodes ranks (default: the cluster's)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.nodes = static_cast<int>(parse_count(f, v, 1 << 16)); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.nodes = static_cast<int>(parse_count_at_most(f, v, 1 << 16)); }},
     {"--flops", "F[,B]", "FLOP/s of one rank (GPU) or core for attention and GEMMs alike, e.g. 150T or 80G; "
      "F,B: the attention backward at B (as burst run --emulate-compute F,B)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
        const std::size_t comma = v.find(',');
-       a.flops = parse_positive(f, v.substr(0, comma), true);
-       if (comma != std::string_view::npos) a.backward_flops = parse_positive(f, v.substr(comma + 1), true);
+       a.flops = parse_real(f, v.substr(0, comma), true);
+       if (comma != std::string_view::npos) a.backward_flops = parse_real(f, v.substr(comma + 1), true);
      }},
     {"--link-gbps", "G", "inter-node link per rank, Gb/s",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.link_gbps = parse_positive(f, v); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.link_gbps = parse_real(f, v); }},
     {"--nics-per-node", "K", "with --link-gbps: each node has K NICs of that rate, shared by its ranks (0: a link per "
      "rank, the default unless the preset says otherwise)",
      [](PlanArgs& a, std::string_view f, std::string_view v) {
-       a.nics_per_node = static_cast<int>(parse_positive(f, v));
+       a.nics_per_node = static_cast<int>(parse_real(f, v));
      }},
     {"--intra-gbps", "G", "intra-node link per rank, Gb/s",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.intra_gbps = parse_positive(f, v); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.intra_gbps = parse_real(f, v); }},
     {"--latency-us", "US", "latency per message on both links, microseconds",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.latency_us = parse_positive(f, v); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.latency_us = parse_real(f, v); }},
     {"--memory-gb", "GB", "memory per rank, GB (10^9 bytes)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.memory_gb = parse_positive(f, v); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.memory_gb = parse_real(f, v); }},
     {"--dtype", "fp32|bf16", "attention inputs, weights and activations (default bf16; this: fp32)",
      [](PlanArgs& a, std::string_view f, std::string_view v) { a.dtype = parse_dtype(v, f); }},
     {"--scope", "core|layer|model|block", "attention core (burst run), one layer (burst run --layer), the model, or "
@@ -216,7 +162,7 @@ constexpr Flag<PlanArgs> kFlags[] = {
      }},
     {"--top", "N", "also try USP at every Ulysses degree and, under a mask (causal, a window), every layout, and list the N "
      "fastest choices that fit, with their time and memory per rank",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.top = static_cast<int>(parse_positive(f, v)); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.top = static_cast<int>(parse_real(f, v)); }},
     {"--paper", "", "the paper's table: LLaMA-2 7b first-token latency on 8xA100-PCIe, 32K..256K, predicted next to published",
      [](PlanArgs& a, std::string_view, std::string_view) { a.paper = true; }},
     {"--json", "FILE", "write every prediction as one JSON object to FILE",
@@ -224,14 +170,14 @@ constexpr Flag<PlanArgs> kFlags[] = {
     {"--calibrate", "", "measure this machine (kernels, GEMM, memory, link) and write --calibration",
      [](PlanArgs& a, std::string_view, std::string_view) { a.calibrate = true; }},
     {"--rounds", "N", "with --calibrate: interleaved rounds of the kernel measurements, the median kept (default 7)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.rounds = static_cast<int>(parse_count(f, v, 100)); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.rounds = static_cast<int>(parse_count_at_most(f, v, 100)); }},
     {"--speed", "F", "scale the cluster's compute rates (attention kernels, GEMM, ring-rsa) by F: plan for cores that "
      "run at F times the calibrated or preset rate (e.g. the speed --probe reads)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.speed = parse_positive(f, v); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.speed = parse_real(f, v); }},
     {"--probe", "SECONDS", "measure the fp32 kernels' rate on every core now, for about SECONDS, and print it against "
      "--calibration's as 'speed F' (a shared machine's speed moves: scripts/plan_check.sh probes before and after "
      "every run)",
-     [](PlanArgs& a, std::string_view f, std::string_view v) { a.probe_seconds = parse_positive(f, v); }},
+     [](PlanArgs& a, std::string_view f, std::string_view v) { a.probe_seconds = parse_real(f, v); }},
     {"--help", "", "print this help", [](PlanArgs& a, std::string_view, std::string_view) { a.help = true; }},
 };
 
